@@ -1,0 +1,146 @@
+/// The family an error belongs to; decides the `type` field of each wire envelope.
+public enum GatewayErrorKind: String, Sendable {
+    case invalidRequest
+    case authentication
+    case permission
+    case notFound
+    case requestTooLarge
+    case rateLimited
+    case upstream
+    case overloaded
+    case timeout
+    case internalError
+
+    /// The `error.type` OpenAI clients see.
+    public var openAIType: String {
+        switch self {
+        case .invalidRequest, .notFound, .requestTooLarge: return "invalid_request_error"
+        case .authentication: return "authentication_error"
+        case .permission: return "permission_error"
+        case .rateLimited: return "rate_limit_error"
+        case .upstream, .overloaded, .timeout: return "api_error"
+        case .internalError: return "server_error"
+        }
+    }
+
+    /// The `error.type` Anthropic clients see.
+    public var anthropicType: String {
+        switch self {
+        case .invalidRequest: return "invalid_request_error"
+        case .authentication: return "authentication_error"
+        case .permission: return "permission_error"
+        case .notFound: return "not_found_error"
+        case .requestTooLarge: return "request_too_large"
+        case .rateLimited: return "rate_limit_error"
+        case .overloaded: return "overloaded_error"
+        case .upstream, .timeout, .internalError: return "api_error"
+        }
+    }
+}
+
+/// Which client API an error must be rendered for.
+public enum WireDialect: Sendable {
+    case openAI
+    case anthropic
+}
+
+/// A refusal or failure the client should see, with a stable machine-readable code.
+///
+/// Messages are written for the client: they never contain credentials or
+/// upstream internals beyond the name of the deployment that failed.
+public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// HTTP status code.
+    public var status: Int
+    /// The error family.
+    public var kind: GatewayErrorKind
+    /// A stable code, e.g. `invalid_json`, `model_not_found`, `upstream_unavailable`.
+    public var code: String
+    /// Human-readable explanation.
+    public var message: String
+    /// The request parameter at fault, when one is.
+    public var param: String?
+    /// Extra response headers such as `Retry-After`.
+    public var headers: [String: String]
+
+    public init(status: Int, kind: GatewayErrorKind, code: String, message: String, param: String? = nil, headers: [String: String] = [:]) {
+        self.status = status
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers
+    }
+
+    public var description: String { "\(status) \(code): \(message)" }
+
+    /// The OpenAI envelope: `{"error":{"message","type","param","code"}}`.
+    public func openAIEnvelope() -> JSONValue {
+        .object([
+            "error": .object([
+                "message": .string(message),
+                "type": .string(kind.openAIType),
+                "param": param.map(JSONValue.string) ?? .null,
+                "code": .string(code),
+            ])
+        ])
+    }
+
+    /// The Anthropic envelope: `{"type":"error","error":{"type","message"}}`, plus our stable code.
+    public func anthropicEnvelope(requestID: String?) -> JSONValue {
+        var object: JSONObject = [
+            "type": "error",
+            "error": .object(["type": .string(kind.anthropicType), "message": .string(message), "code": .string(code)]),
+        ]
+        if let requestID { object["request_id"] = .string(requestID) }
+        return .object(object)
+    }
+
+    /// The envelope for `dialect`.
+    public func envelope(for dialect: WireDialect, requestID: String?) -> JSONValue {
+        switch dialect {
+        case .openAI: return openAIEnvelope()
+        case .anthropic: return anthropicEnvelope(requestID: requestID)
+        }
+    }
+}
+
+extension GatewayError {
+    /// 400: the body is not JSON; says where.
+    public static func invalidJSON(_ error: JSONParseError) -> GatewayError {
+        GatewayError(status: 400, kind: .invalidRequest, code: "invalid_json",
+                     message: "The request body is not valid JSON: \(error.description) (byte offset \(error.offset)).")
+    }
+
+    /// 400: a field is missing or has the wrong shape.
+    public static func invalidParameter(_ param: String, _ message: String) -> GatewayError {
+        GatewayError(status: 400, kind: .invalidRequest, code: "invalid_parameter", message: message, param: param)
+    }
+
+    /// 404: no such model; lists what exists.
+    public static func modelNotFound(_ model: String, available: [String]) -> GatewayError {
+        let list = available.sorted().joined(separator: ", ")
+        return GatewayError(status: 404, kind: .notFound, code: "model_not_found",
+                            message: "The model '\(model)' does not exist. Available models: \(list.isEmpty ? "(none)" : list).",
+                            param: "model")
+    }
+
+    /// 413: the body exceeds the configured limit.
+    public static func bodyTooLarge(limit: Int) -> GatewayError {
+        GatewayError(status: 413, kind: .requestTooLarge, code: "request_too_large",
+                     message: "The request body exceeds the limit of \(limit) bytes.")
+    }
+
+    /// 401: credentials missing or wrong.
+    public static func unauthenticated(_ message: String = "Missing or invalid API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.") -> GatewayError {
+        GatewayError(status: 401, kind: .authentication, code: "invalid_api_key", message: message)
+    }
+
+    /// 400: the model cannot serve this kind of request.
+    public static func unsupported(_ message: String, param: String? = nil) -> GatewayError {
+        GatewayError(status: 400, kind: .invalidRequest, code: "unsupported_operation", message: message, param: param)
+    }
+
+    /// 500 that exposes no internals.
+    public static let internalFailure = GatewayError(status: 500, kind: .internalError, code: "internal_error",
+                                                     message: "The gateway hit an internal error. The request id identifies it in the logs.")
+}

@@ -1,0 +1,86 @@
+import NIOCore
+
+/// Serialises `JSONValue` trees compactly, keeping object member order.
+public enum JSONWriter {
+    /// The compact JSON text of `value` as bytes.
+    public static func bytes(_ value: JSONValue) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(256)
+        write(value, into: &output)
+        return output
+    }
+
+    /// The compact JSON text of `value`.
+    public static func string(_ value: JSONValue) -> String {
+        String(decoding: bytes(value), as: UTF8.self)
+    }
+
+    /// The compact JSON text of `value` in a `ByteBuffer`.
+    public static func buffer(_ value: JSONValue) -> ByteBuffer {
+        ByteBuffer(bytes: bytes(value))
+    }
+
+    /// Appends the JSON text of `value` to `output`.
+    public static func write(_ value: JSONValue, into output: inout [UInt8]) {
+        switch value {
+        case .null: output.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
+        case .bool(true): output.append(contentsOf: [0x74, 0x72, 0x75, 0x65])
+        case .bool(false): output.append(contentsOf: [0x66, 0x61, 0x6C, 0x73, 0x65])
+        case .integer(let number): output.append(contentsOf: String(number).utf8)
+        case .double(let number): writeDouble(number, into: &output)
+        case .string(let text): writeString(text, into: &output)
+        case .array(let elements):
+            output.append(UInt8(ascii: "["))
+            for (position, element) in elements.enumerated() {
+                if position > 0 { output.append(UInt8(ascii: ",")) }
+                write(element, into: &output)
+            }
+            output.append(UInt8(ascii: "]"))
+        case .object(let object):
+            output.append(UInt8(ascii: "{"))
+            for (position, entry) in object.entries.enumerated() {
+                if position > 0 { output.append(UInt8(ascii: ",")) }
+                writeString(entry.key, into: &output)
+                output.append(UInt8(ascii: ":"))
+                write(entry.value, into: &output)
+            }
+            output.append(UInt8(ascii: "}"))
+        }
+    }
+
+    private static func writeDouble(_ number: Double, into output: inout [UInt8]) {
+        guard number.isFinite else {
+            output.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
+            return
+        }
+        if number.rounded() == number && abs(number) < 1e15 {
+            // Keep the decimal point so the value stays a float for strict consumers.
+            output.append(contentsOf: String(Int64(number)).utf8)
+            output.append(contentsOf: [0x2E, 0x30])
+            return
+        }
+        output.append(contentsOf: number.description.utf8)
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Appends `text` as a quoted, escaped JSON string.
+    public static func writeString(_ text: String, into output: inout [UInt8]) {
+        output.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): output.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): output.append(contentsOf: [0x5C, 0x5C])
+            case 0x0A: output.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0D: output.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0x09: output.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0x00..<0x20:
+                output.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30])
+                output.append(hexDigits[Int(byte >> 4)])
+                output.append(hexDigits[Int(byte & 0x0F)])
+            default: output.append(byte)
+            }
+        }
+        output.append(UInt8(ascii: "\""))
+    }
+}
