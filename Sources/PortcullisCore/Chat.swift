@@ -121,8 +121,11 @@ public struct ChatRequest: Sendable, Equatable {
     public var logprobs: Bool?
     public var topLogprobs: Int?
     public var user: String?
-    /// Top-level fields the gateway does not interpret, passed through to compatible upstreams.
+    /// Top-level fields the gateway does not interpret, passed through to OpenAI-compatible upstreams.
     public var extra: JSONObject
+    /// Fields from an Anthropic-dialect request the gateway does not interpret (`top_k`, `thinking`, …),
+    /// passed through only to Anthropic upstreams.
+    public var anthropicExtra: JSONObject
 
     public init(model: String, messages: [ChatMessage], stream: Bool = false, includeUsage: Bool = false,
                 maxTokens: Int? = nil, temperature: Double? = nil) {
@@ -145,6 +148,7 @@ public struct ChatRequest: Sendable, Equatable {
         self.topLogprobs = nil
         self.user = nil
         self.extra = JSONObject()
+        self.anthropicExtra = JSONObject()
     }
 }
 

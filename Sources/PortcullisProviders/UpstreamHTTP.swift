@@ -1,0 +1,255 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import PortcullisCore
+import Synchronization
+
+/// The pooled HTTP client all adapters share, with per-phase timeouts and failure classification.
+///
+/// One underlying `HTTPClient` exists per distinct (connect, idle) timeout pair, because
+/// AsyncHTTPClient takes those per client; first-byte and total limits are per call.
+public final class UpstreamHTTPClient: Sendable {
+    private struct ClientKey: Hashable {
+        var connect: Double
+        var idle: Double
+    }
+
+    private let clients = Mutex<[ClientKey: HTTPClient]>([:])
+    /// Largest non-streamed upstream body accepted.
+    public let maximumResponseBytes: Int
+
+    public init(maximumResponseBytes: Int = 64 * 1024 * 1024) {
+        self.maximumResponseBytes = maximumResponseBytes
+    }
+
+    private func client(for timeouts: UpstreamTimeouts) -> HTTPClient {
+        let key = ClientKey(connect: timeouts.connect, idle: timeouts.streamIdle)
+        return clients.withLock { clients in
+            if let existing = clients[key] { return existing }
+            var configuration = HTTPClient.Configuration()
+            configuration.timeout = .init(connect: .milliseconds(Int64(timeouts.connect * 1000)),
+                                          read: .milliseconds(Int64(timeouts.streamIdle * 1000)))
+            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+            configuration.httpVersion = .automatic
+            configuration.decompression = .disabled
+            configuration.redirectConfiguration = .disallow
+            let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+            clients[key] = client
+            return client
+        }
+    }
+
+    /// Closes every pooled connection; call once at shutdown.
+    public func shutdown() async {
+        let all = clients.withLock { clients in
+            let values = Array(clients.values)
+            clients.removeAll()
+            return values
+        }
+        for client in all { try? await client.shutdown() }
+    }
+
+    /// Sends one request and returns the response once its head arrived with a success status.
+    ///
+    /// Non-success statuses, timeouts and connection failures become `UpstreamFailure`s,
+    /// with the upstream's own error message (credentials scrubbed) where it gave one.
+    public func send(method: HTTPMethod = .POST, url: String, headers: [(String, String)], body: ByteBuffer?,
+                     target: DeploymentTarget, context: UpstreamContext) async throws -> HTTPClientResponse {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        for (name, value) in target.headers { request.headers.replaceOrAdd(name: name, value: value) }
+        request.headers.replaceOrAdd(name: "x-request-id", value: context.requestID)
+        if let traceparent = context.traceparent { request.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
+        if let body {
+            request.headers.replaceOrAdd(name: "content-type", value: "application/json")
+            request.body = .bytes(body)
+        }
+        let client = client(for: target.timeouts)
+        let deadline = NIODeadline.now() + .milliseconds(Int64(target.timeouts.total * 1000))
+        let firstByte = target.timeouts.firstByte
+        let finalRequest = request
+        let response: HTTPClientResponse
+        do {
+            response = try await withFirstByteLimit(seconds: firstByte, deployment: target.name) {
+                try await client.execute(finalRequest, deadline: deadline, logger: context.logger)
+            }
+        } catch let failure as UpstreamFailure {
+            throw failure
+        } catch {
+            throw Self.classify(error, deployment: target.name)
+        }
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let retryAfter = Self.retryAfter(response.headers)
+            let bytes = try? await response.body.collect(upTo: 256 * 1024)
+            let message = Self.upstreamMessage(bytes, status: Int(response.status.code), apiKey: target.apiKey)
+            throw UpstreamFailure(reason: .status(Int(response.status.code)), message: message,
+                                  retryAfter: retryAfter, deployment: target.name)
+        }
+        return response
+    }
+
+    /// Sends a request and decodes its JSON body.
+    public func sendJSON(method: HTTPMethod = .POST, url: String, headers: [(String, String)], body: JSONValue?,
+                         target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue {
+        let response = try await send(method: method, url: url, headers: headers, body: body.map(JSONWriter.buffer),
+                                      target: target, context: context)
+        let buffer: ByteBuffer
+        do {
+            buffer = try await response.body.collect(upTo: maximumResponseBytes)
+        } catch {
+            throw Self.classify(error, deployment: target.name)
+        }
+        do {
+            return try JSONParser.parse(buffer.readableBytesView)
+        } catch {
+            throw UpstreamFailure(reason: .malformed, message: "response body is not JSON (\(error.description))",
+                                  deployment: target.name)
+        }
+    }
+
+    /// The response body as server-sent events; read errors become `UpstreamFailure`s.
+    public static func events(of response: HTTPClientResponse, deployment: String) -> EventStream<SSEEvent> {
+        let body = response.body
+        return EventStream {
+            var iterator = body.makeAsyncIterator()
+            var parser = SSEParser()
+            var queued: [SSEEvent] = []
+            var queueIndex = 0
+            var finished = false
+            return {
+                while true {
+                    if queueIndex < queued.count {
+                        defer { queueIndex += 1 }
+                        return queued[queueIndex]
+                    }
+                    if finished { return nil }
+                    queued.removeAll(keepingCapacity: true)
+                    queueIndex = 0
+                    let chunk: ByteBuffer?
+                    do {
+                        chunk = try await iterator.next()
+                    } catch {
+                        throw classify(error, deployment: deployment)
+                    }
+                    guard let chunk else {
+                        finished = true
+                        if let last = parser.finish() { queued = [last] }
+                        continue
+                    }
+                    do {
+                        queued = try parser.feed(chunk)
+                    } catch {
+                        throw UpstreamFailure(reason: .malformed, message: "event stream line too long", deployment: deployment)
+                    }
+                }
+            }
+        }
+    }
+
+    private func withFirstByteLimit<T: Sendable>(seconds: Double, deployment: String,
+                                                 _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw UpstreamFailure(reason: .timeout("first byte"),
+                                      message: "no response within \(Self.format(seconds)) s", deployment: deployment)
+            }
+            return value
+        }
+    }
+
+    static func format(_ seconds: Double) -> String {
+        seconds.rounded() == seconds ? String(Int(seconds)) : String(seconds)
+    }
+
+    /// Maps transport errors to failure reasons.
+    public static func classify(_ error: any Error, deployment: String) -> UpstreamFailure {
+        if let failure = error as? UpstreamFailure { return failure }
+        if let clientError = error as? HTTPClientError {
+            switch clientError {
+            case .readTimeout: return UpstreamFailure(reason: .timeout("stream idle"), message: "upstream went silent", deployment: deployment)
+            case .deadlineExceeded: return UpstreamFailure(reason: .timeout("total"), message: "request took too long", deployment: deployment)
+            case .connectTimeout: return UpstreamFailure(reason: .timeout("connect"), message: "could not connect in time", deployment: deployment)
+            case .remoteConnectionClosed: return UpstreamFailure(reason: .connection, message: "upstream closed the connection", deployment: deployment)
+            case .cancelled: return UpstreamFailure(reason: .connection, message: "request cancelled", deployment: deployment)
+            default: return UpstreamFailure(reason: .connection, message: "transport error (\(clientError.shortDescription))", deployment: deployment)
+            }
+        }
+        if error is CancellationError {
+            return UpstreamFailure(reason: .connection, message: "request cancelled", deployment: deployment)
+        }
+        if error is NIOTooManyBytesError {
+            return UpstreamFailure(reason: .malformed, message: "response body too large", deployment: deployment)
+        }
+        return UpstreamFailure(reason: .connection, message: "connection failed (\(String(describing: type(of: error))))", deployment: deployment)
+    }
+
+    /// `Retry-After` (seconds or HTTP date) or `retry-after-ms`, in seconds.
+    public static func retryAfter(_ headers: HTTPHeaders) -> Double? {
+        if let milliseconds = headers.first(name: "retry-after-ms").flatMap(Double.init), milliseconds >= 0 {
+            return milliseconds / 1000
+        }
+        guard let value = headers.first(name: "retry-after") else { return nil }
+        if let seconds = Double(value.trimmingCharacters(in: .whitespaces)), seconds >= 0 { return seconds }
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        if let date = formatter.date(from: value) { return max(0, date.timeIntervalSinceNow) }
+        return nil
+    }
+
+    /// The upstream's error message from an OpenAI- or Anthropic-shaped error body, with secrets scrubbed.
+    public static func upstreamMessage(_ body: ByteBuffer?, status: Int, apiKey: String?) -> String {
+        var message = "upstream returned HTTP \(status)"
+        if let body, let json = try? JSONParser.parse(body.readableBytesView),
+           let text = json.objectValue?["error"]?.objectValue?["message"]?.stringValue ?? json.objectValue?["message"]?.stringValue {
+            message += ": " + String(text.prefix(500))
+        }
+        return scrubSecrets(message, apiKey: apiKey)
+    }
+
+    /// Removes the configured key and anything shaped like a provider key from `text`.
+    public static func scrubSecrets(_ text: String, apiKey: String?) -> String {
+        var result = text
+        if let apiKey, apiKey.count >= 4 { result = result.replacingOccurrences(of: apiKey, with: "[redacted]") }
+        var output = ""
+        var word = ""
+        func flush() {
+            let lower = word.lowercased()
+            if (lower.hasPrefix("sk-") || lower.hasPrefix("sk_")) && word.count >= 12 { output += "[redacted]" } else { output += word }
+            word = ""
+        }
+        for character in result {
+            if character.isLetter || character.isNumber || character == "-" || character == "_" || character == "*" {
+                word.append(character)
+            } else {
+                flush()
+                output.append(character)
+            }
+        }
+        flush()
+        return output
+    }
+}
+
+extension HTTPClientError {
+    fileprivate var shortDescription: String {
+        String(describing: self).prefix(80).description
+    }
+}
+
+/// Joins a base URL and a path with exactly one slash.
+public func joinURL(_ base: String, _ path: String) -> String {
+    var trimmedBase = base
+    while trimmedBase.hasSuffix("/") { trimmedBase.removeLast() }
+    return path.hasPrefix("/") ? trimmedBase + path : trimmedBase + "/" + path
+}
