@@ -1,0 +1,133 @@
+import PortcullisCore
+
+/// The whole gateway configuration, decoded and validated once at start-up.
+///
+/// Every field has a documented default, so an empty file (or none) is a working gateway.
+public struct GatewayConfiguration: Sendable, Equatable {
+    /// Where and how the gateway listens.
+    public struct Server: Sendable, Equatable {
+        /// Interface to bind. Default `127.0.0.1`.
+        public var host: String = "127.0.0.1"
+        /// Port to bind; 0 picks a free one. Default 4000.
+        public var port: Int = 4000
+        /// Largest request body accepted, bytes. Default 10 MiB.
+        public var maxBodyBytes: Int = 10 * 1024 * 1024
+        /// TLS (1.3 only); plain HTTP when absent.
+        public var tls: TLS?
+        /// Offer HTTP/2 (negotiated by ALPN, so it needs TLS). Default true.
+        public var http2: Bool = true
+        /// Seconds to let in-flight requests finish on shutdown. Default 30.
+        public var shutdownGraceSeconds: Double = 30
+
+        public init() {}
+    }
+
+    /// Certificate and key files in PEM.
+    public struct TLS: Sendable, Equatable {
+        public var certificatePath: String
+        public var privateKeyPath: String
+
+        public init(certificatePath: String, privateKeyPath: String) {
+            self.certificatePath = certificatePath
+            self.privateKeyPath = privateKeyPath
+        }
+    }
+
+    /// Who may call the gateway until full identity management exists.
+    public struct Auth: Sendable, Equatable {
+        /// When set, every `/v1` request must present it (`Authorization: Bearer` or `x-api-key`).
+        /// Default: the `PORTCULLIS_MASTER_KEY` environment variable.
+        public var masterKey: String?
+
+        public init(masterKey: String? = nil) { self.masterKey = masterKey }
+    }
+
+    /// Per-phase upstream time limits, seconds.
+    public struct Timeouts: Sendable, Equatable {
+        public var connect: Double = 5
+        public var firstByte: Double = 60
+        public var total: Double = 600
+        public var streamIdle: Double = 60
+
+        public init() {}
+    }
+
+    /// Retries, backoff, circuit breakers and health checks.
+    public struct Routing: Sendable, Equatable {
+        /// Extra attempts per model group after the first. Default 2.
+        public var retries: Int = 2
+        /// First backoff, milliseconds. Default 200.
+        public var initialBackoffMilliseconds: Double = 200
+        /// Largest backoff, milliseconds. Default 5000.
+        public var maximumBackoffMilliseconds: Double = 5000
+        /// Longest `Retry-After` honoured before moving on, seconds. Default 10.
+        public var maximumRetryAfterSeconds: Double = 10
+        /// Failures within the window that open a deployment's circuit. Default 5.
+        public var circuitFailureThreshold: Int = 5
+        /// Window for counting failures, seconds. Default 60.
+        public var circuitWindowSeconds: Double = 60
+        /// How long a circuit stays open before a probe, seconds. Default 30.
+        public var circuitCooldownSeconds: Double = 30
+        /// Seconds between active health checks; 0 disables them. Default 30.
+        public var healthCheckIntervalSeconds: Double = 30
+        /// Time limit of one health probe, seconds. Default 5.
+        public var healthCheckTimeoutSeconds: Double = 5
+        /// Default upstream timeouts; a deployment may override each.
+        public var timeouts = Timeouts()
+
+        public init() {}
+    }
+
+    /// One upstream deployment of a model group.
+    public struct Deployment: Sendable, Equatable {
+        public var provider: String
+        /// The model name upstream (for Azure, the deployment name).
+        public var model: String
+        public var apiBase: String?
+        public var apiKey: String?
+        public var apiVersion: String?
+        /// Relative share of traffic among the group's healthy deployments. Default 1.
+        public var weight: Double = 1
+        /// Price per one million input tokens. Default 0.
+        public var inputPricePerMillion: Double = 0
+        /// Price per one million output tokens. Default 0.
+        public var outputPricePerMillion: Double = 0
+        /// Extra headers sent upstream.
+        public var headers: [String: String] = [:]
+        /// Overrides of the routing timeouts.
+        public var timeouts: Timeouts
+        /// `max_tokens` sent to providers that require it when the client gives none. Default 4096.
+        public var defaultMaxTokens: Int = 4096
+        /// Demo provider only: streamed tokens per second (0 = unthrottled).
+        public var tokensPerSecond: Double = 0
+
+        public init(provider: String, model: String, timeouts: Timeouts = Timeouts()) {
+            self.provider = provider
+            self.model = model
+            self.timeouts = timeouts
+        }
+    }
+
+    /// A public model name and how it is served.
+    public struct Model: Sendable, Equatable {
+        public var name: String
+        public var deployments: [Deployment]
+        /// Model groups to try, in order, when every deployment here failed.
+        public var fallbacks: [String] = []
+
+        public init(name: String, deployments: [Deployment], fallbacks: [String] = []) {
+            self.name = name
+            self.deployments = deployments
+            self.fallbacks = fallbacks
+        }
+    }
+
+    public var server = Server()
+    public var auth = Auth()
+    public var routing = Routing()
+    public var models: [Model] = []
+    /// Log level: trace, debug, info, notice, warning, error, critical. Default info.
+    public var logLevel: String = "info"
+
+    public init() {}
+}

@@ -1,0 +1,470 @@
+import Foundation
+import PortcullisCore
+import Yams
+
+/// One problem in a configuration file, located by key path and line.
+public struct ConfigurationIssue: Sendable, Equatable, CustomStringConvertible {
+    /// The key path, e.g. `models[0].deployments[1].provider`.
+    public var path: String
+    /// One-based line, when known.
+    public var line: Int?
+    /// One-based column, when known.
+    public var column: Int?
+    public var message: String
+
+    public var description: String {
+        let location = line.map { "line \($0)" + (column.map { ", column \($0)" } ?? "") + ": " } ?? ""
+        return "\(location)\(path.isEmpty ? "" : "\(path): ")\(message)"
+    }
+}
+
+/// A configuration that cannot be used, with every problem found.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    /// Where the configuration came from (a path, or a description).
+    public var source: String
+    public var issues: [ConfigurationIssue]
+
+    public var description: String {
+        "invalid configuration \(source):\n" + issues.map { "  - \($0.description)" }.joined(separator: "\n")
+    }
+}
+
+/// Reads the YAML configuration: `${NAME}` / `${NAME:-default}` interpolation from the
+/// environment, strict key checking, and validation that names each offending key and line.
+public enum ConfigurationLoader {
+    /// Loads and validates the file at `path`.
+    public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> GatewayConfiguration {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(source: path, issues: [ConfigurationIssue(path: "", message: "cannot read the file")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigurationError(source: path, issues: [ConfigurationIssue(path: "", message: "the file is not UTF-8 text")])
+        }
+        return try parse(yaml: text, environment: environment, source: path)
+    }
+
+    /// Parses and validates YAML text.
+    public static func parse(yaml: String, environment: [String: String], source: String = "<text>") throws -> GatewayConfiguration {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            throw ConfigurationError(source: source, issues: [yamlIssue(error)])
+        }
+        let issues = IssueList()
+        var configuration = GatewayConfiguration()
+        configuration.auth.masterKey = environment["PORTCULLIS_MASTER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if let root {
+            let reader = NodeReader(node: root, path: "", issues: issues, environment: environment)
+            decode(reader, into: &configuration)
+        }
+        validate(&configuration, issues: issues)
+        if !issues.items.isEmpty { throw ConfigurationError(source: source, issues: issues.items) }
+        return configuration
+    }
+
+    /// The configuration used when no file is given: one process, the built-in `demo` model,
+    /// plus OpenAI, Anthropic and Azure OpenAI models when their keys are in the environment.
+    public static func embeddedDefault(environment: [String: String] = ProcessInfo.processInfo.environment) -> GatewayConfiguration {
+        var configuration = GatewayConfiguration()
+        configuration.auth.masterKey = environment["PORTCULLIS_MASTER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if let port = environment["PORTCULLIS_PORT"].flatMap(Int.init) { configuration.server.port = port }
+        if let host = environment["PORTCULLIS_HOST"], !host.isEmpty { configuration.server.host = host }
+        configuration.models.append(.init(name: "demo", deployments: [.init(provider: ProviderKind.demo.rawValue, model: "demo")]))
+        if let key = environment["OPENAI_API_KEY"], !key.isEmpty {
+            for model in ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large"] {
+                var deployment = GatewayConfiguration.Deployment(provider: ProviderKind.openai.rawValue, model: model)
+                deployment.apiKey = key
+                deployment.apiBase = environment["OPENAI_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+                configuration.models.append(.init(name: model, deployments: [deployment]))
+            }
+        }
+        if let key = environment["ANTHROPIC_API_KEY"], !key.isEmpty {
+            for model in ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"] {
+                var deployment = GatewayConfiguration.Deployment(provider: ProviderKind.anthropic.rawValue, model: model)
+                deployment.apiKey = key
+                deployment.apiBase = environment["ANTHROPIC_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+                configuration.models.append(.init(name: model, deployments: [deployment]))
+            }
+        }
+        if let key = environment["AZURE_OPENAI_API_KEY"], !key.isEmpty,
+           let endpoint = environment["AZURE_OPENAI_ENDPOINT"], !endpoint.isEmpty {
+            let names = (environment["AZURE_OPENAI_DEPLOYMENTS"] ?? environment["AZURE_OPENAI_DEPLOYMENT"] ?? "")
+                .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for name in names {
+                var deployment = GatewayConfiguration.Deployment(provider: ProviderKind.azure.rawValue, model: name)
+                deployment.apiKey = key
+                deployment.apiBase = endpoint
+                deployment.apiVersion = environment["AZURE_OPENAI_API_VERSION"].flatMap { $0.isEmpty ? nil : $0 }
+                let publicName = configuration.models.contains { $0.name == name } ? "azure/\(name)" : name
+                configuration.models.append(.init(name: publicName, deployments: [deployment]))
+            }
+        }
+        return configuration
+    }
+
+    private static func yamlIssue(_ error: YamlError) -> ConfigurationIssue {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return ConfigurationIssue(path: "", line: mark.line, column: mark.column, message: "YAML syntax error: \(problem)")
+        default:
+            return ConfigurationIssue(path: "", message: "YAML error: \(error)")
+        }
+    }
+
+    // MARK: Decoding
+
+    private static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
+        guard root.expectMapping(allowedKeys: ["server", "auth", "routing", "models", "log_level"]) else { return }
+        if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds"]) {
+            configuration.server.host = server.string("host") ?? configuration.server.host
+            configuration.server.port = server.integer("port", in: 0...65535) ?? configuration.server.port
+            configuration.server.maxBodyBytes = server.integer("max_body_bytes", in: 1024...1_073_741_824) ?? configuration.server.maxBodyBytes
+            configuration.server.http2 = server.bool("http2") ?? configuration.server.http2
+            configuration.server.shutdownGraceSeconds = server.number("shutdown_grace_seconds", in: 0...3600) ?? configuration.server.shutdownGraceSeconds
+            if let tls = server.child("tls"), tls.expectMapping(allowedKeys: ["certificate", "private_key"]) {
+                let certificate = tls.requiredString("certificate")
+                let key = tls.requiredString("private_key")
+                if let certificate, let key {
+                    for (field, file) in [("certificate", certificate), ("private_key", key)] where !FileManager.default.isReadableFile(atPath: file) {
+                        tls.issue(field, "cannot read '\(file)'")
+                    }
+                    configuration.server.tls = .init(certificatePath: certificate, privateKeyPath: key)
+                }
+            }
+        }
+        if let auth = root.child("auth"), auth.expectMapping(allowedKeys: ["master_key"]) {
+            if let key = auth.string("master_key") { configuration.auth.masterKey = key.isEmpty ? nil : key }
+        }
+        if let routing = root.child("routing") {
+            decodeRouting(routing, into: &configuration.routing)
+        }
+        if let level = root.string("log_level") {
+            if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+                configuration.logLevel = level
+            } else {
+                root.issue("log_level", "must be one of trace, debug, info, notice, warning, error, critical; got '\(level)'")
+            }
+        }
+        if let models = root.child("models") {
+            configuration.models = models.elements().compactMap { decodeModel($0, routing: configuration.routing) }
+        }
+    }
+
+    private static func decodeRouting(_ reader: NodeReader, into routing: inout GatewayConfiguration.Routing) {
+        guard reader.expectMapping(allowedKeys: ["retries", "backoff", "max_retry_after_seconds", "circuit_breaker", "health_check", "timeouts"]) else { return }
+        routing.retries = reader.integer("retries", in: 0...10) ?? routing.retries
+        routing.maximumRetryAfterSeconds = reader.number("max_retry_after_seconds", in: 0...600) ?? routing.maximumRetryAfterSeconds
+        if let backoff = reader.child("backoff"), backoff.expectMapping(allowedKeys: ["initial_ms", "max_ms"]) {
+            routing.initialBackoffMilliseconds = backoff.number("initial_ms", in: 0...60_000) ?? routing.initialBackoffMilliseconds
+            routing.maximumBackoffMilliseconds = backoff.number("max_ms", in: 0...600_000) ?? routing.maximumBackoffMilliseconds
+        }
+        if let breaker = reader.child("circuit_breaker"), breaker.expectMapping(allowedKeys: ["failure_threshold", "window_seconds", "cooldown_seconds"]) {
+            routing.circuitFailureThreshold = breaker.integer("failure_threshold", in: 1...1000) ?? routing.circuitFailureThreshold
+            routing.circuitWindowSeconds = breaker.number("window_seconds", in: 0.001...86_400) ?? routing.circuitWindowSeconds
+            routing.circuitCooldownSeconds = breaker.number("cooldown_seconds", in: 0...86_400) ?? routing.circuitCooldownSeconds
+        }
+        if let health = reader.child("health_check"), health.expectMapping(allowedKeys: ["interval_seconds", "timeout_seconds"]) {
+            routing.healthCheckIntervalSeconds = health.number("interval_seconds", in: 0...86_400) ?? routing.healthCheckIntervalSeconds
+            routing.healthCheckTimeoutSeconds = health.number("timeout_seconds", in: 0.001...600) ?? routing.healthCheckTimeoutSeconds
+        }
+        if let timeouts = reader.child("timeouts") {
+            decodeTimeouts(timeouts, into: &routing.timeouts)
+        }
+    }
+
+    private static func decodeTimeouts(_ reader: NodeReader, into timeouts: inout GatewayConfiguration.Timeouts) {
+        guard reader.expectMapping(allowedKeys: ["connect_seconds", "first_byte_seconds", "total_seconds", "stream_idle_seconds"]) else { return }
+        timeouts.connect = reader.number("connect_seconds", in: 0.001...600) ?? timeouts.connect
+        timeouts.firstByte = reader.number("first_byte_seconds", in: 0.001...3600) ?? timeouts.firstByte
+        timeouts.total = reader.number("total_seconds", in: 0.001...86_400) ?? timeouts.total
+        timeouts.streamIdle = reader.number("stream_idle_seconds", in: 0.001...3600) ?? timeouts.streamIdle
+    }
+
+    private static func decodeModel(_ reader: NodeReader, routing: GatewayConfiguration.Routing) -> GatewayConfiguration.Model? {
+        guard reader.expectMapping(allowedKeys: ["name", "deployments", "fallbacks"]) else { return nil }
+        let name = reader.requiredString("name") ?? ""
+        var deployments: [GatewayConfiguration.Deployment] = []
+        if let list = reader.child("deployments") {
+            deployments = list.elements().compactMap { decodeDeployment($0, routing: routing) }
+            if list.isSequence && list.elements().isEmpty { reader.issue("deployments", "a model needs at least one deployment") }
+        } else {
+            reader.issue("deployments", "is required: a model needs at least one deployment")
+        }
+        let fallbacks = reader.child("fallbacks")?.elements().compactMap { $0.scalarString() } ?? []
+        return .init(name: name, deployments: deployments, fallbacks: fallbacks)
+    }
+
+    private static let providerNames = ProviderKind.allCases.map(\.rawValue)
+
+    private static func decodeDeployment(_ reader: NodeReader, routing: GatewayConfiguration.Routing) -> GatewayConfiguration.Deployment? {
+        guard reader.expectMapping(allowedKeys: ["provider", "model", "api_base", "api_key", "api_version", "weight", "price",
+                                                 "headers", "timeouts", "default_max_tokens", "tokens_per_second"]) else { return nil }
+        let provider = reader.requiredString("provider") ?? ""
+        if !provider.isEmpty, !providerNames.contains(provider) {
+            reader.issue("provider", "unknown provider '\(provider)'; expected one of \(providerNames.joined(separator: ", "))"
+                + (suggestion(for: provider, among: providerNames).map { " (did you mean '\($0)'?)" } ?? ""))
+        }
+        let model = provider == ProviderKind.demo.rawValue ? (reader.string("model") ?? "demo") : (reader.requiredString("model") ?? "")
+        var deployment = GatewayConfiguration.Deployment(provider: provider, model: model, timeouts: routing.timeouts)
+        deployment.apiBase = reader.string("api_base")
+        if let base = deployment.apiBase, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
+            reader.issue("api_base", "must be an http:// or https:// URL; got '\(base)'")
+        }
+        deployment.apiKey = reader.string("api_key")
+        deployment.apiVersion = reader.string("api_version")
+        deployment.weight = reader.number("weight", in: 0...1_000_000) ?? 1
+        deployment.defaultMaxTokens = reader.integer("default_max_tokens", in: 1...10_000_000) ?? 4096
+        deployment.tokensPerSecond = reader.number("tokens_per_second", in: 0...1_000_000) ?? 0
+        if let price = reader.child("price"), price.expectMapping(allowedKeys: ["input_per_million", "output_per_million"]) {
+            deployment.inputPricePerMillion = price.number("input_per_million", in: 0...1_000_000) ?? 0
+            deployment.outputPricePerMillion = price.number("output_per_million", in: 0...1_000_000) ?? 0
+        }
+        if let headers = reader.child("headers"), headers.expectMapping(allowedKeys: nil) {
+            for key in headers.keys { deployment.headers[key] = headers.string(key) ?? "" }
+        }
+        if let timeouts = reader.child("timeouts") { decodeTimeouts(timeouts, into: &deployment.timeouts) }
+        switch provider {
+        case ProviderKind.openaiCompatible.rawValue, ProviderKind.azure.rawValue:
+            if deployment.apiBase == nil { reader.issue("api_base", "is required for provider '\(provider)'") }
+        default:
+            break
+        }
+        return deployment
+    }
+
+    // MARK: Validation across keys
+
+    private static func validate(_ configuration: inout GatewayConfiguration, issues: IssueList) {
+        if configuration.models.isEmpty {
+            issues.add(ConfigurationIssue(path: "models", message: "at least one model is required"))
+        }
+        var seen = Set<String>()
+        for (index, model) in configuration.models.enumerated() {
+            if model.name.isEmpty { continue }
+            if !seen.insert(model.name).inserted {
+                issues.add(ConfigurationIssue(path: "models[\(index)].name", message: "duplicate model name '\(model.name)'"))
+            }
+        }
+        let names = Set(configuration.models.map(\.name))
+        for (index, model) in configuration.models.enumerated() {
+            for (position, fallback) in model.fallbacks.enumerated() {
+                if fallback == model.name {
+                    issues.add(ConfigurationIssue(path: "models[\(index)].fallbacks[\(position)]", message: "a model cannot fall back to itself"))
+                } else if !names.contains(fallback) {
+                    issues.add(ConfigurationIssue(path: "models[\(index)].fallbacks[\(position)]",
+                                                  message: "unknown model '\(fallback)'; fallbacks must name models defined here"))
+                }
+            }
+        }
+        if configuration.routing.maximumBackoffMilliseconds < configuration.routing.initialBackoffMilliseconds {
+            issues.add(ConfigurationIssue(path: "routing.backoff.max_ms", message: "must not be smaller than initial_ms"))
+        }
+    }
+
+    /// The closest candidate by edit distance, if it is close enough to be a likely typo.
+    static func suggestion(for word: String, among candidates: [String]) -> String? {
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var previous = Array(0...b.count)
+            for (i, ca) in a.enumerated() {
+                var current = [i + 1]
+                for (j, cb) in b.enumerated() {
+                    current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
+                }
+                previous = current
+            }
+            return previous[b.count]
+        }
+        let scored = candidates.map { ($0, distance(Array(word), Array($0))) }.min { $0.1 < $1.1 }
+        guard let (best, score) = scored, score <= max(2, word.count / 3) else { return nil }
+        return best
+    }
+}
+
+/// Collects issues while decoding continues, so that one run reports them all.
+final class IssueList {
+    var items: [ConfigurationIssue] = []
+    func add(_ issue: ConfigurationIssue) { items.append(issue) }
+}
+
+/// Walks a YAML node with its key path, reading typed values and recording issues with line numbers.
+struct NodeReader {
+    let node: Node
+    let path: String
+    let issues: IssueList
+    let environment: [String: String]
+
+    private func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    private func location(_ node: Node?) -> (Int?, Int?) {
+        guard let mark = node?.mark else { return (nil, nil) }
+        return (mark.line, mark.column)
+    }
+
+    func issue(_ key: String?, _ message: String) {
+        let target = key.flatMap { valueNode($0) } ?? node
+        let (line, column) = location(target)
+        issues.add(ConfigurationIssue(path: key.map(childPath) ?? path, line: line, column: column, message: message))
+    }
+
+    var isSequence: Bool {
+        if case .sequence = node { return true }
+        return false
+    }
+
+    var keys: [String] {
+        guard case .mapping(let mapping) = node else { return [] }
+        return mapping.keys.compactMap { $0.scalar?.string }
+    }
+
+    /// Checks this node is a mapping whose keys are all allowed (nil allows any).
+    func expectMapping(allowedKeys: Set<String>?) -> Bool {
+        guard case .mapping(let mapping) = node else {
+            if case .scalar(let scalar) = node, scalar.string.isEmpty || scalar.tag == Tag(.null) { return false }
+            let (line, column) = location(node)
+            issues.add(ConfigurationIssue(path: path, line: line, column: column, message: "must be a mapping of keys to values"))
+            return false
+        }
+        if let allowedKeys {
+            for key in mapping.keys {
+                guard let name = key.scalar?.string, !allowedKeys.contains(name) else { continue }
+                let (line, column) = location(key)
+                let hint = ConfigurationLoader.suggestion(for: name, among: Array(allowedKeys)).map { " (did you mean '\($0)'?)" } ?? ""
+                issues.add(ConfigurationIssue(path: childPath(name), line: line, column: column,
+                                              message: "unknown key '\(name)'\(hint); allowed: \(allowedKeys.sorted().joined(separator: ", "))"))
+            }
+        }
+        return true
+    }
+
+    private func valueNode(_ key: String) -> Node? {
+        guard case .mapping(let mapping) = node else { return nil }
+        for (keyNode, value) in mapping where keyNode.scalar?.string == key { return value }
+        return nil
+    }
+
+    func child(_ key: String) -> NodeReader? {
+        guard let value = valueNode(key) else { return nil }
+        if case .scalar(let scalar) = value, scalar.tag == Tag(.null) || (scalar.string.isEmpty && scalar.style == .plain) { return nil }
+        return NodeReader(node: value, path: childPath(key), issues: issues, environment: environment)
+    }
+
+    func elements() -> [NodeReader] {
+        guard case .sequence(let sequence) = node else {
+            let (line, column) = location(node)
+            issues.add(ConfigurationIssue(path: path, line: line, column: column, message: "must be a list"))
+            return []
+        }
+        return sequence.enumerated().map { NodeReader(node: $1, path: "\(path)[\($0)]", issues: issues, environment: environment) }
+    }
+
+    /// This node's scalar text with `${VAR}` interpolated.
+    func scalarString() -> String? {
+        guard case .scalar(let scalar) = node else {
+            let (line, column) = location(node)
+            issues.add(ConfigurationIssue(path: path, line: line, column: column, message: "must be a single value, not a list or mapping"))
+            return nil
+        }
+        return interpolate(scalar.string)
+    }
+
+    private func interpolate(_ text: String) -> String? {
+        guard text.contains("$") else { return text }
+        var output = ""
+        var index = text.startIndex
+        while index < text.endIndex {
+            let character = text[index]
+            if character == "$", text[index...].hasPrefix("$${") {
+                output += "${"
+                index = text.index(index, offsetBy: 3)
+                continue
+            }
+            if character == "$", text[index...].hasPrefix("${"), let close = text[index...].firstIndex(of: "}") {
+                let expression = String(text[text.index(index, offsetBy: 2)..<close])
+                let name: String
+                let fallback: String?
+                if let separator = expression.range(of: ":-") {
+                    name = String(expression[..<separator.lowerBound])
+                    fallback = String(expression[separator.upperBound...])
+                } else {
+                    name = expression
+                    fallback = nil
+                }
+                if let value = environment[name], !value.isEmpty {
+                    output += value
+                } else if let fallback {
+                    output += fallback
+                } else {
+                    let (line, column) = location(node)
+                    issues.add(ConfigurationIssue(path: path, line: line, column: column,
+                                                  message: "environment variable \(name) is not set (write ${\(name):-default} to allow a default)"))
+                    return nil
+                }
+                index = text.index(after: close)
+                continue
+            }
+            output.append(character)
+            index = text.index(after: index)
+        }
+        return output
+    }
+
+    func string(_ key: String) -> String? {
+        child(key)?.scalarString()
+    }
+
+    func requiredString(_ key: String) -> String? {
+        guard valueNode(key) != nil else {
+            let (line, column) = location(node)
+            issues.add(ConfigurationIssue(path: childPath(key), line: line, column: column, message: "is required"))
+            return nil
+        }
+        guard child(key) != nil else {
+            issue(key, "must not be empty")
+            return nil
+        }
+        guard let value = string(key) else { return nil }
+        if value.isEmpty {
+            issue(key, "must not be empty")
+            return nil
+        }
+        return value
+    }
+
+    func integer(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let text = string(key) else { return nil }
+        guard let value = Int(text) else {
+            issue(key, "must be a whole number; got '\(text)'")
+            return nil
+        }
+        guard range.contains(value) else {
+            issue(key, "must be between \(range.lowerBound) and \(range.upperBound); got \(value)")
+            return nil
+        }
+        return value
+    }
+
+    func number(_ key: String, in range: ClosedRange<Double>) -> Double? {
+        guard let text = string(key) else { return nil }
+        guard let value = Double(text), value.isFinite else {
+            issue(key, "must be a number; got '\(text)'")
+            return nil
+        }
+        guard range.contains(value) else {
+            issue(key, "must be between \(range.lowerBound) and \(range.upperBound); got \(text)")
+            return nil
+        }
+        return value
+    }
+
+    func bool(_ key: String) -> Bool? {
+        guard let text = string(key) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            issue(key, "must be true or false; got '\(text)'")
+            return nil
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import PortcullisCore
+import PortcullisProviders
+import Synchronization
+
+/// Prices of a deployment in currency units per one million tokens.
+public struct TokenPrice: Sendable, Equatable {
+    public var inputPerMillion: Double
+    public var outputPerMillion: Double
+
+    public init(inputPerMillion: Double = 0, outputPerMillion: Double = 0) {
+        self.inputPerMillion = inputPerMillion
+        self.outputPerMillion = outputPerMillion
+    }
+
+    /// The cost of `usage`.
+    public func cost(of usage: Usage) -> Double {
+        (Double(usage.promptTokens) * inputPerMillion + Double(usage.completionTokens) * outputPerMillion) / 1_000_000
+    }
+}
+
+/// One upstream deployment with its live state: circuit breaker and health.
+public final class Deployment: Sendable {
+    public let target: DeploymentTarget
+    public let adapter: any ProviderAdapter
+    public let weight: Double
+    public let price: TokenPrice
+    private let breaker: Mutex<CircuitBreaker>
+    private let healthy = Atomic<Bool>(true)
+    private let lastHealthError = Mutex<String?>(nil)
+
+    public init(target: DeploymentTarget, adapter: any ProviderAdapter, weight: Double = 1, price: TokenPrice = TokenPrice(),
+                breaker: CircuitBreaker.Configuration = CircuitBreaker.Configuration()) {
+        self.target = target
+        self.adapter = adapter
+        self.weight = max(weight, 0)
+        self.price = price
+        self.breaker = Mutex(CircuitBreaker(configuration: breaker))
+    }
+
+    /// The deployment's secret-free name.
+    public var name: String { target.name }
+
+    /// Wall-clock seconds, the time base of circuit breakers.
+    public static func now() -> Double { Date().timeIntervalSince1970 }
+
+    /// Whether the last health check passed (true until one fails).
+    public var isHealthy: Bool { healthy.load(ordering: .relaxed) }
+
+    /// Why the last health check failed, if it did.
+    public var healthError: String? { lastHealthError.withLock { $0 } }
+
+    /// The breaker's state name.
+    public var circuitState: String { breaker.withLock { $0.stateName } }
+
+    /// Whether routing may consider this deployment now.
+    public func isSelectable(now: Double = Deployment.now()) -> Bool {
+        isHealthy && breaker.withLock { $0.isAvailable(now: now) }
+    }
+
+    /// Claims the right to send one request (the single half-open probe, when half-open).
+    public func admit(now: Double = Deployment.now()) -> Bool {
+        breaker.withLock { $0.admit(now: now) }
+    }
+
+    /// Records a successful call.
+    public func recordSuccess() {
+        breaker.withLock { $0.recordSuccess(now: Deployment.now()) }
+    }
+
+    /// Records a failed call; only failures that speak about the deployment count.
+    public func record(_ failure: UpstreamFailure) {
+        breaker.withLock { breaker in
+            if failure.countsAgainstDeployment {
+                breaker.recordFailure(now: Deployment.now())
+            } else {
+                breaker.releaseProbe()
+            }
+        }
+    }
+
+    /// Releases a claimed probe after an outcome that says nothing about health.
+    public func releaseProbe() {
+        breaker.withLock { $0.releaseProbe() }
+    }
+
+    /// Sets the health-check outcome.
+    public func setHealth(_ isHealthy: Bool, error: String?) {
+        healthy.store(isHealthy, ordering: .relaxed)
+        lastHealthError.withLock { $0 = error }
+    }
+}
+
+/// A public model name and the deployments that can serve it.
+public struct ModelGroup: Sendable {
+    public var name: String
+    public var deployments: [Deployment]
+    /// Groups to try, in order, when every deployment here failed.
+    public var fallbacks: [String]
+    /// Unix time the group was configured, for `/v1/models`.
+    public var created: Int64
+    /// Who `/v1/models` says owns the model.
+    public var ownedBy: String
+
+    public init(name: String, deployments: [Deployment], fallbacks: [String] = [], created: Int64 = 0, ownedBy: String = "portcullis") {
+        self.name = name
+        self.deployments = deployments
+        self.fallbacks = fallbacks
+        self.created = created
+        self.ownedBy = ownedBy
+    }
+}

@@ -1,0 +1,63 @@
+import Logging
+import PortcullisProviders
+import ServiceLifecycle
+
+/// Probes every remote deployment on an interval and marks it healthy or not.
+public struct HealthChecker: Service {
+    public let deployments: [Deployment]
+    /// Seconds between rounds.
+    public let interval: Double
+    /// Time limit for one probe, seconds.
+    public let probeTimeout: Double
+    private let logger: Logger
+
+    public init(deployments: [Deployment], interval: Double = 30, probeTimeout: Double = 5, logger: Logger) {
+        self.deployments = deployments.filter { $0.target.provider != .demo }
+        self.interval = interval
+        self.probeTimeout = probeTimeout
+        self.logger = logger
+    }
+
+    /// Probes every deployment once, concurrently.
+    public func checkAll() async {
+        await withTaskGroup(of: Void.self) { group in
+            for deployment in deployments {
+                group.addTask { await self.check(deployment) }
+            }
+        }
+    }
+
+    private func check(_ deployment: Deployment) async {
+        var target = deployment.target
+        target.timeouts.firstByte = min(target.timeouts.firstByte, probeTimeout)
+        target.timeouts.total = min(target.timeouts.total, probeTimeout)
+        let context = UpstreamContext(requestID: "health-check", logger: logger)
+        do {
+            try await deployment.adapter.checkHealth(target: target, context: context)
+            if !deployment.isHealthy { logger.info("deployment healthy again", metadata: ["deployment": "\(deployment.name)"]) }
+            deployment.setHealth(true, error: nil)
+        } catch {
+            let reason = (error as? UpstreamFailure)?.message ?? "\(type(of: error))"
+            if deployment.isHealthy {
+                logger.warning("deployment failed its health check", metadata: ["deployment": "\(deployment.name)", "reason": "\(reason)"])
+            }
+            deployment.setHealth(false, error: reason)
+        }
+    }
+
+    public func run() async throws {
+        guard !deployments.isEmpty, interval > 0 else {
+            try? await gracefulShutdown()
+            return
+        }
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await checkAll()
+            let pause = UInt64(interval * 1_000_000_000)
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(nanoseconds: pause) }
+            } catch {
+                return
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Logging
+import PortcullisCore
+import PortcullisProviders
+
+/// What a routed call returned, and who served it.
+public struct Routed<Value> {
+    public var value: Value
+    /// The deployment that served the call.
+    public var deployment: Deployment
+    /// The model group that served it (differs from the requested one after a fallback).
+    public var group: String
+    /// How many upstream attempts it took.
+    public var attempts: Int
+}
+
+/// Chooses deployments for a model, with weighted balancing, retries with backoff,
+/// circuit breakers and fallback chains across groups.
+public struct ModelRouter: Sendable {
+    public let groups: [String: ModelGroup]
+    public let retryPolicy: RetryPolicy
+    /// Sleeps between retries; replaceable so that policies can be exercised without waiting.
+    public var sleep: @Sendable (Double) async throws -> Void = { seconds in
+        try await Task.sleep(nanoseconds: UInt64(max(0, seconds) * 1_000_000_000))
+    }
+
+    public init(groups: [ModelGroup], retryPolicy: RetryPolicy = RetryPolicy()) {
+        var byName: [String: ModelGroup] = [:]
+        for group in groups { byName[group.name] = group }
+        self.groups = byName
+        self.retryPolicy = retryPolicy
+    }
+
+    /// Public model names, sorted.
+    public var modelNames: [String] { groups.keys.sorted() }
+
+    /// Every deployment of every group.
+    public var allDeployments: [Deployment] { groups.values.flatMap(\.deployments) }
+
+    /// Whether at least one deployment is healthy with its circuit not open.
+    public var hasSelectableDeployment: Bool { allDeployments.contains { $0.isSelectable() } }
+
+    /// Picks a deployment of `group` by weight among selectable ones, preferring those not yet tried.
+    func choose(in group: ModelGroup, excluding tried: Set<ObjectIdentifier>, random: Double) -> Deployment? {
+        let now = Deployment.now()
+        let selectable = group.deployments.filter { $0.isSelectable(now: now) && $0.weight > 0 }
+        let fresh = selectable.filter { !tried.contains(ObjectIdentifier($0)) }
+        var pool = fresh.isEmpty ? selectable : fresh
+        while !pool.isEmpty {
+            let total = pool.reduce(0) { $0 + $1.weight }
+            var point = random * total
+            var chosen = pool[pool.count - 1]
+            for deployment in pool {
+                if point < deployment.weight {
+                    chosen = deployment
+                    break
+                }
+                point -= deployment.weight
+            }
+            if chosen.admit(now: now) { return chosen }
+            pool.removeAll { $0 === chosen }
+        }
+        return nil
+    }
+
+    /// Runs `operation` on a deployment of `model`, retrying and falling back as configured.
+    ///
+    /// `operation` must finish everything that may still fail over before returning
+    /// (for streams: receiving the first event).
+    public func execute<Value>(model: String, logger: Logger,
+                               _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
+        guard let primary = groups[model] else {
+            throw GatewayError.modelNotFound(model, available: modelNames)
+        }
+        var chain = [primary]
+        var seen: Set<String> = [primary.name]
+        for name in primary.fallbacks where !seen.contains(name) {
+            if let group = groups[name] {
+                chain.append(group)
+                seen.insert(name)
+            }
+        }
+        var lastFailure: UpstreamFailure?
+        var attempts = 0
+        for group in chain {
+            var tried = Set<ObjectIdentifier>()
+            var attempt = 0
+            while attempt <= retryPolicy.retries {
+                guard let deployment = choose(in: group, excluding: tried, random: Double.random(in: 0..<1)) else { break }
+                tried.insert(ObjectIdentifier(deployment))
+                attempts += 1
+                do {
+                    let value = try await operation(deployment)
+                    deployment.recordSuccess()
+                    if group.name != primary.name || attempts > 1 {
+                        logger.info("routed after failover", metadata: ["model": "\(model)", "group": "\(group.name)",
+                                                                        "deployment": "\(deployment.name)", "attempts": "\(attempts)"])
+                    }
+                    return Routed(value: value, deployment: deployment, group: group.name, attempts: attempts)
+                } catch let failure as UpstreamFailure {
+                    deployment.record(failure)
+                    lastFailure = failure
+                    logger.warning("upstream attempt failed", metadata: ["deployment": "\(deployment.name)", "reason": "\(failure.reason)",
+                                                                         "attempt": "\(attempts)"])
+                    guard failure.isRetryable else { throw Self.clientError(for: failure) }
+                    guard attempt < retryPolicy.retries else { break }
+                    let nextIsSameDeployment = group.deployments.filter { $0.isSelectable() && !tried.contains(ObjectIdentifier($0)) }.isEmpty
+                    let delay = retryPolicy.delay(beforeRetry: attempt, retryAfter: nextIsSameDeployment ? failure.retryAfter : nil,
+                                                  random: Double.random(in: 0..<1))
+                    guard let delay else { break }
+                    try await sleep(delay)
+                } catch {
+                    deployment.releaseProbe()
+                    throw error
+                }
+                attempt += 1
+            }
+        }
+        if let lastFailure { throw Self.clientError(for: lastFailure, attempts: attempts) }
+        throw GatewayError(status: 503, kind: .overloaded, code: "no_healthy_deployment",
+                           message: "No healthy deployment is available for model '\(model)'"
+                               + (primary.fallbacks.isEmpty ? "" : " or its fallbacks") + ": circuits are open or health checks fail.")
+    }
+
+    /// The client-facing error for an upstream failure.
+    public static func clientError(for failure: UpstreamFailure, attempts: Int = 1) -> GatewayError {
+        let suffix = attempts > 1 ? " (after \(attempts) attempts)" : ""
+        let base = "Deployment '\(failure.deployment)' failed: \(failure.message)\(suffix)."
+        switch failure.reason {
+        case .status(429):
+            var headers: [String: String] = [:]
+            if let retryAfter = failure.retryAfter { headers["retry-after"] = String(Int(retryAfter.rounded(.up))) }
+            return GatewayError(status: 429, kind: .rateLimited, code: "upstream_rate_limited", message: base, headers: headers)
+        case .status(401), .status(403):
+            return GatewayError(status: 502, kind: .upstream, code: "upstream_auth_failed",
+                                message: "Deployment '\(failure.deployment)' rejected the gateway's credentials (check the configured API key).")
+        case .status(let code) where code >= 400 && code < 500:
+            return GatewayError(status: code, kind: code == 404 ? .notFound : .invalidRequest, code: "upstream_rejected_request", message: base)
+        case .status(503), .status(529):
+            return GatewayError(status: 503, kind: .overloaded, code: "upstream_unavailable", message: base)
+        case .status:
+            return GatewayError(status: 502, kind: .upstream, code: "upstream_error", message: base)
+        case .timeout:
+            return GatewayError(status: 504, kind: .timeout, code: "upstream_timeout", message: base)
+        case .connection:
+            return GatewayError(status: 502, kind: .upstream, code: "upstream_connection_failed", message: base)
+        case .malformed:
+            return GatewayError(status: 502, kind: .upstream, code: "upstream_malformed_response", message: base)
+        }
+    }
+}
