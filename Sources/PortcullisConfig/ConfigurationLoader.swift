@@ -12,6 +12,13 @@ public struct ConfigurationIssue: Sendable, Equatable, CustomStringConvertible {
     public var column: Int?
     public var message: String
 
+    public init(path: String, line: Int? = nil, column: Int? = nil, message: String) {
+        self.path = path
+        self.line = line
+        self.column = column
+        self.message = message
+    }
+
     public var description: String {
         let location = line.map { "line \($0)" + (column.map { ", column \($0)" } ?? "") + ": " } ?? ""
         return "\(location)\(path.isEmpty ? "" : "\(path): ")\(message)"
@@ -23,6 +30,11 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     /// Where the configuration came from (a path, or a description).
     public var source: String
     public var issues: [ConfigurationIssue]
+
+    public init(source: String, issues: [ConfigurationIssue]) {
+        self.source = source
+        self.issues = issues
+    }
 
     public var description: String {
         "invalid configuration \(source):\n" + issues.map { "  - \($0.description)" }.joined(separator: "\n")

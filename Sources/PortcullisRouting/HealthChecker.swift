@@ -1,4 +1,5 @@
 import Logging
+import PortcullisCore
 import PortcullisProviders
 import ServiceLifecycle
 

@@ -1,0 +1,179 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import PortcullisCore
+import Synchronization
+
+/// A local stand-in for OpenAI and Anthropic with controllable latency, pacing, errors,
+/// hangs and connection resets. Tests and benchmarks use it; operators rehearse failover with it.
+public final class MockUpstream: Sendable {
+    private struct State {
+        var behaviour: MockBehaviour
+        var requests: [RecordedRequest] = []
+        var counter = 0
+    }
+
+    private let state: Mutex<State>
+    /// `created` timestamp in every response, fixed so streams are byte-for-byte repeatable.
+    public static let created: Int64 = 1_700_000_000
+
+    public init(behaviour: MockBehaviour = MockBehaviour()) {
+        self.state = Mutex(State(behaviour: behaviour))
+    }
+
+    /// The current behaviour.
+    public var behaviour: MockBehaviour { state.withLock { $0.behaviour } }
+
+    /// Replaces the behaviour.
+    public func setBehaviour(_ behaviour: MockBehaviour) { state.withLock { $0.behaviour = behaviour } }
+
+    /// Requests received so far.
+    public var requests: [RecordedRequest] { state.withLock { $0.requests } }
+
+    /// Forgets recorded requests.
+    public func clearRequests() { state.withLock { $0.requests.removeAll() } }
+
+    /// Records a request and decides, under one lock, whether it gets an injected error.
+    private func admit(_ record: RecordedRequest) -> (MockBehaviour, injectError: Bool, sequence: Int) {
+        state.withLock { state in
+            state.requests.append(record)
+            if state.requests.count > 10_000 { state.requests.removeFirst(state.requests.count - 10_000) }
+            state.counter += 1
+            var inject = false
+            if state.behaviour.failNext > 0 {
+                state.behaviour.failNext -= 1
+                inject = true
+            } else if state.behaviour.errorRate > 0, Double.random(in: 0..<1) < state.behaviour.errorRate {
+                inject = true
+            }
+            return (state.behaviour, inject, state.counter)
+        }
+    }
+
+    /// The mock's HTTP routes.
+    public func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.post("/v1/chat/completions") { request, _ in try await self.handle(request, api: .openAIChat) }
+        router.post("/v1/completions") { request, _ in try await self.handle(request, api: .openAICompletion) }
+        router.post("/v1/embeddings") { request, _ in try await self.handle(request, api: .openAIEmbedding) }
+        router.post("/v1/messages") { request, _ in try await self.handle(request, api: .anthropic) }
+        router.post("/openai/deployments/{deployment}/chat/completions") { request, _ in try await self.handle(request, api: .openAIChat) }
+        router.post("/openai/deployments/{deployment}/embeddings") { request, _ in try await self.handle(request, api: .openAIEmbedding) }
+        router.get("/v1/models") { _, _ in try self.models() }
+        router.get("/openai/models") { _, _ in try self.models() }
+        router.get("/_mock/requests") { _, _ in
+            Self.json(.array(self.requests.map(\.json)))
+        }
+        router.delete("/_mock/requests") { _, _ in
+            self.clearRequests()
+            return Response(status: .noContent)
+        }
+        router.post("/_mock/config") { request, _ in
+            let buffer = try await request.body.collect(upTo: 1 << 20)
+            guard let object = (try? JSONParser.parse(buffer.readableBytesView))?.objectValue else {
+                return Self.json(["error": "body must be a JSON object"], status: .badRequest)
+            }
+            var behaviour = self.behaviour
+            do {
+                try behaviour.apply(object)
+            } catch let error as GatewayError {
+                return Self.json(["error": .string(error.message)], status: .badRequest)
+            }
+            self.setBehaviour(behaviour)
+            return Self.json(["ok": true])
+        }
+        return router
+    }
+
+    /// Builds a runnable mock server.
+    public func makeApplication(host: String, port: Int, logger: Logger,
+                                onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(router: makeRouter(), configuration: .init(address: .hostname(host, port: port), serverName: "portcullis-mock"),
+                    onServerRunning: onServerRunning, logger: logger)
+    }
+
+    enum API {
+        case openAIChat, openAICompletion, openAIEmbedding, anthropic
+    }
+
+    private func models() throws -> Response {
+        Self.json(["object": "list", "data": [["id": "mock-model", "object": "model", "created": .integer(Self.created), "owned_by": "mock"]],
+                   "has_more": false])
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok, extraHeaders: HTTPFields = HTTPFields()) -> Response {
+        var headers = extraHeaders
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: JSONWriter.buffer(value)))
+    }
+
+    private static func sleep(milliseconds: Double) async throws {
+        if milliseconds > 0 { try await Task.sleep(nanoseconds: UInt64(milliseconds * 1_000_000)) }
+    }
+
+    private func handle(_ request: Request, api: API) async throws -> Response {
+        let buffer = try await request.body.collect(upTo: 64 << 20)
+        let body = try? JSONParser.parse(buffer.readableBytesView)
+        let record = RecordedRequest(
+            path: request.uri.path,
+            requestID: request.headers[HTTPField.Name("x-request-id")!],
+            traceparent: request.headers[HTTPField.Name("traceparent")!],
+            authorization: request.headers[.authorization],
+            apiKeyHeader: request.headers[HTTPField.Name("x-api-key")!] ?? request.headers[HTTPField.Name("api-key")!],
+            anthropicVersion: request.headers[HTTPField.Name("anthropic-version")!],
+            body: body)
+        let (behaviour, injectError, sequence) = admit(record)
+        if behaviour.hang {
+            try await Task.sleep(nanoseconds: 3_600_000_000_000)
+        }
+        try await Self.sleep(milliseconds: behaviour.latencyMilliseconds)
+        if injectError {
+            var headers = HTTPFields()
+            if let retryAfter = behaviour.retryAfterSeconds { headers[.retryAfter] = String(Int(retryAfter.rounded(.up))) }
+            let envelope: JSONValue = api == .anthropic
+                ? ["type": "error", "error": ["type": behaviour.errorStatus == 429 ? "rate_limit_error" : "api_error",
+                                              "message": .string("mock injected error \(behaviour.errorStatus)")]]
+                : ["error": ["message": .string("mock injected error \(behaviour.errorStatus)"), "type": "server_error", "param": .null, "code": .null]]
+            return Self.json(envelope, status: .init(code: behaviour.errorStatus), extraHeaders: headers)
+        }
+        guard let object = body?.objectValue else {
+            return Self.json(["error": ["message": "mock: body is not a JSON object", "type": "invalid_request_error"]], status: .badRequest)
+        }
+        let stream = object["stream"]?.boolValue ?? false
+        let model = object["model"]?.stringValue ?? "mock-model"
+        let script = MockScript(request: object, api: api, behaviour: behaviour, sequence: sequence, model: model)
+        if behaviour.resetConnection {
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: "{\"id\":\"partial"))
+                throw MockConnectionReset()
+            })
+        }
+        switch api {
+        case .openAIEmbedding:
+            return Self.json(script.embeddingResponse())
+        case .openAIChat, .openAICompletion, .anthropic:
+            guard stream else { return Self.json(script.completeResponse()) }
+            let events = script.streamEvents()
+            let pause = behaviour.tokensPerSecond > 0 ? 1000 / behaviour.tokensPerSecond : 0
+            let ttft = behaviour.timeToFirstTokenMilliseconds
+            let failAfter = behaviour.failAfterEvents
+            var headers = HTTPFields()
+            headers[.contentType] = "text/event-stream"
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                try await Self.sleep(milliseconds: ttft)
+                for (index, event) in events.enumerated() {
+                    if let failAfter, index >= failAfter { throw MockConnectionReset() }
+                    if index > 0 { try await Self.sleep(milliseconds: pause) }
+                    try await writer.write(event)
+                }
+                try await writer.finish(nil)
+            })
+        }
+    }
+}
+
+/// Thrown inside a response body to break the connection on purpose.
+struct MockConnectionReset: Error {}

@@ -1,0 +1,72 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PortcullisCore
+
+/// W3C trace context of one request: the incoming trace (or a new one) and our own span.
+public struct TraceContext: Sendable, Equatable {
+    /// 32 lowercase hex digits.
+    public var traceID: String
+    /// The caller's span (16 hex digits), if the caller sent a `traceparent`.
+    public var parentSpanID: String?
+    /// The span the gateway opens for this request; upstream calls are its children.
+    public var spanID: String
+    /// Trace flags (2 hex digits).
+    public var flags: String
+
+    /// The `traceparent` header to send upstream.
+    public var traceparent: String { "00-\(traceID)-\(spanID)-\(flags)" }
+
+    /// Parses an incoming `traceparent`, or starts a new trace when it is absent or invalid.
+    public static func continuing(_ header: String?) -> TraceContext {
+        if let header {
+            let fields = header.trimmingCharacters(in: .whitespaces).lowercased().split(separator: "-", omittingEmptySubsequences: false)
+            if fields.count >= 4, fields[0].count == 2, fields[0] != "ff", fields[1].count == 32, fields[2].count == 16, fields[3].count == 2,
+               fields.allSatisfy({ $0.allSatisfy(\.isHexDigit) }),
+               fields[1] != String(repeating: "0", count: 32), fields[2] != String(repeating: "0", count: 16) {
+                return TraceContext(traceID: String(fields[1]), parentSpanID: String(fields[2]), spanID: randomHex(bytes: 8), flags: String(fields[3]))
+            }
+        }
+        return TraceContext(traceID: randomHex(bytes: 16), parentSpanID: nil, spanID: randomHex(bytes: 8), flags: "01")
+    }
+
+    static func randomHex(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        var text = ""
+        text.reserveCapacity(bytes * 2)
+        for _ in 0..<bytes {
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            text += String(byte >> 4, radix: 16) + String(byte & 0x0F, radix: 16)
+        }
+        return text
+    }
+}
+
+/// Which client API a route speaks; decides error envelopes and stream framing.
+extension WireDialect {
+    /// The dialect of a request path: Anthropic for `/v1/messages`, OpenAI otherwise.
+    public static func of(path: String) -> WireDialect {
+        path.hasPrefix("/v1/messages") || path.hasPrefix("/messages") ? .anthropic : .openAI
+    }
+}
+
+/// The typed per-request context: identity, trace and dialect live in fields, never in string-keyed bags.
+public struct GatewayRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The request id: the client's `x-request-id` when acceptable, otherwise generated.
+    public var requestID: String = ""
+    /// The W3C trace of this request.
+    public var trace: TraceContext?
+    /// The client API this request speaks.
+    public var dialect: WireDialect = .openAI
+    /// Set by the pipeline for the access log: the public model asked for.
+    public var requestedModel: String?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+    }
+
+    /// The gateway reads bodies itself with its own limit.
+    public var maxUploadSize: Int { Int.max }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PortcullisCore
+
+/// Accepts or generates `x-request-id`, starts or continues the W3C trace, and returns the id on every response.
+public struct RequestIdentityMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+
+    public init() {}
+
+    /// Whether a client-supplied id is safe to log and echo: 1–128 visible ASCII characters without separators.
+    static func isAcceptable(_ id: String) -> Bool {
+        guard !id.isEmpty, id.utf8.count <= 128 else { return false }
+        return id.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: ":")
+        }
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let incoming = request.headers[HTTPField.Name("x-request-id")!]
+        let requestID = incoming.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
+        context.requestID = requestID
+        context.trace = TraceContext.continuing(request.headers[HTTPField.Name("traceparent")!])
+        context.dialect = WireDialect.of(path: request.uri.path)
+        context.logger[metadataKey: "request_id"] = .string(requestID)
+        var response = try await next(request, context)
+        response.headers[HTTPField.Name("x-request-id")!] = requestID
+        return response
+    }
+}
+
+/// Renders every error as the client's expected envelope; unknown errors become a logged 500 that reveals nothing.
+public struct ErrorEnvelopeMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let gatewayError = Self.gatewayError(for: error, path: request.uri.path)
+            if gatewayError.status >= 500 && gatewayError.code == GatewayError.internalFailure.code {
+                context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            return Self.response(for: gatewayError, dialect: context.dialect, requestID: context.requestID)
+        }
+    }
+
+    /// Maps any error to the client-facing one.
+    static func gatewayError(for error: any Error, path: String) -> GatewayError {
+        if let gatewayError = error as? GatewayError { return gatewayError }
+        if let httpError = error as? HTTPError {
+            switch httpError.status.code {
+            case 404:
+                return GatewayError(status: 404, kind: .notFound, code: "route_not_found", message: "There is no route for '\(path)'.")
+            case 405:
+                return GatewayError(status: 405, kind: .invalidRequest, code: "method_not_allowed", message: "This method is not allowed on '\(path)'.")
+            case 413:
+                return GatewayError(status: 413, kind: .requestTooLarge, code: "request_too_large", message: "The request body is too large.")
+            case 400..<500:
+                return GatewayError(status: Int(httpError.status.code), kind: .invalidRequest, code: "bad_request",
+                                    message: httpError.body ?? "The request is invalid.")
+            default:
+                return .internalFailure
+            }
+        }
+        return .internalFailure
+    }
+
+    /// The response for `error` in `dialect`.
+    public static func response(for error: GatewayError, dialect: WireDialect, requestID: String?) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        for (name, value) in error.headers {
+            if let fieldName = HTTPField.Name(name) { headers[fieldName] = value }
+        }
+        let body = JSONWriter.buffer(error.envelope(for: dialect, requestID: requestID))
+        return Response(status: .init(code: error.status), headers: headers, body: .init(byteBuffer: body))
+    }
+}
+
+/// Requires the master key on model routes when one is configured (`Authorization: Bearer`, `x-api-key` or `api-key`).
+public struct MasterKeyMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    private let expected: [UInt8]
+
+    public init(masterKey: String) {
+        self.expected = Array(masterKey.utf8)
+    }
+
+    /// The key a request presents, in any of the supported headers.
+    static func presentedKey(_ headers: HTTPFields) -> String? {
+        if let authorization = headers[.authorization] {
+            let parts = authorization.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]).trimmingCharacters(in: .whitespaces) }
+        }
+        return headers[HTTPField.Name("x-api-key")!] ?? headers[HTTPField.Name("api-key")!]
+    }
+
+    /// Compares without leaking, through timing, how much of the key matched.
+    static func constantTimeEquals(_ lhs: [UInt8], _ rhs: some Collection<UInt8>) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: lhs.count ^ rhs.count)
+        var index = 0
+        for byte in rhs {
+            difference |= byte ^ (index < lhs.count ? lhs[index] : 0)
+            index += 1
+        }
+        return difference == 0
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let presented = Self.presentedKey(request.headers) else {
+            throw GatewayError.unauthenticated()
+        }
+        guard Self.constantTimeEquals(expected, presented.utf8) else {
+            throw GatewayError.unauthenticated("The API key is not valid.")
+        }
+        return try await next(request, context)
+    }
+}
+
+/// One log line per request: method, path, status, model, duration.
+public struct AccessLogMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+
+    public init() {}
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        let response = try await next(request, context)
+        let elapsed = ContinuousClock.now - start
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        context.logger.info("request", metadata: [
+            "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
+            "duration_ms": "\(String(format: "%.2f", milliseconds))",
+        ])
+        return response
+    }
+}

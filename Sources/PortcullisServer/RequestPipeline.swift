@@ -1,0 +1,197 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import PortcullisCore
+import PortcullisProviders
+import PortcullisRouting
+
+/// The request's journey, in order, in one place.
+///
+/// Stages 1–2 (edge: request id, trace context; identity: master key) run as middleware
+/// before any handler here — see `buildRouter`. Each handler below then does, in order:
+///
+///  5. decode     bounded body → typed canonical request (errors name the parameter)
+/// 10. route      model group → deployment; retries, fallbacks, circuit breakers
+/// 11. provider   the adapter translates canonical ⇄ provider wire format; a stream is
+///                primed (first event received) inside routing, so failover is possible
+///                until the client's first byte
+/// 13. settle     usage and cost of the call (response headers, access log)
+///     respond    encode for the client's dialect; streams are forwarded event by event
+///
+/// Stages the architecture adds later (authorisation, admission, guardrails, cache,
+/// scheduling, output guards, audit) slot in between these calls, in the order shown in
+/// ARCHITECTURE.md.
+public struct RequestPipeline: Sendable {
+    public let router: ModelRouter
+    /// Largest request body accepted, in bytes.
+    public let maximumBodyBytes: Int
+
+    public init(router: ModelRouter, maximumBodyBytes: Int) {
+        self.router = router
+        self.maximumBodyBytes = maximumBodyBytes
+    }
+
+    // MARK: Routes
+
+    /// `POST /v1/chat/completions`.
+    public func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
+        let body = try await decodeBody(request)                                   // 5. decode
+        let chat = try OpenAIWire.decodeChatRequest(body)
+        return try await serveChat(chat, dialect: .openAI, context: context)
+    }
+
+    /// `POST /v1/messages` (Anthropic Messages API), served by any provider.
+    public func messages(_ request: Request, context: GatewayRequestContext) async throws -> Response {
+        let body = try await decodeBody(request)                                   // 5. decode
+        let chat = try AnthropicWire.decodeRequest(body)
+        return try await serveChat(chat, dialect: .anthropic, context: context)
+    }
+
+    /// `POST /v1/completions`.
+    public func completions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
+        let body = try await decodeBody(request)                                   // 5. decode
+        let completion = try OpenAIWire.decodeCompletionRequest(body)
+        let upstream = upstreamContext(context)
+        if completion.stream {
+            let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in   // 10. route
+                let stream = try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)  // 11. provider
+                return try await Self.prime(stream, deployment: deployment)
+            }
+            return StreamResponses.completion(routed, includeUsage: completion.includeUsage, requestID: context.requestID, logger: context.logger)
+        }
+        let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in       // 10. route
+            try await deployment.adapter.completion(completion, target: deployment.target, context: upstream)       // 11. provider
+        }
+        let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
+        return jsonResponse(routed.value, routed: routed, usage: usage)
+    }
+
+    /// `POST /v1/embeddings`.
+    public func embeddings(_ request: Request, context: GatewayRequestContext) async throws -> Response {
+        let body = try await decodeBody(request)                                   // 5. decode
+        let embedding = try OpenAIWire.decodeEmbeddingRequest(body)
+        let upstream = upstreamContext(context)
+        let routed = try await router.execute(model: embedding.model, logger: context.logger) { deployment in        // 10. route
+            try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)        // 11. provider
+        }
+        let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
+        return jsonResponse(routed.value, routed: routed, usage: usage)
+    }
+
+    // MARK: Chat, both dialects
+
+    private func serveChat(_ chat: ChatRequest, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
+        let upstream = upstreamContext(context)
+        if chat.stream {
+            let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
+                let stream = try await deployment.adapter.streamChat(chat, target: deployment.target, context: upstream)  // 11. provider
+                return try await Self.prime(stream, deployment: deployment)
+            }
+            switch dialect {                                                                                         // respond
+            case .openAI:
+                return StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, requestID: context.requestID, logger: context.logger)
+            case .anthropic:
+                return StreamResponses.anthropicChat(routed, model: chat.model, requestID: context.requestID, logger: context.logger)
+            }
+        }
+        let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route
+            try await deployment.adapter.chat(chat, target: deployment.target, context: upstream)                   // 11. provider
+        }
+        switch dialect {                                                                                             // 13. settle, respond
+        case .openAI:
+            return jsonResponse(OpenAIWire.encodeChatCompletion(routed.value), routed: routed, usage: routed.value.usage)
+        case .anthropic:
+            let model = routed.value.model.isEmpty ? chat.model : routed.value.model
+            return jsonResponse(AnthropicWire.encodeResponse(routed.value, model: model), routed: routed, usage: routed.value.usage)
+        }
+    }
+
+    // MARK: Stages
+
+    /// Stage 5: reads the body within the size limit and parses it; says where JSON is malformed.
+    func decodeBody(_ request: Request) async throws -> JSONValue {
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maximumBodyBytes {
+            throw GatewayError.bodyTooLarge(limit: maximumBodyBytes)
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maximumBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw GatewayError.bodyTooLarge(limit: maximumBodyBytes)
+        }
+        do {
+            return try JSONParser.parse(buffer.readableBytesView)
+        } catch {
+            throw GatewayError.invalidJSON(error)
+        }
+    }
+
+    /// What an adapter needs to know about the incoming request.
+    private func upstreamContext(_ context: GatewayRequestContext) -> UpstreamContext {
+        UpstreamContext(requestID: context.requestID, traceparent: context.trace?.traceparent, logger: context.logger)
+    }
+
+    /// Receives a stream's first event; a stream that ends before any event counts as a failed attempt.
+    static func prime<Element: Sendable>(_ stream: EventStream<Element>, deployment: Deployment) async throws -> PrimedStream<Element> {
+        do {
+            guard let primed = try await PrimedStream.prime(stream) else {
+                throw UpstreamFailure(reason: .malformed, message: "the stream ended before its first event", deployment: deployment.name)
+            }
+            return primed
+        } catch let error as UpstreamFailure {
+            throw error
+        } catch let error as GatewayError {
+            throw error
+        } catch {
+            throw UpstreamHTTPClient.classify(error, deployment: deployment.name)
+        }
+    }
+
+    /// Stage 13 and the response: the JSON body plus routing and usage headers.
+    private func jsonResponse<Value>(_ value: JSONValue, routed: Routed<Value>, usage: Usage?) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        RoutingHeaders.add(to: &headers, deployment: routed.deployment, group: routed.group, attempts: routed.attempts)
+        if let usage {
+            headers[HTTPField.Name("x-portcullis-cost")!] = String(format: "%.8f", routed.deployment.price.cost(of: usage))
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: JSONWriter.buffer(value)))
+    }
+
+    // MARK: Models and health
+
+    /// `GET /v1/models`.
+    public func listModels() -> Response {
+        let data = router.modelNames.compactMap { router.groups[$0] }.map(modelObject)
+        return Self.json(["object": "list", "data": .array(data)])
+    }
+
+    /// `GET /v1/models/{id}`.
+    public func model(_ id: String) throws -> Response {
+        guard let group = router.groups[id] else { throw GatewayError.modelNotFound(id, available: router.modelNames) }
+        return Self.json(modelObject(group))
+    }
+
+    private func modelObject(_ group: ModelGroup) -> JSONValue {
+        ["id": .string(group.name), "object": "model", "created": .integer(group.created), "owned_by": .string(group.ownedBy)]
+    }
+
+    /// `GET /health/ready`: ready when configuration is loaded and a deployment is healthy with its circuit not open.
+    public func readiness() -> Response {
+        let deployments = router.allDeployments
+        let selectable = deployments.filter { $0.isSelectable() }.count
+        let body: JSONValue = ["status": selectable > 0 ? "ready" : "unavailable",
+                               "healthy_deployments": .integer(Int64(selectable)), "deployments": .integer(Int64(deployments.count))]
+        var response = Self.json(body)
+        if selectable == 0 { response.status = .serviceUnavailable }
+        return response
+    }
+
+    static func json(_ value: JSONValue) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: JSONWriter.buffer(value)))
+    }
+}

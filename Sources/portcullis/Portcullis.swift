@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import PortcullisConfig
+import PortcullisMockUpstream
+import PortcullisServer
+import ServiceLifecycle
+import UnixSignals
+
+@main
+struct Portcullis: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "portcullis",
+        abstract: "An enterprise LLM gateway: one OpenAI- and Anthropic-compatible endpoint in front of every provider.",
+        subcommands: [Serve.self, Config.self, MockUpstreamCommand.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// Sets up logging once, for the whole process (only the executable bootstraps).
+enum LoggingSetup {
+    static func bootstrap(level: String) -> Logger {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: level) ?? .info
+            return handler
+        }
+        var logger = Logger(label: "portcullis")
+        logger.logLevel = Logger.Level(rawValue: level) ?? .info
+        return logger
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway (the embedded default when no --config is given).")
+
+    @Option(name: .shortAndLong, help: "YAML configuration file.")
+    var config: String?
+
+    @Option(help: "Override server.host.")
+    var host: String?
+
+    @Option(help: "Override server.port.")
+    var port: Int?
+
+    @Option(help: "Override log_level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String?
+
+    func run() async throws {
+        var configuration: GatewayConfiguration
+        do {
+            if let config {
+                configuration = try ConfigurationLoader.load(path: config)
+            } else {
+                configuration = ConfigurationLoader.embeddedDefault()
+            }
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("portcullis: refusing to start: \(error.description)\n".utf8))
+            throw ExitCode(2)
+        }
+        if let host { configuration.server.host = host }
+        if let port { configuration.server.port = port }
+        if let logLevel { configuration.logLevel = logLevel }
+        let logger = LoggingSetup.bootstrap(level: configuration.logLevel)
+        let models = configuration.models.map(\.name).joined(separator: ", ")
+        let scheme = configuration.server.tls == nil ? "http" : "https"
+        let host = configuration.server.host
+        let app = try buildApplication(configuration: configuration, logger: logger) { channel in
+            let port = channel.localAddress?.port ?? 0
+            logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [app],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [.sigquit],
+            logger: logger))
+        try await group.run()
+        logger.notice("Portcullis stopped")
+    }
+}
+
+struct Config: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Work with configuration files.", subcommands: [Check.self])
+
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate a configuration file; names the key and line of every error.")
+
+        @Argument(help: "The YAML file to check.")
+        var file: String
+
+        func run() async throws {
+            do {
+                let configuration = try ConfigurationLoader.load(path: file)
+                let deployments = configuration.models.reduce(0) { $0 + $1.deployments.count }
+                print("\(file): OK — \(configuration.models.count) models, \(deployments) deployments")
+            } catch let error as ConfigurationError {
+                print(error.description)
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+struct MockUpstreamCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mock-upstream",
+        abstract: "Run a local OpenAI- and Anthropic-compatible upstream with controllable latency, errors, hangs and resets.",
+        discussion: "Change behaviour at run time with POST /_mock/config (e.g. {\"fail_next\":3,\"error_status\":503}); read received request ids with GET /_mock/requests.")
+
+    @Option(help: "Interface to bind.") var host = "127.0.0.1"
+    @Option(help: "Port to bind.") var port = 9000
+    @Option(help: "Delay before the response head, milliseconds.") var latencyMs: Double = 0
+    @Option(help: "Delay before the first stream event, milliseconds.") var ttftMs: Double = 0
+    @Option(help: "Stream pace (0 = all at once).") var tokensPerSecond: Double = 0
+    @Option(help: "Share of requests answered with --error-status (0–1).") var errorRate: Double = 0
+    @Option(help: "Status of injected errors.") var errorStatus = 500
+    @Option(help: "Fixed reply text.") var reply: String?
+    @Option(help: "Log level.") var logLevel = "warning"
+
+    func run() async throws {
+        let logger = LoggingSetup.bootstrap(level: logLevel)
+        var behaviour = MockBehaviour()
+        behaviour.latencyMilliseconds = latencyMs
+        behaviour.timeToFirstTokenMilliseconds = ttftMs
+        behaviour.tokensPerSecond = tokensPerSecond
+        behaviour.errorRate = errorRate
+        behaviour.errorStatus = errorStatus
+        behaviour.reply = reply
+        let mock = MockUpstream(behaviour: behaviour)
+        let host = self.host
+        let app = mock.makeApplication(host: host, port: port, logger: logger) { channel in
+            logger.notice("mock upstream listening on http://\(host):\(channel.localAddress?.port ?? 0)")
+        }
+        try await app.runService()
+    }
+}
