@@ -1,0 +1,133 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import NIOHTTP1
+import PortcullisConfig
+import PortcullisCore
+import PortcullisMockUpstream
+import PortcullisServer
+import Testing
+
+/// A logger for tests: quiet unless PORTCULLIS_TEST_LOG is set.
+let testLogger: Logger = {
+    var logger = Logger(label: "portcullis-tests")
+    logger.logLevel = ProcessInfo.processInfo.environment["PORTCULLIS_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
+    return logger
+}()
+
+/// Runs a mock upstream on a free loopback port for the duration of `body`.
+func withMockUpstream<T: Sendable>(_ behaviour: MockBehaviour = MockBehaviour(),
+                                   _ body: @Sendable (MockUpstream, Int) async throws -> T) async throws -> T {
+    let mock = MockUpstream(behaviour: behaviour)
+    let app = mock.makeApplication(host: "127.0.0.1", port: 0, logger: testLogger)
+    return try await app.test(.live) { client in
+        try await body(mock, client.port!)
+    }
+}
+
+/// Runs the gateway built from `yaml` (with `${MOCK}` etc. interpolated from `environment`) and passes a client.
+func withGateway<T: Sendable>(yaml: String, environment: [String: String] = [:],
+                              _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
+    var configuration = try ConfigurationLoader.parse(yaml: yaml, environment: environment, source: "test")
+    configuration.server.port = 0
+    configuration.server.host = "127.0.0.1"
+    return try await withGateway(configuration: configuration, body)
+}
+
+/// Runs the gateway built from `configuration` and passes a client.
+func withGateway<T: Sendable>(configuration: GatewayConfiguration, _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
+    let app = try buildApplication(configuration: configuration, logger: testLogger)
+    return try await app.test(.live) { client in
+        try await body(GatewayClient(port: client.port!))
+    }
+}
+
+/// A response as a test sees it.
+struct HTTPResult: Sendable {
+    var status: Int
+    var headers: [String: String]
+    var body: String
+
+    var json: JSONValue? { try? JSONParser.parse(body) }
+
+    /// `error.code` of an OpenAI envelope, or of an Anthropic one.
+    var errorCode: String? { json?.objectValue?["error"]?.objectValue?["code"]?.stringValue }
+
+    /// The `data:` payloads of an SSE body.
+    var sseData: [String] {
+        body.components(separatedBy: "\n").filter { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
+    }
+
+    /// The `event:` names of an SSE body.
+    var sseEventNames: [String] {
+        body.components(separatedBy: "\n").filter { $0.hasPrefix("event: ") }.map { String($0.dropFirst(7)) }
+    }
+}
+
+/// A plain HTTP client for the gateway over real loopback sockets.
+struct GatewayClient: Sendable {
+    let port: Int
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    func request(_ method: HTTPMethodName = .POST, _ path: String, body: String? = nil, headers: [String: String] = [:],
+                 timeout: Int64 = 30) async throws -> HTTPResult {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method.nio
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.body = .bytes(ByteBuffer(string: body))
+            if headers["content-type"] == nil { request.headers.add(name: "content-type", value: "application/json") }
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(timeout))
+        let bytes = try await response.body.collect(upTo: 64 << 20)
+        var fields: [String: String] = [:]
+        for header in response.headers { fields[header.name.lowercased()] = header.value }
+        return HTTPResult(status: Int(response.status.code), headers: fields, body: String(buffer: bytes))
+    }
+
+    func post(_ path: String, _ body: String, headers: [String: String] = [:]) async throws -> HTTPResult {
+        try await request(.POST, path, body: body, headers: headers)
+    }
+
+    func get(_ path: String, headers: [String: String] = [:]) async throws -> HTTPResult {
+        try await request(.GET, path, headers: headers)
+    }
+}
+
+enum HTTPMethodName: Sendable {
+    case GET, POST, DELETE
+
+    var nio: NIOHTTP1.HTTPMethod {
+        switch self {
+        case .GET: return .GET
+        case .POST: return .POST
+        case .DELETE: return .DELETE
+        }
+    }
+}
+
+/// Reads what a mock upstream received.
+func mockRequests(port: Int) async throws -> [JSONObject] {
+    let result = try await GatewayClient(port: port).get("/_mock/requests")
+    return result.json?.arrayValue?.compactMap(\.objectValue) ?? []
+}
+
+/// Changes a running mock's behaviour.
+func configureMock(port: Int, _ settings: String) async throws {
+    let result = try await GatewayClient(port: port).post("/_mock/config", settings)
+    #expect(result.status == 200, "mock config refused: \(result.body)")
+}
+
+/// A one-deployment OpenAI-compatible model group pointing at a mock.
+func openAIModel(_ name: String, port: Int, extra: String = "") -> String {
+    """
+      - name: \(name)
+        deployments:
+          - { provider: openai_compatible, model: upstream-\(name), api_base: "http://127.0.0.1:\(port)/v1", api_key: sk-test-key-123456\(extra) }
+    """
+}

@@ -1,0 +1,68 @@
+import PortcullisCore
+import Testing
+
+@Suite("JSON parser and writer")
+struct JSONTests {
+    @Test("round-trips a document, keeping key order and number kinds")
+    func roundTrip() throws {
+        let text = #"{"z":1,"a":[true,false,null,-0.5,1e-05,"x\"y\\z\n\u00e9\ud83d\ude00"],"m":{"k":12345678901234}}"#
+        let value = try JSONParser.parse(text)
+        #expect(value.objectValue?.keys == ["z", "a", "m"])
+        #expect(value.objectValue?["m"]?.objectValue?["k"] == .integer(12_345_678_901_234))
+        let again = try JSONParser.parse(JSONWriter.string(value))
+        #expect(again == value)
+        #expect(value.objectValue?["a"]?.arrayValue?[5] == .string("x\"y\\z\né😀"))
+    }
+
+    @Test("reports line and column of the first error", arguments: [
+        ("{\"a\": 1,\n  \"b\": }", 2, 8),
+        ("[1, 2", 1, 6),
+        ("{\"a\" 1}", 1, 6),
+        ("", 1, 1),
+        ("{\"a\":1} x", 1, 9),
+        ("[01]", 1, 2),
+    ])
+    func errorPositions(text: String, line: Int, column: Int) {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
+        do {
+            _ = try JSONParser.parse(text)
+        } catch {
+            #expect(error.line == line, "\(error)")
+            #expect(error.column == column, "\(error)")
+        }
+    }
+
+    @Test("refuses nesting deeper than the limit instead of overflowing the stack")
+    func depthLimit() {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(deep) }
+        let fine = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
+        #expect(throws: Never.self) { try JSONParser.parse(fine) }
+    }
+
+    @Test("refuses invalid UTF-8, lone surrogates and control characters in strings")
+    func invalidStrings() {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xC3, 0x28, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(#""\ud800""#) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse("\"a\u{01}b\"") }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(#""\x""#) }
+    }
+
+    @Test("survives arbitrary bytes")
+    func fuzz() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("{}[]\":,0123456789.eE+-tfnrule\\ \n\u{7f}".utf8) + [0xC3, 0xFF, 0x00]
+        var parsed = 0
+        for _ in 0..<5000 {
+            let length = Int.random(in: 0..<40, using: &generator)
+            let bytes = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }
+            if (try? JSONParser.parse(bytes)) != nil { parsed += 1 }
+        }
+        #expect(parsed < 5000)
+    }
+
+    @Test("writes floats with a decimal point and escapes control characters")
+    func writerDetails() {
+        #expect(JSONWriter.string(["t": .double(1), "u": .double(0.7), "s": .string("a\u{1}b")]) == #"{"t":1.0,"u":0.7,"s":"a\u0001b"}"#)
+    }
+}

@@ -1,0 +1,187 @@
+import Logging
+import PortcullisCore
+import PortcullisProviders
+import PortcullisRouting
+import Synchronization
+import Testing
+
+@Suite("Circuit breaker and retry policy")
+struct CircuitBreakerTests {
+    @Test("opens after N failures in the window, probes once when cooled down, closes on success")
+    func lifecycle() {
+        var breaker = CircuitBreaker(configuration: .init(failureThreshold: 3, window: 10, cooldown: 5))
+        breaker.recordFailure(now: 0)
+        breaker.recordFailure(now: 1)
+        #expect(breaker.stateName == "closed")
+        breaker.recordFailure(now: 2)
+        #expect(breaker.stateName == "open")
+        let admitted1 = breaker.admit(now: 6.9)
+        #expect(!admitted1)
+        let admitted2 = breaker.admit(now: 7)
+        #expect(admitted2)
+        #expect(breaker.stateName == "half_open")
+        let admitted3 = breaker.admit(now: 7.1)
+        #expect(!admitted3, "only one probe while half-open")
+        breaker.recordSuccess(now: 8)
+        #expect(breaker.stateName == "closed")
+        let admitted4 = breaker.admit(now: 8)
+        #expect(admitted4)
+    }
+
+    @Test("failures outside the window do not count; a failed probe reopens")
+    func windowAndFailedProbe() {
+        var breaker = CircuitBreaker(configuration: .init(failureThreshold: 2, window: 10, cooldown: 5))
+        breaker.recordFailure(now: 0)
+        breaker.recordFailure(now: 11)
+        #expect(breaker.stateName == "closed")
+        breaker.recordFailure(now: 12)
+        #expect(breaker.stateName == "open")
+        let admitted5 = breaker.admit(now: 17)
+        #expect(admitted5)
+        breaker.recordFailure(now: 17.5)
+        #expect(breaker.stateName == "open")
+        #expect(!breaker.isAvailable(now: 22))
+        #expect(breaker.isAvailable(now: 22.5))
+    }
+
+    @Test("backoff grows exponentially with jitter, is capped, and honours Retry-After up to a limit")
+    func backoff() {
+        let policy = RetryPolicy(retries: 5, initialBackoff: 0.1, maximumBackoff: 1, maximumRetryAfter: 10)
+        #expect(policy.delay(beforeRetry: 0, retryAfter: nil, random: 0) == 0.05)
+        #expect(policy.delay(beforeRetry: 0, retryAfter: nil, random: 1) == 0.1)
+        #expect(policy.delay(beforeRetry: 2, retryAfter: nil, random: 1) == 0.4)
+        #expect(policy.delay(beforeRetry: 10, retryAfter: nil, random: 1) == 1)
+        #expect(policy.delay(beforeRetry: 0, retryAfter: 3, random: 0.5) == 3)
+        #expect(policy.delay(beforeRetry: 0, retryAfter: 30, random: 0.5) == nil)
+    }
+}
+
+/// A provider whose calls succeed or fail as a script says, for exercising routing without I/O.
+final class ScriptedProvider: ProviderAdapter, Sendable {
+    let outcomes: Mutex<[UpstreamFailure.Reason?]>
+    let calls = Atomic<Int>(0)
+
+    init(_ outcomes: [UpstreamFailure.Reason?]) {
+        self.outcomes = Mutex(outcomes)
+    }
+
+    func next(_ target: DeploymentTarget) throws {
+        calls.add(1, ordering: .relaxed)
+        let outcome = outcomes.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+        if let reason = outcome { throw UpstreamFailure(reason: reason, message: "scripted", deployment: target.name) }
+    }
+
+    func chat(_ request: ChatRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> ChatCompletion {
+        try next(target)
+        return ChatCompletion(id: target.name, created: 0, model: target.upstreamModel, choices: [], usage: nil)
+    }
+    func streamChat(_ request: ChatRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> EventStream<ChatChunk> {
+        try next(target)
+        return EventStream(elements: [])
+    }
+    func completion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue { .null }
+    func streamCompletion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> EventStream<JSONValue> {
+        EventStream(elements: [])
+    }
+    func embeddings(_ request: EmbeddingRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue { .null }
+    func checkHealth(target: DeploymentTarget, context: UpstreamContext) async throws {}
+}
+
+@Suite("Model router")
+struct ModelRouterTests {
+    static func deployment(_ name: String, _ provider: ScriptedProvider, weight: Double = 1, threshold: Int = 5) -> Deployment {
+        Deployment(target: DeploymentTarget(name: name, provider: .openaiCompatible, upstreamModel: name, apiBase: "http://unused"),
+                   adapter: provider, weight: weight, breaker: .init(failureThreshold: threshold, window: 60, cooldown: 60))
+    }
+
+    static func call(_ router: ModelRouter, _ model: String = "m") async throws -> Routed<ChatCompletion> {
+        let request = ChatRequest(model: model, messages: [ChatMessage(role: .user, content: .text("x"))])
+        let context = UpstreamContext(requestID: "r", logger: Logger(label: "test"))
+        return try await router.execute(model: model, logger: context.logger) { deployment in
+            try await deployment.adapter.chat(request, target: deployment.target, context: context)
+        }
+    }
+
+    static func instant(_ router: ModelRouter) -> ModelRouter {
+        var router = router
+        router.sleep = { _ in }
+        return router
+    }
+
+    @Test("retries a retryable failure on another deployment of the group")
+    func retriesElsewhere() async throws {
+        let bad = ScriptedProvider([.status(503), .status(503), .status(503)])
+        let good = ScriptedProvider([])
+        let router = Self.instant(ModelRouter(groups: [ModelGroup(name: "m", deployments: [Self.deployment("bad", bad, weight: 1000), Self.deployment("good", good, weight: 0.001)])],
+                                              retryPolicy: RetryPolicy(retries: 2)))
+        let routed = try await Self.call(router)
+        #expect(routed.deployment.name == "good")
+        #expect(routed.attempts == 2)
+    }
+
+    @Test("does not retry a client error (400) and surfaces it")
+    func noRetryOnClientError() async throws {
+        let provider = ScriptedProvider([.status(400)])
+        let router = Self.instant(ModelRouter(groups: [ModelGroup(name: "m", deployments: [Self.deployment("a", provider)])]))
+        await #expect(throws: GatewayError.self) { try await Self.call(router) }
+        #expect(provider.calls.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("falls back to the next group when every attempt failed")
+    func fallback() async throws {
+        let primary = ScriptedProvider([.connection, .connection, .connection])
+        let secondary = ScriptedProvider([])
+        let router = Self.instant(ModelRouter(groups: [
+            ModelGroup(name: "m", deployments: [Self.deployment("p", primary)], fallbacks: ["f"]),
+            ModelGroup(name: "f", deployments: [Self.deployment("s", secondary)]),
+        ], retryPolicy: RetryPolicy(retries: 2)))
+        let routed = try await Self.call(router)
+        #expect(routed.group == "f")
+        #expect(routed.attempts == 4)
+        #expect(primary.calls.load(ordering: .relaxed) == 3)
+    }
+
+    @Test("an open circuit keeps traffic off a deployment; 503 with a stable code when nothing is left")
+    func openCircuit() async throws {
+        let provider = ScriptedProvider(Array(repeating: .status(500), count: 10))
+        let router = Self.instant(ModelRouter(groups: [ModelGroup(name: "m", deployments: [Self.deployment("a", provider, threshold: 2)])],
+                                              retryPolicy: RetryPolicy(retries: 5)))
+        do {
+            _ = try await Self.call(router)
+            Issue.record("expected failure")
+        } catch let error as GatewayError {
+            #expect(error.status == 502)
+        }
+        #expect(provider.calls.load(ordering: .relaxed) == 2, "the circuit opened after two failures")
+        do {
+            _ = try await Self.call(router)
+            Issue.record("expected failure")
+        } catch let error as GatewayError {
+            #expect(error.status == 503)
+            #expect(error.code == "no_healthy_deployment")
+        }
+        #expect(provider.calls.load(ordering: .relaxed) == 2)
+    }
+
+    @Test("unknown model: 404 listing what exists")
+    func unknownModel() async throws {
+        let router = ModelRouter(groups: [ModelGroup(name: "b", deployments: []), ModelGroup(name: "a", deployments: [])])
+        do {
+            _ = try await Self.call(router, "zzz")
+            Issue.record("expected failure")
+        } catch let error as GatewayError {
+            #expect(error.status == 404)
+            #expect(error.message.contains("a, b"))
+        }
+    }
+
+    @Test("weights divide traffic")
+    func weights() async throws {
+        let heavy = ScriptedProvider([])
+        let light = ScriptedProvider([])
+        let router = ModelRouter(groups: [ModelGroup(name: "m", deployments: [Self.deployment("h", heavy, weight: 9), Self.deployment("l", light, weight: 1)])])
+        for _ in 0..<1000 { _ = try await Self.call(router) }
+        let share = Double(heavy.calls.load(ordering: .relaxed)) / 1000
+        #expect(share > 0.82 && share < 0.97, "heavy share \(share)")
+    }
+}
