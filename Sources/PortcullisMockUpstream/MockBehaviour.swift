@@ -63,6 +63,7 @@ public struct MockBehaviour: Sendable, Equatable {
 /// What the mock upstream received, for tests and rehearsals to inspect.
 public struct RecordedRequest: Sendable {
     public var path: String
+    public var query: String?
     public var requestID: String?
     public var traceparent: String?
     public var authorization: String?
@@ -73,6 +74,7 @@ public struct RecordedRequest: Sendable {
     public var json: JSONValue {
         [
             "path": .string(path),
+            "query": query.map(JSONValue.string) ?? .null,
             "request_id": requestID.map(JSONValue.string) ?? .null,
             "traceparent": traceparent.map(JSONValue.string) ?? .null,
             "authorization": authorization.map(JSONValue.string) ?? .null,

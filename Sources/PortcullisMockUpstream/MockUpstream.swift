@@ -119,6 +119,7 @@ public final class MockUpstream: Sendable {
         let body = try? JSONParser.parse(buffer.readableBytesView)
         let record = RecordedRequest(
             path: request.uri.path,
+            query: request.uri.query,
             requestID: request.headers[HTTPField.Name("x-request-id")!],
             traceparent: request.headers[HTTPField.Name("traceparent")!],
             authorization: request.headers[.authorization],
