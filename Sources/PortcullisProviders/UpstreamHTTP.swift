@@ -32,6 +32,8 @@ public final class UpstreamHTTPClient: Sendable {
             configuration.timeout = .init(connect: .milliseconds(Int64(timeouts.connect * 1000)),
                                           read: .milliseconds(Int64(timeouts.streamIdle * 1000)))
             configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
+            // A refused connection must fail fast so routing can fail over; the router owns retries.
+            configuration.connectionPool.retryConnectionEstablishment = false
             configuration.httpVersion = .automatic
             configuration.decompression = .disabled
             configuration.redirectConfiguration = .disallow
@@ -160,7 +162,7 @@ public final class UpstreamHTTPClient: Sendable {
             defer { group.cancelAll() }
             guard let first = try await group.next(), let value = first else {
                 throw UpstreamFailure(reason: .timeout("first byte"),
-                                      message: "no response within \(Self.format(seconds)) s", deployment: deployment)
+                                      message: "no first byte within \(Self.format(seconds)) s", deployment: deployment)
             }
             return value
         }
@@ -182,6 +184,13 @@ public final class UpstreamHTTPClient: Sendable {
             case .cancelled: return UpstreamFailure(reason: .connection, message: "request cancelled", deployment: deployment)
             default: return UpstreamFailure(reason: .connection, message: "transport error (\(clientError.shortDescription))", deployment: deployment)
             }
+        }
+        if let ioError = error as? IOError {
+            let detail = ioError.errnoCode == ECONNREFUSED ? "connection refused" : "I/O error \(ioError.errnoCode)"
+            return UpstreamFailure(reason: .connection, message: detail, deployment: deployment)
+        }
+        if error is HTTPParserError {
+            return UpstreamFailure(reason: .connection, message: "the connection broke mid-response", deployment: deployment)
         }
         if error is CancellationError {
             return UpstreamFailure(reason: .connection, message: "request cancelled", deployment: deployment)
