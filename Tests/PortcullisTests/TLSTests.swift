@@ -1,0 +1,68 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import PortcullisConfig
+import PortcullisCore
+import Testing
+
+/// Real TLS 1.3 with HTTP/2 negotiated by ALPN, on loopback.
+@Suite("TLS and HTTP/2", .serialized)
+struct TLSTests {
+    /// Makes a self-signed certificate for 127.0.0.1 with the system's openssl.
+    static func makeCertificate() throws -> (directory: URL, certificate: String, key: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let certificate = directory.appendingPathComponent("cert.pem").path
+        let key = directory.appendingPathComponent("key.pem").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                             "-keyout", key, "-out", certificate]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "openssl failed")
+        return (directory, certificate, key)
+    }
+
+    static func client(trusting certificate: String, maximumVersion: TLSVersion? = nil) throws -> HTTPClient {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificate))
+        if let maximumVersion { tls.maximumTLSVersion = maximumVersion }
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.httpVersion = .automatic
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    @Test("serves HTTPS with TLS 1.3 and HTTP/2, streams included; refuses TLS 1.2 clients")
+    func tlsAndHTTP2() async throws {
+        let files = try Self.makeCertificate()
+        defer { try? FileManager.default.removeItem(at: files.directory) }
+        var configuration = GatewayConfiguration(demo: true)
+        configuration.server.tls = .init(certificatePath: files.certificate, privateKeyPath: files.key)
+        try await withGateway(configuration: configuration) { gateway in
+            let client = try Self.client(trusting: files.certificate)
+            let oldClient = try Self.client(trusting: files.certificate, maximumVersion: .tlsv12)
+            var request = HTTPClientRequest(url: "https://127.0.0.1:\(gateway.port)/v1/chat/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(string: #"{"model":"demo","stream":true,"messages":[{"role":"user","content":"over h2"}]}"#))
+            let response = try await client.execute(request, timeout: .seconds(10))
+            #expect(response.status == .ok)
+            #expect(response.version == .http2)
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            #expect(body.hasSuffix("data: [DONE]\n\n"))
+            #expect(body.contains("over"))
+
+            await #expect(throws: (any Error).self) {
+                _ = try await oldClient.execute(HTTPClientRequest(url: "https://127.0.0.1:\(gateway.port)/health/live"), timeout: .seconds(5))
+            }
+            try await client.shutdown()
+            try await oldClient.shutdown()
+        }
+    }
+}
