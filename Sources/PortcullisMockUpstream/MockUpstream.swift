@@ -166,7 +166,11 @@ public final class MockUpstream: Sendable {
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
                 try await Self.sleep(milliseconds: ttft)
                 for (index, event) in events.enumerated() {
-                    if let failAfter, index >= failAfter { throw MockConnectionReset() }
+                    if let failAfter, index >= failAfter {
+                        // Give the events already written a moment to leave before the connection breaks.
+                        try await Self.sleep(milliseconds: 50)
+                        throw MockConnectionReset()
+                    }
                     if index > 0 { try await Self.sleep(milliseconds: pause) }
                     try await writer.write(event)
                 }

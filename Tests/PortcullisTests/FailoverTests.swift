@@ -153,7 +153,10 @@ struct FailoverTests {
                 let broken = try await gateway.post("/v1/chat/completions", Self.streamChat)
                 #expect(broken.status == 200)
                 let data = broken.sseData
-                #expect(data.count == 4, "three forwarded events and one error event: \(data)")
+                // The mock sends three events and then breaks the connection; how many of the three
+                // arrive before the break is up to the kernel, but each one that does is forwarded.
+                #expect((2...4).contains(data.count), "forwarded events then one error event: \(data)")
+                #expect(data.dropLast().allSatisfy { $0.contains("chat.completion.chunk") })
                 #expect(!data.contains("[DONE]"))
                 let error = try #require(try? JSONParser.parse(data.last!))
                 #expect(error.objectValue?["error"]?.objectValue?["code"] == "upstream_connection_failed")
