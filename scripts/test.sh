@@ -15,6 +15,7 @@ install_missing() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+  command -v curl >/dev/null 2>&1 || packages+=(curl)
   if ((${#packages[@]})); then
     log "installing ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -48,6 +49,7 @@ start_redis() {
 }
 
 cleanup() {
+  for pid in ${SDK_PIDS:-}; do kill "$pid" 2>/dev/null || true; done
   if [ -n "${PG_CTL:-}" ]; then "${PG_CTL[@]}" -m fast stop >/dev/null 2>&1 || true; fi
   if [ -f "$SCRATCH/redis.pid" ]; then kill "$(cat "$SCRATCH/redis.pid")" 2>/dev/null || true; fi
   rm -rf "$SCRATCH"
@@ -60,5 +62,29 @@ start_redis
 
 log "building (debug, tests included)"
 swift build --build-tests
-log "running the suite"
+log "running the Swift suite"
 swift test --skip-build
+
+# The official OpenAI and Anthropic Python SDKs, unmodified, against the real binary.
+log "running the SDK compatibility suite"
+python3 -m venv "$SCRATCH/venv"
+"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
+BIN="$(swift build --show-bin-path)/portcullis"
+SDK_MOCK_PORT=19101; SDK_GATEWAY_PORT=19102
+"$BIN" mock-upstream --port "$SDK_MOCK_PORT" --log-level error & SDK_PIDS="$!"
+cat > "$SCRATCH/sdk.yaml" <<YAML
+auth: { master_key: sdk-master-key }
+routing: { health_check: { interval_seconds: 0 } }
+models:
+  - name: demo
+    deployments: [{ provider: demo }]
+  - name: tools
+    deployments: [{ provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$SDK_MOCK_PORT/v1" }]
+YAML
+"$BIN" serve --config "$SCRATCH/sdk.yaml" --port "$SDK_GATEWAY_PORT" --log-level warning & SDK_PIDS="$SDK_PIDS $!"
+for port in $SDK_MOCK_PORT $SDK_GATEWAY_PORT; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
+done
+curl -fsS "http://127.0.0.1:$SDK_MOCK_PORT/_mock/config" -d '{"tool_name":"get_weather"}' >/dev/null
+PORTCULLIS_SDK_BASE="http://127.0.0.1:$SDK_GATEWAY_PORT" PORTCULLIS_SDK_KEY=sdk-master-key \
+  "$SCRATCH/venv/bin/python" -m pytest -q -p no:cacheprovider Tests/sdk/test_sdks.py
