@@ -5,7 +5,7 @@ import NIOHTTP1
 import PortcullisCore
 
 /// Anthropic's Messages API as an upstream.
-public struct AnthropicAdapter: ProviderAdapter {
+public struct AnthropicAdapter: ChatBackedCompletions {
     private let http: UpstreamHTTPClient
 
     public init(http: UpstreamHTTPClient) {
@@ -45,16 +45,6 @@ public struct AnthropicAdapter: ProviderAdapter {
         })
     }
 
-    public func completion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue {
-        let chatRequest = try CompletionBridge.chatRequest(for: request)
-        return CompletionBridge.textCompletion(from: try await chat(chatRequest, target: target, context: context))
-    }
-
-    public func streamCompletion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> EventStream<JSONValue> {
-        let chatRequest = try CompletionBridge.chatRequest(for: request)
-        return CompletionBridge.textChunks(from: try await streamChat(chatRequest, target: target, context: context))
-    }
-
     public func embeddings(_ request: EmbeddingRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue {
         throw GatewayError.unsupported("Anthropic models do not offer embeddings.", param: "model")
     }
@@ -63,6 +53,21 @@ public struct AnthropicAdapter: ProviderAdapter {
         let response = try await http.send(method: .GET, url: joinURL(target.apiBase, "/v1/models"),
                                            headers: headers(target, streaming: false), body: nil, target: target, context: context)
         _ = try? await response.body.collect(upTo: 4 * 1024 * 1024)
+    }
+}
+
+/// A provider that only has a chat API and serves legacy completions through it.
+public protocol ChatBackedCompletions: ProviderAdapter {}
+
+extension ChatBackedCompletions {
+    public func completion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue {
+        let chatRequest = try CompletionBridge.chatRequest(for: request)
+        return CompletionBridge.textCompletion(from: try await chat(chatRequest, target: target, context: context))
+    }
+
+    public func streamCompletion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> EventStream<JSONValue> {
+        let chatRequest = try CompletionBridge.chatRequest(for: request)
+        return CompletionBridge.textChunks(from: try await streamChat(chatRequest, target: target, context: context))
     }
 }
 

@@ -3,7 +3,7 @@ import PortcullisCore
 
 /// The built-in `demo` model: deterministic answers computed in-process, so a newcomer can
 /// try the gateway (streaming, tools, embeddings) with no provider account.
-public struct DemoProvider: ProviderAdapter {
+public struct DemoProvider: ChatBackedCompletions {
     /// Pace of streamed tokens; 0 streams as fast as the client reads.
     public var tokensPerSecond: Double
 
@@ -113,16 +113,6 @@ public struct DemoProvider: ProviderAdapter {
                 return next
             }
         }
-    }
-
-    public func completion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue {
-        let chatRequest = try CompletionBridge.chatRequest(for: request)
-        return CompletionBridge.textCompletion(from: try await chat(chatRequest, target: target, context: context))
-    }
-
-    public func streamCompletion(_ request: CompletionRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> EventStream<JSONValue> {
-        let chatRequest = try CompletionBridge.chatRequest(for: request)
-        return CompletionBridge.textChunks(from: try await streamChat(chatRequest, target: target, context: context))
     }
 
     public func embeddings(_ request: EmbeddingRequest, target: DeploymentTarget, context: UpstreamContext) async throws -> JSONValue {

@@ -7,7 +7,7 @@ import PortcullisProviders
 import PortcullisRouting
 
 /// Frames canonical chat chunks as OpenAI `chat.completion.chunk` events.
-struct OpenAIChunkFraming {
+struct OpenAIChunkFraming: Sendable {
     /// Whether the client asked for `stream_options.include_usage`.
     let includeUsage: Bool
 
@@ -21,7 +21,7 @@ struct OpenAIChunkFraming {
 }
 
 /// Frames OpenAI `text_completion` chunk objects.
-struct CompletionChunkFraming {
+struct CompletionChunkFraming: Sendable {
     let includeUsage: Bool
 
     func frame(_ object: JSONValue) -> ByteBuffer? {
@@ -73,10 +73,24 @@ enum StreamResponses {
     /// An OpenAI-framed chat stream.
     static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, requestID: String, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
+        return openAIFramed(routed, requestID: requestID, logger: logger) { framing.frame($0) }
+    }
+
+    /// An OpenAI-framed legacy completion stream.
+    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, requestID: String, logger: Logger) -> Response {
+        let framing = CompletionChunkFraming(includeUsage: includeUsage)
+        return openAIFramed(routed, requestID: requestID, logger: logger) { framing.frame($0) }
+    }
+
+    /// A stream in OpenAI's framing: one `data:` event per element, `[DONE]` at the end, or an error event instead.
+    private static func openAIFramed<Element: Sendable>(
+        _ routed: Routed<PrimedStream<Element>>, requestID: String, logger: Logger,
+        frame: @escaping @Sendable (Element) -> ByteBuffer?
+    ) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
-            let failure = try await pump(primed, writer: &writer, deployment: deployment) { chunk in framing.frame(chunk).map { [$0] } ?? [] }
+            let failure = try await pump(primed, writer: &writer, deployment: deployment) { element in frame(element).map { [$0] } ?? [] }
             if let failure {
                 logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
                 try await writer.write(SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope())))
@@ -100,24 +114,6 @@ enum StreamResponses {
                 try await writer.write(AnthropicStreamEncoder.errorEvent(failure))
             } else {
                 for buffer in encoder.finish() { try await writer.write(buffer) }
-            }
-            try await writer.finish(nil)
-        }
-        return Response(status: .ok, headers: headers(requestID: requestID, routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
-    }
-
-    /// An OpenAI-framed legacy completion stream.
-    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, requestID: String, logger: Logger) -> Response {
-        let framing = CompletionChunkFraming(includeUsage: includeUsage)
-        let deployment = routed.deployment
-        let primed = routed.value
-        let body = ResponseBody { writer in
-            let failure = try await pump(primed, writer: &writer, deployment: deployment) { object in framing.frame(object).map { [$0] } ?? [] }
-            if let failure {
-                logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
-                try await writer.write(SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope())))
-            } else {
-                try await writer.write(SSEWriter.done)
             }
             try await writer.finish(nil)
         }
