@@ -5,7 +5,7 @@ import PortcullisCore
 public struct UpstreamTimeouts: Sendable, Equatable, Hashable {
     /// Establishing the connection (TCP and TLS).
     public var connect: Double
-    /// Until the response head (and, for streams, the first event) arrives.
+    /// Streams only: until the first event arrives (a non-streamed answer's first byte is the whole answer, so it is bound by `total`).
     public var firstByte: Double
     /// The whole call, streams included.
     public var total: Double

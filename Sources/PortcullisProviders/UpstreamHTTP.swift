@@ -71,15 +71,9 @@ public final class UpstreamHTTPClient: Sendable {
         }
         let client = client(for: target.timeouts)
         let deadline = NIODeadline.now() + .milliseconds(Int64(target.timeouts.total * 1000))
-        let firstByte = target.timeouts.firstByte
-        let finalRequest = request
         let response: HTTPClientResponse
         do {
-            response = try await withFirstByteLimit(seconds: firstByte, deployment: target.name) {
-                try await client.execute(finalRequest, deadline: deadline, logger: context.logger)
-            }
-        } catch let failure as UpstreamFailure {
-            throw failure
+            response = try await client.execute(request, deadline: deadline, logger: context.logger)
         } catch {
             throw Self.classify(error, deployment: target.name)
         }
@@ -151,8 +145,9 @@ public final class UpstreamHTTPClient: Sendable {
         }
     }
 
-    private func withFirstByteLimit<T: Sendable>(seconds: Double, deployment: String,
-                                                 _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// Runs `body`, failing with a `timeout(phase)` failure if it takes longer than `seconds`.
+    public static func withTimeLimit<T: Sendable>(seconds: Double, phase: String, deployment: String,
+                                                  _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await body() }
             group.addTask {
@@ -161,8 +156,7 @@ public final class UpstreamHTTPClient: Sendable {
             }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let value = first else {
-                throw UpstreamFailure(reason: .timeout("first byte"),
-                                      message: "no first byte within \(Self.format(seconds)) s", deployment: deployment)
+                throw UpstreamFailure(reason: .timeout(phase), message: "no \(phase) within \(format(seconds)) s", deployment: deployment)
             }
             return value
         }

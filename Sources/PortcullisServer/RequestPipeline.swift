@@ -56,8 +56,9 @@ public struct RequestPipeline: Sendable {
         let upstream = upstreamContext(context)
         if completion.stream {
             let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in   // 10. route
-                let stream = try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)  // 11. provider
-                return try await Self.prime(stream, deployment: deployment)
+                try await Self.prime(deployment: deployment) {                                                       // 11. provider
+                    try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)
+                }
             }
             return StreamResponses.completion(routed, includeUsage: completion.includeUsage, requestID: context.requestID, logger: context.logger)
         }
@@ -86,8 +87,9 @@ public struct RequestPipeline: Sendable {
         let upstream = upstreamContext(context)
         if chat.stream {
             let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
-                let stream = try await deployment.adapter.streamChat(chat, target: deployment.target, context: upstream)  // 11. provider
-                return try await Self.prime(stream, deployment: deployment)
+                try await Self.prime(deployment: deployment) {                                                       // 11. provider
+                    try await deployment.adapter.streamChat(chat, target: deployment.target, context: upstream)
+                }
             }
             switch dialect {                                                                                         // respond
             case .openAI:
@@ -133,13 +135,18 @@ public struct RequestPipeline: Sendable {
         UpstreamContext(requestID: context.requestID, traceparent: context.trace?.traceparent, logger: context.logger)
     }
 
-    /// Receives a stream's first event; a stream that ends before any event counts as a failed attempt.
-    static func prime<Element: Sendable>(_ stream: EventStream<Element>, deployment: Deployment) async throws -> PrimedStream<Element> {
+    /// Opens a stream and receives its first event within the deployment's first-byte limit;
+    /// a stream that ends before any event counts as a failed attempt.
+    static func prime<Element: Sendable>(deployment: Deployment,
+                                         _ open: @escaping @Sendable () async throws -> EventStream<Element>) async throws -> PrimedStream<Element> {
+        let name = deployment.name
         do {
-            guard let primed = try await PrimedStream.prime(stream) else {
-                throw UpstreamFailure(reason: .malformed, message: "the stream ended before its first event", deployment: deployment.name)
+            return try await UpstreamHTTPClient.withTimeLimit(seconds: deployment.target.timeouts.firstByte, phase: "first byte", deployment: name) {
+                guard let primed = try await PrimedStream.prime(try await open()) else {
+                    throw UpstreamFailure(reason: .malformed, message: "the stream ended before its first event", deployment: name)
+                }
+                return primed
             }
-            return primed
         } catch let error as UpstreamFailure {
             throw error
         } catch let error as GatewayError {

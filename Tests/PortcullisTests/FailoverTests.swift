@@ -171,20 +171,34 @@ struct FailoverTests {
         }
     }
 
-    @Test("first-byte timeout: a slow upstream gets 504 upstream_timeout")
-    func firstByteTimeout() async throws {
+    @Test("time limits: a slow answer hits the total limit, a stream without a first event hits the first-byte limit, both 504")
+    func timeLimits() async throws {
         var behaviour = MockBehaviour()
-        behaviour.latencyMilliseconds = 3000
+        behaviour.latencyMilliseconds = 2000
         try await withMockUpstream(behaviour) { mock, port in
             let yaml = """
-            routing: { retries: 1, backoff: { initial_ms: 1, max_ms: 1 }, health_check: { interval_seconds: 0 }, timeouts: { first_byte_seconds: 0.3 } }
+            routing: { retries: 1, backoff: { initial_ms: 1, max_ms: 1 }, health_check: { interval_seconds: 0 }, timeouts: { total_seconds: 0.3 } }
             models:
             """ + "\n" + openAIModel("gpt", port: port)
             try await withGateway(yaml: yaml) { gateway in
                 let result = try await gateway.post("/v1/chat/completions", Self.chat)
                 #expect(result.status == 504)
                 #expect(result.errorCode == "upstream_timeout")
-                #expect(result.body.contains("first byte"))
+                #expect(try await mockRequests(port: port).count == 2, "a timeout is retried")
+            }
+        }
+        behaviour = MockBehaviour()
+        behaviour.timeToFirstTokenMilliseconds = 2000
+        try await withMockUpstream(behaviour) { mock, port in
+            let yaml = """
+            routing: { retries: 0, health_check: { interval_seconds: 0 }, timeouts: { first_byte_seconds: 0.3 } }
+            models:
+            """ + "\n" + openAIModel("gpt", port: port)
+            try await withGateway(yaml: yaml) { gateway in
+                let result = try await gateway.post("/v1/chat/completions", Self.streamChat)
+                #expect(result.status == 504)
+                #expect(result.errorCode == "upstream_timeout")
+                #expect(result.body.contains("no first byte within 0.3 s"))
             }
         }
     }
