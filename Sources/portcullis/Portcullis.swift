@@ -16,6 +16,13 @@ struct Portcullis: AsyncParsableCommand {
     /// server, the handler and the upstream client stay on one thread instead of switching
     /// between two thread pools (measured with bench/run.sh; see bench/results).
     static func main() async {
+        // One event loop per CPU this process may run on (taskset/cpuset), not per CPU of the machine:
+        // extra loops on a pinned core only add context switches.
+        if let threads = ProcessInfo.processInfo.environment["PORTCULLIS_EVENT_LOOP_THREADS"].flatMap(Int.init), threads > 0 {
+            NIOSingletons.groupLoopCountSuggestion = threads
+        } else if let allowed = allowedCPUCount() {
+            NIOSingletons.groupLoopCountSuggestion = allowed
+        }
         if ProcessInfo.processInfo.environment["PORTCULLIS_DEFAULT_EXECUTOR"] == nil {
             _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         }
@@ -37,6 +44,18 @@ struct Portcullis: AsyncParsableCommand {
         subcommands: [Serve.self, Config.self, MockUpstreamCommand.self],
         defaultSubcommand: Serve.self
     )
+}
+
+/// How many CPUs the process may use, from `Cpus_allowed_list` in /proc/self/status (e.g. "0", "0-3,6").
+func allowedCPUCount() -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) else { return nil }
+    var count = 0
+    for range in line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces).split(separator: ",") {
+        let bounds = range.split(separator: "-").compactMap { Int($0) }
+        if bounds.count == 2 { count += bounds[1] - bounds[0] + 1 } else if bounds.count == 1 { count += 1 }
+    }
+    return count > 0 ? count : nil
 }
 
 /// Sets up logging once, for the whole process (only the executable bootstraps).
