@@ -86,7 +86,7 @@ public struct ModelRouter: Sendable {
             var tried = Set<ObjectIdentifier>()
             var attempt = 0
             while attempt <= retryPolicy.retries {
-                guard let deployment = choose(in: group, excluding: tried, random: Double.random(in: 0..<1)) else { break }
+                guard let deployment = choose(in: group, excluding: tried, random: FastRandom.unit()) else { break }
                 tried.insert(ObjectIdentifier(deployment))
                 attempts += 1
                 do {
@@ -106,7 +106,7 @@ public struct ModelRouter: Sendable {
                     guard attempt < retryPolicy.retries else { break }
                     let nextIsSameDeployment = group.deployments.filter { $0.isSelectable() && !tried.contains(ObjectIdentifier($0)) }.isEmpty
                     let delay = retryPolicy.delay(beforeRetry: attempt, retryAfter: nextIsSameDeployment ? failure.retryAfter : nil,
-                                                  random: Double.random(in: 0..<1))
+                                                  random: FastRandom.unit())
                     guard let delay else { break }
                     try await sleep(delay)
                 } catch {

@@ -31,25 +31,8 @@ public struct TraceContext: Sendable, Equatable {
         return TraceContext(traceID: randomHex(bytes: 16), parentSpanID: nil, spanID: randomHex(bytes: 8), flags: "01")
     }
 
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
-    /// `bytes` random bytes as lowercase hex: one system random call per eight bytes.
     static func randomHex(bytes: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var output = [UInt8]()
-        output.reserveCapacity(bytes * 2)
-        var remaining = bytes
-        while remaining > 0 {
-            var word = generator.next()
-            for _ in 0..<min(8, remaining) {
-                let byte = UInt8(truncatingIfNeeded: word)
-                output.append(hexDigits[Int(byte >> 4)])
-                output.append(hexDigits[Int(byte & 0x0F)])
-                word >>= 8
-            }
-            remaining -= 8
-        }
-        return String(decoding: output, as: UTF8.self)
+        FastRandom.hex(bytes: bytes)
     }
 }
 

@@ -23,7 +23,7 @@ public struct RequestIdentityMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let incoming = request.headers[HTTPField.Name("x-request-id")!]
-        let requestID = incoming.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? UUID().uuidString.lowercased()
+        let requestID = incoming.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? FastRandom.uuidString()
         context.requestID = requestID
         context.trace = TraceContext.continuing(request.headers[HTTPField.Name("traceparent")!])
         context.dialect = WireDialect.of(path: request.uri.path)

@@ -66,3 +66,23 @@ struct JSONTests {
         #expect(JSONWriter.string(["t": .double(1), "u": .double(0.7), "s": .string("a\u{1}b")]) == #"{"t":1.0,"u":0.7,"s":"a\u0001b"}"#)
     }
 }
+
+@Suite("Identifiers")
+struct IdentifierTests {
+    @Test("request ids are distinct version-4 UUIDs; hex ids have the asked length")
+    func identifiers() {
+        let ids = (0..<10_000).map { _ in FastRandom.uuidString() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(100) {
+            let parts = id.split(separator: "-")
+            #expect(parts.map(\.count) == [8, 4, 4, 4, 12])
+            #expect(parts[2].first == "4")
+            #expect("89ab".contains(parts[3].first!))
+        }
+        #expect(FastRandom.hex(bytes: 16).count == 32)
+        #expect(FastRandom.hex(bytes: 3).count == 6)
+        let units = (0..<10_000).map { _ in FastRandom.unit() }
+        #expect(units.allSatisfy { $0 >= 0 && $0 < 1 })
+        #expect(abs(units.reduce(0, +) / 10_000 - 0.5) < 0.02)
+    }
+}
