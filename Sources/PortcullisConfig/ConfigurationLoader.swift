@@ -249,28 +249,28 @@ public enum ConfigurationLoader {
 
     private static func validate(_ configuration: inout GatewayConfiguration, issues: IssueList) {
         if configuration.models.isEmpty {
-            issues.add(ConfigurationIssue(path: "models", message: "at least one model is required"))
+            issues.add(path: "models", message: "at least one model is required")
         }
         var seen = Set<String>()
         for (index, model) in configuration.models.enumerated() {
             if model.name.isEmpty { continue }
             if !seen.insert(model.name).inserted {
-                issues.add(ConfigurationIssue(path: "models[\(index)].name", message: "duplicate model name '\(model.name)'"))
+                issues.add(path: "models[\(index)].name", message: "duplicate model name '\(model.name)'")
             }
         }
         let names = Set(configuration.models.map(\.name))
         for (index, model) in configuration.models.enumerated() {
             for (position, fallback) in model.fallbacks.enumerated() {
                 if fallback == model.name {
-                    issues.add(ConfigurationIssue(path: "models[\(index)].fallbacks[\(position)]", message: "a model cannot fall back to itself"))
+                    issues.add(path: "models[\(index)].fallbacks[\(position)]", message: "a model cannot fall back to itself")
                 } else if !names.contains(fallback) {
-                    issues.add(ConfigurationIssue(path: "models[\(index)].fallbacks[\(position)]",
-                                                  message: "unknown model '\(fallback)'; fallbacks must name models defined here"))
+                    issues.add(path: "models[\(index)].fallbacks[\(position)]",
+                               message: "unknown model '\(fallback)'; fallbacks must name models defined here")
                 }
             }
         }
         if configuration.routing.maximumBackoffMilliseconds < configuration.routing.initialBackoffMilliseconds {
-            issues.add(ConfigurationIssue(path: "routing.backoff.max_ms", message: "must not be smaller than initial_ms"))
+            issues.add(path: "routing.backoff.max_ms", message: "must not be smaller than initial_ms")
         }
     }
 
@@ -296,7 +296,16 @@ public enum ConfigurationLoader {
 /// Collects issues while decoding continues, so that one run reports them all.
 final class IssueList {
     var items: [ConfigurationIssue] = []
+    /// Where each key path read so far stands in the file, for checks that span keys.
+    var positions: [String: (line: Int, column: Int)] = [:]
+
     func add(_ issue: ConfigurationIssue) { items.append(issue) }
+
+    /// An issue at `path`, located by the position recorded while decoding.
+    func add(path: String, message: String) {
+        let position = positions[path]
+        items.append(ConfigurationIssue(path: path, line: position?.line, column: position?.column, message: message))
+    }
 }
 
 /// Walks a YAML node with its key path, reading typed values and recording issues with line numbers.
@@ -357,6 +366,7 @@ struct NodeReader {
 
     func child(_ key: String) -> NodeReader? {
         guard let value = valueNode(key) else { return nil }
+        if let mark = value.mark { issues.positions[childPath(key)] = (mark.line, mark.column) }
         if case .scalar(let scalar) = value, scalar.tag == Tag(.null) || (scalar.string.isEmpty && scalar.style == .plain) { return nil }
         return NodeReader(node: value, path: childPath(key), issues: issues, environment: environment)
     }
@@ -367,7 +377,10 @@ struct NodeReader {
             issues.add(ConfigurationIssue(path: path, line: line, column: column, message: "must be a list"))
             return []
         }
-        return sequence.enumerated().map { NodeReader(node: $1, path: "\(path)[\($0)]", issues: issues, environment: environment) }
+        return sequence.enumerated().map { index, node in
+            if let mark = node.mark { issues.positions["\(path)[\(index)]"] = (mark.line, mark.column) }
+            return NodeReader(node: node, path: "\(path)[\(index)]", issues: issues, environment: environment)
+        }
     }
 
     /// This node's scalar text with `${VAR}` interpolated.

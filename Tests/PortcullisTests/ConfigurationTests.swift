@@ -57,6 +57,8 @@ struct ConfigurationTests {
           - name: b
             deployments:
               - { provider: openai, model: z, api_key: "${MISSING_KEY}", wieght: 2 }
+          - name: a
+            deployments: [{ provider: demo }]
         """
         do {
             _ = try ConfigurationLoader.parse(yaml: yaml, environment: [:])
@@ -67,11 +69,12 @@ struct ConfigurationTests {
             #expect(byPath["models[0].deployments[0].provider"]?.line == 6)
             #expect(byPath["models[0].deployments[0].provider"]?.message.contains("did you mean 'openai'") == true)
             #expect(byPath["models[0].deployments[1].api_base"] != nil)
-            #expect(byPath["models[0].fallbacks[0]"] != nil)
+            #expect(byPath["models[0].fallbacks[0]"]?.line == 10)
             #expect(byPath["models[1].deployments[0].api_key"]?.message.contains("MISSING_KEY") == true)
             #expect(byPath["models[1].deployments[0].api_key"]?.line == 13)
             #expect(byPath["models[1].deployments[0].wieght"]?.message.contains("did you mean 'weight'") == true)
             #expect(error.description.contains("line 6"))
+            #expect(byPath["models[2].name"]?.line == 14, "duplicate names point at the second one")
         }
     }
 

@@ -105,6 +105,28 @@ struct GatewayProxyTests {
         }
     }
 
+    @Test("Anthropic Messages stream arrives byte for byte")
+    func anthropicIngressBytes() async throws {
+        try await withMockUpstream { mock, port in
+            try await withGateway(yaml: "models:\n" + openAIModel("gpt", port: port)) { gateway in
+                let result = try await gateway.post("/v1/messages",
+                    #"{"model":"gpt","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"Hi you"}]}"#)
+                func delta(_ text: String) -> String {
+                    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\(text)\"}}\n\n"
+                }
+                let expected = [
+                    #"event: message_start\#ndata: {"type":"message_start","message":{"id":"msg_mock-1","type":"message","role":"assistant","model":"gpt","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}}\#n\#n"#,
+                    #"event: content_block_start\#ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\#n\#n"#,
+                    delta("Mock"), delta(" reply"), delta(" to:"), delta(" Hi"), delta(" you"),
+                    #"event: content_block_stop\#ndata: {"type":"content_block_stop","index":0}\#n\#n"#,
+                    #"event: message_delta\#ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5,"input_tokens":2}}\#n\#n"#,
+                    #"event: message_stop\#ndata: {"type":"message_stop"}\#n\#n"#,
+                ].joined()
+                #expect(result.body == expected)
+            }
+        }
+    }
+
     static func anthropicModel(port: Int) -> String {
         """
           - name: claude
