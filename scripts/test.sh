@@ -66,7 +66,7 @@ log "running the Swift suite"
 swift test --skip-build
 
 # The official OpenAI and Anthropic Python SDKs, unmodified, against the real binary.
-log "running the SDK compatibility suite"
+log "running the SDK compatibility and executable suite"
 python3 -m venv "$SCRATCH/venv"
 "$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
 BIN="$(swift build --show-bin-path)/portcullis"
@@ -86,5 +86,5 @@ for port in $SDK_MOCK_PORT $SDK_GATEWAY_PORT; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.1; done
 done
 curl -fsS "http://127.0.0.1:$SDK_MOCK_PORT/_mock/config" -d '{"tool_name":"get_weather"}' >/dev/null
-PORTCULLIS_SDK_BASE="http://127.0.0.1:$SDK_GATEWAY_PORT" PORTCULLIS_SDK_KEY=sdk-master-key \
-  "$SCRATCH/venv/bin/python" -m pytest -q -p no:cacheprovider Tests/sdk/test_sdks.py
+PORTCULLIS_SDK_BASE="http://127.0.0.1:$SDK_GATEWAY_PORT" PORTCULLIS_SDK_KEY=sdk-master-key PORTCULLIS_BIN="$BIN" \
+  "$SCRATCH/venv/bin/python" -m pytest -q -p no:cacheprovider Tests/sdk

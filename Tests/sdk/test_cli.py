@@ -1,0 +1,88 @@
+"""The portcullis executable itself: config validation, refusing bad configs, graceful shutdown."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+BIN = os.environ["PORTCULLIS_BIN"]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(text):
+    handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
+    handle.write(text)
+    handle.close()
+    return handle.name
+
+
+BAD = """server: { port: 4000 }
+models:
+  - name: gpt
+    deployments:
+      - { provider: opnai, model: gpt-4o, api_key: "${PORTCULLIS_TEST_UNSET_KEY}" }
+    fallbacks: [claude]
+"""
+
+
+def test_config_check_names_every_error_with_its_line():
+    path = write_config(BAD)
+    result = subprocess.run([BIN, "config", "check", path], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "line 5, column 21: models[0].deployments[0].provider: unknown provider 'opnai'" in result.stdout
+    assert "did you mean 'openai'" in result.stdout
+    assert "PORTCULLIS_TEST_UNSET_KEY is not set" in result.stdout
+    assert "line 6" in result.stdout and "unknown model 'claude'" in result.stdout
+
+
+def test_serve_refuses_an_invalid_config():
+    path = write_config(BAD)
+    result = subprocess.run([BIN, "serve", "--config", path], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "refusing to start" in result.stderr
+
+
+def wait_for(port):
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"port {port} never opened")
+
+
+def test_sigterm_lets_an_open_stream_finish_and_refuses_new_connections():
+    port = free_port()
+    path = write_config("models:\n  - name: slow\n    deployments: [{ provider: demo, tokens_per_second: 10 }]\n")
+    gateway = subprocess.Popen([BIN, "serve", "--config", path, "--port", str(port), "--log-level", "warning"])
+    try:
+        wait_for(port)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=b'{"model":"slow","stream":true,"messages":[{"role":"user","content":"a b c d e f"}]}',
+            headers={"content-type": "application/json"})
+        response = urllib.request.urlopen(request, timeout=30)
+        first = response.readline()
+        assert first.startswith(b"data: ")
+        gateway.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            refused = False
+        except OSError:
+            refused = True
+        assert refused, "new connections are refused while draining"
+        rest = response.read()
+        assert rest.rstrip().endswith(b"data: [DONE]"), "the in-flight stream completed"
+        assert gateway.wait(timeout=30) == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
