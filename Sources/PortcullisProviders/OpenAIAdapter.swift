@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 import PortcullisCore
@@ -104,7 +103,7 @@ public struct OpenAIAdapter: ProviderAdapter {
     }
 
     /// The `data:` payloads of an OpenAI event stream as JSON, ending at `[DONE]`; an `error` payload fails the stream.
-    private func openAIEvents(_ response: HTTPClientResponse, deployment: String) -> EventStream<JSONValue> {
+    private func openAIEvents(_ response: UpstreamResponse, deployment: String) -> EventStream<JSONValue> {
         let events = UpstreamHTTPClient.events(of: response, deployment: deployment)
         return EventStream {
             var iterator = events.makeAsyncIterator()

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
@@ -8,49 +7,34 @@ import Synchronization
 
 /// The pooled HTTP client all adapters share, with per-phase timeouts and failure classification.
 ///
-/// One underlying `HTTPClient` exists per distinct (connect, idle) timeout pair, because
-/// AsyncHTTPClient takes those per client; first-byte and total limits are per call.
+/// Keep-alive HTTP/1.1 (TLS for https, with SNI) on the gateway's event loops; a request's
+/// head, body and end leave in one write, and response bodies stream with back-pressure.
 public final class UpstreamHTTPClient: Sendable {
-    private struct ClientKey: Hashable {
-        var connect: Double
-        var idle: Double
-    }
-
-    private let clients = Mutex<[ClientKey: HTTPClient]>([:])
+    private let pool: UpstreamConnectionPool
     /// Largest non-streamed upstream body accepted.
     public let maximumResponseBytes: Int
 
     public init(maximumResponseBytes: Int = 64 * 1024 * 1024) {
         self.maximumResponseBytes = maximumResponseBytes
+        self.pool = UpstreamConnectionPool()
     }
 
-    private func client(for timeouts: UpstreamTimeouts) -> HTTPClient {
-        let key = ClientKey(connect: timeouts.connect, idle: timeouts.streamIdle)
-        return clients.withLock { clients in
-            if let existing = clients[key] { return existing }
-            var configuration = HTTPClient.Configuration()
-            configuration.timeout = .init(connect: .milliseconds(Int64(timeouts.connect * 1000)),
-                                          read: .milliseconds(Int64(timeouts.streamIdle * 1000)))
-            configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256)
-            // A refused connection must fail fast so routing can fail over; the router owns retries.
-            configuration.connectionPool.retryConnectionEstablishment = false
-            configuration.httpVersion = .automatic
-            configuration.decompression = .disabled
-            configuration.redirectConfiguration = .disallow
-            let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-            clients[key] = client
-            return client
-        }
-    }
-
-    /// Closes every pooled connection; call once at shutdown.
+    /// Closes every pooled connection and refuses new ones; call once at shutdown.
     public func shutdown() async {
-        let all = clients.withLock { clients in
-            let values = Array(clients.values)
-            clients.removeAll()
-            return values
+        await pool.shutdown()
+    }
+
+    /// Splits an absolute URL into the endpoint and the request target (path and query).
+    static func parse(_ url: String, deployment: String) throws -> (UpstreamEndpoint, String) {
+        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
+              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty else {
+            throw UpstreamFailure(reason: .connection, message: "invalid upstream URL", deployment: deployment)
         }
-        for client in all { try? await client.shutdown() }
+        let isTLS = scheme == "https"
+        let endpoint = UpstreamEndpoint(isTLS: isTLS, host: host, port: components.port ?? (isTLS ? 443 : 80))
+        var target = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
+        if let query = components.percentEncodedQuery { target += "?" + query }
+        return (endpoint, target)
     }
 
     /// Sends one request and returns the response once its head arrived with a success status.
@@ -58,31 +42,52 @@ public final class UpstreamHTTPClient: Sendable {
     /// Non-success statuses, timeouts and connection failures become `UpstreamFailure`s,
     /// with the upstream's own error message (credentials scrubbed) where it gave one.
     public func send(method: HTTPMethod = .POST, url: String, headers: [(String, String)], body: ByteBuffer?,
-                     target: DeploymentTarget, context: UpstreamContext) async throws -> HTTPClientResponse {
-        var request = HTTPClientRequest(url: url)
-        request.method = method
-        for (name, value) in headers { request.headers.add(name: name, value: value) }
-        for (name, value) in target.headers { request.headers.replaceOrAdd(name: name, value: value) }
-        request.headers.replaceOrAdd(name: "x-request-id", value: context.requestID)
-        if let traceparent = context.traceparent { request.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
+                     target: DeploymentTarget, context: UpstreamContext) async throws -> UpstreamResponse {
+        let (endpoint, requestTarget) = try Self.parse(url, deployment: target.name)
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: requestTarget)
+        head.headers.add(name: "host", value: endpoint.hostHeader)
+        head.headers.add(name: "user-agent", value: "portcullis")
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        for (name, value) in target.headers { head.headers.replaceOrAdd(name: name, value: value) }
+        head.headers.replaceOrAdd(name: "x-request-id", value: context.requestID)
+        if let traceparent = context.traceparent { head.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
         if let body {
-            request.headers.replaceOrAdd(name: "content-type", value: "application/json")
-            request.body = .bytes(body)
+            head.headers.replaceOrAdd(name: "content-type", value: "application/json")
+            head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
+        } else if method == .POST || method == .PUT {
+            head.headers.replaceOrAdd(name: "content-length", value: "0")
         }
-        let client = client(for: target.timeouts)
-        let deadline = NIODeadline.now() + .milliseconds(Int64(target.timeouts.total * 1000))
-        let response: HTTPClientResponse
-        do {
-            response = try await client.execute(request, deadline: deadline, logger: context.logger)
-        } catch {
-            throw Self.classify(error, deployment: target.name)
+        let limits = ExchangeLimits(deadline: .now() + .nanoseconds(Int64(target.timeouts.total * 1e9)),
+                                    idle: .nanoseconds(Int64(target.timeouts.streamIdle * 1e9)), deployment: target.name)
+        let pool = self.pool
+        var response: UpstreamResponse
+        var mayReuse = true
+        while true {
+            let pooled = mayReuse ? pool.takeIdle(endpoint) : nil
+            let connection: UpstreamConnection
+            if let pooled {
+                connection = pooled
+            } else {
+                connection = try await pool.connect(endpoint, timeout: .nanoseconds(Int64(target.timeouts.connect * 1e9)), deployment: target.name)
+            }
+            do {
+                response = try await connection.execute(head: head, body: body, limits: limits) { reusable in
+                    if reusable { pool.release(connection, to: endpoint) }
+                }
+                break
+            } catch let failure as UpstreamFailure where pooled != nil && failure.reason == .connection && !Task.isCancelled {
+                // A kept-alive connection the upstream had already closed: try once more on a new one.
+                mayReuse = false
+                continue
+            } catch {
+                throw Self.classify(error, deployment: target.name)
+            }
         }
-        guard (200..<300).contains(Int(response.status.code)) else {
+        guard (200..<300).contains(response.status) else {
             let retryAfter = Self.retryAfter(response.headers)
             let bytes = try? await response.body.collect(upTo: 256 * 1024)
-            let message = Self.upstreamMessage(bytes, status: Int(response.status.code), apiKey: target.apiKey)
-            throw UpstreamFailure(reason: .status(Int(response.status.code)), message: message,
-                                  retryAfter: retryAfter, deployment: target.name)
+            let message = Self.upstreamMessage(bytes, status: response.status, apiKey: target.apiKey)
+            throw UpstreamFailure(reason: .status(response.status), message: message, retryAfter: retryAfter, deployment: target.name)
         }
         return response
     }
@@ -107,7 +112,7 @@ public final class UpstreamHTTPClient: Sendable {
     }
 
     /// The response body as server-sent events; read errors become `UpstreamFailure`s.
-    public static func events(of response: HTTPClientResponse, deployment: String) -> EventStream<SSEEvent> {
+    public static func events(of response: UpstreamResponse, deployment: String) -> EventStream<SSEEvent> {
         let body = response.body
         return EventStream {
             var iterator = body.makeAsyncIterator()
@@ -169,16 +174,6 @@ public final class UpstreamHTTPClient: Sendable {
     /// Maps transport errors to failure reasons.
     public static func classify(_ error: any Error, deployment: String) -> UpstreamFailure {
         if let failure = error as? UpstreamFailure { return failure }
-        if let clientError = error as? HTTPClientError {
-            switch clientError {
-            case .readTimeout: return UpstreamFailure(reason: .timeout("stream idle"), message: "upstream went silent", deployment: deployment)
-            case .deadlineExceeded: return UpstreamFailure(reason: .timeout("total"), message: "request took too long", deployment: deployment)
-            case .connectTimeout: return UpstreamFailure(reason: .timeout("connect"), message: "could not connect in time", deployment: deployment)
-            case .remoteConnectionClosed: return UpstreamFailure(reason: .connection, message: "upstream closed the connection", deployment: deployment)
-            case .cancelled: return UpstreamFailure(reason: .connection, message: "request cancelled", deployment: deployment)
-            default: return UpstreamFailure(reason: .connection, message: "transport error (\(clientError.shortDescription))", deployment: deployment)
-            }
-        }
         if let ioError = error as? IOError {
             let detail = ioError.errnoCode == ECONNREFUSED ? "connection refused" : "I/O error \(ioError.errnoCode)"
             return UpstreamFailure(reason: .connection, message: detail, deployment: deployment)
@@ -241,12 +236,6 @@ public final class UpstreamHTTPClient: Sendable {
         }
         flush()
         return output
-    }
-}
-
-extension HTTPClientError {
-    fileprivate var shortDescription: String {
-        String(describing: self).prefix(80).description
     }
 }
 
