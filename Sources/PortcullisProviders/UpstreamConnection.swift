@@ -88,14 +88,22 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
         case closed
     }
 
-    /// One request in flight.
-    private struct Exchange {
-        var source: UpstreamBody.Producer.Source
-        var body: UpstreamBody
-        var limits: ExchangeLimits
+    /// One request in flight (a class, so that state transitions do not copy it).
+    private final class Exchange {
+        let source: UpstreamBody.Producer.Source
+        let body: UpstreamBody
+        let limits: ExchangeLimits
         var deadlineTimer: Scheduled<Void>?
         var idleTimer: Scheduled<Void>?
-        var onFinish: @Sendable (_ reusable: Bool) -> Void
+        let onFinish: @Sendable (_ reusable: Bool) -> Void
+
+        init(source: UpstreamBody.Producer.Source, body: UpstreamBody, limits: ExchangeLimits,
+             onFinish: @escaping @Sendable (_ reusable: Bool) -> Void) {
+            self.source = source
+            self.body = body
+            self.limits = limits
+            self.onFinish = onFinish
+        }
     }
 
     private var state = State.idle
@@ -127,8 +135,8 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
         let delegate = BodyDelegate(loopBoundHandler: NIOLoopBound(self, eventLoop: context.eventLoop))
         let sequence = UpstreamBody.Producer.makeSequence(
             backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16), finishOnDeinit: true, delegate: delegate)
-        var exchange = Exchange(source: sequence.source, body: UpstreamBody(producer: sequence.sequence), limits: limits,
-                                deadlineTimer: nil, idleTimer: nil, onFinish: onFinish)
+        let exchange = Exchange(source: sequence.source, body: UpstreamBody(producer: sequence.sequence), limits: limits,
+                                onFinish: onFinish)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         exchange.deadlineTimer = context.eventLoop.scheduleTask(deadline: limits.deadline) {
             loopBound.value.fail(.timeout("total"), message: "request took too long")
@@ -145,15 +153,14 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            guard case .awaitingHead(let promise, var exchange) = state else { return }
+            guard case .awaitingHead(let promise, let exchange) = state else { return }
             if head.status.code >= 100 && head.status.code < 200 { return }
-            armIdleTimer(&exchange, context: context)
+            armIdleTimer(exchange, context: context)
             state = .streaming(exchange, keepAlive: head.isKeepAlive)
             promise.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: exchange.body))
         case .body(let buffer):
-            guard case .streaming(var exchange, let keepAlive) = state else { return }
-            armIdleTimer(&exchange, context: context)
-            state = .streaming(exchange, keepAlive: keepAlive)
+            guard case .streaming(let exchange, _) = state else { return }
+            armIdleTimer(exchange, context: context)
             switch exchange.source.yield(buffer) {
             case .produceMore: break
             case .stopProducing: readingPaused = true
@@ -171,7 +178,7 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
         }
     }
 
-    private func armIdleTimer(_ exchange: inout Exchange, context: ChannelHandlerContext) {
+    private func armIdleTimer(_ exchange: Exchange, context: ChannelHandlerContext) {
         exchange.idleTimer?.cancel()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         exchange.idleTimer = context.eventLoop.scheduleTask(in: exchange.limits.idle) {

@@ -24,17 +24,42 @@ public final class UpstreamHTTPClient: Sendable {
         await pool.shutdown()
     }
 
-    /// Splits an absolute URL into the endpoint and the request target (path and query).
+    /// Splits an absolute `http(s)://host[:port]/path?query` URL into the endpoint and the request target.
     static func parse(_ url: String, deployment: String) throws -> (UpstreamEndpoint, String) {
-        guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
-              scheme == "http" || scheme == "https", let host = components.host, !host.isEmpty else {
-            throw UpstreamFailure(reason: .connection, message: "invalid upstream URL", deployment: deployment)
+        let invalid = UpstreamFailure(reason: .connection, message: "invalid upstream URL", deployment: deployment)
+        let isTLS: Bool
+        let rest: Substring
+        if url.hasPrefix("https://") {
+            isTLS = true
+            rest = url.dropFirst(8)
+        } else if url.hasPrefix("http://") {
+            isTLS = false
+            rest = url.dropFirst(7)
+        } else {
+            throw invalid
         }
-        let isTLS = scheme == "https"
-        let endpoint = UpstreamEndpoint(isTLS: isTLS, host: host, port: components.port ?? (isTLS ? 443 : 80))
-        var target = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
-        if let query = components.percentEncodedQuery { target += "?" + query }
-        return (endpoint, target)
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        var authority = rest[..<authorityEnd]
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        var host = authority
+        var port = isTLS ? 443 : 80
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw invalid }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let afterHost = authority[authority.index(after: close)...]
+            if afterHost.hasPrefix(":") {
+                guard let value = Int(afterHost.dropFirst()) else { throw invalid }
+                port = value
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = authority[..<colon]
+            guard let value = Int(authority[authority.index(after: colon)...]) else { throw invalid }
+            port = value
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else { throw invalid }
+        var target = String(rest[authorityEnd...])
+        if target.isEmpty || target.hasPrefix("?") { target = "/" + target }
+        return (UpstreamEndpoint(isTLS: isTLS, host: String(host), port: port), target)
     }
 
     /// Sends one request and returns the response once its head arrived with a success status.

@@ -1,5 +1,5 @@
 import NIOCore
-import PortcullisProviders
+@testable import PortcullisProviders
 import Testing
 
 @Suite("Server-sent events")
@@ -44,5 +44,29 @@ struct SSETests {
     func writer() {
         #expect(String(buffer: SSEWriter.event("ping", Array("{}".utf8))) == "event: ping\ndata: {}\n\n")
         #expect(String(buffer: SSEWriter.done) == "data: [DONE]\n\n")
+    }
+}
+
+@Suite("Upstream URLs")
+struct UpstreamURLTests {
+    @Test("splits URLs into endpoint and request target", arguments: [
+        ("https://api.openai.com/v1/chat/completions", true, "api.openai.com", 443, "/v1/chat/completions"),
+        ("http://127.0.0.1:8000/v1/models", false, "127.0.0.1", 8000, "/v1/models"),
+        ("https://x.openai.azure.com/openai/deployments/a/chat/completions?api-version=2024-10-21", true, "x.openai.azure.com", 443,
+         "/openai/deployments/a/chat/completions?api-version=2024-10-21"),
+        ("http://[::1]:9000", false, "::1", 9000, "/"),
+        ("http://vllm?x=1", false, "vllm", 80, "/?x=1"),
+    ])
+    func parse(url: String, isTLS: Bool, host: String, port: Int, target: String) throws {
+        let (endpoint, requestTarget) = try UpstreamHTTPClient.parse(url, deployment: "d")
+        #expect(endpoint.isTLS == isTLS)
+        #expect(endpoint.host == host)
+        #expect(endpoint.port == port)
+        #expect(requestTarget == target)
+    }
+
+    @Test("refuses what is not an http(s) URL", arguments: ["ftp://x/y", "api.openai.com/v1", "http://:80/", "http://h:99999/", "http://[::1/"])
+    func refuse(url: String) {
+        #expect(throws: UpstreamFailure.self) { try UpstreamHTTPClient.parse(url, deployment: "d") }
     }
 }
