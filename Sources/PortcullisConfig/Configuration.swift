@@ -100,6 +100,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var defaultMaxTokens: Int = 4096
         /// Demo provider only: streamed tokens per second (0 = unthrottled).
         public var tokensPerSecond: Double = 0
+        /// PEM file of certificate authorities trusted for an https `api_base` (internal PKI). Default: the system's.
+        public var caFile: String?
 
         public init(provider: String, model: String, timeouts: Timeouts = Timeouts()) {
             self.provider = provider

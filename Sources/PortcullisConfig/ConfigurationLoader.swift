@@ -211,7 +211,7 @@ public enum ConfigurationLoader {
 
     private static func decodeDeployment(_ reader: NodeReader, routing: GatewayConfiguration.Routing) -> GatewayConfiguration.Deployment? {
         guard reader.expectMapping(allowedKeys: ["provider", "model", "api_base", "api_key", "api_version", "weight", "price",
-                                                 "headers", "timeouts", "default_max_tokens", "tokens_per_second"]) else { return nil }
+                                                 "headers", "timeouts", "default_max_tokens", "tokens_per_second", "ca_file"]) else { return nil }
         let provider = reader.requiredString("provider") ?? ""
         if !provider.isEmpty, !providerNames.contains(provider) {
             reader.issue("provider", "unknown provider '\(provider)'; expected one of \(providerNames.joined(separator: ", "))"
@@ -224,6 +224,13 @@ public enum ConfigurationLoader {
             reader.issue("api_base", "must be an http:// or https:// URL; got '\(base)'")
         }
         deployment.apiKey = reader.string("api_key")
+        if let caFile = reader.string("ca_file") {
+            if FileManager.default.isReadableFile(atPath: caFile) {
+                deployment.caFile = caFile
+            } else {
+                reader.issue("ca_file", "cannot read '\(caFile)'")
+            }
+        }
         deployment.apiVersion = reader.string("api_version")
         deployment.weight = reader.number("weight", in: 0...1_000_000) ?? 1
         deployment.defaultMaxTokens = reader.integer("default_max_tokens", in: 1...10_000_000) ?? 4096

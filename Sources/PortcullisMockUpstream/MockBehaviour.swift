@@ -70,6 +70,8 @@ public struct RecordedRequest: Sendable {
     public var apiKeyHeader: String?
     public var anthropicVersion: String?
     public var body: JSONValue?
+    /// The TCP port the request came from: equal ports mean a reused connection.
+    public var clientPort: Int?
 
     public var json: JSONValue {
         [
@@ -81,6 +83,7 @@ public struct RecordedRequest: Sendable {
             "api_key": apiKeyHeader.map(JSONValue.string) ?? .null,
             "anthropic_version": anthropicVersion.map(JSONValue.string) ?? .null,
             "body": body ?? .null,
+            "client_port": clientPort.map { .integer(Int64($0)) } ?? .null,
         ]
     }
 }

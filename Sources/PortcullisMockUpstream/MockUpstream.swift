@@ -2,6 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import Logging
 import NIOCore
 import PortcullisCore
@@ -54,14 +56,18 @@ public final class MockUpstream: Sendable {
     }
 
     /// The mock's HTTP routes.
-    public func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router()
-        router.post("/v1/chat/completions") { request, _ in try await self.handle(request, api: .openAIChat) }
-        router.post("/v1/completions") { request, _ in try await self.handle(request, api: .openAICompletion) }
-        router.post("/v1/embeddings") { request, _ in try await self.handle(request, api: .openAIEmbedding) }
-        router.post("/v1/messages") { request, _ in try await self.handle(request, api: .anthropic) }
-        router.post("/openai/deployments/{deployment}/chat/completions") { request, _ in try await self.handle(request, api: .openAIChat) }
-        router.post("/openai/deployments/{deployment}/embeddings") { request, _ in try await self.handle(request, api: .openAIEmbedding) }
+    public func makeRouter() -> Router<MockRequestContext> {
+        let router = Router(context: MockRequestContext.self)
+        router.post("/v1/chat/completions") { request, context in try await self.handle(request, context, api: .openAIChat) }
+        router.post("/v1/completions") { request, context in try await self.handle(request, context, api: .openAICompletion) }
+        router.post("/v1/embeddings") { request, context in try await self.handle(request, context, api: .openAIEmbedding) }
+        router.post("/v1/messages") { request, context in try await self.handle(request, context, api: .anthropic) }
+        router.post("/openai/deployments/{deployment}/chat/completions") { request, context in
+            try await self.handle(request, context, api: .openAIChat)
+        }
+        router.post("/openai/deployments/{deployment}/embeddings") { request, context in
+            try await self.handle(request, context, api: .openAIEmbedding)
+        }
         router.get("/v1/models") { _, _ in try self.models() }
         router.get("/openai/models") { _, _ in try self.models() }
         router.get("/_mock/requests") { _, _ in
@@ -88,11 +94,18 @@ public final class MockUpstream: Sendable {
         return router
     }
 
-    /// Builds a runnable mock server.
-    public func makeApplication(host: String, port: Int, logger: Logger,
-                                onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) -> some ApplicationProtocol {
-        Application(router: makeRouter(), configuration: .init(address: .hostname(host, port: port), serverName: "portcullis-mock"),
-                    onServerRunning: onServerRunning, logger: logger)
+    /// Builds a runnable mock server; with `tls`, it serves HTTPS (HTTP/1.1) with that certificate and key.
+    public func makeApplication(host: String, port: Int, logger: Logger, tls: (certificatePath: String, keyPath: String)? = nil,
+                                onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+        var server: HTTPServerBuilder = .http1()
+        if let tls {
+            let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
+            server = try .tls(.http1(), tlsConfiguration: .makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key)))
+        }
+        return Application(router: makeRouter(), server: server,
+                           configuration: .init(address: .hostname(host, port: port), serverName: "portcullis-mock"),
+                           onServerRunning: onServerRunning, logger: logger)
     }
 
     enum API {
@@ -114,7 +127,7 @@ public final class MockUpstream: Sendable {
         if milliseconds > 0 { try await Task.sleep(nanoseconds: UInt64(milliseconds * 1_000_000)) }
     }
 
-    private func handle(_ request: Request, api: API) async throws -> Response {
+    private func handle(_ request: Request, _ context: MockRequestContext, api: API) async throws -> Response {
         let buffer = try await request.body.collect(upTo: 64 << 20)
         let body = try? JSONParser.parse(buffer.readableBytesView)
         let record = RecordedRequest(
@@ -125,7 +138,8 @@ public final class MockUpstream: Sendable {
             authorization: request.headers[.authorization],
             apiKeyHeader: request.headers[HTTPField.Name("x-api-key")!] ?? request.headers[HTTPField.Name("api-key")!],
             anthropicVersion: request.headers[HTTPField.Name("anthropic-version")!],
-            body: body)
+            body: body,
+            clientPort: context.clientPort)
         let (behaviour, injectError, sequence) = admit(record)
         if behaviour.hang {
             try await Task.sleep(nanoseconds: 3_600_000_000_000)
@@ -177,6 +191,18 @@ public final class MockUpstream: Sendable {
                 try await writer.finish(nil)
             })
         }
+    }
+}
+
+/// The mock's request context: remembers the client's port so tests can see connection reuse.
+public struct MockRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The TCP port the request came from.
+    public let clientPort: Int?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.clientPort = source.channel.remoteAddress?.port
     }
 }
 

@@ -37,10 +37,12 @@ public struct DeploymentTarget: Sendable {
     public var timeouts: UpstreamTimeouts
     /// Anthropic needs `max_tokens`; used when the client gives none.
     public var defaultMaxTokens: Int
+    /// PEM file of certificate authorities to trust for this upstream (internal PKI); the system's when nil.
+    public var trustedCAFile: String?
 
     public init(name: String, provider: ProviderKind, upstreamModel: String, apiBase: String, apiKey: String? = nil,
                 apiVersion: String? = nil, headers: [String: String] = [:], timeouts: UpstreamTimeouts = UpstreamTimeouts(),
-                defaultMaxTokens: Int = 4096) {
+                defaultMaxTokens: Int = 4096, trustedCAFile: String? = nil) {
         self.name = name
         self.provider = provider
         self.upstreamModel = upstreamModel
@@ -50,6 +52,7 @@ public struct DeploymentTarget: Sendable {
         self.headers = headers
         self.timeouts = timeouts
         self.defaultMaxTokens = defaultMaxTokens
+        self.trustedCAFile = trustedCAFile
     }
 }
 

@@ -172,9 +172,11 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
             exchange.idleTimer?.cancel()
             state = .idle
             readingPaused = false
-            exchange.source.finish()
             if !keepAlive { context.close(promise: nil) }
+            // Back to the pool before the reader learns the body ended, so that its next
+            // request finds this connection idle.
             exchange.onFinish(keepAlive && context.channel.isActive)
+            exchange.source.finish()
         }
     }
 
@@ -295,6 +297,8 @@ struct UpstreamEndpoint: Hashable, Sendable {
     var isTLS: Bool
     var host: String
     var port: Int
+    /// PEM file of the certificate authorities trusted for this upstream; the system's when nil.
+    var trustedCAFile: String? = nil
 
     /// The `Host` header value.
     var hostHeader: String {
@@ -313,7 +317,8 @@ final class UpstreamConnectionPool: Sendable {
 
     private let state = Mutex(State())
     private let group: any EventLoopGroup
-    private let sslContext: NIOSSLContext?
+    /// TLS contexts by trusted-CA file (nil key: the system's trust roots), built once each.
+    private let sslContexts = Mutex<[String?: NIOSSLContext]>([:])
     /// Most idle connections kept per endpoint.
     let maximumIdlePerEndpoint: Int
     /// Idle connections older than this are closed instead of reused.
@@ -324,9 +329,26 @@ final class UpstreamConnectionPool: Sendable {
         self.group = group
         self.maximumIdlePerEndpoint = maximumIdlePerEndpoint
         self.idleTimeout = idleTimeout
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.applicationProtocols = ["http/1.1"]
-        self.sslContext = try? NIOSSLContext(configuration: tls)
+    }
+
+    /// The TLS context that trusts `caFile` (or the system's roots), created on first use.
+    private func sslContext(trusting caFile: String?, deployment: String) throws -> NIOSSLContext {
+        try sslContexts.withLock { contexts in
+            if let existing = contexts[caFile] { return existing }
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.applicationProtocols = ["http/1.1"]
+            tls.minimumTLSVersion = .tlsv12
+            if let caFile {
+                do {
+                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw UpstreamFailure(reason: .connection, message: "cannot read the trusted CA file", deployment: deployment)
+                }
+            }
+            let context = try NIOSSLContext(configuration: tls)
+            contexts[caFile] = context
+            return context
+        }
     }
 
     /// An idle connection to `endpoint`, if one is usable.
@@ -366,7 +388,7 @@ final class UpstreamConnectionPool: Sendable {
         if state.withLock({ $0.isShutDown }) {
             throw UpstreamFailure(reason: .connection, message: "the gateway is shutting down", deployment: deployment)
         }
-        let sslContext = self.sslContext
+        let sslContext = endpoint.isTLS ? try sslContext(trusting: endpoint.trustedCAFile, deployment: deployment) : nil
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -68,7 +68,9 @@ public final class UpstreamHTTPClient: Sendable {
     /// with the upstream's own error message (credentials scrubbed) where it gave one.
     public func send(method: HTTPMethod = .POST, url: String, headers: [(String, String)], body: ByteBuffer?,
                      target: DeploymentTarget, context: UpstreamContext) async throws -> UpstreamResponse {
-        let (endpoint, requestTarget) = try Self.parse(url, deployment: target.name)
+        var (parsedEndpoint, requestTarget) = try Self.parse(url, deployment: target.name)
+        parsedEndpoint.trustedCAFile = target.trustedCAFile
+        let endpoint = parsedEndpoint
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: requestTarget)
         head.headers.add(name: "host", value: endpoint.hostHeader)
         head.headers.add(name: "user-agent", value: "portcullis")

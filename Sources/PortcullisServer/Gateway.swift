@@ -64,7 +64,8 @@ public struct Gateway: Sendable {
                 let target = DeploymentTarget(
                     name: "\(model.name)/\(kind.rawValue)[\(index)]", provider: kind, upstreamModel: settings.model,
                     apiBase: settings.apiBase ?? kind.defaultAPIBase ?? "", apiKey: settings.apiKey, apiVersion: settings.apiVersion,
-                    headers: settings.headers, timeouts: timeouts, defaultMaxTokens: settings.defaultMaxTokens)
+                    headers: settings.headers, timeouts: timeouts, defaultMaxTokens: settings.defaultMaxTokens,
+                    trustedCAFile: settings.caFile)
                 deployments.append(Deployment(target: target, adapter: adapter, weight: settings.weight,
                                               price: TokenPrice(inputPerMillion: settings.inputPricePerMillion,
                                                                 outputPerMillion: settings.outputPricePerMillion),

@@ -169,7 +169,7 @@ struct MockUpstreamCommand: AsyncParsableCommand {
         behaviour.reply = reply
         let mock = MockUpstream(behaviour: behaviour)
         let host = self.host
-        let app = mock.makeApplication(host: host, port: port, logger: logger) { channel in
+        let app = try mock.makeApplication(host: host, port: port, logger: logger) { channel in
             logger.notice("mock upstream listening on http://\(host):\(channel.localAddress?.port ?? 0)")
         }
         try await app.runService()

@@ -2,6 +2,7 @@ import Foundation
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisRouting
 import Testing
 
 /// Retries, fallbacks, circuit breakers and timeouts against misbehaving mock upstreams.
@@ -254,6 +255,23 @@ struct FailoverTests {
             #expect(ready.json?.objectValue?["healthy_deployments"] == 0)
             let refused = try await gateway.post("/v1/chat/completions", #"{"model":"dead","messages":[{"role":"user","content":"x"}]}"#)
             #expect(refused.status == 503)
+        }
+    }
+
+    @Test("an upstream restart does not fail requests: closed pooled connections are not reused")
+    func upstreamRestart() async throws {
+        let port = try freeLoopbackPort()
+        try await withGateway(yaml: Self.fastRouting + "\nmodels:\n" + openAIModel("gpt", port: port)) { gateway in
+            try await withMockUpstream(onPort: port) { _ in
+                let first = try await gateway.post("/v1/chat/completions", Self.chat)
+                #expect(first.status == 200, "\(first.body)")
+            }
+            try await withMockUpstream(onPort: port) { mock in
+                let result = try await gateway.post("/v1/chat/completions", Self.chat)
+                #expect(result.status == 200)
+                #expect(result.headers["x-portcullis-attempts"] == "1")
+                #expect(mock.requests.count == 1)
+            }
         }
     }
 }

@@ -33,6 +33,9 @@ struct GatewayProxyTests {
                 #expect(body["seed"] == 42)
                 #expect(body["frequency_penalty"] == .double(0.5))
                 #expect(body["vendor_flag"] == ["x": 1])
+                for _ in 0..<3 { _ = try await gateway.post("/v1/chat/completions", Self.chatBody) }
+                let ports = Set(try await mockRequests(port: port).compactMap { $0["client_port"]?.integerValue })
+                #expect(ports.count == 1, "sequential calls reuse one upstream connection")
             }
         }
     }

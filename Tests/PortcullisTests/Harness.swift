@@ -6,10 +6,12 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
 import PortcullisServer
+import ServiceLifecycle
 import Testing
 
 /// A logger for tests: quiet unless PORTCULLIS_TEST_LOG is set.
@@ -20,10 +22,10 @@ let testLogger: Logger = {
 }()
 
 /// Runs a mock upstream on a free loopback port for the duration of `body`.
-func withMockUpstream<T: Sendable>(_ behaviour: MockBehaviour = MockBehaviour(),
+func withMockUpstream<T: Sendable>(_ behaviour: MockBehaviour = MockBehaviour(), tls: (certificatePath: String, keyPath: String)? = nil,
                                    _ body: @Sendable (MockUpstream, Int) async throws -> T) async throws -> T {
     let mock = MockUpstream(behaviour: behaviour)
-    let app = mock.makeApplication(host: "127.0.0.1", port: 0, logger: testLogger)
+    let app = try mock.makeApplication(host: "127.0.0.1", port: 0, logger: testLogger, tls: tls)
     return try await app.test(.live) { client in
         try await body(mock, client.port!)
     }
@@ -130,4 +132,34 @@ func openAIModel(_ name: String, port: Int, extra: String = "") -> String {
         deployments:
           - { provider: openai_compatible, model: upstream-\(name), api_base: "http://127.0.0.1:\(port)/v1", api_key: sk-test-key-123456\(extra) }
     """
+}
+
+/// A loopback port that was free a moment ago.
+func freeLoopbackPort() throws -> Int {
+    let socket = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+    let port = socket.localAddress!.port!
+    try socket.close().wait()
+    return port
+}
+
+/// Runs a mock upstream on exactly `port` (the live test framework always picks its own) until `body` returns.
+func withMockUpstream<T: Sendable>(onPort port: Int, _ body: @Sendable (MockUpstream) async throws -> T) async throws -> T {
+    let mock = MockUpstream()
+    let (started, signal) = AsyncStream.makeStream(of: Void.self)
+    let app = try mock.makeApplication(host: "127.0.0.1", port: port, logger: testLogger) { _ in signal.yield() }
+    let group = ServiceGroup(configuration: .init(services: [app], logger: testLogger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        var iterator = started.makeAsyncIterator()
+        _ = await iterator.next()
+        do {
+            let result = try await body(mock)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
+        } catch {
+            await group.triggerGracefulShutdown()
+            throw error
+        }
+    }
 }

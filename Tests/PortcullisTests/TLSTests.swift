@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOSSL
 import PortcullisConfig
 import PortcullisCore
+import PortcullisMockUpstream
 import Testing
 
 /// Real TLS 1.3 with HTTP/2 negotiated by ALPN, on loopback.
@@ -63,6 +64,39 @@ struct TLSTests {
             }
             try await client.shutdown()
             try await oldClient.shutdown()
+        }
+    }
+
+    @Test("reaches an https upstream trusted through ca_file, keeps the connection alive, and refuses one it cannot verify")
+    func httpsUpstream() async throws {
+        let files = try Self.makeCertificate()
+        defer { try? FileManager.default.removeItem(at: files.directory) }
+        try await withMockUpstream(tls: (files.certificate, files.key)) { mock, port in
+            let yaml = """
+            routing: { retries: 0, health_check: { interval_seconds: 0 } }
+            models:
+              - name: trusted
+                deployments:
+                  - { provider: openai_compatible, model: m, api_base: "https://127.0.0.1:\(port)/v1", ca_file: "\(files.certificate)" }
+              - name: untrusted
+                deployments:
+                  - { provider: openai_compatible, model: m, api_base: "https://127.0.0.1:\(port)/v1" }
+            """
+            try await withGateway(yaml: yaml) { gateway in
+                for _ in 0..<3 {
+                    let result = try await gateway.post("/v1/chat/completions", #"{"model":"trusted","messages":[{"role":"user","content":"over tls"}]}"#)
+                    #expect(result.status == 200)
+                    #expect(result.body.contains("Mock reply to: over tls"))
+                }
+                let streamed = try await gateway.post("/v1/chat/completions",
+                    #"{"model":"trusted","stream":true,"messages":[{"role":"user","content":"over tls"}]}"#)
+                #expect(streamed.sseData.last == "[DONE]")
+                let refused = try await gateway.post("/v1/chat/completions", #"{"model":"untrusted","messages":[{"role":"user","content":"x"}]}"#)
+                #expect(refused.status == 502)
+                #expect(refused.errorCode == "upstream_connection_failed")
+                #expect(mock.requests.count == 4, "three calls and one stream; the refused handshake never reached the handler")
+                #expect(Set(mock.requests.compactMap(\.clientPort)).count == 1, "one kept-alive TLS connection served every call")
+            }
         }
     }
 }
