@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCRATCH="$(mktemp -d /tmp/portcullis-test.XXXXXX)"
-PG_PORT="${PORTCULLIS_TEST_PG_PORT:-55432}"
-REDIS_PORT="${PORTCULLIS_TEST_REDIS_PORT:-56379}"
+# Fixed ports below Linux's ephemeral range (32768–60999), so no outgoing socket can hold them.
+PG_PORT="${PORTCULLIS_TEST_PG_PORT:-25432}"
+REDIS_PORT="${PORTCULLIS_TEST_REDIS_PORT:-26379}"
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
 install_missing() {
@@ -33,8 +34,10 @@ start_postgres() {
   local as_postgres=()
   if [ "$(id -u)" = 0 ]; then as_postgres=(runuser -u postgres --); fi
   "${as_postgres[@]}" "$bin/initdb" -D "$SCRATCH/pg/data" -U postgres -A trust >/dev/null
-  "${as_postgres[@]}" "$bin/pg_ctl" -D "$SCRATCH/pg/data" -l "$SCRATCH/pg/log" -w \
-    -o "-p $PG_PORT -k $SCRATCH/pg -c listen_addresses=127.0.0.1" start >/dev/null
+  if ! "${as_postgres[@]}" "$bin/pg_ctl" -D "$SCRATCH/pg/data" -l "$SCRATCH/pg/log" -w \
+    -o "-p $PG_PORT -k $SCRATCH/pg -c listen_addresses=127.0.0.1" start >/dev/null; then
+    log "PostgreSQL did not start:"; cat "$SCRATCH/pg/log" >&2; exit 1
+  fi
   PG_CTL=("${as_postgres[@]}" "$bin/pg_ctl" -D "$SCRATCH/pg/data")
   export PORTCULLIS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
   log "PostgreSQL on 127.0.0.1:$PG_PORT"

@@ -96,7 +96,7 @@ struct ModelRouterTests {
 
     static func call(_ router: ModelRouter, _ model: String = "m") async throws -> Routed<ChatCompletion> {
         let request = ChatRequest(model: model, messages: [ChatMessage(role: .user, content: .text("x"))])
-        let context = UpstreamContext(requestID: "r", logger: Logger(label: "test"))
+        let context = UpstreamContext(requestID: "r", logger: testLogger)
         return try await router.execute(model: model, logger: context.logger) { deployment in
             try await deployment.adapter.chat(request, target: deployment.target, context: context)
         }
