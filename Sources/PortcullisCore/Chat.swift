@@ -340,3 +340,20 @@ public struct EmbeddingRequest: Sendable, Equatable {
         return texts
     }
 }
+
+extension String {
+    /// The text cut before each space, the way local models stream it: "a b c" → ["a", " b", " c"].
+    public var streamPieces: [String] {
+        var pieces: [String] = []
+        var current = ""
+        for character in self {
+            if character == " ", !current.isEmpty {
+                pieces.append(current)
+                current = ""
+            }
+            current.append(character)
+        }
+        if !current.isEmpty { pieces.append(current) }
+        return pieces
+    }
+}

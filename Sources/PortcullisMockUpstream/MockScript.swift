@@ -30,16 +30,7 @@ struct MockScript {
             prompt = ""
         }
         let reply = behaviour.reply ?? "Mock reply to: \(prompt)"
-        var pieces: [String] = []
-        var current = ""
-        for character in reply {
-            if character == " ", !current.isEmpty {
-                pieces.append(current)
-                current = ""
-            }
-            current.append(character)
-        }
-        if !current.isEmpty { pieces.append(current) }
+        var pieces = reply.streamPieces
         let limit = (request["max_tokens"] ?? request["max_completion_tokens"])?.integerValue.map { Int($0) }
         if let limit, pieces.count > limit {
             pieces = Array(pieces.prefix(limit))

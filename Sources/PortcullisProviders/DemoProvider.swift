@@ -42,16 +42,7 @@ public struct DemoProvider: ChatBackedCompletions {
         } else {
             text = "Hello from the Portcullis demo model. You said: \(quoted)"
         }
-        var pieces: [String] = []
-        var current = ""
-        for character in text {
-            if character == " ", !current.isEmpty {
-                pieces.append(current)
-                current = ""
-            }
-            current.append(character)
-        }
-        if !current.isEmpty { pieces.append(current) }
+        var pieces = text.streamPieces
         if let maxTokens = request.maxTokens, pieces.count > maxTokens { pieces = Array(pieces.prefix(maxTokens)) }
         return Answer(pieces: pieces, toolCall: nil, promptTokens: promptTokens)
     }
