@@ -62,6 +62,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PortcullisServer",
             dependencies: [
                 "PortcullisCore",
@@ -113,6 +122,7 @@ let package = Package(
                 "PortcullisRouting",
                 "PortcullisServer",
                 "PortcullisMockUpstream",
+                "PortcullisRedis",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
