@@ -70,7 +70,11 @@ swift test --skip-build
 
 # The official OpenAI and Anthropic Python SDKs, unmodified, against the real binary.
 log "running the SDK compatibility and executable suite"
-python3 -m venv "$SCRATCH/venv"
+if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
+  log "installing python3-venv"
+  apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  python3 -m venv "$SCRATCH/venv"
+fi
 "$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
 BIN="$(swift build --show-bin-path)/portcullis"
 SDK_MOCK_PORT=19101; SDK_GATEWAY_PORT=19102
