@@ -1,0 +1,99 @@
+/// A value bound into, or read out of, a SQL statement.
+public enum SQLValue: Sendable, Equatable {
+    case null
+    case integer(Int64)
+    case double(Double)
+    case text(String)
+    case blob([UInt8])
+
+    /// The value as an integer (booleans read as 0/1).
+    public var integer: Int64? {
+        switch self {
+        case .integer(let value): return value
+        case .double(let value): return Int64(exactly: value)
+        case .text(let value): return Int64(value)
+        default: return nil
+        }
+    }
+
+    /// The value as a floating-point number.
+    public var double: Double? {
+        switch self {
+        case .double(let value): return value
+        case .integer(let value): return Double(value)
+        case .text(let value): return Double(value)
+        default: return nil
+        }
+    }
+
+    /// The value as text.
+    public var text: String? {
+        if case .text(let value) = self { return value }
+        return nil
+    }
+
+    /// The value as bytes.
+    public var blob: [UInt8]? {
+        if case .blob(let value) = self { return value }
+        return nil
+    }
+
+    public var isNull: Bool { self == .null }
+}
+
+/// One result row: columns by name, in order.
+public struct SQLRow: Sendable, Equatable {
+    public let columns: [String]
+    public let values: [SQLValue]
+
+    public init(columns: [String], values: [SQLValue]) {
+        self.columns = columns
+        self.values = values
+    }
+
+    /// The value of the column `name` (`.null` when absent).
+    public subscript(_ name: String) -> SQLValue {
+        guard let index = columns.firstIndex(of: name) else { return .null }
+        return values[index]
+    }
+}
+
+/// Which SQL engine a store speaks; statements that differ per engine switch on it.
+public enum SQLDialect: String, Sendable {
+    case sqlite
+    case postgres
+}
+
+/// Runs SQL with bound parameters (`$1`, `$2`, … in both dialects). Statements are never
+/// built by concatenating values: every value travels as a bind.
+public protocol SQLExecutor: Sendable {
+    var dialect: SQLDialect { get }
+    /// Runs one statement and returns its rows.
+    func query(_ sql: String, _ binds: [SQLValue]) async throws -> [SQLRow]
+}
+
+extension SQLExecutor {
+    /// Runs one statement, ignoring rows.
+    public func execute(_ sql: String, _ binds: [SQLValue] = []) async throws {
+        _ = try await query(sql, binds)
+    }
+}
+
+/// A database: statements, and transactions whose statements commit or roll back together.
+public protocol SQLStore: SQLExecutor {
+    /// Runs `body` in one transaction; a thrown error rolls it back.
+    func transaction<Result: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> Result) async throws -> Result
+    /// Closes connections.
+    func close() async
+}
+
+/// A database failure, with the engine's message.
+public struct SQLError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { "SQL error: \(message)" }
+}

@@ -1,0 +1,186 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SQLiteNIO
+import Synchronization
+
+/// The embedded default: one SQLite file (or memory), statements serialised through one connection.
+///
+/// SQLite allows one writer at a time anyway; serialising here keeps a transaction's
+/// statements from interleaving with others on the shared connection.
+public final class SQLiteStore: SQLStore {
+    public let dialect = SQLDialect.sqlite
+    private let connection: SQLiteConnection
+    private let threadPool: NIOThreadPool
+    private let lock = AsyncLock()
+
+    private init(connection: SQLiteConnection, threadPool: NIOThreadPool) {
+        self.connection = connection
+        self.threadPool = threadPool
+    }
+
+    /// Opens (creating if needed) the database at `path`, or an in-memory one for `nil`.
+    public static func open(path: String?, logger: Logger) async throws -> SQLiteStore {
+        // A thread of its own: a statement waiting on SQLite's busy handler must not starve
+        // another connection's statements of a shared pool's threads.
+        let threadPool = NIOThreadPool(numberOfThreads: 1)
+        threadPool.start()
+        let connection: SQLiteConnection
+        do {
+            connection = try await SQLiteConnection.open(storage: path.map { .file(path: $0) } ?? .memory, threadPool: threadPool,
+                                                         logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw SQLError("cannot open SQLite database \(path ?? ":memory:"): \(error)")
+        }
+        let store = SQLiteStore(connection: connection, threadPool: threadPool)
+        // The busy timeout first: switching to WAL needs a lock another connection may hold.
+        try await store.execute("PRAGMA busy_timeout = 5000")
+        try await store.execute("PRAGMA journal_mode = WAL")
+        try await store.execute("PRAGMA foreign_keys = ON")
+        return store
+    }
+
+    public func query(_ sql: String, _ binds: [SQLValue]) async throws -> [SQLRow] {
+        try await lock.withLock { try await self.run(sql, binds) }
+    }
+
+    public func transaction<Result: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> Result) async throws -> Result {
+        try await lock.withLock {
+            _ = try await self.run("BEGIN IMMEDIATE", [])
+            do {
+                let result = try await body(LockedExecutor(store: self))
+                _ = try await self.run("COMMIT", [])
+                return result
+            } catch {
+                _ = try? await self.run("ROLLBACK", [])
+                throw error
+            }
+        }
+    }
+
+    /// Closes the database; required before the store is released.
+    public func close() async {
+        try? await connection.close()
+        try? await threadPool.shutdownGracefully()
+    }
+
+    /// Runs a statement; the caller holds the lock.
+    fileprivate func run(_ sql: String, _ binds: [SQLValue]) async throws -> [SQLRow] {
+        let collector = RowCollector()
+        do {
+            try await connection.query(Self.numberedPlaceholders(sql), binds.map(Self.sqliteData)) { row in
+                collector.append(row)
+            }
+        } catch {
+            throw SQLError("\(error)")
+        }
+        return collector.rows
+    }
+
+    /// Rewrites `$N` placeholders to SQLite's positional `?N`, leaving string literals and identifiers alone.
+    static func numberedPlaceholders(_ sql: String) -> String {
+        var output = ""
+        output.reserveCapacity(sql.utf8.count)
+        var quote: Character?
+        var previous: Character?
+        for character in sql {
+            if let open = quote {
+                if character == open { quote = nil }
+                output.append(character)
+            } else if character == "'" || character == "\"" {
+                quote = character
+                output.append(character)
+            } else if character == "$", previous.map({ !$0.isLetter && !$0.isNumber && $0 != "_" }) ?? true {
+                output.append("?")
+            } else {
+                output.append(character)
+            }
+            previous = character
+        }
+        return output
+    }
+
+    static func sqliteData(_ value: SQLValue) -> SQLiteData {
+        switch value {
+        case .null: return .null
+        case .integer(let integer): return .integer(Int(integer))
+        case .double(let double): return .float(double)
+        case .text(let text): return .text(text)
+        case .blob(let bytes): return .blob(ByteBuffer(bytes: bytes))
+        }
+    }
+
+    static func value(_ data: SQLiteData) -> SQLValue {
+        switch data {
+        case .null: return .null
+        case .integer(let integer): return .integer(Int64(integer))
+        case .float(let double): return .double(double)
+        case .text(let text): return .text(text)
+        case .blob(let buffer): return .blob(Array(buffer.readableBytesView))
+        }
+    }
+}
+
+/// Statements inside a transaction: the transaction already holds the store's lock.
+private struct LockedExecutor: SQLExecutor {
+    let store: SQLiteStore
+    var dialect: SQLDialect { .sqlite }
+
+    func query(_ sql: String, _ binds: [SQLValue]) async throws -> [SQLRow] {
+        try await store.run(sql, binds)
+    }
+}
+
+/// Gathers rows from SQLiteNIO's per-row callback, which runs on its thread pool one row at a time.
+private final class RowCollector: Sendable {
+    private let storage = Mutex<[SQLRow]>([])
+
+    func append(_ row: SQLiteRow) {
+        let converted = SQLRow(columns: row.columns.map(\.name), values: row.columns.map { SQLiteStore.value($0.data) })
+        storage.withLock { $0.append(converted) }
+    }
+
+    var rows: [SQLRow] { storage.withLock { $0 } }
+}
+
+/// A FIFO lock for async code: at most one holder at a time, waiters resume in order.
+final class AsyncLock: Sendable {
+    private struct State {
+        var locked = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func withLock<Result: Sendable>(_ body: () async throws -> Result) async throws -> Result {
+        await acquire()
+        defer { release() }
+        return try await body()
+    }
+
+    private func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let acquired = state.withLock { state -> Bool in
+                if state.locked {
+                    state.waiters.append(continuation)
+                    return false
+                }
+                state.locked = true
+                return true
+            }
+            if acquired { continuation.resume() }
+        }
+    }
+
+    private func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.locked = false
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume()
+    }
+}
