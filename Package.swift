@@ -75,6 +75,7 @@ let package = Package(
         .target(
             name: "PortcullisStorage",
             dependencies: [
+                "PortcullisRedis",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

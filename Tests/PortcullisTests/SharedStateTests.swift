@@ -1,0 +1,100 @@
+import Foundation
+import PortcullisRedis
+import PortcullisStorage
+import Testing
+
+enum StateKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case inProcess, redis
+    var testDescription: String { rawValue }
+}
+
+/// Two "replicas" of shared state: for Redis, two clients (separate connection pools) on the test server.
+func makeReplicas(_ kind: StateKind) throws -> [any SharedState] {
+    switch kind {
+    case .inProcess:
+        let state = InProcessSharedState()
+        return [state, state]
+    case .redis:
+        let configuration = try testRedisConfiguration()
+        return [RedisSharedState(client: RedisClient(configuration: configuration)),
+                RedisSharedState(client: RedisClient(configuration: configuration))]
+    }
+}
+
+@Suite("Shared state: sliding windows and budget reservations")
+struct SharedStateTests {
+    @Test("the sliding-window arithmetic", arguments: [
+        // previous, current, cost, limit, fraction → allowed, retryAfter
+        (0, 9, 1, 10, 0.5, true, 0.0),
+        (0, 10, 1, 10, 0.5, false, 30.0 + 6.0),
+        (10, 0, 1, 10, 0.5, true, 0.0),
+        (10, 5, 1, 10, 0.5, false, 6.0),
+        (10, 0, 20, 10, 0.25, false, 45.0 + 60.0),
+    ])
+    func arithmetic(previous: Int64, current: Int64, cost: Int64, limit: Int64, fraction: Double, allowed: Bool, retryAfter: Double) {
+        let estimate = Double(previous) * (1 - fraction) + Double(current)
+        let admitted = estimate + Double(cost) <= Double(limit)
+        #expect(admitted == allowed)
+        let decision = SlidingWindow.decide(previous: previous, current: current, cost: cost, limit: limit, window: 60,
+                                            fraction: fraction, admitted: admitted)
+        #expect(abs(decision.retryAfter - retryAfter) < 1e-9, "\(decision)")
+    }
+
+    @Test("a window admits up to its limit, then refuses with Retry-After, and the old window decays", arguments: StateKind.allCases)
+    func slidingWindow(kind: StateKind) async throws {
+        let state = try makeReplicas(kind)[0]
+        let key = "rl-\(UUID().uuidString)"
+        let start = 6000.0  // a window boundary for a 60 s window
+        var allowed = 0
+        for second in 0..<15 {
+            if try await state.consume(key: key, cost: 1, limit: 10, window: 60, now: start + Double(second)).allowed { allowed += 1 }
+        }
+        #expect(allowed == 10)
+        let refused = try await state.consume(key: key, cost: 1, limit: 10, window: 60, now: start + 30)
+        #expect(!refused.allowed)
+        #expect(refused.remaining == 0)
+        #expect(abs(refused.retryAfter - (30 + 6)) < 1e-6)
+        // Half-way through the next window, half of the previous window still counts: five more fit.
+        var later = 0
+        for _ in 0..<8 {
+            if try await state.consume(key: key, cost: 1, limit: 10, window: 60, now: start + 90).allowed { later += 1 }
+        }
+        #expect(later == 5)
+    }
+
+    @Test("two replicas under concurrent load admit exactly the limit between them", arguments: StateKind.allCases)
+    func limitAcrossReplicas(kind: StateKind) async throws {
+        let replicas = try makeReplicas(kind)
+        let key = "rl-\(UUID().uuidString)"
+        let now = Date().timeIntervalSince1970
+        let admitted = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<200 {
+                let replica = replicas[index % 2]
+                group.addTask { try await replica.consume(key: key, cost: 1, limit: 37, window: 3600, now: now).allowed }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(admitted == 37)
+    }
+
+    @Test("budget reservations never exceed the cap across replicas; settling frees the difference", arguments: StateKind.allCases)
+    func budgets(kind: StateKind) async throws {
+        let replicas = try makeReplicas(kind)
+        let key = "budget-\(UUID().uuidString)"
+        let reserved = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<100 {
+                let replica = replicas[index % 2]
+                group.addTask { try await replica.reserve(key: key, amount: 30, cap: 1000, ttl: 3600) }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(reserved == 33, "33 × 30 = 990 ≤ 1000 < 34 × 30")
+        var balance = try await replicas[0].balance(key: key)
+        #expect(balance.spent == 0 && balance.reserved == 990)
+        for _ in 0..<33 { try await replicas[1].settle(key: key, reserved: 30, actual: 10, ttl: 3600) }
+        balance = try await replicas[0].balance(key: key)
+        #expect(balance.spent == 330 && balance.reserved == 0)
+        #expect(try await replicas[0].reserve(key: key, amount: 670, cap: 1000, ttl: 3600))
+        #expect(!(try await replicas[1].reserve(key: key, amount: 1, cap: 1000, ttl: 3600)))
+    }
+}
