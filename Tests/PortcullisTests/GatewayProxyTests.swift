@@ -12,7 +12,8 @@ struct GatewayProxyTests {
     @Test("OpenAI chat: answer, request id and trace context reach the upstream, unknown fields pass through")
     func openAIChat() async throws {
         try await withMockUpstream { mock, port in
-            try await withGateway(yaml: "models:\n" + openAIModel("gpt", port: port)) { gateway in
+            // No health checks here: their probe would open a second upstream connection.
+            try await withGateway(yaml: "routing: { health_check: { interval_seconds: 0 } }\nmodels:\n" + openAIModel("gpt", port: port)) { gateway in
                 let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
                 let result = try await gateway.post("/v1/chat/completions", Self.chatBody,
                                                     headers: ["x-request-id": "req-abc.123", "traceparent": traceparent])
