@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         .target(
@@ -86,6 +87,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisAccess",
+            dependencies: [
+                "PortcullisCore",
+                "PortcullisStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PortcullisServer",
             dependencies: [
                 "PortcullisCore",
@@ -139,6 +149,7 @@ let package = Package(
                 "PortcullisMockUpstream",
                 "PortcullisRedis",
                 "PortcullisStorage",
+                "PortcullisAccess",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,0 +1,247 @@
+import Crypto
+import Foundation
+import PortcullisCore
+import PortcullisStorage
+
+/// What a caller may do; the permission matrix over routes builds on these.
+public enum Role: String, Sendable, CaseIterable, Equatable {
+    case user, developer, admin, auditor
+}
+
+/// A virtual API key as stored: never the secret, only its keyed hash.
+public struct APIKeyRecord: Sendable, Equatable {
+    /// The public identifier, the middle part of the key text.
+    public var keyID: String
+    public var name: String?
+    public var userID: String?
+    public var teamID: String?
+    public var role: Role
+    /// Models this key may call; empty means every model.
+    public var allowedModels: [String]
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+    public var maximumConcurrency: Int64?
+    /// Spend cap in millionths of the price currency.
+    public var budgetMicros: Int64?
+    /// Unix seconds.
+    public var expiresAt: Int64?
+    public var createdAt: Int64
+    public var revokedAt: Int64?
+    public var metadata: JSONObject
+}
+
+/// What to issue a new key with.
+public struct NewAPIKey: Sendable {
+    public var name: String?
+    public var userID: String?
+    public var teamID: String?
+    public var role: Role
+    public var allowedModels: [String]
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+    public var maximumConcurrency: Int64?
+    public var budgetMicros: Int64?
+    /// Lifetime in seconds; nil uses the default of 90 days.
+    public var lifetime: Double?
+    public var metadata: JSONObject
+
+    public init(name: String? = nil, userID: String? = nil, teamID: String? = nil, role: Role = .user, allowedModels: [String] = [],
+                requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil, maximumConcurrency: Int64? = nil,
+                budgetMicros: Int64? = nil, lifetime: Double? = nil, metadata: JSONObject = JSONObject()) {
+        self.name = name
+        self.userID = userID
+        self.teamID = teamID
+        self.role = role
+        self.allowedModels = allowedModels
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.maximumConcurrency = maximumConcurrency
+        self.budgetMicros = budgetMicros
+        self.lifetime = lifetime
+        self.metadata = metadata
+    }
+}
+
+/// A key just issued or rotated: the only moment its full text exists outside the caller.
+public struct IssuedAPIKey: Sendable {
+    public var record: APIKeyRecord
+    /// `pck_<id>_<secret>`: show once, never stored.
+    public var key: String
+}
+
+/// Issues, authenticates, rotates and revokes virtual API keys in the SQL store.
+///
+/// Keys read `pck_<16 hex id>_<64 hex secret>`. The store keeps HMAC-SHA256(pepper, secret);
+/// a leaked database does not reveal usable keys without the pepper.
+public struct APIKeyStore: Sendable {
+    /// The key text's recognisable prefix (secret scanners can match it).
+    public static let prefix = "pck_"
+    /// Lifetime of a key issued without one: 90 days.
+    public static let defaultLifetime: Double = 90 * 24 * 3600
+
+    private let store: any SQLStore
+    private let pepper: SymmetricKey
+
+    /// - Parameter pepper: the server secret keyed into every hash (at least 32 bytes).
+    public init(store: any SQLStore, pepper: [UInt8]) throws {
+        guard pepper.count >= 32 else { throw SQLError("the API key pepper must be at least 32 bytes") }
+        self.store = store
+        self.pepper = SymmetricKey(data: pepper)
+    }
+
+    /// The table this store needs.
+    public static let migrations: [Migration] = [
+        Migration(version: 100, name: "api keys") { _ in
+            [
+                """
+                CREATE TABLE portcullis_api_keys (
+                    key_id TEXT PRIMARY KEY,
+                    secret_hash TEXT NOT NULL,
+                    previous_secret_hash TEXT,
+                    previous_valid_until BIGINT,
+                    name TEXT,
+                    user_id TEXT,
+                    team_id TEXT,
+                    role TEXT NOT NULL,
+                    allowed_models TEXT NOT NULL,
+                    rpm_limit BIGINT,
+                    tpm_limit BIGINT,
+                    concurrency_limit BIGINT,
+                    budget_micros BIGINT,
+                    expires_at BIGINT,
+                    created_at BIGINT NOT NULL,
+                    revoked_at BIGINT,
+                    metadata TEXT NOT NULL
+                )
+                """,
+                "CREATE INDEX portcullis_api_keys_user ON portcullis_api_keys (user_id)",
+                "CREATE INDEX portcullis_api_keys_team ON portcullis_api_keys (team_id)",
+            ]
+        }
+    ]
+
+    func hash(_ secret: Substring) -> String {
+        let code = HMAC<SHA256>.authenticationCode(for: Array(secret.utf8), using: pepper)
+        return code.map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func randomHex(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+
+    /// Splits key text into id and secret; nil when it is not a Portcullis key.
+    static func parse(_ text: String) -> (id: Substring, secret: Substring)? {
+        guard text.hasPrefix(prefix) else { return nil }
+        let parts = text.dropFirst(prefix.count).split(separator: "_", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].count == 16, parts[1].count == 64,
+              parts.allSatisfy({ $0.allSatisfy(\.isHexDigit) }) else { return nil }
+        return (parts[0], parts[1])
+    }
+
+    /// Issues a key.
+    public func create(_ spec: NewAPIKey, now: Date = Date()) async throws -> IssuedAPIKey {
+        let keyID = Self.randomHex(bytes: 8)
+        let secret = Self.randomHex(bytes: 32)
+        let created = Int64(now.timeIntervalSince1970)
+        let expires = created + Int64(spec.lifetime ?? Self.defaultLifetime)
+        let record = APIKeyRecord(keyID: keyID, name: spec.name, userID: spec.userID, teamID: spec.teamID, role: spec.role,
+                                  allowedModels: spec.allowedModels, requestsPerMinute: spec.requestsPerMinute,
+                                  tokensPerMinute: spec.tokensPerMinute, maximumConcurrency: spec.maximumConcurrency,
+                                  budgetMicros: spec.budgetMicros, expiresAt: expires, createdAt: created, revokedAt: nil, metadata: spec.metadata)
+        try await store.execute("""
+            INSERT INTO portcullis_api_keys (key_id, secret_hash, name, user_id, team_id, role, allowed_models, rpm_limit, tpm_limit,
+                concurrency_limit, budget_micros, expires_at, created_at, metadata)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            """, [.text(keyID), .text(hash(Substring(secret))), Self.optional(spec.name), Self.optional(spec.userID),
+                  Self.optional(spec.teamID), .text(spec.role.rawValue),
+                  .text(JSONWriter.string(.array(spec.allowedModels.map(JSONValue.string)))),
+                  Self.optional(spec.requestsPerMinute), Self.optional(spec.tokensPerMinute), Self.optional(spec.maximumConcurrency),
+                  Self.optional(spec.budgetMicros), .integer(expires), .integer(created), .text(JSONWriter.string(.object(spec.metadata)))])
+        return IssuedAPIKey(record: record, key: "\(Self.prefix)\(keyID)_\(secret)")
+    }
+
+    /// The key's record when `text` is a valid, unexpired, unrevoked key (its current secret,
+    /// or its previous one within the rotation grace period); nil otherwise.
+    public func authenticate(_ text: String, now: Date = Date()) async throws -> APIKeyRecord? {
+        guard let (id, secret) = Self.parse(text) else { return nil }
+        let rows = try await store.query("SELECT * FROM portcullis_api_keys WHERE key_id = $1", [.text(String(id))])
+        guard let row = rows.first else { return nil }
+        let presented = Array(hash(secret).utf8)
+        let nowSeconds = Int64(now.timeIntervalSince1970)
+        var matches = Self.constantTimeEquals(presented, Array((row["secret_hash"].text ?? "").utf8))
+        if !matches, let previous = row["previous_secret_hash"].text, let until = row["previous_valid_until"].integer, nowSeconds < until {
+            matches = Self.constantTimeEquals(presented, Array(previous.utf8))
+        }
+        guard matches else { return nil }
+        let record = Self.record(row)
+        if record.revokedAt != nil { return nil }
+        if let expires = record.expiresAt, nowSeconds >= expires { return nil }
+        return record
+    }
+
+    /// Issues a new secret for the key; the old one keeps working for `grace` seconds.
+    public func rotate(keyID: String, grace: Double, now: Date = Date()) async throws -> IssuedAPIKey? {
+        let secret = Self.randomHex(bytes: 32)
+        let until = Int64(now.timeIntervalSince1970 + grace)
+        let newHash = hash(Substring(secret))
+        let row: SQLRow? = try await store.transaction { transaction in
+            let rows = try await transaction.query("SELECT * FROM portcullis_api_keys WHERE key_id = $1 AND revoked_at IS NULL", [.text(keyID)])
+            guard let current = rows.first else { return nil }
+            try await transaction.execute("""
+                UPDATE portcullis_api_keys SET previous_secret_hash = secret_hash, previous_valid_until = $2, secret_hash = $3
+                WHERE key_id = $1
+                """, [.text(keyID), .integer(until), .text(newHash)])
+            return current
+        }
+        guard let row else { return nil }
+        return IssuedAPIKey(record: Self.record(row), key: "\(Self.prefix)\(keyID)_\(secret)")
+    }
+
+    /// Revokes the key at once; true when it existed and was active.
+    @discardableResult
+    public func revoke(keyID: String, now: Date = Date()) async throws -> Bool {
+        let rows = try await store.query("UPDATE portcullis_api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL RETURNING key_id",
+                                         [.text(keyID), .integer(Int64(now.timeIntervalSince1970))])
+        return !rows.isEmpty
+    }
+
+    /// Keys, newest first, optionally of one user or team.
+    public func list(userID: String? = nil, teamID: String? = nil, limit: Int = 100) async throws -> [APIKeyRecord] {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        if let userID {
+            binds.append(.text(userID))
+            conditions.append("user_id = $\(binds.count)")
+        }
+        if let teamID {
+            binds.append(.text(teamID))
+            conditions.append("team_id = $\(binds.count)")
+        }
+        binds.append(.integer(Int64(limit)))
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        return try await store.query("SELECT * FROM portcullis_api_keys \(filter) ORDER BY created_at DESC, key_id LIMIT $\(binds.count)",
+                                     binds).map(Self.record)
+    }
+
+    static func optional(_ value: String?) -> SQLValue { value.map(SQLValue.text) ?? .null }
+    static func optional(_ value: Int64?) -> SQLValue { value.map(SQLValue.integer) ?? .null }
+
+    static func constantTimeEquals(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        var difference: UInt8 = 0
+        for index in lhs.indices { difference |= lhs[index] ^ rhs[index] }
+        return difference == 0
+    }
+
+    static func record(_ row: SQLRow) -> APIKeyRecord {
+        let models = (try? JSONParser.parse(row["allowed_models"].text ?? "[]"))?.arrayValue?.compactMap(\.stringValue) ?? []
+        let metadata = (try? JSONParser.parse(row["metadata"].text ?? "{}"))?.objectValue ?? JSONObject()
+        return APIKeyRecord(keyID: row["key_id"].text ?? "", name: row["name"].text, userID: row["user_id"].text,
+                            teamID: row["team_id"].text, role: Role(rawValue: row["role"].text ?? "") ?? .user, allowedModels: models,
+                            requestsPerMinute: row["rpm_limit"].integer, tokensPerMinute: row["tpm_limit"].integer,
+                            maximumConcurrency: row["concurrency_limit"].integer, budgetMicros: row["budget_micros"].integer,
+                            expiresAt: row["expires_at"].integer, createdAt: row["created_at"].integer ?? 0,
+                            revokedAt: row["revoked_at"].integer, metadata: metadata)
+    }
+}
