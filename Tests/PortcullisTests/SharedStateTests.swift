@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PortcullisRedis
 import PortcullisStorage
 import Testing
@@ -96,5 +97,54 @@ struct SharedStateTests {
         #expect(balance.spent == 330 && balance.reserved == 0)
         #expect(try await replicas[0].reserve(key: key, amount: 670, cap: 1000, ttl: 3600))
         #expect(!(try await replicas[1].reserve(key: key, amount: 1, cap: 1000, ttl: 3600)))
+    }
+}
+
+/// Starts a throwaway redis-server on `port` (killed with SIGKILL: this process blocks SIGTERM for its children).
+func startRedisServer(port: Int) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return process
+}
+
+@Suite("Shared state when Redis goes away", .serialized)
+struct ResilientSharedStateTests {
+    @Test("falls back to per-replica limits while Redis is down and returns to it when it is back")
+    func fallbackAndRecovery() async throws {
+        let port = Int.random(in: 28000..<29000)
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: RedisEndpoint(host: "127.0.0.1", port: port),
+                                                                   connectTimeout: .milliseconds(200)))
+        let state = ResilientSharedState(primary: RedisSharedState(client: client), retryInterval: 0.2)
+        let key = "rl-\(UUID().uuidString)"
+        let now = Date().timeIntervalSince1970
+
+        // Redis is down: decisions still come, from this replica's own counters.
+        var allowed = 0
+        for _ in 0..<5 where try await state.consume(key: key, cost: 1, limit: 3, window: 3600, now: now).allowed { allowed += 1 }
+        #expect(allowed == 3)
+        #expect(state.isDegraded)
+
+        // Redis comes up: after the retry interval the shared counters are used again (a fresh window there).
+        let server = try startRedisServer(port: port)
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
+        var recovered = false
+        for _ in 0..<50 where !recovered {
+            try await Task.sleep(nanoseconds: 100_000_000)
+            let decision = try await state.consume(key: key, cost: 1, limit: 3, window: 3600, now: now)
+            recovered = decision.allowed && !state.isDegraded
+        }
+        #expect(recovered)
+        let direct = RedisClient(configuration: RedisConfiguration(endpoint: RedisEndpoint(host: "127.0.0.1", port: port)))
+        let keys = try await direct.command(["KEYS", .string("portcullis:rate:{\(key)}:*")])
+        #expect(keys.array?.count == 1, "the decision after recovery was counted in Redis")
+        await direct.shutdown()
+        await client.shutdown()
     }
 }
