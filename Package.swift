@@ -91,7 +91,9 @@ let package = Package(
             dependencies: [
                 "PortcullisCore",
                 "PortcullisStorage",
+                "PortcullisRedis",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),

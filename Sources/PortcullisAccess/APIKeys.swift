@@ -28,6 +28,25 @@ public struct APIKeyRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var revokedAt: Int64?
     public var metadata: JSONObject
+
+    public init(keyID: String, name: String?, userID: String?, teamID: String?, role: Role, allowedModels: [String],
+                requestsPerMinute: Int64?, tokensPerMinute: Int64?, maximumConcurrency: Int64?, budgetMicros: Int64?,
+                expiresAt: Int64?, createdAt: Int64, revokedAt: Int64?, metadata: JSONObject) {
+        self.keyID = keyID
+        self.name = name
+        self.userID = userID
+        self.teamID = teamID
+        self.role = role
+        self.allowedModels = allowedModels
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.maximumConcurrency = maximumConcurrency
+        self.budgetMicros = budgetMicros
+        self.expiresAt = expiresAt
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+        self.metadata = metadata
+    }
 }
 
 /// What to issue a new key with.
