@@ -25,15 +25,12 @@ public struct TraceContext: Sendable, Equatable {
             if fields.count >= 4, fields[0].count == 2, fields[0] != "ff", fields[1].count == 32, fields[2].count == 16, fields[3].count == 2,
                fields.allSatisfy({ $0.allSatisfy(\.isHexDigit) }),
                fields[1] != String(repeating: "0", count: 32), fields[2] != String(repeating: "0", count: 16) {
-                return TraceContext(traceID: String(fields[1]), parentSpanID: String(fields[2]), spanID: randomHex(bytes: 8), flags: String(fields[3]))
+                return TraceContext(traceID: String(fields[1]), parentSpanID: String(fields[2]), spanID: FastRandom.hex(bytes: 8), flags: String(fields[3]))
             }
         }
-        return TraceContext(traceID: randomHex(bytes: 16), parentSpanID: nil, spanID: randomHex(bytes: 8), flags: "01")
+        return TraceContext(traceID: FastRandom.hex(bytes: 16), parentSpanID: nil, spanID: FastRandom.hex(bytes: 8), flags: "01")
     }
 
-    static func randomHex(bytes: Int) -> String {
-        FastRandom.hex(bytes: bytes)
-    }
 }
 
 /// Which client API a route speaks; decides error envelopes and stream framing.

@@ -60,7 +60,7 @@ public struct RequestPipeline: Sendable {
                     try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)
                 }
             }
-            return StreamResponses.completion(routed, includeUsage: completion.includeUsage, requestID: context.requestID, logger: context.logger)
+            return StreamResponses.completion(routed, includeUsage: completion.includeUsage, logger: context.logger)
         }
         let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in       // 10. route
             try await deployment.adapter.completion(completion, target: deployment.target, context: upstream)       // 11. provider
@@ -93,9 +93,9 @@ public struct RequestPipeline: Sendable {
             }
             switch dialect {                                                                                         // respond
             case .openAI:
-                return StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, requestID: context.requestID, logger: context.logger)
+                return StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, logger: context.logger)
             case .anthropic:
-                return StreamResponses.anthropicChat(routed, model: chat.model, requestID: context.requestID, logger: context.logger)
+                return StreamResponses.anthropicChat(routed, model: chat.model, logger: context.logger)
             }
         }
         let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route

@@ -37,7 +37,7 @@ struct CompletionChunkFraming: Sendable {
 
 /// Builds streaming responses that forward events as they arrive and end failed streams with a clean terminal error event.
 enum StreamResponses {
-    static func headers(requestID: String, routed deployment: Deployment, group: String, attempts: Int) -> HTTPFields {
+    static func headers(routed deployment: Deployment, group: String, attempts: Int) -> HTTPFields {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
@@ -71,20 +71,20 @@ enum StreamResponses {
     }
 
     /// An OpenAI-framed chat stream.
-    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, requestID: String, logger: Logger) -> Response {
+    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
-        return openAIFramed(routed, requestID: requestID, logger: logger) { framing.frame($0) }
+        return openAIFramed(routed, logger: logger) { framing.frame($0) }
     }
 
     /// An OpenAI-framed legacy completion stream.
-    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, requestID: String, logger: Logger) -> Response {
+    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, logger: Logger) -> Response {
         let framing = CompletionChunkFraming(includeUsage: includeUsage)
-        return openAIFramed(routed, requestID: requestID, logger: logger) { framing.frame($0) }
+        return openAIFramed(routed, logger: logger) { framing.frame($0) }
     }
 
     /// A stream in OpenAI's framing: one `data:` event per element, `[DONE]` at the end, or an error event instead.
     private static func openAIFramed<Element: Sendable>(
-        _ routed: Routed<PrimedStream<Element>>, requestID: String, logger: Logger,
+        _ routed: Routed<PrimedStream<Element>>, logger: Logger,
         frame: @escaping @Sendable (Element) -> ByteBuffer?
     ) -> Response {
         let deployment = routed.deployment
@@ -99,11 +99,11 @@ enum StreamResponses {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: headers(requestID: requestID, routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
+        return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
     }
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
-    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, requestID: String, logger: Logger) -> Response {
+    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, logger: Logger) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
@@ -117,7 +117,7 @@ enum StreamResponses {
             }
             try await writer.finish(nil)
         }
-        return Response(status: .ok, headers: headers(requestID: requestID, routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
+        return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
     }
 }
 
