@@ -30,7 +30,6 @@ public struct TraceContext: Sendable, Equatable {
         }
         return TraceContext(traceID: FastRandom.hex(bytes: 16), parentSpanID: nil, spanID: FastRandom.hex(bytes: 8), flags: "01")
     }
-
 }
 
 /// Which client API a route speaks; decides error envelopes and stream framing.
