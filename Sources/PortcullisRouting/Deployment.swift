@@ -27,7 +27,6 @@ public final class Deployment: Sendable {
     public let price: TokenPrice
     private let breaker: Mutex<CircuitBreaker>
     private let healthy = Atomic<Bool>(true)
-    private let lastHealthError = Mutex<String?>(nil)
 
     public init(target: DeploymentTarget, adapter: any ProviderAdapter, weight: Double = 1, price: TokenPrice = TokenPrice(),
                 breaker: CircuitBreaker.Configuration = CircuitBreaker.Configuration()) {
@@ -46,12 +45,6 @@ public final class Deployment: Sendable {
 
     /// Whether the last health check passed (true until one fails).
     public var isHealthy: Bool { healthy.load(ordering: .relaxed) }
-
-    /// Why the last health check failed, if it did.
-    public var healthError: String? { lastHealthError.withLock { $0 } }
-
-    /// The breaker's state name.
-    public var circuitState: String { breaker.withLock { $0.stateName } }
 
     /// Whether routing may consider this deployment now.
     public func isSelectable(now: Double = Deployment.now()) -> Bool {
@@ -85,9 +78,8 @@ public final class Deployment: Sendable {
     }
 
     /// Sets the health-check outcome.
-    public func setHealth(_ isHealthy: Bool, error: String?) {
+    public func setHealth(_ isHealthy: Bool) {
         healthy.store(isHealthy, ordering: .relaxed)
-        lastHealthError.withLock { $0 = error }
     }
 }
 

@@ -36,13 +36,13 @@ public struct HealthChecker: Service {
         do {
             try await deployment.adapter.checkHealth(target: target, context: context)
             if !deployment.isHealthy { logger.info("deployment healthy again", metadata: ["deployment": "\(deployment.name)"]) }
-            deployment.setHealth(true, error: nil)
+            deployment.setHealth(true)
         } catch {
             let reason = (error as? UpstreamFailure)?.message ?? "\(type(of: error))"
             if deployment.isHealthy {
                 logger.warning("deployment failed its health check", metadata: ["deployment": "\(deployment.name)", "reason": "\(reason)"])
             }
-            deployment.setHealth(false, error: reason)
+            deployment.setHealth(false)
         }
     }
 

@@ -37,9 +37,6 @@ public struct ModelRouter: Sendable {
     /// Every deployment of every group.
     public var allDeployments: [Deployment] { groups.values.flatMap(\.deployments) }
 
-    /// Whether at least one deployment is healthy with its circuit not open.
-    public var hasSelectableDeployment: Bool { allDeployments.contains { $0.isSelectable() } }
-
     /// Picks a deployment of `group` by weight among selectable ones, preferring those not yet tried.
     func choose(in group: ModelGroup, excluding tried: Set<ObjectIdentifier>, random: Double) -> Deployment? {
         let now = Deployment.now()
