@@ -81,6 +81,7 @@ SDK_MOCK_PORT=19101; SDK_GATEWAY_PORT=19102
 "$BIN" mock-upstream --port "$SDK_MOCK_PORT" --log-level error & SDK_PIDS="$!"
 cat > "$SCRATCH/sdk.yaml" <<YAML
 auth: { master_key: sdk-master-key }
+storage: { database: "sqlite:$SCRATCH/sdk.db" }
 routing: { health_check: { interval_seconds: 0 } }
 models:
   - name: demo

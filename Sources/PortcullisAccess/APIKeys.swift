@@ -28,6 +28,8 @@ public struct APIKeyRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var revokedAt: Int64?
     public var metadata: JSONObject
+    /// When the key was last used (unix seconds), as of the last usage flush.
+    public var lastUsedAt: Int64?
 
     public init(keyID: String, name: String?, userID: String?, teamID: String?, role: Role, allowedModels: [String],
                 requestsPerMinute: Int64?, tokensPerMinute: Int64?, maximumConcurrency: Int64?, budgetMicros: Int64?,
@@ -136,7 +138,10 @@ public struct APIKeyStore: Sendable {
                 "CREATE INDEX portcullis_api_keys_user ON portcullis_api_keys (user_id)",
                 "CREATE INDEX portcullis_api_keys_team ON portcullis_api_keys (team_id)",
             ]
-        }
+        },
+        Migration(version: 101, name: "api key last use") { _ in
+            ["ALTER TABLE portcullis_api_keys ADD COLUMN last_used_at BIGINT"]
+        },
     ]
 
     func hash(_ secret: Substring) -> String {
@@ -225,8 +230,25 @@ public struct APIKeyStore: Sendable {
         return !rows.isEmpty
     }
 
+    /// The key `keyID`, active or not.
+    public func get(keyID: String) async throws -> APIKeyRecord? {
+        try await store.query("SELECT * FROM portcullis_api_keys WHERE key_id = $1", [.text(keyID)]).first.map(Self.record)
+    }
+
+    /// Records when keys were last used: one statement per flush, never one per request.
+    public func recordLastUsed(_ times: [String: Int64]) async throws {
+        guard !times.isEmpty else { return }
+        try await store.transaction { transaction in
+            for (keyID, time) in times.sorted(by: { $0.key < $1.key }) {
+                try await transaction.execute("""
+                    UPDATE portcullis_api_keys SET last_used_at = $2 WHERE key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)
+                    """, [.text(keyID), .integer(time)])
+            }
+        }
+    }
+
     /// Keys, newest first, optionally of one user or team.
-    public func list(userID: String? = nil, teamID: String? = nil, limit: Int = 100) async throws -> [APIKeyRecord] {
+    public func list(userID: String? = nil, teamID: String? = nil, limit: Int = 100, offset: Int = 0) async throws -> [APIKeyRecord] {
         var conditions: [String] = []
         var binds: [SQLValue] = []
         if let userID {
@@ -238,9 +260,11 @@ public struct APIKeyStore: Sendable {
             conditions.append("team_id = $\(binds.count)")
         }
         binds.append(.integer(Int64(limit)))
+        binds.append(.integer(Int64(offset)))
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        return try await store.query("SELECT * FROM portcullis_api_keys \(filter) ORDER BY created_at DESC, key_id LIMIT $\(binds.count)",
-                                     binds).map(Self.record)
+        return try await store.query("""
+            SELECT * FROM portcullis_api_keys \(filter) ORDER BY created_at DESC, key_id LIMIT $\(binds.count - 1) OFFSET $\(binds.count)
+            """, binds).map(Self.record)
     }
 
     static func optional(_ value: String?) -> SQLValue { value.map(SQLValue.text) ?? .null }
@@ -256,11 +280,13 @@ public struct APIKeyStore: Sendable {
     static func record(_ row: SQLRow) -> APIKeyRecord {
         let models = (try? JSONParser.parse(row["allowed_models"].text ?? "[]"))?.arrayValue?.compactMap(\.stringValue) ?? []
         let metadata = (try? JSONParser.parse(row["metadata"].text ?? "{}"))?.objectValue ?? JSONObject()
-        return APIKeyRecord(keyID: row["key_id"].text ?? "", name: row["name"].text, userID: row["user_id"].text,
+        var result = APIKeyRecord(keyID: row["key_id"].text ?? "", name: row["name"].text, userID: row["user_id"].text,
                             teamID: row["team_id"].text, role: Role(rawValue: row["role"].text ?? "") ?? .user, allowedModels: models,
                             requestsPerMinute: row["rpm_limit"].integer, tokensPerMinute: row["tpm_limit"].integer,
                             maximumConcurrency: row["concurrency_limit"].integer, budgetMicros: row["budget_micros"].integer,
                             expiresAt: row["expires_at"].integer, createdAt: row["created_at"].integer ?? 0,
                             revokedAt: row["revoked_at"].integer, metadata: metadata)
+        result.lastUsedAt = row["last_used_at"].integer
+        return result
     }
 }

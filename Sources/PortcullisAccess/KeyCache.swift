@@ -22,15 +22,13 @@ public final class ValidatedKeyCache: Sendable {
         self.capacity = capacity
     }
 
-    /// The cached record for the full key text, if still fresh.
-    public func record(for key: String) -> APIKeyRecord? {
+    /// The cached record for the full key text, if still fresh (or, with `allowingStale`,
+    /// whenever it was validated and not revoked since: the fail-open path while the database is down).
+    public func record(for key: String, allowingStale: Bool = false) -> APIKeyRecord? {
         let now = ContinuousClock.now
         return entries.withLock { entries in
             guard let entry = entries[key] else { return nil }
-            guard entry.expiresAt > now else {
-                entries[key] = nil
-                return nil
-            }
+            guard allowingStale || entry.expiresAt > now else { return nil }
             return entry.record
         }
     }
@@ -60,56 +58,89 @@ public final class ValidatedKeyCache: Sendable {
     public var count: Int { entries.withLock { $0.count } }
 }
 
-/// Carries revocations to every replica.
-public protocol RevocationBus: Sendable {
-    /// Tells every replica (this one included) that `keyID` is revoked.
-    func announce(keyID: String) async throws
-    /// Calls `onRevocation` with each announced key id until the task is cancelled; throws
-    /// when the bus is lost (revocations may then have been missed).
-    func listen(_ onRevocation: @escaping @Sendable (String) -> Void) async throws
+/// What replicas tell each other so that changes made on one take effect on all at once.
+public enum ControlMessage: Sendable, Equatable {
+    /// A key was revoked (or rotated past its grace): drop it from every cache.
+    case keyRevoked(String)
+    /// The dynamic IP rules changed: reload them.
+    case ipRulesChanged
+    /// Users, teams or budgets changed: drop cached copies.
+    case directoryChanged
+
+    /// The wire form.
+    public var text: String {
+        switch self {
+        case .keyRevoked(let id): return "revoke:\(id)"
+        case .ipRulesChanged: return "ip-rules"
+        case .directoryChanged: return "directory"
+        }
+    }
+
+    public init?(text: String) {
+        if text.hasPrefix("revoke:") {
+            self = .keyRevoked(String(text.dropFirst("revoke:".count)))
+        } else if text == "ip-rules" {
+            self = .ipRulesChanged
+        } else if text == "directory" {
+            self = .directoryChanged
+        } else {
+            return nil
+        }
+    }
 }
 
-/// Revocations over Redis pub/sub: every replica subscribes to one channel.
-public struct RedisRevocationBus: RevocationBus {
+/// Carries control messages (revocations, rule changes) to every replica.
+public protocol ControlBus: Sendable {
+    /// Tells every replica, this one included.
+    func publish(_ message: ControlMessage) async throws
+    /// Calls `onMessage` with each message until the task is cancelled; throws when the bus
+    /// is lost (messages may then have been missed).
+    func listen(_ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws
+}
+
+/// Control messages over Redis pub/sub: every replica subscribes to one channel.
+public struct RedisControlBus: ControlBus {
     public let client: RedisClient
     public let channel: String
 
-    public init(client: RedisClient, channel: String = "portcullis:revocations") {
+    public init(client: RedisClient, channel: String = "portcullis:control") {
         self.client = client
         self.channel = channel
     }
 
-    public func announce(keyID: String) async throws {
-        try await client.publish(keyID, to: channel)
+    public func publish(_ message: ControlMessage) async throws {
+        try await client.publish(message.text, to: channel)
     }
 
-    public func listen(_ onRevocation: @escaping @Sendable (String) -> Void) async throws {
+    public func listen(_ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws {
         let subscription = try await client.subscribe(to: [channel])
         do {
-            for try await message in subscription.messages { onRevocation(message.text) }
+            for try await message in subscription.messages {
+                if let parsed = ControlMessage(text: message.text) { onMessage(parsed) }
+            }
         } catch {
             await subscription.close()
             throw error
         }
         await subscription.close()
-        if !Task.isCancelled { throw RedisError(.connection, "the revocation subscription ended") }
+        if !Task.isCancelled { throw RedisError(.connection, "the control subscription ended") }
     }
 }
 
-/// Revocations within one process (the embedded default).
-public final class InProcessRevocationBus: RevocationBus {
-    private let listeners = Mutex<[UInt64: @Sendable (String) -> Void]>([:])
+/// Control messages within one process (the embedded default).
+public final class InProcessControlBus: ControlBus {
+    private let listeners = Mutex<[UInt64: @Sendable (ControlMessage) -> Void]>([:])
     private let nextListener = Atomic<UInt64>(0)
 
     public init() {}
 
-    public func announce(keyID: String) async throws {
-        for listener in listeners.withLock({ Array($0.values) }) { listener(keyID) }
+    public func publish(_ message: ControlMessage) async throws {
+        for listener in listeners.withLock({ Array($0.values) }) { listener(message) }
     }
 
-    public func listen(_ onRevocation: @escaping @Sendable (String) -> Void) async throws {
+    public func listen(_ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws {
         let id = nextListener.wrappingAdd(1, ordering: .relaxed).newValue
-        listeners.withLock { $0[id] = onRevocation }
+        listeners.withLock { $0[id] = onMessage }
         defer { listeners.withLock { $0[id] = nil } }
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 3_600_000_000_000)
@@ -117,29 +148,39 @@ public final class InProcessRevocationBus: RevocationBus {
     }
 }
 
-/// Keeps a replica's key cache in step with revocations announced anywhere: invalidates
-/// revoked keys as they are heard and, whenever the bus was lost, flushes the cache before
-/// listening again.
-public struct RevocationListener: Service {
-    public let bus: any RevocationBus
+/// Keeps a replica in step with messages published anywhere: revoked keys leave the cache
+/// as they are heard; whenever the bus was lost, `onLost` runs (the key cache is flushed, a
+/// revocation may have been missed) before listening again.
+public struct ControlListener: Service {
+    public let bus: any ControlBus
     public let cache: ValidatedKeyCache
+    public let onMessage: @Sendable (ControlMessage) -> Void
+    public let onLost: @Sendable () -> Void
     /// Pause before listening again after losing the bus, seconds.
     public let retryDelay: Double
 
-    public init(bus: any RevocationBus, cache: ValidatedKeyCache, retryDelay: Double = 0.5) {
+    public init(bus: any ControlBus, cache: ValidatedKeyCache, retryDelay: Double = 0.5,
+                onMessage: @escaping @Sendable (ControlMessage) -> Void = { _ in }, onLost: @escaping @Sendable () -> Void = {}) {
         self.bus = bus
         self.cache = cache
         self.retryDelay = retryDelay
+        self.onMessage = onMessage
+        self.onLost = onLost
     }
 
     public func run() async throws {
         let cache = self.cache
+        let onMessage = self.onMessage
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    try await bus.listen { cache.invalidate(keyID: $0) }
+                    try await bus.listen { message in
+                        if case .keyRevoked(let id) = message { cache.invalidate(keyID: id) }
+                        onMessage(message)
+                    }
                 } catch {
                     cache.flush()
+                    onLost()
                 }
                 try? await Task.sleep(nanoseconds: UInt64(retryDelay * 1_000_000_000))
             }

@@ -33,13 +33,129 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
     }
 
-    /// Who may call the gateway until full identity management exists.
+    /// Who may call the gateway, and how credentials are checked.
     public struct Auth: Sendable, Equatable {
-        /// When set, every `/v1` request must present it (`Authorization: Bearer` or `x-api-key`).
+        /// The bootstrap credential: acts as an admin (with MFA) on every route.
         /// Default: the `PORTCULLIS_MASTER_KEY` environment variable.
         public var masterKey: String?
+        /// Whether every model and admin route requires a credential. Default: true when a
+        /// master key, an OIDC issuer or any API key exists; the embedded default with none of
+        /// them serves the demo anonymously.
+        public var required: Bool?
+        /// Secret (32+ bytes) keyed into every stored API key hash. Default: the
+        /// `PORTCULLIS_KEY_PEPPER` environment variable; with SQLite and none set, one is
+        /// generated once and kept in a `0600` file beside the database.
+        public var keyPepper: String?
+        /// Seconds a validated key stays cached in process. Default 60.
+        public var keyCacheSeconds: Double = 60
+        /// Seconds a rotated key's old secret keeps working. Default 86400 (one day).
+        public var rotationGraceSeconds: Double = 86_400
+        /// When the database cannot be reached: `true` keeps serving credentials validated
+        /// before (from the cache), `false` refuses every key until it returns. Default true.
+        public var failOpen: Bool = true
+        /// OIDC issuers whose bearer tokens are accepted.
+        public var oidc: [OIDCIssuer] = []
+        /// Roles whose callers must have used multi-factor authentication. Default `[admin]`.
+        public var mfaRequiredRoles: [String] = ["admin"]
 
         public init(masterKey: String? = nil) { self.masterKey = masterKey }
+    }
+
+    /// One OpenID Connect issuer.
+    public struct OIDCIssuer: Sendable, Equatable {
+        /// The `iss` tokens must carry; the discovery document lives under it.
+        public var issuer: String
+        /// Accepted `aud` values (one must match).
+        public var audiences: [String]
+        /// JWKS location; default: `jwks_uri` from `<issuer>/.well-known/openid-configuration`.
+        public var jwksURL: String?
+        /// Accepted signature algorithms. Default RS256, ES256, EdDSA.
+        public var algorithms: [String] = ["RS256", "ES256", "EdDSA"]
+        /// Claim paths (dotted) searched for role names, in order.
+        public var roleClaims: [String] = ["realm_access.roles", "roles", "groups"]
+        /// Claim value → role; a claim value equal to a role name maps to it by default.
+        public var roleMap: [String: String] = [:]
+        /// Role given to a valid token that maps to none. Default `user`.
+        public var defaultRole: String = "user"
+        /// Claim path of the team. Default `team`.
+        public var teamClaim: String = "team"
+        /// Claim path of the user id. Default `sub`.
+        public var userClaim: String = "sub"
+        /// Longest accepted token lifetime (`exp - iat`), seconds, 1–24 h. Default 3600.
+        public var maximumLifetimeSeconds: Double = 3600
+        /// Clock skew tolerated on `exp`, `nbf` and `iat`, seconds. Default 30.
+        public var leewaySeconds: Double = 30
+        /// `amr` values that prove multi-factor authentication.
+        public var mfaMethods: [String] = ["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "pin"]
+        /// `acr` values that prove multi-factor authentication.
+        public var mfaContexts: [String] = []
+        /// PEM file of authorities trusted for the issuer's https endpoints. Default: the system's.
+        public var caFile: String?
+
+        public init(issuer: String, audiences: [String]) {
+            self.issuer = issuer
+            self.audiences = audiences
+        }
+    }
+
+    /// Where durable and shared state live.
+    public struct Storage: Sendable, Equatable {
+        /// `sqlite:PATH` (or a bare path) or `postgres://user:password@host:port/database`.
+        /// Default `sqlite:portcullis.db`.
+        public var database: String = "sqlite:portcullis.db"
+        /// PostgreSQL connections per replica. Default 10.
+        public var poolSize: Int = 10
+        /// `redis://[:password@]host:port[/db]`, `rediss://` for TLS, or
+        /// `redis-sentinel://host:port[,host:port]/master`. Absent: state lives in this process.
+        public var redis: String?
+        /// Seconds between batched usage and spend writes. Default 1.
+        public var flushIntervalSeconds: Double = 1
+
+        public init() {}
+    }
+
+    /// Limits applied to a caller of one role unless the key, user or team sets its own.
+    public struct RoleLimits: Sendable, Equatable {
+        public var requestsPerMinute: Int64?
+        public var tokensPerMinute: Int64?
+        public var concurrency: Int64?
+
+        public init(requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil, concurrency: Int64? = nil) {
+            self.requestsPerMinute = requestsPerMinute
+            self.tokensPerMinute = tokensPerMinute
+            self.concurrency = concurrency
+        }
+    }
+
+    /// Rate limits and budgets.
+    public struct Limits: Sendable, Equatable {
+        /// Per-role defaults. Users 120 req/min, developers 300, admins 1200, auditors 60.
+        public var roles: [String: RoleLimits] = [
+            "user": RoleLimits(requestsPerMinute: 120, tokensPerMinute: 200_000, concurrency: 20),
+            "developer": RoleLimits(requestsPerMinute: 300, tokensPerMinute: 1_000_000, concurrency: 50),
+            "admin": RoleLimits(requestsPerMinute: 1200, tokensPerMinute: 5_000_000, concurrency: 200),
+            "auditor": RoleLimits(requestsPerMinute: 60, tokensPerMinute: 0, concurrency: 10),
+        ]
+        /// Limits per public model, across all callers.
+        public var models: [String: RoleLimits] = [:]
+        /// Output tokens assumed for a budget reservation when the request sets no `max_tokens`. Default 4096.
+        public var reserveOutputTokens: Int = 4096
+
+        public init() {}
+    }
+
+    /// Which client addresses may call.
+    public struct IPPolicy: Sendable, Equatable {
+        /// When not empty, only these CIDRs may call.
+        public var allow: [String] = []
+        /// These CIDRs may never call (checked before `allow`).
+        public var deny: [String] = []
+        /// When not empty, only these CIDRs may call `/admin` routes.
+        public var adminAllow: [String] = []
+        /// Peers whose `X-Forwarded-For` is believed.
+        public var trustedProxies: [String] = []
+
+        public init() {}
     }
 
     /// Per-phase upstream time limits, seconds.
@@ -126,10 +242,40 @@ public struct GatewayConfiguration: Sendable, Equatable {
 
     public var server = Server()
     public var auth = Auth()
+    public var storage = Storage()
+    public var limits = Limits()
+    public var ipPolicy = IPPolicy()
     public var routing = Routing()
     public var models: [Model] = []
     /// Log level: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
 
     public init() {}
+}
+
+/// Which database a `storage.database` setting names.
+public enum StorageLocation: Sendable, Equatable {
+    /// A SQLite file.
+    case sqlite(path: String)
+    /// A PostgreSQL URL.
+    case postgres(url: String)
+
+    /// Parses `sqlite:PATH`, `sqlite://PATH`, a bare path, or `postgres://…` / `postgresql://…`.
+    public init?(_ text: String) {
+        if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+            self = .postgres(url: text)
+        } else if text.hasPrefix("sqlite://") {
+            let path = String(text.dropFirst("sqlite://".count))
+            guard !path.isEmpty else { return nil }
+            self = .sqlite(path: path)
+        } else if text.hasPrefix("sqlite:") {
+            let path = String(text.dropFirst("sqlite:".count))
+            guard !path.isEmpty else { return nil }
+            self = .sqlite(path: path)
+        } else if !text.isEmpty, !text.contains("://") {
+            self = .sqlite(path: text)
+        } else {
+            return nil
+        }
+    }
 }

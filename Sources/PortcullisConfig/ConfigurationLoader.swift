@@ -65,7 +65,7 @@ public enum ConfigurationLoader {
         }
         let issues = IssueList()
         var configuration = GatewayConfiguration()
-        configuration.auth.masterKey = environment["PORTCULLIS_MASTER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        applyEnvironment(environment, to: &configuration)
         if let root {
             let reader = NodeReader(node: root, path: "", issues: issues, environment: environment)
             decode(reader, into: &configuration)
@@ -79,7 +79,7 @@ public enum ConfigurationLoader {
     /// plus OpenAI, Anthropic and Azure OpenAI models when their keys are in the environment.
     public static func embeddedDefault(environment: [String: String] = ProcessInfo.processInfo.environment) -> GatewayConfiguration {
         var configuration = GatewayConfiguration()
-        configuration.auth.masterKey = environment["PORTCULLIS_MASTER_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        applyEnvironment(environment, to: &configuration)
         if let port = environment["PORTCULLIS_PORT"].flatMap(Int.init) { configuration.server.port = port }
         if let host = environment["PORTCULLIS_HOST"], !host.isEmpty { configuration.server.host = host }
         configuration.models.append(.init(name: "demo", deployments: [.init(provider: ProviderKind.demo.rawValue, model: "demo")]))
@@ -115,6 +115,15 @@ public enum ConfigurationLoader {
         return configuration
     }
 
+    /// Defaults that come from the environment; the file, when given, overrides them.
+    private static func applyEnvironment(_ environment: [String: String], to configuration: inout GatewayConfiguration) {
+        func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        configuration.auth.masterKey = value("PORTCULLIS_MASTER_KEY")
+        configuration.auth.keyPepper = value("PORTCULLIS_KEY_PEPPER").flatMap { $0.utf8.count >= 32 ? $0 : nil }
+        if let database = value("PORTCULLIS_DATABASE"), StorageLocation(database) != nil { configuration.storage.database = database }
+        if let redis = value("PORTCULLIS_REDIS_URL") { configuration.storage.redis = redis }
+    }
+
     private static func yamlIssue(_ error: YamlError) -> ConfigurationIssue {
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
@@ -127,7 +136,7 @@ public enum ConfigurationLoader {
     // MARK: Decoding
 
     private static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
-        guard root.expectMapping(allowedKeys: ["server", "auth", "routing", "models", "log_level"]) else { return }
+        guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
             configuration.server.port = server.integer("port", in: 0...65535) ?? configuration.server.port
@@ -145,8 +154,34 @@ public enum ConfigurationLoader {
                 }
             }
         }
-        if let auth = root.child("auth"), auth.expectMapping(allowedKeys: ["master_key"]) {
-            if let key = auth.string("master_key") { configuration.auth.masterKey = key.isEmpty ? nil : key }
+        if let auth = root.child("auth") { decodeAuth(auth, into: &configuration.auth) }
+        if let storage = root.child("storage"), storage.expectMapping(allowedKeys: ["database", "pool_size", "redis", "flush_interval_seconds"]) {
+            if let database = storage.string("database") {
+                if StorageLocation(database) == nil {
+                    storage.issue("database", "must be sqlite:PATH, a file path, or a postgres:// URL; got '\(database)'")
+                } else {
+                    configuration.storage.database = database
+                }
+            }
+            configuration.storage.poolSize = storage.integer("pool_size", in: 1...200) ?? configuration.storage.poolSize
+            if let redis = storage.string("redis") {
+                let schemes = ["redis://", "rediss://", "redis-sentinel://"]
+                if redis.isEmpty {
+                    configuration.storage.redis = nil
+                } else if schemes.contains(where: redis.hasPrefix) {
+                    configuration.storage.redis = redis
+                } else {
+                    storage.issue("redis", "must start with redis://, rediss:// or redis-sentinel://")
+                }
+            }
+            configuration.storage.flushIntervalSeconds = storage.number("flush_interval_seconds", in: 0.01...3600) ?? configuration.storage.flushIntervalSeconds
+        }
+        if let limits = root.child("limits") { decodeLimits(limits, into: &configuration.limits) }
+        if let policy = root.child("ip_policy"), policy.expectMapping(allowedKeys: ["allow", "deny", "admin_allow", "trusted_proxies"]) {
+            configuration.ipPolicy.allow = cidrList(policy, "allow")
+            configuration.ipPolicy.deny = cidrList(policy, "deny")
+            configuration.ipPolicy.adminAllow = cidrList(policy, "admin_allow")
+            configuration.ipPolicy.trustedProxies = cidrList(policy, "trusted_proxies")
         }
         if let routing = root.child("routing") {
             decodeRouting(routing, into: &configuration.routing)
@@ -160,6 +195,123 @@ public enum ConfigurationLoader {
         }
         if let models = root.child("models") {
             configuration.models = models.elements().compactMap { decodeModel($0, routing: configuration.routing) }
+        }
+    }
+
+    static let roleNames = ["user", "developer", "admin", "auditor"]
+
+    private static func decodeAuth(_ auth: NodeReader, into settings: inout GatewayConfiguration.Auth) {
+        guard auth.expectMapping(allowedKeys: ["master_key", "required", "key_pepper", "key_cache_seconds", "rotation_grace_seconds",
+                                               "fail_open", "oidc", "mfa_required_roles"]) else { return }
+        if let key = auth.string("master_key") { settings.masterKey = key.isEmpty ? nil : key }
+        settings.required = auth.bool("required") ?? settings.required
+        if let pepper = auth.string("key_pepper"), !pepper.isEmpty {
+            if pepper.utf8.count < 32 { auth.issue("key_pepper", "must be at least 32 bytes") } else { settings.keyPepper = pepper }
+        }
+        settings.keyCacheSeconds = auth.number("key_cache_seconds", in: 0...3600) ?? settings.keyCacheSeconds
+        settings.rotationGraceSeconds = auth.number("rotation_grace_seconds", in: 0...(90 * 86_400)) ?? settings.rotationGraceSeconds
+        settings.failOpen = auth.bool("fail_open") ?? settings.failOpen
+        if let roles = auth.child("mfa_required_roles") {
+            settings.mfaRequiredRoles = roleList(roles)
+        }
+        if let issuers = auth.child("oidc") {
+            settings.oidc = issuers.elements().compactMap(decodeIssuer)
+        }
+    }
+
+    private static func roleList(_ reader: NodeReader) -> [String] {
+        reader.elements().compactMap { element in
+            guard let role = element.scalarString() else { return nil }
+            guard roleNames.contains(role) else {
+                element.issue(nil, "unknown role '\(role)'; expected one of \(roleNames.joined(separator: ", "))")
+                return nil
+            }
+            return role
+        }
+    }
+
+    private static func decodeIssuer(_ reader: NodeReader) -> GatewayConfiguration.OIDCIssuer? {
+        guard reader.expectMapping(allowedKeys: ["issuer", "audience", "jwks_url", "algorithms", "role_claims", "role_map", "default_role",
+                                                 "team_claim", "user_claim", "max_token_lifetime_seconds", "leeway_seconds",
+                                                 "mfa_amr", "mfa_acr", "ca_file"]) else { return nil }
+        let issuer = reader.requiredString("issuer") ?? ""
+        var audiences: [String] = []
+        if let audience = reader.child("audience") {
+            audiences = audience.isSequence ? audience.elements().compactMap { $0.scalarString() } : [audience.scalarString()].compactMap { $0 }
+        }
+        if audiences.isEmpty { reader.issue("audience", "is required: the audience (client id) tokens must be issued for") }
+        var settings = GatewayConfiguration.OIDCIssuer(issuer: issuer, audiences: audiences)
+        if let url = reader.string("jwks_url") {
+            if url.hasPrefix("http://") || url.hasPrefix("https://") { settings.jwksURL = url } else { reader.issue("jwks_url", "must be an http(s) URL") }
+        }
+        if let algorithms = reader.child("algorithms") {
+            let allowed = ["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"]
+            settings.algorithms = algorithms.elements().compactMap { element in
+                guard let name = element.scalarString() else { return nil }
+                guard allowed.contains(name) else {
+                    element.issue(nil, "unsupported algorithm '\(name)'; expected some of \(allowed.joined(separator: ", ")) (HMAC and none are never accepted)")
+                    return nil
+                }
+                return name
+            }
+        }
+        if let claims = reader.child("role_claims") { settings.roleClaims = claims.elements().compactMap { $0.scalarString() } }
+        if let map = reader.child("role_map"), map.expectMapping(allowedKeys: nil) {
+            for key in map.keys {
+                guard let role = map.string(key) else { continue }
+                if roleNames.contains(role) { settings.roleMap[key] = role } else { map.issue(key, "unknown role '\(role)'") }
+            }
+        }
+        if let role = reader.string("default_role") {
+            if roleNames.contains(role) { settings.defaultRole = role } else { reader.issue("default_role", "unknown role '\(role)'") }
+        }
+        settings.teamClaim = reader.string("team_claim") ?? settings.teamClaim
+        settings.userClaim = reader.string("user_claim") ?? settings.userClaim
+        settings.maximumLifetimeSeconds = reader.number("max_token_lifetime_seconds", in: 3600...86_400) ?? settings.maximumLifetimeSeconds
+        settings.leewaySeconds = reader.number("leeway_seconds", in: 0...300) ?? settings.leewaySeconds
+        if let methods = reader.child("mfa_amr") { settings.mfaMethods = methods.elements().compactMap { $0.scalarString() } }
+        if let contexts = reader.child("mfa_acr") { settings.mfaContexts = contexts.elements().compactMap { $0.scalarString() } }
+        if let caFile = reader.string("ca_file") {
+            if FileManager.default.isReadableFile(atPath: caFile) { settings.caFile = caFile } else { reader.issue("ca_file", "cannot read '\(caFile)'") }
+        }
+        return settings
+    }
+
+    private static func decodeRoleLimits(_ reader: NodeReader) -> GatewayConfiguration.RoleLimits? {
+        guard reader.expectMapping(allowedKeys: ["rpm", "tpm", "concurrency"]) else { return nil }
+        return GatewayConfiguration.RoleLimits(requestsPerMinute: reader.integer("rpm", in: 0...100_000_000).map(Int64.init),
+                                               tokensPerMinute: reader.integer("tpm", in: 0...Int(Int32.max)).map(Int64.init),
+                                               concurrency: reader.integer("concurrency", in: 0...1_000_000).map(Int64.init))
+    }
+
+    private static func decodeLimits(_ reader: NodeReader, into limits: inout GatewayConfiguration.Limits) {
+        guard reader.expectMapping(allowedKeys: ["roles", "models", "reserve_output_tokens"]) else { return }
+        if let roles = reader.child("roles"), roles.expectMapping(allowedKeys: Set(roleNames)) {
+            for role in roles.keys {
+                guard let child = roles.child(role), let parsed = decodeRoleLimits(child) else { continue }
+                let base = limits.roles[role] ?? .init()
+                limits.roles[role] = .init(requestsPerMinute: parsed.requestsPerMinute ?? base.requestsPerMinute,
+                                           tokensPerMinute: parsed.tokensPerMinute ?? base.tokensPerMinute,
+                                           concurrency: parsed.concurrency ?? base.concurrency)
+            }
+        }
+        if let models = reader.child("models"), models.expectMapping(allowedKeys: nil) {
+            for model in models.keys {
+                if let child = models.child(model), let parsed = decodeRoleLimits(child) { limits.models[model] = parsed }
+            }
+        }
+        limits.reserveOutputTokens = reader.integer("reserve_output_tokens", in: 1...10_000_000) ?? limits.reserveOutputTokens
+    }
+
+    private static func cidrList(_ reader: NodeReader, _ key: String) -> [String] {
+        guard let list = reader.child(key) else { return [] }
+        return list.elements().compactMap { element in
+            guard let text = element.scalarString() else { return nil }
+            guard CIDR(text) != nil else {
+                element.issue(nil, "'\(text)' is not an IPv4 or IPv6 address or CIDR block")
+                return nil
+            }
+            return text
         }
     }
 
@@ -275,6 +427,12 @@ public enum ConfigurationLoader {
                                message: "unknown model '\(fallback)'; fallbacks must name models defined here")
                 }
             }
+        }
+        for model in configuration.limits.models.keys.sorted() where !names.contains(model) {
+            issues.add(path: "limits.models.\(model)", message: "unknown model '\(model)'; limits must name models defined here")
+        }
+        if case .postgres = StorageLocation(configuration.storage.database), configuration.auth.keyPepper == nil {
+            issues.add(path: "auth.key_pepper", message: "is required with PostgreSQL (set PORTCULLIS_KEY_PEPPER to 32+ random bytes shared by every replica)")
         }
         if configuration.routing.maximumBackoffMilliseconds < configuration.routing.initialBackoffMilliseconds {
             issues.add(path: "routing.backoff.max_ms", message: "must not be smaller than initial_ms")

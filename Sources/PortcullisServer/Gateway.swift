@@ -6,10 +6,12 @@ import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOSSL
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisProviders
 import PortcullisRouting
+import PortcullisStorage
 import ServiceLifecycle
 
 /// Builds the gateway application from a validated configuration. `main` and the tests both use it.
@@ -22,8 +24,8 @@ public func buildApplication(
     configuration: GatewayConfiguration,
     logger: Logger,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
-) throws -> some ApplicationProtocol {
-    let gateway = try Gateway(configuration: configuration, logger: logger)
+) async throws -> some ApplicationProtocol {
+    let gateway = try await Gateway(configuration: configuration, logger: logger)
     return try gateway.makeApplication(logger: logger, onServerRunning: onServerRunning)
 }
 
@@ -34,8 +36,10 @@ public struct Gateway: Sendable {
     public let upstreamClient: UpstreamHTTPClient
     public let pipeline: RequestPipeline
     public let healthChecker: HealthChecker
+    public let access: AccessSystem
 
-    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+    /// - Parameter governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
+    public init(configuration: GatewayConfiguration, logger: Logger, governed: Bool = true) async throws {
         self.configuration = configuration
         let client = UpstreamHTTPClient()
         self.upstreamClient = client
@@ -77,7 +81,13 @@ public struct Gateway: Sendable {
         let policy = RetryPolicy(retries: routing.retries, initialBackoff: routing.initialBackoffMilliseconds / 1000,
                                  maximumBackoff: routing.maximumBackoffMilliseconds / 1000, maximumRetryAfter: routing.maximumRetryAfterSeconds)
         self.modelRouter = ModelRouter(groups: groups, retryPolicy: policy)
-        self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes)
+        let access = try await AccessSystem.make(configuration: configuration, http: client, logger: logger)
+        self.access = access
+        let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
+                                               reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
+        let sharedState = access.sharedState
+        self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
+                                        databaseHealth: access.health, sharedStateDegraded: { sharedState?.isDegraded ?? false })
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,
                                            probeTimeout: routing.healthCheckTimeoutSeconds, logger: logger)
     }
@@ -94,18 +104,29 @@ public struct Gateway: Sendable {
         router.get("/health/live") { _, _ in RequestPipeline.json(["status": "ok"]) }
         router.get("/health/ready") { _, _ in pipeline.readiness() }
 
+        let ipPolicy = access.ipPolicy
+        let authenticator = access.authenticator
         let api = router.group()
-        if let masterKey = configuration.auth.masterKey {
-            api.addMiddleware { MasterKeyMiddleware(masterKey: masterKey) }   // 2. identity
+        api.addMiddleware {
+            IPPolicyMiddleware(policy: ipPolicy, adminRoutes: false)                // 1b. client address
+            AuthenticationMiddleware(authenticator: authenticator)                   // 2. identity
         }
         for prefix in ["/v1", ""] {
-            api.post("\(prefix)/chat/completions") { request, context in try await pipeline.chatCompletions(request, context: context) }
-            api.post("\(prefix)/completions") { request, context in try await pipeline.completions(request, context: context) }
-            api.post("\(prefix)/embeddings") { request, context in try await pipeline.embeddings(request, context: context) }
-            api.post("\(prefix)/messages") { request, context in try await pipeline.messages(request, context: context) }
-            api.get("\(prefix)/models") { _, _ in pipeline.listModels() }
-            api.get("\(prefix)/models/{id}") { _, context in try pipeline.model(context.parameters.require("id")) }
+            let models = api.group(RouterPath(prefix.isEmpty ? "" : prefix)).add(middleware: PermissionMiddleware(.callModels))   // 3. authorise
+            models.post("chat/completions") { request, context in try await pipeline.chatCompletions(request, context: context) }
+            models.post("completions") { request, context in try await pipeline.completions(request, context: context) }
+            models.post("embeddings") { request, context in try await pipeline.embeddings(request, context: context) }
+            models.post("messages") { request, context in try await pipeline.messages(request, context: context) }
+            let listing = api.group(RouterPath(prefix.isEmpty ? "" : prefix)).add(middleware: PermissionMiddleware(.listModels))
+            listing.get("models") { _, context in pipeline.listModels(for: context.principal) }
+            listing.get("models/{id}") { _, context in try pipeline.model(context.parameters.require("id"), for: context.principal) }
         }
+        let admin = router.group("admin")
+        admin.addMiddleware {
+            IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)
+            AuthenticationMiddleware(authenticator: authenticator)
+        }
+        AdminAPI(access: access).register(on: admin)
         return router
     }
 
@@ -128,7 +149,7 @@ public struct Gateway: Sendable {
             router: makeRouter(),
             server: try makeServerBuilder(),
             configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port), serverName: "Portcullis"),
-            services: [UpstreamClientService(client: upstreamClient), healthChecker],
+            services: [UpstreamClientService(client: upstreamClient)] + access.services + [healthChecker],
             onServerRunning: onServerRunning,
             logger: logger
         )

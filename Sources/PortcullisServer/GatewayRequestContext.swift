@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import PortcullisAccess
 import PortcullisCore
 
 /// W3C trace context of one request: the incoming trace (or a new one) and our own span.
@@ -49,11 +50,14 @@ public struct GatewayRequestContext: RequestContext {
     public var trace: TraceContext?
     /// The client API this request speaks.
     public var dialect: WireDialect = .openAI
-    /// Set by the pipeline for the access log: the public model asked for.
-    public var requestedModel: String?
+    /// Who is calling: set by the authentication middleware before any handler runs.
+    public var principal: Principal = .anonymous
+    /// The TCP peer (the client, or the proxy in front of it).
+    public let peerAddress: SocketAddress?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
+        self.peerAddress = source.channel.remoteAddress
     }
 
     /// The gateway reads bodies itself with its own limit.

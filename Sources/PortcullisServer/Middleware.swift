@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import PortcullisAccess
 import PortcullisCore
 
 /// Accepts or generates `x-request-id`, starts or continues the W3C trace, and returns the id on every response.
@@ -141,5 +142,56 @@ public struct AccessLogMiddleware: RouterMiddleware {
             "duration_ms": "\(String(format: "%.2f", milliseconds))",
         ])
         return response
+    }
+}
+
+/// Stage 2, identity: turns the presented credential into the context's principal, or refuses.
+public struct AuthenticationMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    let authenticator: Authenticator
+
+    public init(authenticator: Authenticator) {
+        self.authenticator = authenticator
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        context.principal = try await authenticator.authenticate(MasterKeyMiddleware.presentedKey(request.headers))
+        context.logger[metadataKey: "principal"] = .string(context.principal.actor)
+        return try await next(request, context)
+    }
+}
+
+/// Stage 1b: refuses client addresses the IP policy does not allow (admin routes may be narrower).
+public struct IPPolicyMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    let policy: IPPolicyEngine
+    let adminRoutes: Bool
+
+    public init(policy: IPPolicyEngine, adminRoutes: Bool) {
+        self.policy = policy
+        self.adminRoutes = adminRoutes
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let peer = context.peerAddress?.ipAddress.flatMap { IPAddress($0) }
+        let client = policy.clientAddress(peer: peer, forwardedFor: request.headers[HTTPField.Name("x-forwarded-for")!])
+        if let refusal = policy.check(client, admin: adminRoutes) { throw refusal }
+        return try await next(request, context)
+    }
+}
+
+/// Stage 3, authorisation: the route's permission must be granted to the caller's role.
+public struct PermissionMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    let permission: Permission
+
+    public init(_ permission: Permission) {
+        self.permission = permission
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try context.principal.require(permission)
+        return try await next(request, context)
     }
 }

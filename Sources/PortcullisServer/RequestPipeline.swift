@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import PortcullisAccess
 import PortcullisCore
 import PortcullisProviders
 import PortcullisRouting
@@ -27,10 +28,20 @@ public struct RequestPipeline: Sendable {
     public let router: ModelRouter
     /// Largest request body accepted, in bytes.
     public let maximumBodyBytes: Int
+    /// Limits, budgets and usage accounting; nil serves without them (benchmark reference).
+    public let governance: Governance?
+    /// Database reachability, for readiness.
+    public let databaseHealth: DatabaseHealth?
+    /// Whether limits are enforced per replica only because Redis is unreachable.
+    public let sharedStateDegraded: @Sendable () -> Bool
 
-    public init(router: ModelRouter, maximumBodyBytes: Int) {
+    public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, databaseHealth: DatabaseHealth? = nil,
+                sharedStateDegraded: @escaping @Sendable () -> Bool = { false }) {
         self.router = router
         self.maximumBodyBytes = maximumBodyBytes
+        self.governance = governance
+        self.databaseHealth = databaseHealth
+        self.sharedStateDegraded = sharedStateDegraded
     }
 
     // MARK: Routes
@@ -38,82 +49,133 @@ public struct RequestPipeline: Sendable {
     /// `POST /v1/chat/completions`.
     public func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
-        let chat = try OpenAIWire.decodeChatRequest(body)
-        return try await serveChat(chat, dialect: .openAI, context: context)
+        let chat = try OpenAIWire.decodeChatRequest(body.json)
+        return try await serveChat(chat, bodySize: body.size, dialect: .openAI, context: context)
     }
 
     /// `POST /v1/messages` (Anthropic Messages API), served by any provider.
     public func messages(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
-        let chat = try AnthropicWire.decodeRequest(body)
-        return try await serveChat(chat, dialect: .anthropic, context: context)
+        let chat = try AnthropicWire.decodeRequest(body.json)
+        return try await serveChat(chat, bodySize: body.size, dialect: .anthropic, context: context)
     }
 
     /// `POST /v1/completions`.
     public func completions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
-        let completion = try OpenAIWire.decodeCompletionRequest(body)
+        let completion = try OpenAIWire.decodeCompletionRequest(body.json)
+        let grant = try await admit(context, model: completion.model, bodySize: body.size, maxTokens: completion.maxTokens)   // 6–7. authorise, admit
         let upstream = upstreamContext(context)
-        if completion.stream {
-            let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in   // 10. route
-                try await Self.prime(deployment: deployment) {                                                       // 11. provider
-                    try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)
+        do {
+            if completion.stream {
+                let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in   // 10. route
+                    try await Self.prime(deployment: deployment) {                                                       // 11. provider
+                        try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)
+                    }
                 }
+                let price = routed.deployment.price
+                var response = StreamResponses.completion(routed, includeUsage: completion.includeUsage, logger: context.logger) { usage, characters in
+                    await grant?.settle(usage: usage, price: price, estimatedOutputTokens: Int64((characters + 3) / 4))   // 13. settle
+                }
+                Self.addLimitHeaders(grant, to: &response.headers)
+                return response
             }
-            return StreamResponses.completion(routed, includeUsage: completion.includeUsage, logger: context.logger)
+            let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in       // 10. route
+                try await deployment.adapter.completion(completion, target: deployment.target, context: upstream)       // 11. provider
+            }
+            let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
+            await grant?.settle(usage: usage, price: routed.deployment.price)
+            return jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
+        } catch {
+            await grant?.release()
+            throw error
         }
-        let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in       // 10. route
-            try await deployment.adapter.completion(completion, target: deployment.target, context: upstream)       // 11. provider
-        }
-        let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
-        return jsonResponse(routed.value, routed: routed, usage: usage)
     }
 
     /// `POST /v1/embeddings`.
     public func embeddings(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
-        let embedding = try OpenAIWire.decodeEmbeddingRequest(body)
+        let embedding = try OpenAIWire.decodeEmbeddingRequest(body.json)
+        let grant = try await admit(context, model: embedding.model, bodySize: body.size, maxTokens: 0)                   // 6–7. authorise, admit
         let upstream = upstreamContext(context)
-        let routed = try await router.execute(model: embedding.model, logger: context.logger) { deployment in        // 10. route
-            try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)        // 11. provider
+        do {
+            let routed = try await router.execute(model: embedding.model, logger: context.logger) { deployment in        // 10. route
+                try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)        // 11. provider
+            }
+            let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
+            await grant?.settle(usage: usage, price: routed.deployment.price)
+            return jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
+        } catch {
+            await grant?.release()
+            throw error
         }
-        let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
-        return jsonResponse(routed.value, routed: routed, usage: usage)
     }
 
     // MARK: Chat, both dialects
 
-    private func serveChat(_ chat: ChatRequest, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
+    private func serveChat(_ chat: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
+        let grant = try await admit(context, model: chat.model, bodySize: bodySize, maxTokens: chat.maxTokens)       // 6–7. authorise, admit
         let upstream = upstreamContext(context)
-        if chat.stream {
-            let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
-                try await Self.prime(deployment: deployment) {                                                       // 11. provider
-                    try await deployment.adapter.streamChat(chat, target: deployment.target, context: upstream)
+        do {
+            if chat.stream {
+                let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
+                    try await Self.prime(deployment: deployment) {                                                       // 11. provider
+                        try await deployment.adapter.streamChat(chat, target: deployment.target, context: upstream)
+                    }
                 }
+                let meter = grant.map { ChatStreamMeter(grant: $0) }                                                      // 13. settle at the end
+                var response: Response
+                switch dialect {                                                                                         // respond
+                case .openAI:
+                    response = StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, meter: meter, logger: context.logger)
+                case .anthropic:
+                    response = StreamResponses.anthropicChat(routed, model: chat.model, meter: meter, logger: context.logger)
+                }
+                Self.addLimitHeaders(grant, to: &response.headers)
+                return response
             }
-            switch dialect {                                                                                         // respond
+            let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route
+                try await deployment.adapter.chat(chat, target: deployment.target, context: upstream)                   // 11. provider
+            }
+            var characters = 0
+            for choice in routed.value.choices { characters += choice.message.content?.text.count ?? 0 }
+            await grant?.settle(usage: routed.value.usage, price: routed.deployment.price,                               // 13. settle
+                                estimatedOutputTokens: Int64(characters / 4))
+            switch dialect {                                                                                             // respond
             case .openAI:
-                return StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, logger: context.logger)
+                return jsonResponse(OpenAIWire.encodeChatCompletion(routed.value), routed: routed, usage: routed.value.usage, grant: grant)
             case .anthropic:
-                return StreamResponses.anthropicChat(routed, model: chat.model, logger: context.logger)
+                let model = routed.value.model.isEmpty ? chat.model : routed.value.model
+                return jsonResponse(AnthropicWire.encodeResponse(routed.value, model: model), routed: routed, usage: routed.value.usage, grant: grant)
             }
+        } catch {
+            await grant?.release()
+            throw error
         }
-        let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route
-            try await deployment.adapter.chat(chat, target: deployment.target, context: upstream)                   // 11. provider
+    }
+
+    /// Stages 6–7: may this caller use the model, and is there room under its limits and budgets?
+    func admit(_ context: GatewayRequestContext, model: String, bodySize: Int, maxTokens: Int?) async throws -> Grant? {
+        let principal = context.principal
+        guard principal.mayUse(model: model) else {
+            throw GatewayError(status: 403, kind: .permission, code: "model_not_allowed",
+                               message: "This credential may not use the model '\(model)'.", param: "model")
         }
-        switch dialect {                                                                                             // 13. settle, respond
-        case .openAI:
-            return jsonResponse(OpenAIWire.encodeChatCompletion(routed.value), routed: routed, usage: routed.value.usage)
-        case .anthropic:
-            let model = routed.value.model.isEmpty ? chat.model : routed.value.model
-            return jsonResponse(AnthropicWire.encodeResponse(routed.value, model: model), routed: routed, usage: routed.value.usage)
+        guard let governance else { return nil }
+        return try await governance.admit(principal, model: model, group: router.groups[model], promptBytes: bodySize, maxTokens: maxTokens)
+    }
+
+    static func addLimitHeaders(_ grant: Grant?, to headers: inout HTTPFields) {
+        guard let grant else { return }
+        for (name, value) in grant.headers {
+            if let field = HTTPField.Name(name) { headers[field] = value }
         }
     }
 
     // MARK: Stages
 
     /// Stage 5: reads the body within the size limit and parses it; says where JSON is malformed.
-    func decodeBody(_ request: Request) async throws -> JSONValue {
+    func decodeBody(_ request: Request) async throws -> (json: JSONValue, size: Int) {
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maximumBodyBytes {
             throw GatewayError.bodyTooLarge(limit: maximumBodyBytes)
         }
@@ -124,7 +186,7 @@ public struct RequestPipeline: Sendable {
             throw GatewayError.bodyTooLarge(limit: maximumBodyBytes)
         }
         do {
-            return try JSONParser.parse(buffer.readableBytesView)
+            return (try JSONParser.parse(buffer.readableBytesView), buffer.readableBytes)
         } catch {
             throw GatewayError.invalidJSON(error)
         }
@@ -157,8 +219,9 @@ public struct RequestPipeline: Sendable {
     }
 
     /// Stage 13 and the response: the JSON body plus routing and usage headers.
-    private func jsonResponse<Value>(_ value: JSONValue, routed: Routed<Value>, usage: Usage?) -> Response {
+    private func jsonResponse<Value>(_ value: JSONValue, routed: Routed<Value>, usage: Usage?, grant: Grant?) -> Response {
         var headers = HTTPFields()
+        Self.addLimitHeaders(grant, to: &headers)
         headers[.contentType] = "application/json"
         RoutingHeaders.add(to: &headers, deployment: routed.deployment, group: routed.group, attempts: routed.attempts)
         if let usage {
@@ -170,14 +233,14 @@ public struct RequestPipeline: Sendable {
     // MARK: Models and health
 
     /// `GET /v1/models`.
-    public func listModels() -> Response {
-        let data = router.modelNames.compactMap { router.groups[$0] }.map(modelObject)
+    public func listModels(for principal: Principal) -> Response {
+        let data = router.modelNames.filter(principal.mayUse(model:)).compactMap { router.groups[$0] }.map(modelObject)
         return Self.json(["object": "list", "data": .array(data)])
     }
 
     /// `GET /v1/models/{id}`.
-    public func model(_ id: String) throws -> Response {
-        guard let group = router.groups[id] else { throw GatewayError.modelNotFound(id, available: router.modelNames) }
+    public func model(_ id: String, for principal: Principal) throws -> Response {
+        guard let group = router.groups[id], principal.mayUse(model: id) else { throw GatewayError.modelNotFound(id, available: router.modelNames) }
         return Self.json(modelObject(group))
     }
 
@@ -189,8 +252,12 @@ public struct RequestPipeline: Sendable {
     public func readiness() -> Response {
         let deployments = router.allDeployments
         let selectable = deployments.filter { $0.isSelectable() }.count
-        let body: JSONValue = ["status": selectable > 0 ? "ready" : "unavailable",
-                               "healthy_deployments": .integer(Int64(selectable)), "deployments": .integer(Int64(deployments.count))]
+        let databaseReachable = databaseHealth?.isReachable ?? true
+        let degraded = sharedStateDegraded()
+        let body: JSONValue = ["status": selectable > 0 ? (databaseReachable && !degraded ? "ready" : "degraded") : "unavailable",
+                               "healthy_deployments": .integer(Int64(selectable)), "deployments": .integer(Int64(deployments.count)),
+                               "database": databaseReachable ? "ok" : "unreachable",
+                               "shared_state": degraded ? "per-replica (Redis unreachable)" : "ok"]
         var response = Self.json(body)
         if selectable == 0 { response.status = .serviceUnavailable }
         return response

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -46,75 +47,122 @@ enum StreamResponses {
         return headers
     }
 
-    /// Pulls the remaining events and writes their frames; returns the failure that ended the stream early, if any.
+    /// How a pumped stream ended.
+    enum PumpEnd {
+        /// The upstream finished.
+        case completed
+        /// The upstream failed after the first byte.
+        case failed(GatewayError)
+        /// The gate stopped it (a hard budget would be crossed).
+        case stopped
+    }
+
+    /// Pulls the remaining events and writes their frames; `gate` may stop the stream before an element.
     static func pump<Element: Sendable>(
         _ primed: PrimedStream<Element>, writer: inout any ResponseBodyWriter, deployment: Deployment,
-        frame: (Element) -> [ByteBuffer]
-    ) async throws -> GatewayError? {
+        gate: (Element) async -> Bool = { _ in true }, frame: (Element) -> [ByteBuffer]
+    ) async throws -> PumpEnd {
+        guard await gate(primed.first) else { return .stopped }
         for buffer in frame(primed.first) { try await writer.write(buffer) }
-        guard var rest = primed.takeRest() else { return nil }
+        guard var rest = primed.takeRest() else { return .completed }
         while true {
             let next: Element?
             do {
                 next = try await rest.next()
             } catch let failure as UpstreamFailure {
                 deployment.record(failure)
-                return ModelRouter.clientError(for: failure)
+                return .failed(ModelRouter.clientError(for: failure))
             } catch let error as GatewayError {
-                return error
+                return .failed(error)
             } catch {
-                return GatewayError.internalFailure
+                return .failed(GatewayError.internalFailure)
             }
-            guard let element = next else { return nil }
+            guard let element = next else { return .completed }
+            guard await gate(element) else { return .stopped }
             for buffer in frame(element) { try await writer.write(buffer) }
         }
     }
 
-    /// An OpenAI-framed chat stream.
-    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, logger: Logger) -> Response {
+    /// The chunk that ends a stream cut short by a budget: `finish_reason: length`.
+    static func budgetStop(after chunk: ChatChunk?) -> ChatChunk {
+        ChatChunk(id: chunk?.id ?? "chatcmpl-\(FastRandom.hex(bytes: 12))", created: chunk?.created ?? Int64(Date().timeIntervalSince1970),
+                  model: chunk?.model ?? "", choices: [ChunkChoice(index: 0, delta: ChunkDelta(), finishReason: .length)])
+    }
+
+    /// An OpenAI-framed chat stream; `meter` counts it, may end it at a budget, and settles it.
+    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: ChatStreamMeter?, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
-        return openAIFramed(routed, logger: logger) { framing.frame($0) }
-    }
-
-    /// An OpenAI-framed legacy completion stream.
-    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, logger: Logger) -> Response {
-        let framing = CompletionChunkFraming(includeUsage: includeUsage)
-        return openAIFramed(routed, logger: logger) { framing.frame($0) }
-    }
-
-    /// A stream in OpenAI's framing: one `data:` event per element, `[DONE]` at the end, or an error event instead.
-    private static func openAIFramed<Element: Sendable>(
-        _ routed: Routed<PrimedStream<Element>>, logger: Logger,
-        frame: @escaping @Sendable (Element) -> ByteBuffer?
-    ) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
-            let failure = try await pump(primed, writer: &writer, deployment: deployment) { element in frame(element).map { [$0] } ?? [] }
-            if let failure {
+            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) {
+                framing.frame($0).map { [$0] } ?? []
+            }
+            switch end {
+            case .completed:
+                try await writer.write(SSEWriter.done)
+            case .stopped:
+                logger.notice("stream ended at the budget", metadata: ["deployment": "\(deployment.name)"])
+                if let frame = framing.frame(budgetStop(after: primed.first)) { try await writer.write(frame) }
+                try await writer.write(SSEWriter.done)
+            case .failed(let failure):
                 logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
                 try await writer.write(SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope())))
-            } else {
-                try await writer.write(SSEWriter.done)
             }
+            await meter?.finish(price: deployment.price)
+            try await writer.finish(nil)
+        }
+        return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
+    }
+
+    /// An OpenAI-framed legacy completion stream; `onEnd` receives the usage the provider reported.
+    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, logger: Logger,
+                           onEnd: @escaping @Sendable (Usage?, Int) async -> Void) -> Response {
+        let framing = CompletionChunkFraming(includeUsage: includeUsage)
+        let deployment = routed.deployment
+        let primed = routed.value
+        let body = ResponseBody { writer in
+            var usage: Usage?
+            var characters = 0
+            let end = try await pump(primed, writer: &writer, deployment: deployment) { object in
+                if let reported = try? OpenAIWire.decodeUsage(object.objectValue?["usage"]) { usage = reported }
+                for choice in object.objectValue?["choices"]?.arrayValue ?? [] { characters += choice.objectValue?["text"]?.stringValue?.count ?? 0 }
+                return framing.frame(object).map { [$0] } ?? []
+            }
+            switch end {
+            case .completed, .stopped:
+                try await writer.write(SSEWriter.done)
+            case .failed(let failure):
+                logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
+                try await writer.write(SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope())))
+            }
+            await onEnd(usage, characters)
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
     }
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
-    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, logger: Logger) -> Response {
+    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: ChatStreamMeter?, logger: Logger) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             var encoder = AnthropicStreamEncoder(model: model)
-            let failure = try await pump(primed, writer: &writer, deployment: deployment) { chunk in encoder.encode(chunk) }
-            if let failure {
+            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { chunk in
+                encoder.encode(chunk)
+            }
+            switch end {
+            case .completed:
+                for buffer in encoder.finish() { try await writer.write(buffer) }
+            case .stopped:
+                logger.notice("stream ended at the budget", metadata: ["deployment": "\(deployment.name)"])
+                for buffer in encoder.encode(budgetStop(after: primed.first)) { try await writer.write(buffer) }
+                for buffer in encoder.finish() { try await writer.write(buffer) }
+            case .failed(let failure):
                 logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
                 try await writer.write(AnthropicStreamEncoder.errorEvent(failure))
-            } else {
-                for buffer in encoder.finish() { try await writer.write(buffer) }
             }
+            await meter?.finish(price: deployment.price)
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)

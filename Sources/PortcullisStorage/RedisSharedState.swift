@@ -38,7 +38,34 @@ public final class RedisSharedState: SharedState {
         return 1
         """)
 
+    static let reserveKnownScript = RedisScript("""
+        if redis.call('EXISTS', KEYS[1]) == 0 then
+          return -1
+        end
+        local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+        local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+        local amount = tonumber(ARGV[1])
+        if spent + reserved + amount > tonumber(ARGV[2]) then
+          return 0
+        end
+        redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+        redis.call('PEXPIRE', KEYS[1], ARGV[3])
+        return 1
+        """)
+
+    static let seedScript = RedisScript("""
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+          return 0
+        end
+        redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'reserved', 0)
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        return 1
+        """)
+
     static let settleScript = RedisScript("""
+        if redis.call('EXISTS', KEYS[1]) == 0 then
+          return 0
+        end
         local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
         local release = math.min(reserved, tonumber(ARGV[1]))
         redis.call('HINCRBY', KEYS[1], 'reserved', -release)
@@ -67,6 +94,21 @@ public final class RedisSharedState: SharedState {
     public func reserve(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool {
         let reply = try await client.evaluate(Self.reserveScript, keys: ["\(prefix):budget:{\(key)}"],
                                               arguments: [.int(amount), .int(cap), milliseconds(ttl)])
+        return reply.integer == 1
+    }
+
+    public func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool? {
+        let reply = try await client.evaluate(Self.reserveKnownScript, keys: ["\(prefix):budget:{\(key)}"],
+                                              arguments: [.int(amount), .int(cap), milliseconds(ttl)])
+        switch reply.integer {
+        case -1: return nil
+        case 1: return true
+        default: return false
+        }
+    }
+
+    public func seed(key: String, spent: Int64, ttl: Double) async throws -> Bool {
+        let reply = try await client.evaluate(Self.seedScript, keys: ["\(prefix):budget:{\(key)}"], arguments: [.int(spent), milliseconds(ttl)])
         return reply.integer == 1
     }
 

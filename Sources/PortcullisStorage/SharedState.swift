@@ -24,7 +24,14 @@ public protocol SharedState: Sendable {
     func consume(key: String, cost: Int64, limit: Int64, window: Double, now: Double) async throws -> WindowDecision
     /// Reserves `amount` under `key` if spent + reserved + amount stays within `cap`; true when reserved.
     func reserve(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool
-    /// Releases a reservation of `reserved` and records `actual` as spent.
+    /// Like `reserve`, but nil (nothing reserved) when `key` has no entry yet: the caller then
+    /// seeds it with the spend recorded durably (after a restart of the shared store, say).
+    func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool?
+    /// Creates `key` with `spent` already spent, unless it exists; true when it created it.
+    @discardableResult
+    func seed(key: String, spent: Int64, ttl: Double) async throws -> Bool
+    /// Releases a reservation of `reserved` and records `actual` as spent (nothing when the
+    /// entry is gone: the durable record seeds it again).
     func settle(key: String, reserved: Int64, actual: Int64, ttl: Double) async throws
     /// Spent and reserved amounts under `key`.
     func balance(key: String) async throws -> (spent: Int64, reserved: Int64)
@@ -123,10 +130,31 @@ public final class InProcessSharedState: SharedState {
         }
     }
 
+    public func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool? {
+        let wall = clock()
+        return state.withLock { state in
+            guard var entry = state.budgets[key], entry.expiresAt > wall else { return nil }
+            guard entry.spent + entry.reserved + amount <= cap else { return false }
+            entry.reserved += amount
+            entry.expiresAt = wall + ttl
+            state.budgets[key] = entry
+            return true
+        }
+    }
+
+    public func seed(key: String, spent: Int64, ttl: Double) async throws -> Bool {
+        let wall = clock()
+        return state.withLock { state in
+            if let entry = state.budgets[key], entry.expiresAt > wall { return false }
+            state.budgets[key] = Budget(spent: spent, reserved: 0, expiresAt: wall + ttl)
+            return true
+        }
+    }
+
     public func settle(key: String, reserved: Int64, actual: Int64, ttl: Double) async throws {
         let wall = clock()
         state.withLock { state in
-            var entry = state.budgets[key].flatMap { $0.expiresAt > wall ? $0 : nil } ?? Budget()
+            guard var entry = state.budgets[key].flatMap({ $0.expiresAt > wall ? $0 : nil }) else { return }
             entry.reserved = max(0, entry.reserved - reserved)
             entry.spent += actual
             entry.expiresAt = wall + ttl

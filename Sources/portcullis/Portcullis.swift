@@ -106,7 +106,7 @@ struct Serve: AsyncParsableCommand {
         let models = configuration.models.map(\.name).joined(separator: ", ")
         let scheme = configuration.server.tls == nil ? "http" : "https"
         let host = configuration.server.host
-        let app = try buildApplication(configuration: configuration, logger: logger) { channel in
+        let app = try await buildApplication(configuration: configuration, logger: logger) { channel in
             let port = channel.localAddress?.port ?? 0
             logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
         }

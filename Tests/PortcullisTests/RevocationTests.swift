@@ -30,17 +30,17 @@ struct RevocationTests {
     }
 
     /// Two replicas' caches, each with its own bus client and listener; a revocation announced on one reaches both.
-    static func propagation(buses: [any RevocationBus]) async throws -> Duration {
+    static func propagation(buses: [any ControlBus]) async throws -> Duration {
         let caches = buses.map { _ in ValidatedKeyCache() }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for (bus, cache) in zip(buses, caches) {
-                group.addTask { try await RevocationListener(bus: bus, cache: cache).run() }
+                group.addTask { try await ControlListener(bus: bus, cache: cache).run() }
             }
             defer { group.cancelAll() }
             try await Task.sleep(nanoseconds: 200_000_000)  // let the listeners subscribe
             for cache in caches { cache.store(Self.record("revoked-key"), for: "pck_revoked") }
             let started = ContinuousClock.now
-            try await buses[0].announce(keyID: "revoked-key")
+            try await buses[0].publish(.keyRevoked("revoked-key"))
             while caches.contains(where: { $0.record(for: "pck_revoked") != nil }) {
                 guard ContinuousClock.now - started < .seconds(5) else { break }
                 try await Task.sleep(nanoseconds: 5_000_000)
@@ -54,15 +54,15 @@ struct RevocationTests {
     func redisPropagation() async throws {
         let configuration = try testRedisConfiguration()
         let channel = "portcullis-test-revocations-\(UUID().uuidString)"
-        let buses: [any RevocationBus] = [RedisRevocationBus(client: RedisClient(configuration: configuration), channel: channel),
-                                          RedisRevocationBus(client: RedisClient(configuration: configuration), channel: channel)]
+        let buses: [any ControlBus] = [RedisControlBus(client: RedisClient(configuration: configuration), channel: channel),
+                                          RedisControlBus(client: RedisClient(configuration: configuration), channel: channel)]
         let elapsed = try await Self.propagation(buses: buses)
         #expect(elapsed < .seconds(1), "took \(elapsed)")
     }
 
     @Test("in one process, the in-process bus does the same")
     func inProcessPropagation() async throws {
-        let bus = InProcessRevocationBus()
+        let bus = InProcessControlBus()
         let elapsed = try await Self.propagation(buses: [bus, bus])
         #expect(elapsed < .seconds(1), "took \(elapsed)")
     }

@@ -1,0 +1,235 @@
+import Foundation
+import PortcullisCore
+import PortcullisStorage
+
+/// Requests, tokens and concurrency allowed to one subject.
+public struct RateLimits: Sendable, Equatable {
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+    public var concurrency: Int64?
+
+    public init(requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil, concurrency: Int64? = nil) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.concurrency = concurrency
+    }
+
+    /// These limits, with unset ones taken from `fallback`.
+    public func over(_ fallback: RateLimits) -> RateLimits {
+        RateLimits(requestsPerMinute: requestsPerMinute ?? fallback.requestsPerMinute, tokensPerMinute: tokensPerMinute ?? fallback.tokensPerMinute,
+                   concurrency: concurrency ?? fallback.concurrency)
+    }
+}
+
+/// What a request was admitted with: released and settled when it ends.
+public struct AdmissionTicket: Sendable {
+    struct Hold: Sendable {
+        var key: String
+        var amount: Int64
+        var cap: Int64
+        var ttl: Double
+    }
+
+    /// Concurrency slots held.
+    var slots: [String] = []
+    /// Budget reservations held (worst case, and any extension).
+    var holds: [Hold] = []
+    /// Windows to which the real token count is added afterwards.
+    var tokenWindows: [String] = []
+    /// Tokens already counted in those windows before the call.
+    var countedTokens: Int64 = 0
+    /// Headers to return (`x-ratelimit-*`).
+    public var headers: [String: String] = [:]
+    /// The worst-case cost reserved (micro-units).
+    public var reservedMicros: Int64 { holds.map(\.amount).max() ?? 0 }
+    /// Whether any budget applies (streams then watch their running cost).
+    public var hasBudget: Bool { !holds.isEmpty }
+}
+
+/// Rate limits (sliding windows) and budgets (reserve, then settle) over the shared state,
+/// so that every replica enforces the same numbers.
+public final class Admission: Sendable {
+    public let state: any SharedState
+    private let directory: DirectoryCache
+    private let recorder: UsageRecorder?
+    private let roleLimits: [Role: RateLimits]
+    private let modelLimits: [String: RateLimits]
+    private let clock: @Sendable () -> Double
+    static let window: Double = 60
+    static let slotTTL: Double = 900
+
+    public init(state: any SharedState, directory: DirectoryCache, recorder: UsageRecorder?, roleLimits: [Role: RateLimits],
+                modelLimits: [String: RateLimits], clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.state = state
+        self.directory = directory
+        self.recorder = recorder
+        self.roleLimits = roleLimits
+        self.modelLimits = modelLimits
+        self.clock = clock
+    }
+
+    /// The subjects whose limits apply to `principal` on `model`, each with its limits.
+    func subjects(for principal: Principal, model: String) async -> [(name: String, limits: RateLimits)] {
+        var subjects: [(String, RateLimits)] = []
+        let roleDefault = roleLimits[principal.role] ?? RateLimits()
+        let user = await principal.userID.asyncMap { await directory.user($0) } ?? nil
+        let userLimits = user.map { RateLimits(requestsPerMinute: $0.requestsPerMinute, tokensPerMinute: $0.tokensPerMinute, concurrency: $0.maximumConcurrency) }
+        switch principal.credential {
+        case .anonymous:
+            break
+        case .apiKey(let id):
+            let own = RateLimits(requestsPerMinute: principal.requestsPerMinute, tokensPerMinute: principal.tokensPerMinute,
+                                 concurrency: principal.maximumConcurrency)
+            subjects.append(("key:\(id)", own.over(roleDefault)))
+            if let userID = principal.userID, let userLimits { subjects.append(("user:\(userID)", userLimits)) }
+        case .masterKey, .token:
+            if let userID = principal.userID { subjects.append(("user:\(userID)", (userLimits ?? RateLimits()).over(roleDefault))) }
+        }
+        if let teamID = principal.teamID, let team = await directory.team(teamID) {
+            subjects.append(("team:\(teamID)", RateLimits(requestsPerMinute: team.requestsPerMinute, tokensPerMinute: team.tokensPerMinute,
+                                                          concurrency: team.maximumConcurrency)))
+        }
+        if let limits = modelLimits[model] { subjects.append(("model:\(model)", limits)) }
+        return subjects
+    }
+
+    /// Admits the request or throws `429` saying which limit and when to retry.
+    ///
+    /// - Parameters:
+    ///   - estimatedTokens: prompt tokens estimated before the call (counted against TPM).
+    ///   - worstCaseMicros: the most the call can cost (reserved against budgets).
+    public func admit(_ principal: Principal, model: String, estimatedTokens: Int64, worstCaseMicros: Int64) async throws -> AdmissionTicket {
+        var ticket = AdmissionTicket()
+        let now = clock()
+        do {
+            for (name, limits) in await subjects(for: principal, model: model) {
+                if let limit = limits.requestsPerMinute {
+                    let decision = try await state.consume(key: "\(name):rpm", cost: 1, limit: limit, window: Self.window, now: now)
+                    if ticket.headers["x-ratelimit-limit-requests"] == nil || decision.remaining < Int64(ticket.headers["x-ratelimit-remaining-requests"] ?? "") ?? .max {
+                        ticket.headers["x-ratelimit-limit-requests"] = String(limit)
+                        ticket.headers["x-ratelimit-remaining-requests"] = String(decision.remaining)
+                        ticket.headers["x-ratelimit-reset-requests"] = Self.duration(decision.allowed ? decision.resetAfter : decision.retryAfter)
+                    }
+                    if !decision.allowed { throw Self.limited(name, "requests per minute", limit, retryAfter: decision.retryAfter, headers: ticket.headers) }
+                }
+                if let limit = limits.tokensPerMinute {
+                    let decision = try await state.consume(key: "\(name):tpm", cost: estimatedTokens, limit: limit, window: Self.window, now: now)
+                    if ticket.headers["x-ratelimit-limit-tokens"] == nil || decision.remaining < Int64(ticket.headers["x-ratelimit-remaining-tokens"] ?? "") ?? .max {
+                        ticket.headers["x-ratelimit-limit-tokens"] = String(limit)
+                        ticket.headers["x-ratelimit-remaining-tokens"] = String(decision.remaining)
+                        ticket.headers["x-ratelimit-reset-tokens"] = Self.duration(decision.allowed ? decision.resetAfter : decision.retryAfter)
+                    }
+                    if !decision.allowed { throw Self.limited(name, "tokens per minute", limit, retryAfter: decision.retryAfter, headers: ticket.headers) }
+                    ticket.tokenWindows.append("\(name):tpm")
+                }
+                if let limit = limits.concurrency {
+                    let key = "\(name):concurrency"
+                    guard try await state.reserve(key: key, amount: 1, cap: limit, ttl: Self.slotTTL) else {
+                        throw Self.limited(name, "concurrent requests", limit, retryAfter: 1, headers: ticket.headers)
+                    }
+                    ticket.slots.append(key)
+                }
+            }
+            ticket.countedTokens = estimatedTokens
+            try await reserveBudgets(principal, amount: worstCaseMicros, now: now, ticket: &ticket)
+            return ticket
+        } catch {
+            await release(ticket)
+            throw error
+        }
+    }
+
+    private func budgets(for principal: Principal) async -> [BudgetRecord] {
+        var found: [BudgetRecord] = []
+        if let keyID = principal.keyID, let budget = await directory.budget(scope: .key, subject: keyID) { found.append(budget) }
+        if let userID = principal.userID, let budget = await directory.budget(scope: .user, subject: userID) { found.append(budget) }
+        if let teamID = principal.teamID, let budget = await directory.budget(scope: .team, subject: teamID) { found.append(budget) }
+        return found
+    }
+
+    private func reserveBudgets(_ principal: Principal, amount: Int64, now: Double, ticket: inout AdmissionTicket) async throws {
+        for budget in await budgets(for: principal) {
+            let (startDay, end) = budget.period.bounds(at: now)
+            let key = "budget:\(budget.scope.rawValue):\(budget.subject):\(startDay)"
+            let ttl = max(60, end - now + 3600)
+            var reserved = try await state.reserveIfKnown(key: key, amount: amount, cap: budget.capMicros, ttl: ttl)
+            if reserved == nil {
+                let stored = try await directory.directory.spend(scope: budget.scope, subject: budget.subject, sinceDay: startDay)
+                let pending = recorder?.pendingSpend(scope: budget.scope, subject: budget.subject, sinceDay: startDay) ?? 0
+                try await state.seed(key: key, spent: stored + pending, ttl: ttl)
+                reserved = try await state.reserveIfKnown(key: key, amount: amount, cap: budget.capMicros, ttl: ttl)
+            }
+            guard reserved == true else {
+                throw GatewayError(status: 429, kind: .rateLimited, code: "budget_exceeded",
+                                   message: "The \(budget.scope.rawValue) budget for this \(budget.period.rawValue) is exhausted "
+                                       + "(cap \(Self.money(budget.capMicros))); this request could cost up to \(Self.money(amount)).",
+                                   headers: ["Retry-After": String(Int((end - now).rounded(.up)))])
+            }
+            ticket.holds.append(.init(key: key, amount: amount, cap: budget.capMicros, ttl: ttl))
+        }
+    }
+
+    /// Reserves `additional` more on every budget the ticket holds (a stream running past its
+    /// first reservation); false, and nothing reserved, when any budget has no room.
+    public func extend(_ ticket: inout AdmissionTicket, additional: Int64) async -> Bool {
+        var extended: [Int] = []
+        for (index, hold) in ticket.holds.enumerated() {
+            let ok = (try? await state.reserveIfKnown(key: hold.key, amount: additional, cap: hold.cap, ttl: hold.ttl)) ?? false
+            guard ok == true else {
+                for done in extended {
+                    try? await state.settle(key: ticket.holds[done].key, reserved: additional, actual: 0, ttl: ticket.holds[done].ttl)
+                }
+                return false
+            }
+            extended.append(index)
+        }
+        for index in extended { ticket.holds[index].amount += additional }
+        return true
+    }
+
+    /// Ends the request: frees concurrency slots, settles budgets at the real cost and counts
+    /// the real tokens beyond those counted on admission.
+    public func settle(_ ticket: AdmissionTicket, totalTokens: Int64, costMicros: Int64) async {
+        let now = clock()
+        for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
+            _ = try? await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: .max, window: Self.window, now: now)
+        }
+        for hold in ticket.holds {
+            try? await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl)
+        }
+        for slot in ticket.slots {
+            try? await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL)
+        }
+    }
+
+    /// Releases everything without spending (the request failed before any cost).
+    public func release(_ ticket: AdmissionTicket) async {
+        for hold in ticket.holds { try? await state.settle(key: hold.key, reserved: hold.amount, actual: 0, ttl: hold.ttl) }
+        for slot in ticket.slots { try? await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL) }
+    }
+
+    static func limited(_ subject: String, _ what: String, _ limit: Int64, retryAfter: Double, headers: [String: String]) -> GatewayError {
+        var headers = headers
+        let seconds = max(1, Int(retryAfter.rounded(.up)))
+        headers["Retry-After"] = String(seconds)
+        let scope = subject.split(separator: ":").first.map(String.init) ?? subject
+        return GatewayError(status: 429, kind: .rateLimited, code: "rate_limit_exceeded",
+                            message: "Rate limit reached for this \(scope): \(limit) \(what). Retry after \(seconds) s.", headers: headers)
+    }
+
+    /// OpenAI's reset format: `1m30s`, `12s`, `250ms`.
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 1 { return "\(Int((seconds * 1000).rounded(.up)))ms" }
+        let whole = Int(seconds.rounded(.up))
+        return whole >= 60 ? "\(whole / 60)m\(whole % 60)s" : "\(whole)s"
+    }
+
+    static func money(_ micros: Int64) -> String { String(format: "%.6f", Double(micros) / 1_000_000) }
+}
+
+extension Optional {
+    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import PortcullisCore
+import Synchronization
+
+/// Turns a presented credential into a `Principal`: the master key, a virtual API key
+/// (validated once, then served from the in-process cache) or an OIDC bearer token.
+public final class Authenticator: Sendable {
+    private let masterKey: [UInt8]?
+    private let keys: APIKeyStore
+    public let cache: ValidatedKeyCache
+    private let tokens: TokenVerifier
+    private let health: DatabaseHealth
+    private let recorder: UsageRecorder?
+    /// Whether a request without a credential is refused.
+    public let isRequired: Bool
+    private let failOpen: Bool
+    private let mfaRequiredRoles: Set<Role>
+
+    public init(masterKey: String?, keys: APIKeyStore, cache: ValidatedKeyCache, tokens: TokenVerifier, health: DatabaseHealth,
+                recorder: UsageRecorder?, isRequired: Bool, failOpen: Bool, mfaRequiredRoles: Set<Role>) {
+        self.masterKey = masterKey.map { Array($0.utf8) }
+        self.keys = keys
+        self.cache = cache
+        self.tokens = tokens
+        self.health = health
+        self.recorder = recorder
+        self.isRequired = isRequired
+        self.failOpen = failOpen
+        self.mfaRequiredRoles = mfaRequiredRoles
+    }
+
+    /// The principal for `presented` (nil: no credential sent), or the refusal to send.
+    public func authenticate(_ presented: String?, now: Date = Date()) async throws -> Principal {
+        guard let presented, !presented.isEmpty else {
+            if isRequired { throw GatewayError.unauthenticated() }
+            return .anonymous
+        }
+        if let masterKey, Self.constantTimeEquals(masterKey, presented.utf8) { return .master }
+        if presented.hasPrefix(APIKeyStore.prefix) {
+            return try await authenticateKey(presented, now: now)
+        }
+        if TokenVerifier.looksLikeToken(presented) {
+            if tokens.isEmpty { throw GatewayError.unauthenticated("Bearer tokens are not accepted: no OIDC issuer is configured.") }
+            let principal: Principal
+            do {
+                principal = try await tokens.verify(presented, now: now.timeIntervalSince1970)
+            } catch let rejection as TokenRejection {
+                throw GatewayError(status: 401, kind: .authentication, code: "invalid_token", message: rejection.message)
+            }
+            if mfaRequiredRoles.contains(principal.role) && !principal.multiFactor {
+                throw GatewayError(status: 403, kind: .permission, code: "mfa_required",
+                                   message: "The \(principal.role.rawValue) role requires multi-factor authentication; sign in again with MFA.")
+            }
+            return principal
+        }
+        throw GatewayError.unauthenticated("The API key is not valid.")
+    }
+
+    private func authenticateKey(_ text: String, now: Date) async throws -> Principal {
+        let seconds = Int64(now.timeIntervalSince1970)
+        if let record = cache.record(for: text) {
+            return try accept(record, now: seconds)
+        }
+        let record: APIKeyRecord?
+        do {
+            record = try await keys.authenticate(text, now: now)
+            health.recordSuccess()
+        } catch {
+            health.recordFailure()
+            if failOpen, let stale = cache.record(for: text, allowingStale: true) {
+                return try accept(stale, now: seconds)
+            }
+            throw GatewayError(status: 503, kind: .overloaded, code: "credential_store_unavailable",
+                               message: "API keys cannot be checked right now; try again shortly.", headers: ["Retry-After": "5"])
+        }
+        guard let record else { throw GatewayError.unauthenticated("The API key is not valid, has expired or was revoked.") }
+        cache.store(record, for: text)
+        return try accept(record, now: seconds)
+    }
+
+    private func accept(_ record: APIKeyRecord, now: Int64) throws -> Principal {
+        if let expires = record.expiresAt, now >= expires {
+            throw GatewayError.unauthenticated("The API key has expired.")
+        }
+        recorder?.touch(keyID: record.keyID, now: now)
+        return Principal(key: record)
+    }
+
+    static func constantTimeEquals(_ lhs: [UInt8], _ rhs: some Collection<UInt8>) -> Bool {
+        var difference = UInt8(truncatingIfNeeded: lhs.count ^ rhs.count)
+        var index = 0
+        for byte in rhs {
+            difference |= byte ^ (index < lhs.count ? lhs[index] : 0)
+            index += 1
+        }
+        return difference == 0
+    }
+}
+
+/// Which client addresses may call: static lists from the configuration plus rules managed
+/// through the admin API (reloaded on every replica when any replica changes them).
+public final class IPPolicyEngine: Sendable {
+    private let allow: [CIDR]
+    private let deny: [CIDR]
+    private let adminAllow: [CIDR]
+    private let trustedProxies: [CIDR]
+    private let dynamic = Mutex<(allow: [CIDR], deny: [CIDR])>(([], []))
+    private let stale = Atomic<Bool>(false)
+
+    public init(allow: [String], deny: [String], adminAllow: [String], trustedProxies: [String]) {
+        self.allow = allow.compactMap(CIDR.init)
+        self.deny = deny.compactMap(CIDR.init)
+        self.adminAllow = adminAllow.compactMap(CIDR.init)
+        self.trustedProxies = trustedProxies.compactMap(CIDR.init)
+    }
+
+    /// Notes that the dynamic rules changed somewhere; the refresher reloads them.
+    public func markStale() { stale.store(true, ordering: .relaxed) }
+
+    /// Whether a reload is due (and clears the mark).
+    public func takeStale() -> Bool { stale.exchange(false, ordering: .relaxed) }
+
+    /// Replaces the dynamic rules (those not expired).
+    public func update(_ rules: [IPRuleRecord], now: Int64 = Int64(Date().timeIntervalSince1970)) {
+        let active = rules.filter { ($0.expiresAt ?? .max) > now }
+        let allow = active.filter { $0.action == .allow }.compactMap { CIDR($0.cidr) }
+        let deny = active.filter { $0.action == .deny }.compactMap { CIDR($0.cidr) }
+        dynamic.withLock { $0 = (allow, deny) }
+    }
+
+    /// The client's address: the peer, or — when the peer is a trusted proxy — the first
+    /// address in `X-Forwarded-For`, read from the right, that is not itself a trusted proxy.
+    public func clientAddress(peer: IPAddress?, forwardedFor: String?) -> IPAddress? {
+        guard let peer else { return nil }
+        guard let forwardedFor, isTrustedProxy(peer) else { return peer }
+        var client = peer
+        for hop in forwardedFor.split(separator: ",").reversed() {
+            guard let address = IPAddress(hop.trimmingCharacters(in: .whitespaces)) else { break }
+            client = address
+            if !isTrustedProxy(address) { break }
+        }
+        return client
+    }
+
+    private func isTrustedProxy(_ address: IPAddress) -> Bool { trustedProxies.contains { $0.contains(address) } }
+
+    /// Nil when `address` may call (an admin route when `admin`), else the refusal.
+    public func check(_ address: IPAddress?, admin: Bool) -> GatewayError? {
+        let (dynamicAllow, dynamicDeny) = dynamic.withLock { $0 }
+        let anyRules = !allow.isEmpty || !deny.isEmpty || !dynamicAllow.isEmpty || !dynamicDeny.isEmpty || (admin && !adminAllow.isEmpty)
+        guard anyRules else { return nil }
+        guard let address else { return Self.refusal }
+        if deny.contains(where: { $0.contains(address) }) || dynamicDeny.contains(where: { $0.contains(address) }) { return Self.refusal }
+        let allowList = allow + dynamicAllow
+        if !allowList.isEmpty && !allowList.contains(where: { $0.contains(address) }) { return Self.refusal }
+        if admin && !adminAllow.isEmpty && !adminAllow.contains(where: { $0.contains(address) }) { return Self.refusal }
+        return nil
+    }
+
+    static let refusal = GatewayError(status: 403, kind: .permission, code: "ip_not_allowed", message: "Requests from this address are not allowed.")
+}

@@ -1,0 +1,447 @@
+import Foundation
+import PortcullisCore
+import PortcullisStorage
+
+/// A person known to the gateway (keys and tokens name them by `userID`).
+public struct UserRecord: Sendable, Equatable {
+    public var userID: String
+    public var email: String?
+    public var role: Role
+    public var teamID: String?
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+    public var maximumConcurrency: Int64?
+    public var metadata: JSONObject
+    public var createdAt: Int64
+
+    public init(userID: String, email: String? = nil, role: Role = .user, teamID: String? = nil, requestsPerMinute: Int64? = nil,
+                tokensPerMinute: Int64? = nil, maximumConcurrency: Int64? = nil, metadata: JSONObject = JSONObject(), createdAt: Int64 = 0) {
+        self.userID = userID
+        self.email = email
+        self.role = role
+        self.teamID = teamID
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.maximumConcurrency = maximumConcurrency
+        self.metadata = metadata
+        self.createdAt = createdAt
+    }
+}
+
+/// A team: limits shared by all its members' requests.
+public struct TeamRecord: Sendable, Equatable {
+    public var teamID: String
+    public var name: String?
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+    public var maximumConcurrency: Int64?
+    public var metadata: JSONObject
+    public var createdAt: Int64
+
+    public init(teamID: String, name: String? = nil, requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil,
+                maximumConcurrency: Int64? = nil, metadata: JSONObject = JSONObject(), createdAt: Int64 = 0) {
+        self.teamID = teamID
+        self.name = name
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.maximumConcurrency = maximumConcurrency
+        self.metadata = metadata
+        self.createdAt = createdAt
+    }
+}
+
+/// Whose spend a budget caps.
+public enum BudgetScope: String, Sendable, CaseIterable {
+    case key, user, team
+}
+
+/// The span a budget resets over (UTC).
+public enum BudgetPeriod: String, Sendable, CaseIterable {
+    case day, month
+
+    /// The UTC day (`YYYY-MM-DD`) the current period began, and when it ends (unix seconds).
+    public func bounds(at time: Double) -> (startDay: String, end: Double) {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let date = Date(timeIntervalSince1970: time)
+        let start: Date
+        let end: Date
+        switch self {
+        case .day:
+            start = calendar.startOfDay(for: date)
+            end = calendar.date(byAdding: .day, value: 1, to: start)!
+        case .month:
+            start = calendar.date(from: calendar.dateComponents([.year, .month], from: date))!
+            end = calendar.date(byAdding: .month, value: 1, to: start)!
+        }
+        return (UsageDay.string(start.timeIntervalSince1970), end.timeIntervalSince1970)
+    }
+}
+
+/// A spend cap.
+public struct BudgetRecord: Sendable, Equatable {
+    public var scope: BudgetScope
+    public var subject: String
+    public var period: BudgetPeriod
+    /// Cap in micro-units of the price currency (1 USD = 1,000,000).
+    public var capMicros: Int64
+
+    public init(scope: BudgetScope, subject: String, period: BudgetPeriod, capMicros: Int64) {
+        self.scope = scope
+        self.subject = subject
+        self.period = period
+        self.capMicros = capMicros
+    }
+}
+
+/// An IP rule managed at run time (the configuration's lists are static).
+public struct IPRuleRecord: Sendable, Equatable {
+    public enum Action: String, Sendable { case allow, deny }
+    public var ruleID: String
+    public var cidr: String
+    public var action: Action
+    public var note: String?
+    public var createdAt: Int64
+    public var expiresAt: Int64?
+
+    public init(ruleID: String, cidr: String, action: Action, note: String?, createdAt: Int64, expiresAt: Int64?) {
+        self.ruleID = ruleID
+        self.cidr = cidr
+        self.action = action
+        self.note = note
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+}
+
+/// Usage and spend for one day, key, user, team and model.
+public struct UsageRow: Sendable, Equatable {
+    public var day: String
+    public var keyID: String
+    public var userID: String
+    public var teamID: String
+    public var model: String
+    public var requests: Int64
+    public var promptTokens: Int64
+    public var completionTokens: Int64
+    public var costMicros: Int64
+
+    public init(day: String, keyID: String, userID: String, teamID: String, model: String, requests: Int64, promptTokens: Int64,
+                completionTokens: Int64, costMicros: Int64) {
+        self.day = day
+        self.keyID = keyID
+        self.userID = userID
+        self.teamID = teamID
+        self.model = model
+        self.requests = requests
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.costMicros = costMicros
+    }
+}
+
+/// UTC day strings.
+public enum UsageDay {
+    public static func string(_ time: Double) -> String {
+        let days = Int64((time / 86_400).rounded(.down))
+        // Civil-from-days (proleptic Gregorian), so no formatter or locale is involved.
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        return String(format: "%04lld-%02lld-%02lld", year, month, day)
+    }
+}
+
+/// Users, teams, budgets, IP rules, usage and the admin action log in the SQL store.
+public struct Directory: Sendable {
+    public let store: any SQLStore
+
+    public init(store: any SQLStore) {
+        self.store = store
+    }
+
+    /// The tables this directory needs.
+    public static let migrations: [Migration] = [
+        Migration(version: 102, name: "users and teams") { _ in
+            [
+                """
+                CREATE TABLE portcullis_users (
+                    user_id TEXT PRIMARY KEY, email TEXT, role TEXT NOT NULL, team_id TEXT,
+                    rpm_limit BIGINT, tpm_limit BIGINT, concurrency_limit BIGINT, metadata TEXT NOT NULL, created_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE portcullis_teams (
+                    team_id TEXT PRIMARY KEY, name TEXT,
+                    rpm_limit BIGINT, tpm_limit BIGINT, concurrency_limit BIGINT, metadata TEXT NOT NULL, created_at BIGINT NOT NULL
+                )
+                """,
+            ]
+        },
+        Migration(version: 103, name: "budgets") { _ in
+            ["""
+             CREATE TABLE portcullis_budgets (
+                 scope TEXT NOT NULL, subject TEXT NOT NULL, period TEXT NOT NULL, cap_micros BIGINT NOT NULL, created_at BIGINT NOT NULL,
+                 PRIMARY KEY (scope, subject)
+             )
+             """]
+        },
+        Migration(version: 104, name: "ip rules") { _ in
+            ["""
+             CREATE TABLE portcullis_ip_rules (
+                 rule_id TEXT PRIMARY KEY, cidr TEXT NOT NULL, action TEXT NOT NULL, note TEXT, created_at BIGINT NOT NULL, expires_at BIGINT
+             )
+             """]
+        },
+        Migration(version: 105, name: "admin actions") { dialect in
+            let id = dialect == .postgres ? "BIGSERIAL PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT"
+            return ["""
+                CREATE TABLE portcullis_admin_actions (
+                    id \(id), at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+                    details TEXT NOT NULL, request_id TEXT
+                )
+                """]
+        },
+        Migration(version: 106, name: "daily usage") { _ in
+            [
+                """
+                CREATE TABLE portcullis_usage_daily (
+                    day TEXT NOT NULL, key_id TEXT NOT NULL, user_id TEXT NOT NULL, team_id TEXT NOT NULL, model TEXT NOT NULL,
+                    requests BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL, cost_micros BIGINT NOT NULL,
+                    PRIMARY KEY (day, key_id, user_id, team_id, model)
+                )
+                """,
+                "CREATE INDEX portcullis_usage_user ON portcullis_usage_daily (user_id, day)",
+                "CREATE INDEX portcullis_usage_team ON portcullis_usage_daily (team_id, day)",
+                "CREATE INDEX portcullis_usage_key ON portcullis_usage_daily (key_id, day)",
+            ]
+        },
+    ]
+
+    static func optional(_ value: String?) -> SQLValue { value.map(SQLValue.text) ?? .null }
+    static func optional(_ value: Int64?) -> SQLValue { value.map(SQLValue.integer) ?? .null }
+    static func object(_ text: String?) -> JSONObject { (try? JSONParser.parse(text ?? "{}"))?.objectValue ?? JSONObject() }
+
+    // MARK: Users
+
+    public func upsertUser(_ user: UserRecord) async throws {
+        try await store.execute("""
+            INSERT INTO portcullis_users (user_id, email, role, team_id, rpm_limit, tpm_limit, concurrency_limit, metadata, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, role = excluded.role, team_id = excluded.team_id,
+                rpm_limit = excluded.rpm_limit, tpm_limit = excluded.tpm_limit, concurrency_limit = excluded.concurrency_limit,
+                metadata = excluded.metadata
+            """, [.text(user.userID), Self.optional(user.email), .text(user.role.rawValue), Self.optional(user.teamID),
+                  Self.optional(user.requestsPerMinute), Self.optional(user.tokensPerMinute), Self.optional(user.maximumConcurrency),
+                  .text(JSONWriter.string(.object(user.metadata))), .integer(user.createdAt)])
+    }
+
+    public func user(_ userID: String) async throws -> UserRecord? {
+        try await store.query("SELECT * FROM portcullis_users WHERE user_id = $1", [.text(userID)]).first.map(Self.user)
+    }
+
+    public func users(limit: Int, offset: Int) async throws -> [UserRecord] {
+        try await store.query("SELECT * FROM portcullis_users ORDER BY user_id LIMIT $1 OFFSET $2",
+                              [.integer(Int64(limit)), .integer(Int64(offset))]).map(Self.user)
+    }
+
+    @discardableResult
+    public func deleteUser(_ userID: String) async throws -> Bool {
+        !(try await store.query("DELETE FROM portcullis_users WHERE user_id = $1 RETURNING user_id", [.text(userID)]).isEmpty)
+    }
+
+    static func user(_ row: SQLRow) -> UserRecord {
+        UserRecord(userID: row["user_id"].text ?? "", email: row["email"].text, role: Role(rawValue: row["role"].text ?? "") ?? .user,
+                   teamID: row["team_id"].text, requestsPerMinute: row["rpm_limit"].integer, tokensPerMinute: row["tpm_limit"].integer,
+                   maximumConcurrency: row["concurrency_limit"].integer, metadata: object(row["metadata"].text),
+                   createdAt: row["created_at"].integer ?? 0)
+    }
+
+    // MARK: Teams
+
+    public func upsertTeam(_ team: TeamRecord) async throws {
+        try await store.execute("""
+            INSERT INTO portcullis_teams (team_id, name, rpm_limit, tpm_limit, concurrency_limit, metadata, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (team_id) DO UPDATE SET name = excluded.name, rpm_limit = excluded.rpm_limit, tpm_limit = excluded.tpm_limit,
+                concurrency_limit = excluded.concurrency_limit, metadata = excluded.metadata
+            """, [.text(team.teamID), Self.optional(team.name), Self.optional(team.requestsPerMinute), Self.optional(team.tokensPerMinute),
+                  Self.optional(team.maximumConcurrency), .text(JSONWriter.string(.object(team.metadata))), .integer(team.createdAt)])
+    }
+
+    public func team(_ teamID: String) async throws -> TeamRecord? {
+        try await store.query("SELECT * FROM portcullis_teams WHERE team_id = $1", [.text(teamID)]).first.map(Self.team)
+    }
+
+    public func teams(limit: Int, offset: Int) async throws -> [TeamRecord] {
+        try await store.query("SELECT * FROM portcullis_teams ORDER BY team_id LIMIT $1 OFFSET $2",
+                              [.integer(Int64(limit)), .integer(Int64(offset))]).map(Self.team)
+    }
+
+    @discardableResult
+    public func deleteTeam(_ teamID: String) async throws -> Bool {
+        !(try await store.query("DELETE FROM portcullis_teams WHERE team_id = $1 RETURNING team_id", [.text(teamID)]).isEmpty)
+    }
+
+    static func team(_ row: SQLRow) -> TeamRecord {
+        TeamRecord(teamID: row["team_id"].text ?? "", name: row["name"].text, requestsPerMinute: row["rpm_limit"].integer,
+                   tokensPerMinute: row["tpm_limit"].integer, maximumConcurrency: row["concurrency_limit"].integer,
+                   metadata: object(row["metadata"].text), createdAt: row["created_at"].integer ?? 0)
+    }
+
+    // MARK: Budgets
+
+    public func setBudget(_ budget: BudgetRecord, now: Double = Date().timeIntervalSince1970) async throws {
+        try await store.execute("""
+            INSERT INTO portcullis_budgets (scope, subject, period, cap_micros, created_at) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (scope, subject) DO UPDATE SET period = excluded.period, cap_micros = excluded.cap_micros
+            """, [.text(budget.scope.rawValue), .text(budget.subject), .text(budget.period.rawValue), .integer(budget.capMicros),
+                  .integer(Int64(now))])
+    }
+
+    public func budget(scope: BudgetScope, subject: String) async throws -> BudgetRecord? {
+        try await store.query("SELECT * FROM portcullis_budgets WHERE scope = $1 AND subject = $2", [.text(scope.rawValue), .text(subject)])
+            .first.flatMap(Self.budget)
+    }
+
+    public func budgets(limit: Int, offset: Int) async throws -> [BudgetRecord] {
+        try await store.query("SELECT * FROM portcullis_budgets ORDER BY scope, subject LIMIT $1 OFFSET $2",
+                              [.integer(Int64(limit)), .integer(Int64(offset))]).compactMap(Self.budget)
+    }
+
+    @discardableResult
+    public func deleteBudget(scope: BudgetScope, subject: String) async throws -> Bool {
+        !(try await store.query("DELETE FROM portcullis_budgets WHERE scope = $1 AND subject = $2 RETURNING subject",
+                                [.text(scope.rawValue), .text(subject)]).isEmpty)
+    }
+
+    static func budget(_ row: SQLRow) -> BudgetRecord? {
+        guard let scope = BudgetScope(rawValue: row["scope"].text ?? ""), let period = BudgetPeriod(rawValue: row["period"].text ?? "") else { return nil }
+        return BudgetRecord(scope: scope, subject: row["subject"].text ?? "", period: period, capMicros: row["cap_micros"].integer ?? 0)
+    }
+
+    /// Spend recorded (flushed) for a subject since `startDay`, in micro-units.
+    public func spend(scope: BudgetScope, subject: String, sinceDay startDay: String) async throws -> Int64 {
+        let column = switch scope {
+        case .key: "key_id"
+        case .user: "user_id"
+        case .team: "team_id"
+        }
+        let rows = try await store.query("SELECT COALESCE(SUM(cost_micros), 0) AS spent FROM portcullis_usage_daily WHERE \(column) = $1 AND day >= $2",
+                                         [.text(subject), .text(startDay)])
+        return rows.first?["spent"].integer ?? 0
+    }
+
+    // MARK: IP rules
+
+    public func addIPRule(_ rule: IPRuleRecord) async throws {
+        try await store.execute("INSERT INTO portcullis_ip_rules (rule_id, cidr, action, note, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                                [.text(rule.ruleID), .text(rule.cidr), .text(rule.action.rawValue), Self.optional(rule.note),
+                                 .integer(rule.createdAt), Self.optional(rule.expiresAt)])
+    }
+
+    public func ipRules() async throws -> [IPRuleRecord] {
+        try await store.query("SELECT * FROM portcullis_ip_rules ORDER BY created_at, rule_id", []).compactMap { row in
+            guard let action = IPRuleRecord.Action(rawValue: row["action"].text ?? "") else { return nil }
+            return IPRuleRecord(ruleID: row["rule_id"].text ?? "", cidr: row["cidr"].text ?? "", action: action, note: row["note"].text,
+                                createdAt: row["created_at"].integer ?? 0, expiresAt: row["expires_at"].integer)
+        }
+    }
+
+    @discardableResult
+    public func deleteIPRule(_ ruleID: String) async throws -> Bool {
+        !(try await store.query("DELETE FROM portcullis_ip_rules WHERE rule_id = $1 RETURNING rule_id", [.text(ruleID)]).isEmpty)
+    }
+
+    // MARK: Admin actions
+
+    /// Records one administrative action (who, what, on what) for the audit log.
+    public func recordAction(actor: String, action: String, target: String, details: JSONObject = JSONObject(), requestID: String?,
+                             now: Double = Date().timeIntervalSince1970) async throws {
+        try await store.execute("INSERT INTO portcullis_admin_actions (at, actor, action, target, details, request_id) VALUES ($1, $2, $3, $4, $5, $6)",
+                                [.integer(Int64(now)), .text(actor), .text(action), .text(target), .text(JSONWriter.string(.object(details))),
+                                 Self.optional(requestID)])
+    }
+
+    /// Admin actions, newest first.
+    public func actions(limit: Int, offset: Int) async throws -> [JSONValue] {
+        try await store.query("SELECT * FROM portcullis_admin_actions ORDER BY id DESC LIMIT $1 OFFSET $2",
+                              [.integer(Int64(limit)), .integer(Int64(offset))]).map { row in
+            ["at": .integer(row["at"].integer ?? 0), "actor": .string(row["actor"].text ?? ""), "action": .string(row["action"].text ?? ""),
+             "target": .string(row["target"].text ?? ""), "details": .object(Self.object(row["details"].text)),
+             "request_id": row["request_id"].text.map(JSONValue.string) ?? .null]
+        }
+    }
+
+    // MARK: Usage
+
+    /// Adds a batch of aggregated usage rows in one transaction.
+    public func addUsage(_ rows: [UsageRow]) async throws {
+        guard !rows.isEmpty else { return }
+        try await store.transaction { transaction in
+            for row in rows {
+                try await transaction.execute("""
+                    INSERT INTO portcullis_usage_daily (day, key_id, user_id, team_id, model, requests, prompt_tokens, completion_tokens, cost_micros)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                    ON CONFLICT (day, key_id, user_id, team_id, model) DO UPDATE SET
+                        requests = portcullis_usage_daily.requests + excluded.requests,
+                        prompt_tokens = portcullis_usage_daily.prompt_tokens + excluded.prompt_tokens,
+                        completion_tokens = portcullis_usage_daily.completion_tokens + excluded.completion_tokens,
+                        cost_micros = portcullis_usage_daily.cost_micros + excluded.cost_micros
+                    """, [.text(row.day), .text(row.keyID), .text(row.userID), .text(row.teamID), .text(row.model), .integer(row.requests),
+                          .integer(row.promptTokens), .integer(row.completionTokens), .integer(row.costMicros)])
+            }
+        }
+    }
+
+    /// Usage summed by the chosen dimensions (`day`, `key_id`, `user_id`, `team_id`, `model`),
+    /// filtered by any of them and a day range.
+    public func usage(groupBy: [String], filters: [String: String], fromDay: String?, toDay: String?, limit: Int, offset: Int) async throws -> [JSONValue] {
+        let dimensions = ["day", "key_id", "user_id", "team_id", "model"]
+        let groups = groupBy.filter(dimensions.contains)
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        for dimension in dimensions where dimension != "day" {
+            if let value = filters[dimension] {
+                binds.append(.text(value))
+                conditions.append("\(dimension) = $\(binds.count)")
+            }
+        }
+        if let fromDay {
+            binds.append(.text(fromDay))
+            conditions.append("day >= $\(binds.count)")
+        }
+        if let toDay {
+            binds.append(.text(toDay))
+            conditions.append("day <= $\(binds.count)")
+        }
+        binds.append(.integer(Int64(limit)))
+        binds.append(.integer(Int64(offset)))
+        let selected = groups.isEmpty ? "" : groups.joined(separator: ", ") + ", "
+        let grouping = groups.isEmpty ? "" : "GROUP BY " + groups.joined(separator: ", ") + " ORDER BY " + groups.joined(separator: ", ")
+        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let rows = try await store.query("""
+            SELECT \(selected)SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,
+                   SUM(cost_micros) AS cost_micros
+            FROM portcullis_usage_daily \(filter) \(grouping) LIMIT $\(binds.count - 1) OFFSET $\(binds.count)
+            """, binds)
+        return rows.compactMap { row in
+            guard row["requests"].integer != nil else { return nil }
+            var object = JSONObject()
+            for group in groups { object[group] = .string(row[group].text ?? "") }
+            object["requests"] = .integer(row["requests"].integer ?? 0)
+            object["prompt_tokens"] = .integer(row["prompt_tokens"].integer ?? 0)
+            object["completion_tokens"] = .integer(row["completion_tokens"].integer ?? 0)
+            let micros = row["cost_micros"].integer ?? 0
+            object["cost_micros"] = .integer(micros)
+            object["cost"] = .double(Double(micros) / 1_000_000)
+            return .object(object)
+        }
+    }
+}

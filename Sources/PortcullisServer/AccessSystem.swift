@@ -1,0 +1,196 @@
+import Crypto
+import Foundation
+import Logging
+import NIOHTTP1
+import PortcullisAccess
+import PortcullisConfig
+import PortcullisCore
+import PortcullisProviders
+import PortcullisRedis
+import PortcullisStorage
+import ServiceLifecycle
+
+/// Identity, authorisation, limits and accounting, assembled from the configuration: the SQL
+/// store (migrated), the shared state (Redis or in-process), the control bus and the caches.
+public struct AccessSystem: Sendable {
+    public let store: any SQLStore
+    public let keys: APIKeyStore
+    public let directory: Directory
+    public let directoryCache: DirectoryCache
+    public let authenticator: Authenticator
+    public let admission: Admission
+    public let recorder: UsageRecorder
+    public let ipPolicy: IPPolicyEngine
+    public let bus: any ControlBus
+    public let health: DatabaseHealth
+    public let sharedState: ResilientSharedState?
+    public let rotationGrace: Double
+    /// Long-lived parts to run as services, in start order (stopped in reverse).
+    public let services: [any Service]
+    let redis: RedisClient?
+
+    /// Opens storage, applies migrations and wires the parts together.
+    public static func make(configuration: GatewayConfiguration, http: UpstreamHTTPClient, logger: Logger) async throws -> AccessSystem {
+        var services: [any Service] = []
+        let store: any SQLStore
+        var pepper: [UInt8]
+        let migrations = APIKeyStore.migrations + Directory.migrations
+        guard let location = StorageLocation(configuration.storage.database) else {
+            throw SQLError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
+        }
+        switch location {
+        case .sqlite(let path):
+            let memory = path == ":memory:"
+            let sqlite = try await SQLiteStore.open(path: memory ? nil : path, logger: logger)
+            try await MigrationRunner.migrate(sqlite, migrations)
+            store = sqlite
+            if let configured = configuration.auth.keyPepper {
+                pepper = Array(configured.utf8)
+            } else if memory {
+                pepper = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            } else {
+                pepper = try Self.localPepper(beside: path)
+            }
+            services.append(StoreCloser(store: sqlite))
+        case .postgres(let url):
+            // Migrate with a short-lived pool of its own: the main pool runs as a service.
+            let migrator = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: 1, logger: logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await migrator.run() }
+                defer { group.cancelAll() }
+                try await MigrationRunner.migrate(migrator, migrations)
+            }
+            let postgres = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: configuration.storage.poolSize, logger: logger)
+            store = postgres
+            services.append(postgres)
+            guard let configured = configuration.auth.keyPepper else { throw SQLError("auth.key_pepper is required with PostgreSQL") }
+            pepper = Array(configured.utf8)
+        }
+        let keys = try APIKeyStore(store: store, pepper: pepper)
+        pepper = []
+        let directory = Directory(store: store)
+        let health = DatabaseHealth()
+        let directoryCache = DirectoryCache(directory: directory, health: health)
+        let recorder = UsageRecorder(directory: directory, keys: keys, health: health, interval: configuration.storage.flushIntervalSeconds,
+                                     logger: logger)
+        var redis: RedisClient?
+        var resilient: ResilientSharedState?
+        let bus: any ControlBus
+        let state: any SharedState
+        if let url = configuration.storage.redis {
+            let client = RedisClient(configuration: try RedisConfiguration(url: url))
+            redis = client
+            let shared = ResilientSharedState(primary: RedisSharedState(client: client))
+            resilient = shared
+            state = shared
+            bus = RedisControlBus(client: client)
+        } else {
+            state = InProcessSharedState()
+            bus = InProcessControlBus()
+        }
+        let cache = ValidatedKeyCache(ttl: .milliseconds(Int64(configuration.auth.keyCacheSeconds * 1000)))
+        let issuers = configuration.auth.oidc.map { settings in
+            IssuerKeys(policy: IssuerPolicy(issuer: settings.issuer, audiences: settings.audiences, algorithms: settings.algorithms,
+                                            roleClaims: settings.roleClaims, roleMap: settings.roleMap,
+                                            defaultRole: Role(rawValue: settings.defaultRole) ?? .user, teamClaim: settings.teamClaim,
+                                            userClaim: settings.userClaim, maximumLifetime: settings.maximumLifetimeSeconds,
+                                            leeway: settings.leewaySeconds, mfaMethods: settings.mfaMethods, mfaContexts: settings.mfaContexts),
+                       jwksURL: settings.jwksURL, fetch: Self.fetcher(http: http, caFile: settings.caFile, logger: logger))
+        }
+        let required = configuration.auth.required ?? (configuration.auth.masterKey != nil || !configuration.auth.oidc.isEmpty)
+        let authenticator = Authenticator(masterKey: configuration.auth.masterKey, keys: keys, cache: cache, tokens: TokenVerifier(issuers: issuers),
+                                          health: health, recorder: recorder, isRequired: required, failOpen: configuration.auth.failOpen,
+                                          mfaRequiredRoles: Set(configuration.auth.mfaRequiredRoles.compactMap(Role.init(rawValue:))))
+        var roleLimits: [Role: RateLimits] = [:]
+        for (name, limits) in configuration.limits.roles {
+            if let role = Role(rawValue: name) {
+                roleLimits[role] = RateLimits(requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute, concurrency: limits.concurrency)
+            }
+        }
+        let modelLimits = configuration.limits.models.mapValues {
+            RateLimits(requestsPerMinute: $0.requestsPerMinute, tokensPerMinute: $0.tokensPerMinute, concurrency: $0.concurrency)
+        }
+        let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: roleLimits, modelLimits: modelLimits)
+        let policy = configuration.ipPolicy
+        let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
+        if let rules = try? await directory.ipRules() { ipPolicy.update(rules) }
+        services.append(recorder)
+        services.append(ControlListener(bus: bus, cache: cache,
+                                        onMessage: { message in
+                                            switch message {
+                                            case .keyRevoked: break
+                                            case .directoryChanged: directoryCache.invalidate()
+                                            case .ipRulesChanged: ipPolicy.markStale()
+                                            }
+                                        },
+                                        onLost: {
+                                            directoryCache.invalidate()
+                                            ipPolicy.markStale()
+                                        }))
+        services.append(IPRuleRefresher(policy: ipPolicy, directory: directory))
+        if let redis { services.append(RedisCloser(client: redis)) }
+        return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
+                            admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
+                            rotationGrace: configuration.auth.rotationGraceSeconds, services: services, redis: redis)
+    }
+
+    /// The pepper of an embedded (SQLite) deployment: generated once, kept in a `0600` file beside the database.
+    static func localPepper(beside databasePath: String) throws -> [UInt8] {
+        let path = databasePath + ".pepper"
+        if let data = FileManager.default.contents(atPath: path), data.count >= 32 { return Array(data) }
+        let bytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        let created = FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: 0o600])
+        guard created else { throw SQLError("cannot write the key pepper file \(path)") }
+        return bytes
+    }
+
+    /// Fetches JSON documents (OIDC discovery, JWKS) with the gateway's HTTP client.
+    static func fetcher(http: UpstreamHTTPClient, caFile: String?, logger: Logger) -> JSONFetcher {
+        { url in
+            let target = DeploymentTarget(name: "oidc", provider: .openaiCompatible, upstreamModel: "", apiBase: url,
+                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: 10, total: 10, streamIdle: 10), trustedCAFile: caFile)
+            return try await http.sendJSON(method: .GET, url: url, headers: [("accept", "application/json")], body: nil, target: target,
+                                           context: UpstreamContext(requestID: FastRandom.uuidString(), logger: logger))
+        }
+    }
+}
+
+/// Closes the SQLite store after everything that writes to it has stopped.
+struct StoreCloser: Service {
+    let store: any SQLStore
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await store.close()
+    }
+}
+
+/// Closes the Redis pool at shutdown.
+struct RedisCloser: Service {
+    let client: RedisClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await client.shutdown()
+    }
+}
+
+/// Reloads the dynamic IP rules when told they changed (or the bus was lost), and every 30 s
+/// anyway, so that rules expire on time.
+struct IPRuleRefresher: Service {
+    let policy: IPPolicyEngine
+    let directory: Directory
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var sinceFull = 0.0
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 50_000_000)
+                sinceFull += 0.05
+                guard policy.takeStale() || sinceFull >= 30 else { continue }
+                sinceFull = 0
+                if let rules = try? await directory.ipRules() { policy.update(rules) } else { policy.markStale() }
+            }
+        }
+    }
+}
