@@ -192,7 +192,7 @@ public final class Admission: Sendable {
     public func settle(_ ticket: AdmissionTicket, totalTokens: Int64, costMicros: Int64) async {
         let now = clock()
         for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
-            _ = try? await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: .max, window: Self.window, now: now)
+            _ = try? await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: 1 << 50, window: Self.window, now: now)
         }
         for hold in ticket.holds {
             try? await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl)

@@ -137,6 +137,9 @@ struct AdminAPI: Sendable {
         guard let issued = try await access.keys.rotate(keyID: id, grace: grace) else {
             throw GatewayError(status: 409, kind: .invalidRequest, code: "key_revoked", message: "The key '\(id)' is revoked and cannot be rotated.")
         }
+        // Cached copies of the previous secret must be checked again against its grace period.
+        access.authenticator.cache.invalidate(keyID: id)
+        try? await access.bus.publish(.keyRevoked(id))
         try await record(context, "key.rotate", target: id, ["grace_seconds": .double(grace)])
         var object = Self.keyObject(issued.record)
         object["key"] = .string(issued.key)
