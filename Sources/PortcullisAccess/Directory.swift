@@ -333,7 +333,7 @@ public struct Directory: Sendable {
         case .user: "user_id"
         case .team: "team_id"
         }
-        let rows = try await store.query("SELECT COALESCE(SUM(cost_micros), 0) AS spent FROM portcullis_usage_daily WHERE \(column) = $1 AND day >= $2",
+        let rows = try await store.query("SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent FROM portcullis_usage_daily WHERE \(column) = $1 AND day >= $2",
                                          [.text(subject), .text(startDay)])
         return rows.first?["spent"].integer ?? 0
     }
@@ -427,8 +427,8 @@ public struct Directory: Sendable {
         let grouping = groups.isEmpty ? "" : "GROUP BY " + groups.joined(separator: ", ") + " ORDER BY " + groups.joined(separator: ", ")
         let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let rows = try await store.query("""
-            SELECT \(selected)SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens,
-                   SUM(cost_micros) AS cost_micros
+            SELECT \(selected)CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
+                   CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, CAST(SUM(cost_micros) AS BIGINT) AS cost_micros
             FROM portcullis_usage_daily \(filter) \(grouping) LIMIT $\(binds.count - 1) OFFSET $\(binds.count)
             """, binds)
         return rows.compactMap { row in

@@ -34,6 +34,7 @@ public struct AccessSystem: Sendable {
         var services: [any Service] = []
         let store: any SQLStore
         var pepper: [UInt8]
+        let initialRules: [IPRuleRecord]
         let migrations = APIKeyStore.migrations + Directory.migrations
         guard let location = StorageLocation(configuration.storage.database) else {
             throw SQLError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
@@ -43,6 +44,7 @@ public struct AccessSystem: Sendable {
             let memory = path == ":memory:"
             let sqlite = try await SQLiteStore.open(path: memory ? nil : path, logger: logger)
             try await MigrationRunner.migrate(sqlite, migrations)
+            initialRules = try await Directory(store: sqlite).ipRules()
             store = sqlite
             if let configured = configuration.auth.keyPepper {
                 pepper = Array(configured.utf8)
@@ -55,10 +57,12 @@ public struct AccessSystem: Sendable {
         case .postgres(let url):
             // Migrate with a short-lived pool of its own: the main pool runs as a service.
             let migrator = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: 1, logger: logger)
-            try await withThrowingTaskGroup(of: Void.self) { group in
+            // (The main pool cannot answer before the service group runs it, so the first IP rules come from here too.)
+            initialRules = try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await migrator.run() }
                 defer { group.cancelAll() }
                 try await MigrationRunner.migrate(migrator, migrations)
+                return try await Directory(store: migrator).ipRules()
             }
             let postgres = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: configuration.storage.poolSize, logger: logger)
             store = postgres
@@ -113,7 +117,7 @@ public struct AccessSystem: Sendable {
         let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: roleLimits, modelLimits: modelLimits)
         let policy = configuration.ipPolicy
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
-        if let rules = try? await directory.ipRules() { ipPolicy.update(rules) }
+        ipPolicy.update(initialRules)
         services.append(recorder)
         services.append(ControlListener(bus: bus, cache: cache,
                                         onMessage: { message in

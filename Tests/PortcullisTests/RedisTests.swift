@@ -209,3 +209,9 @@ struct RedisClientTests {
         await client.shutdown()
     }
 }
+
+/// The test Redis URL, which scripts/test.sh sets.
+func testRedisURL() throws -> String {
+    try #require(ProcessInfo.processInfo.environment["PORTCULLIS_TEST_REDIS_URL"],
+                 "PORTCULLIS_TEST_REDIS_URL is not set: run the suite through scripts/test.sh")
+}
