@@ -5,6 +5,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 BIN = os.environ["PORTCULLIS_BIN"]
@@ -86,3 +87,46 @@ def test_sigterm_lets_an_open_stream_finish_and_refuses_new_connections():
     finally:
         if gateway.poll() is None:
             gateway.kill()
+
+
+def test_keys_cli_creates_lists_rotates_and_revokes_against_a_running_gateway():
+    base = os.environ["PORTCULLIS_SDK_BASE"]
+    master = os.environ["PORTCULLIS_SDK_KEY"]
+    common = ["--url", base, "--key", master]
+
+    def keys(*args):
+        result = subprocess.run([BIN, "keys", *args, *common], capture_output=True, text=True, timeout=30)
+        return result
+
+    def chat(key):
+        request = urllib.request.Request(
+            base + "/v1/chat/completions",
+            data=b'{"model":"demo","messages":[{"role":"user","content":"hi"}]}',
+            headers={"authorization": "Bearer " + key, "content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    import json
+    created = keys("create", "--name", "cli-test", "--user", "cli-user", "--rpm", "100")
+    assert created.returncode == 0, created.stderr
+    record = json.loads(created.stdout)
+    assert record["key"].startswith("pck_") and record["user_id"] == "cli-user" and record["rpm"] == 100
+    assert chat(record["key"]) == 200
+
+    listed = keys("list", "--user", "cli-user")
+    assert listed.returncode == 0
+    assert record["key_id"] in [json.loads(line)["key_id"] for line in listed.stdout.splitlines()]
+
+    rotated = json.loads(keys("rotate", record["key_id"], "--grace", "0").stdout)
+    assert chat(rotated["key"]) == 200
+    assert chat(record["key"]) == 401
+
+    assert keys("revoke", record["key_id"]).returncode == 0
+    assert chat(rotated["key"]) == 401
+
+    refused = subprocess.run([BIN, "keys", "list", "--url", base, "--key", "wrong"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1 and "not valid" in refused.stderr
