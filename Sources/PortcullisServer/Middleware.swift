@@ -86,43 +86,14 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
     }
 }
 
-/// Requires the master key on model routes when one is configured (`Authorization: Bearer`, `x-api-key` or `api-key`).
-public struct MasterKeyMiddleware: RouterMiddleware {
-    public typealias Context = GatewayRequestContext
-    private let expected: [UInt8]
-
-    public init(masterKey: String) {
-        self.expected = Array(masterKey.utf8)
-    }
-
-    /// The key a request presents, in any of the supported headers.
-    static func presentedKey(_ headers: HTTPFields) -> String? {
+/// Where a request presents its credential: `Authorization: Bearer`, `x-api-key` or `api-key`.
+enum PresentedCredential {
+    static func from(_ headers: HTTPFields) -> String? {
         if let authorization = headers[.authorization] {
             let parts = authorization.split(separator: " ", maxSplits: 1)
             if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]).trimmingCharacters(in: .whitespaces) }
         }
         return headers[HTTPField.Name("x-api-key")!] ?? headers[HTTPField.Name("api-key")!]
-    }
-
-    /// Compares without leaking, through timing, how much of the key matched.
-    static func constantTimeEquals(_ lhs: [UInt8], _ rhs: some Collection<UInt8>) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: lhs.count ^ rhs.count)
-        var index = 0
-        for byte in rhs {
-            difference |= byte ^ (index < lhs.count ? lhs[index] : 0)
-            index += 1
-        }
-        return difference == 0
-    }
-
-    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let presented = Self.presentedKey(request.headers) else {
-            throw GatewayError.unauthenticated()
-        }
-        guard Self.constantTimeEquals(expected, presented.utf8) else {
-            throw GatewayError.unauthenticated("The API key is not valid.")
-        }
-        return try await next(request, context)
     }
 }
 
@@ -156,7 +127,7 @@ public struct AuthenticationMiddleware: RouterMiddleware {
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        context.principal = try await authenticator.authenticate(MasterKeyMiddleware.presentedKey(request.headers))
+        context.principal = try await authenticator.authenticate(PresentedCredential.from(request.headers))
         context.logger[metadataKey: "principal"] = .string(context.principal.actor)
         return try await next(request, context)
     }

@@ -26,7 +26,8 @@ public final class RedisSharedState: SharedState {
         return {1, current, previous}
         """)
 
-    static let reserveScript = RedisScript("""
+    /// Reserves ARGV[1] under cap ARGV[2] (TTL ARGV[3] ms); 1 when reserved, 0 when refused.
+    private static let reserveBody = """
         local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
         local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
         local amount = tonumber(ARGV[1])
@@ -36,22 +37,12 @@ public final class RedisSharedState: SharedState {
         redis.call('HINCRBY', KEYS[1], 'reserved', amount)
         redis.call('PEXPIRE', KEYS[1], ARGV[3])
         return 1
-        """)
+        """
 
-    static let reserveKnownScript = RedisScript("""
-        if redis.call('EXISTS', KEYS[1]) == 0 then
-          return -1
-        end
-        local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
-        local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-        local amount = tonumber(ARGV[1])
-        if spent + reserved + amount > tonumber(ARGV[2]) then
-          return 0
-        end
-        redis.call('HINCRBY', KEYS[1], 'reserved', amount)
-        redis.call('PEXPIRE', KEYS[1], ARGV[3])
-        return 1
-        """)
+    static let reserveScript = RedisScript(reserveBody)
+
+    /// The same, answering -1 without reserving when the entry does not exist yet.
+    static let reserveKnownScript = RedisScript("if redis.call('EXISTS', KEYS[1]) == 0 then\n  return -1\nend\n" + reserveBody)
 
     static let seedScript = RedisScript("""
         if redis.call('EXISTS', KEYS[1]) == 1 then
