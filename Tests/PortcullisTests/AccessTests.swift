@@ -1,5 +1,7 @@
 import Foundation
+import PortcullisConfig
 import PortcullisCore
+import PortcullisRedis
 import Testing
 
 /// A gateway with a master key and the demo model, priced so that budgets bite.
@@ -13,6 +15,32 @@ let accessYAML = """
       - name: other
         deployments: [{ provider: demo }]
     """
+
+/// Runs the gateway of `yaml` on `engine`: the embedded default (SQLite in memory, in-process
+/// shared state), or production's shape (a fresh PostgreSQL database and Redis, database 7,
+/// flushed first; this suite is serialised, so it is the only user of that database).
+func withGateway<T: Sendable>(engine: Engine, yaml: String, _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
+    var configuration = try ConfigurationLoader.parse(yaml: yaml, environment: [:], source: "test")
+    configuration.server.port = 0
+    configuration.server.host = "127.0.0.1"
+    switch engine {
+    case .sqlite:
+        return try await withGateway(configuration: configuration, body)
+    case .postgres:
+        let redisURL = try testRedisURL() + "/7"
+        let redis = RedisClient(configuration: try RedisConfiguration(url: redisURL))
+        _ = try await redis.command(["FLUSHDB"])
+        await redis.shutdown()
+        let base = configuration
+        return try await withScratchPostgresDatabase { databaseURL in
+            var configuration = base
+            configuration.storage.database = databaseURL
+            configuration.storage.redis = redisURL
+            configuration.auth.keyPepper = "access-tests-pepper-0123456789abcdef"
+            return try await withGateway(configuration: configuration, body)
+        }
+    }
+}
 
 extension GatewayClient {
     func call(_ method: HTTPMethodName, _ path: String, key: String?, body: String? = nil, headers: [String: String] = [:]) async throws -> HTTPResult {
@@ -37,9 +65,9 @@ extension GatewayClient {
 
 @Suite("Identity, roles, limits and budgets through the gateway", .serialized)
 struct AccessTests {
-    @Test("the permission matrix: every role against every route")
-    func permissionMatrix() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("the permission matrix: every role against every route", arguments: Engine.allCases)
+    func permissionMatrix(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             var keys: [String: String] = [:]
             for role in ["user", "developer", "admin", "auditor"] {
                 keys[role] = try await gateway.createKey(#""role":"\#(role)","user_id":"\#(role)-1","team_id":"t1""#).key
@@ -96,9 +124,9 @@ struct AccessTests {
         }
     }
 
-    @Test("a key limited to some models is refused others and does not see them listed")
-    func modelAllowList() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("a key limited to some models is refused others and does not see them listed", arguments: Engine.allCases)
+    func modelAllowList(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             let key = try await gateway.createKey(#""models":["demo"]"#).key
             #expect(try await gateway.chat(key: key).status == 200)
             let refused = try await gateway.chat(key: key, model: "other")
@@ -108,9 +136,9 @@ struct AccessTests {
         }
     }
 
-    @Test("requests per minute: 429 with Retry-After and x-ratelimit headers once the key's limit is used")
-    func requestsPerMinute() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("requests per minute: 429 with Retry-After and x-ratelimit headers once the key's limit is used", arguments: Engine.allCases)
+    func requestsPerMinute(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             let key = try await gateway.createKey(#""rpm":3"#).key
             for index in 0..<3 {
                 let result = try await gateway.chat(key: key)
@@ -127,9 +155,9 @@ struct AccessTests {
         }
     }
 
-    @Test("tokens per minute and concurrency are limits too")
-    func tokensAndConcurrency() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("tokens per minute and concurrency are limits too", arguments: Engine.allCases)
+    func tokensAndConcurrency(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             let key = try await gateway.createKey(#""tpm":200"#).key
             let long = String(repeating: "word ", count: 100)   // ~500 bytes ≈ 130 tokens counted up front
             #expect(try await gateway.chat(key: key, text: long).status == 200)
@@ -146,9 +174,9 @@ struct AccessTests {
         }
     }
 
-    @Test("a budget caps spend: reservations refuse what could exceed it, spend is recorded per key and day")
-    func budgetAndUsage() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("a budget caps spend: reservations refuse what could exceed it, spend is recorded per key and day", arguments: Engine.allCases)
+    func budgetAndUsage(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             // 10 micro-units per output token, 1 per input token; cap 2000 micro-units.
             let (key, id) = try await gateway.createKey(#""budget":0.002,"budget_period":"day""#)
             var served = 0
@@ -171,10 +199,10 @@ struct AccessTests {
         }
     }
 
-    @Test("a stream that crosses a hard budget ends cleanly with finish_reason length")
-    func streamCutAtBudget() async throws {
+    @Test("a stream that crosses a hard budget ends cleanly with finish_reason length", arguments: Engine.allCases)
+    func streamCutAtBudget(engine: Engine) async throws {
         let yaml = accessYAML + "\nlimits: { reserve_output_tokens: 4 }\n"
-        try await withGateway(yaml: yaml) { gateway in
+        try await withGateway(engine: engine, yaml: yaml) { gateway in
             let key = try await gateway.createKey(#""budget":0.0006"#).key
             let long = String(repeating: "lorem ipsum ", count: 16)
             let result = try await gateway.call(.POST, "/v1/chat/completions", key: key,
@@ -190,9 +218,9 @@ struct AccessTests {
         }
     }
 
-    @Test("rotation keeps the old secret for the grace period; a zero grace ends it at once")
-    func rotation() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("rotation keeps the old secret for the grace period; a zero grace ends it at once", arguments: Engine.allCases)
+    func rotation(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             let (old, id) = try await gateway.createKey("")
             #expect(try await gateway.chat(key: old).status == 200)
             let rotated = try await gateway.call(.POST, "/admin/keys/\(id)/rotate", key: "test-master-key", body: #"{"grace_seconds":3600}"#)
@@ -205,8 +233,8 @@ struct AccessTests {
         }
     }
 
-    @Test("IP policy: deny lists, trusted proxies' X-Forwarded-For, dynamic rules and the admin allow list")
-    func ipPolicy() async throws {
+    @Test("IP policy: deny lists, trusted proxies' X-Forwarded-For, dynamic rules and the admin allow list", arguments: Engine.allCases)
+    func ipPolicy(engine: Engine) async throws {
         let yaml = accessYAML + """
 
             ip_policy:
@@ -214,7 +242,7 @@ struct AccessTests {
               trusted_proxies: [127.0.0.1/32]
               admin_allow: [127.0.0.1, 10.0.0.0/8]
             """
-        try await withGateway(yaml: yaml) { gateway in
+        try await withGateway(engine: engine, yaml: yaml) { gateway in
             let master = "test-master-key"
             #expect(try await gateway.chat(key: master).status == 200)
             let forwarded = try await gateway.call(.POST, "/v1/chat/completions", key: master,
@@ -237,9 +265,9 @@ struct AccessTests {
         }
     }
 
-    @Test("admin lists paginate with a cursor and refuse bad limits")
-    func pagination() async throws {
-        try await withGateway(yaml: accessYAML) { gateway in
+    @Test("admin lists paginate with a cursor and refuse bad limits", arguments: Engine.allCases)
+    func pagination(engine: Engine) async throws {
+        try await withGateway(engine: engine, yaml: accessYAML) { gateway in
             for index in 0..<5 {
                 #expect(try await gateway.call(.POST, "/admin/teams", key: "test-master-key", body: #"{"team_id":"team-\#(index)"}"#).status == 201)
             }

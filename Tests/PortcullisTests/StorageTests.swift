@@ -34,29 +34,36 @@ func withStores<T: Sendable>(_ engine: Engine, count: Int = 1, _ body: @Sendable
         for store in stores { await store.close() }
         return try outcome.get()
     case .postgres:
-        let baseURL = try testPostgresURL()
-        let database = "portcullis_test_\(UInt32.random(in: 0...UInt32.max))"
-        let admin = try PostgresStore(url: baseURL, logger: testLogger)
-        return try await withThrowingTaskGroup(of: Void.self) { adminTasks in
-            adminTasks.addTask { try await admin.run() }
-            try await admin.execute("CREATE DATABASE \(database)")
-            let withoutQuery = baseURL.split(separator: "?", maxSplits: 1)[0]
-            let databaseURL = withoutQuery[..<withoutQuery.lastIndex(of: "/")!] + "/\(database)"
-            let stores = try (0..<count).map { _ in try PostgresStore(url: String(databaseURL), logger: testLogger) }
-            let outcome: Result<T, any Error>
-            do {
-                outcome = .success(try await withThrowingTaskGroup(of: Void.self) { storeTasks in
-                    for store in stores { storeTasks.addTask { try await store.run() } }
-                    defer { storeTasks.cancelAll() }
-                    return try await body(stores)
-                })
-            } catch {
-                outcome = .failure(error)
+        return try await withScratchPostgresDatabase { databaseURL in
+            let stores = try (0..<count).map { _ in try PostgresStore(url: databaseURL, logger: testLogger) }
+            return try await withThrowingTaskGroup(of: Void.self) { storeTasks in
+                for store in stores { storeTasks.addTask { try await store.run() } }
+                defer { storeTasks.cancelAll() }
+                return try await body(stores)
             }
-            try await admin.execute("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
-            adminTasks.cancelAll()
-            return try outcome.get()
         }
+    }
+}
+
+/// Runs `body` with the URL of a fresh database on the test PostgreSQL, dropped afterwards (also on failure).
+func withScratchPostgresDatabase<T: Sendable>(_ body: @Sendable (String) async throws -> T) async throws -> T {
+    let baseURL = try testPostgresURL()
+    let database = "portcullis_test_\(UInt32.random(in: 0...UInt32.max))"
+    let admin = try PostgresStore(url: baseURL, logger: testLogger)
+    return try await withThrowingTaskGroup(of: Void.self) { adminTasks in
+        adminTasks.addTask { try await admin.run() }
+        defer { adminTasks.cancelAll() }
+        try await admin.execute("CREATE DATABASE \(database)")
+        let withoutQuery = baseURL.split(separator: "?", maxSplits: 1)[0]
+        let databaseURL = String(withoutQuery[..<withoutQuery.lastIndex(of: "/")!] + "/\(database)")
+        let outcome: Result<T, any Error>
+        do {
+            outcome = .success(try await body(databaseURL))
+        } catch {
+            outcome = .failure(error)
+        }
+        try await admin.execute("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+        return try outcome.get()
     }
 }
 
