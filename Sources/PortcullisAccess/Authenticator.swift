@@ -15,6 +15,10 @@ public final class Authenticator: Sendable {
     public let isRequired: Bool
     private let failOpen: Bool
     private let mfaRequiredRoles: Set<Role>
+    private let staleAdmissions = Atomic<Int>(0)
+
+    /// Requests admitted on a cached key while the database was unreachable (fail-open).
+    public var staleAdmissionCount: Int { staleAdmissions.load(ordering: .relaxed) }
 
     public init(masterKey: String?, keys: APIKeyStore, cache: ValidatedKeyCache, tokens: TokenVerifier, health: DatabaseHealth,
                 recorder: UsageRecorder?, isRequired: Bool, failOpen: Bool, mfaRequiredRoles: Set<Role>) {
@@ -61,6 +65,15 @@ public final class Authenticator: Sendable {
         if let record = cache.record(for: text) {
             return try accept(record, now: seconds)
         }
+        // While the database is known to be down nothing waits on it: a key validated before is
+        // served (fail-open) and others are refused, until the health probe sees it answer again.
+        if !health.isReachable {
+            if failOpen, let stale = cache.record(for: text, allowingStale: true) {
+                staleAdmissions.add(1, ordering: .relaxed)
+                return try accept(stale, now: seconds)
+            }
+            throw Self.storeUnavailable
+        }
         let record: APIKeyRecord?
         do {
             record = try await keys.authenticate(text, now: now)
@@ -68,15 +81,18 @@ public final class Authenticator: Sendable {
         } catch {
             health.recordFailure()
             if failOpen, let stale = cache.record(for: text, allowingStale: true) {
+                staleAdmissions.add(1, ordering: .relaxed)
                 return try accept(stale, now: seconds)
             }
-            throw GatewayError(status: 503, kind: .overloaded, code: "credential_store_unavailable",
-                               message: "API keys cannot be checked right now; try again shortly.", headers: ["Retry-After": "5"])
+            throw Self.storeUnavailable
         }
         guard let record else { throw GatewayError.unauthenticated("The API key is not valid, has expired or was revoked.") }
         cache.store(record, for: text)
         return try accept(record, now: seconds)
     }
+
+    static let storeUnavailable = GatewayError(status: 503, kind: .overloaded, code: "credential_store_unavailable",
+                                               message: "API keys cannot be checked right now; try again shortly.", headers: ["Retry-After": "5"])
 
     private func accept(_ record: APIKeyRecord, now: Int64) throws -> Principal {
         if let expires = record.expiresAt, now >= expires {

@@ -93,9 +93,9 @@ public enum ControlMessage: Sendable, Equatable {
 public protocol ControlBus: Sendable {
     /// Tells every replica, this one included.
     func publish(_ message: ControlMessage) async throws
-    /// Calls `onMessage` with each message until the task is cancelled; throws when the bus
-    /// is lost (messages may then have been missed).
-    func listen(_ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws
+    /// Calls `onReady` once subscribed, then `onMessage` with each message until the task is
+    /// cancelled; throws when the bus is lost (messages may then have been missed).
+    func listen(onReady: @escaping @Sendable () -> Void, _ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws
 }
 
 /// Control messages over Redis pub/sub: every replica subscribes to one channel.
@@ -112,8 +112,9 @@ public struct RedisControlBus: ControlBus {
         try await client.publish(message.text, to: channel)
     }
 
-    public func listen(_ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws {
+    public func listen(onReady: @escaping @Sendable () -> Void, _ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws {
         let subscription = try await client.subscribe(to: [channel])
+        onReady()
         do {
             for try await message in subscription.messages {
                 if let parsed = ControlMessage(text: message.text) { onMessage(parsed) }
@@ -138,9 +139,10 @@ public final class InProcessControlBus: ControlBus {
         for listener in listeners.withLock({ Array($0.values) }) { listener(message) }
     }
 
-    public func listen(_ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws {
+    public func listen(onReady: @escaping @Sendable () -> Void, _ onMessage: @escaping @Sendable (ControlMessage) -> Void) async throws {
         let id = nextListener.wrappingAdd(1, ordering: .relaxed).newValue
         listeners.withLock { $0[id] = onMessage }
+        onReady()
         defer { listeners.withLock { $0[id] = nil } }
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: 3_600_000_000_000)
@@ -158,6 +160,10 @@ public struct ControlListener: Service {
     public let onLost: @Sendable () -> Void
     /// Pause before listening again after losing the bus, seconds.
     public let retryDelay: Double
+    private let listening = ListeningFlag()
+
+    /// Whether the listener is subscribed now (readiness and metrics report it).
+    public var isListening: Bool { listening.value.load(ordering: .relaxed) }
 
     public init(bus: any ControlBus, cache: ValidatedKeyCache, retryDelay: Double = 0.5,
                 onMessage: @escaping @Sendable (ControlMessage) -> Void = { _ in }, onLost: @escaping @Sendable () -> Void = {}) {
@@ -174,7 +180,7 @@ public struct ControlListener: Service {
         try await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    try await bus.listen { message in
+                    try await bus.listen(onReady: { [listening] in listening.value.store(true, ordering: .relaxed) }) { message in
                         if case .keyRevoked(let id) = message { cache.invalidate(keyID: id) }
                         onMessage(message)
                     }
@@ -182,8 +188,14 @@ public struct ControlListener: Service {
                     cache.flush()
                     onLost()
                 }
+                listening.value.store(false, ordering: .relaxed)
                 try? await Task.sleep(nanoseconds: UInt64(retryDelay * 1_000_000_000))
             }
         }
     }
+}
+
+/// A flag shared by a listener's copies.
+final class ListeningFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

@@ -54,6 +54,8 @@ public final class UsageRecorder: Service, Sendable {
     private let logger: Logger
     /// Flushes done (successful), for tests and metrics.
     private let flushes = Atomic<Int>(0)
+    /// Flushes that failed (their rows were kept for the next one).
+    private let failedFlushes = Atomic<Int>(0)
 
     public init(directory: Directory, keys: APIKeyStore, health: DatabaseHealth, interval: Double, logger: Logger) {
         self.directory = directory
@@ -101,17 +103,22 @@ public final class UsageRecorder: Service, Sendable {
     /// Number of successful flushes so far.
     public var flushCount: Int { flushes.load(ordering: .relaxed) }
 
-    /// Writes what has been collected; on failure puts it back for the next attempt.
+    /// Number of failed flushes so far.
+    public var failedFlushCount: Int { failedFlushes.load(ordering: .relaxed) }
+
+    /// Aggregated usage rows waiting for the next flush.
+    public var pendingRows: Int { buffer.withLock { $0.usage.count } }
+
+    /// Writes what has been collected; on failure puts it back for the next attempt. While the
+    /// database is known to be down it is not tried: the rows wait for the health probe to see it back.
     public func flush() async {
+        guard health.isReachable else { return }
         let taken = buffer.withLock { buffer in
             let taken = buffer
             buffer = Buffer()
             return taken
         }
-        guard !taken.usage.isEmpty || !taken.lastUsed.isEmpty else {
-            if !health.isReachable { await probe() }
-            return
-        }
+        guard !taken.usage.isEmpty || !taken.lastUsed.isEmpty else { return }
         let rows = taken.usage.map { dimensions, totals in
             UsageRow(day: dimensions.day, keyID: dimensions.keyID, userID: dimensions.userID, teamID: dimensions.teamID, model: dimensions.model,
                      requests: totals.requests, promptTokens: totals.promptTokens, completionTokens: totals.completionTokens,
@@ -123,7 +130,8 @@ public final class UsageRecorder: Service, Sendable {
             health.recordSuccess()
             flushes.add(1, ordering: .relaxed)
         } catch {
-            health.recordFailure()
+            if (error as? SQLError)?.isUnavailable ?? false { health.recordFailure() }
+            failedFlushes.add(1, ordering: .relaxed)
             logger.warning("usage flush failed; keeping \(rows.count) rows for the next attempt", metadata: ["error": "\(error)"])
             buffer.withLock { buffer in
                 for (dimensions, totals) in taken.usage {
@@ -136,15 +144,6 @@ public final class UsageRecorder: Service, Sendable {
                 }
                 for (key, time) in taken.lastUsed where (buffer.lastUsed[key] ?? 0) < time { buffer.lastUsed[key] = time }
             }
-        }
-    }
-
-    private func probe() async {
-        do {
-            _ = try await directory.store.query("SELECT 1 AS ok", [])
-            health.recordSuccess()
-        } catch {
-            health.recordFailure()
         }
     }
 

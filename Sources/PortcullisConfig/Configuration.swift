@@ -110,6 +110,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var redis: String?
         /// Seconds between batched usage and spend writes. Default 1.
         public var flushIntervalSeconds: Double = 1
+        /// Seconds between checks that the database and Redis answer (readiness, metrics,
+        /// and when to leave the fail-open and per-replica modes). Default 2.
+        public var probeIntervalSeconds: Double = 2
+        /// Seconds a database operation may take, waiting for a connection included, before
+        /// it fails as unavailable. Default 5.
+        public var timeoutSeconds: Double = 5
 
         public init() {}
     }

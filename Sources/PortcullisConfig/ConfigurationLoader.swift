@@ -155,7 +155,8 @@ public enum ConfigurationLoader {
             }
         }
         if let auth = root.child("auth") { decodeAuth(auth, into: &configuration.auth) }
-        if let storage = root.child("storage"), storage.expectMapping(allowedKeys: ["database", "pool_size", "redis", "flush_interval_seconds"]) {
+        if let storage = root.child("storage"), storage.expectMapping(allowedKeys: ["database", "pool_size", "redis", "flush_interval_seconds",
+                                                                                        "probe_interval_seconds", "timeout_seconds"]) {
             if let database = storage.string("database") {
                 if StorageLocation(database) == nil {
                     storage.issue("database", "must be sqlite:PATH, a file path, or a postgres:// URL; got '\(database)'")
@@ -175,6 +176,8 @@ public enum ConfigurationLoader {
                 }
             }
             configuration.storage.flushIntervalSeconds = storage.number("flush_interval_seconds", in: 0.01...3600) ?? configuration.storage.flushIntervalSeconds
+            configuration.storage.probeIntervalSeconds = storage.number("probe_interval_seconds", in: 0.05...300) ?? configuration.storage.probeIntervalSeconds
+            configuration.storage.timeoutSeconds = storage.number("timeout_seconds", in: 0.1...600) ?? configuration.storage.timeoutSeconds
         }
         if let limits = root.child("limits") { decodeLimits(limits, into: &configuration.limits) }
         if let policy = root.child("ip_policy"), policy.expectMapping(allowedKeys: ["allow", "deny", "admin_allow", "trusted_proxies"]) {

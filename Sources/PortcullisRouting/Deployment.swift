@@ -46,6 +46,9 @@ public final class Deployment: Sendable {
     /// Whether the last health check passed (true until one fails).
     public var isHealthy: Bool { healthy.load(ordering: .relaxed) }
 
+    /// The circuit breaker's state: closed, open or half_open.
+    public var circuitState: String { breaker.withLock { $0.stateName } }
+
     /// Whether routing may consider this deployment now.
     public func isSelectable(now: Double = Deployment.now()) -> Bool {
         isHealthy && breaker.withLock { $0.isAvailable(now: now) }

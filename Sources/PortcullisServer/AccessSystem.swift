@@ -9,6 +9,7 @@ import PortcullisProviders
 import PortcullisRedis
 import PortcullisStorage
 import ServiceLifecycle
+import Synchronization
 
 /// Identity, authorisation, limits and accounting, assembled from the configuration: the SQL
 /// store (migrated), the shared state (Redis or in-process), the control bus and the caches.
@@ -25,6 +26,7 @@ public struct AccessSystem: Sendable {
     public let health: DatabaseHealth
     public let sharedState: ResilientSharedState?
     public let rotationGrace: Double
+    public let controlListener: ControlListener
     /// Long-lived parts to run as services, in start order (stopped in reverse).
     public let services: [any Service]
     let redis: RedisClient?
@@ -56,7 +58,8 @@ public struct AccessSystem: Sendable {
             services.append(StoreCloser(store: sqlite))
         case .postgres(let url):
             // Migrate with a short-lived pool of its own: the main pool runs as a service.
-            let migrator = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: 1, logger: logger)
+            let migrator = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: 1,
+                                             operationTimeout: max(configuration.storage.timeoutSeconds, 120), logger: logger)
             // (The main pool cannot answer before the service group runs it, so the first IP rules come from here too.)
             initialRules = try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await migrator.run() }
@@ -64,7 +67,8 @@ public struct AccessSystem: Sendable {
                 try await MigrationRunner.migrate(migrator, migrations)
                 return try await Directory(store: migrator).ipRules()
             }
-            let postgres = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: configuration.storage.poolSize, logger: logger)
+            let postgres = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: configuration.storage.poolSize,
+                                             operationTimeout: configuration.storage.timeoutSeconds, logger: logger)
             store = postgres
             services.append(postgres)
             guard let configured = configuration.auth.keyPepper else { throw SQLError("auth.key_pepper is required with PostgreSQL") }
@@ -119,7 +123,7 @@ public struct AccessSystem: Sendable {
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
         ipPolicy.update(initialRules)
         services.append(recorder)
-        services.append(ControlListener(bus: bus, cache: cache,
+        let controlListener = ControlListener(bus: bus, cache: cache,
                                         onMessage: { message in
                                             switch message {
                                             case .keyRevoked: break
@@ -130,12 +134,22 @@ public struct AccessSystem: Sendable {
                                         onLost: {
                                             directoryCache.invalidate()
                                             ipPolicy.markStale()
-                                        }))
+                                        })
+        services.append(controlListener)
         services.append(IPRuleRefresher(policy: ipPolicy, directory: directory))
+        services.append(HealthProbe(store: store, health: health, redis: redis, sharedState: resilient,
+                                    interval: configuration.storage.probeIntervalSeconds))
         if let redis { services.append(RedisCloser(client: redis)) }
         return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
                             admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
-                            rotationGrace: configuration.auth.rotationGraceSeconds, services: services, redis: redis)
+                            rotationGrace: configuration.auth.rotationGraceSeconds, controlListener: controlListener, services: services,
+                            redis: redis)
+    }
+
+    /// The database, Redis and control bus as readiness and metrics report them.
+    public var dependencyState: DependencyState {
+        DependencyState(databaseReachable: health.isReachable, sharedStateDegraded: sharedState?.isDegraded ?? false,
+                        controlBusListening: controlListener.isListening)
     }
 
     /// The pepper of an embedded (SQLite) deployment: generated once, kept in a `0600` file beside the database.
@@ -194,6 +208,54 @@ struct IPRuleRefresher: Service {
                 guard policy.takeStale() || sinceFull >= 30 else { continue }
                 sinceFull = 0
                 if let rules = try? await directory.ipRules() { policy.update(rules) } else { policy.markStale() }
+            }
+        }
+    }
+}
+
+/// Checks every `interval` that the database and Redis answer, so that readiness and metrics
+/// tell the truth without traffic, and so that fail-open and per-replica modes are entered
+/// without a request waiting on a dead server, and left as soon as it answers again.
+struct HealthProbe: Service {
+    let store: any SQLStore
+    let health: DatabaseHealth
+    let redis: RedisClient?
+    let sharedState: ResilientSharedState?
+    let interval: Double
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000))
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        let answer = await Self.within(seconds: max(interval, 1)) { try await store.query("SELECT 1 AS ok", []) }
+                        if answer?.count == 1 { health.recordSuccess() } else { health.recordFailure() }
+                    }
+                    if let redis, let sharedState {
+                        group.addTask {
+                            let answer = await Self.within(seconds: max(interval, 1)) { try await redis.command(["PING"]) }
+                            sharedState.recordProbe(reachable: answer?.string == "PONG")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The result of `operation`, or nil when it fails or takes longer than `seconds`
+    /// (a hung call is left to finish on its own; the probe does not wait for it).
+    static func within<T: Sendable>(seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async -> T? {
+        let settled = Mutex(false)
+        return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let finish: @Sendable (T?) -> Void = { value in
+                if settled.withLock({ done in defer { done = true }; return !done }) { continuation.resume(returning: value) }
+            }
+            let work = Task { finish(try? await operation()) }
+            Task {
+                try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
+                work.cancel()
+                finish(nil)
             }
         }
     }

@@ -85,9 +85,8 @@ public struct Gateway: Sendable {
         self.access = access
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
-        let sharedState = access.sharedState
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                        databaseHealth: access.health, sharedStateDegraded: { sharedState?.isDegraded ?? false })
+                                        dependencies: { [access] in access.dependencyState })
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,
                                            probeTimeout: routing.healthCheckTimeoutSeconds, logger: logger)
     }
@@ -106,6 +105,9 @@ public struct Gateway: Sendable {
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
+        let metrics = GatewayMetrics(access: access, router: modelRouter)
+        // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
+        router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }
         let api = router.group()
         api.addMiddleware {
             IPPolicyMiddleware(policy: ipPolicy, adminRoutes: false)                // 1b. client address

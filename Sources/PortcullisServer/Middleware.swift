@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PortcullisAccess
 import PortcullisCore
+import PortcullisStorage
 
 /// Accepts or generates `x-request-id`, starts or continues the W3C trace, and returns the id on every response.
 public struct RequestIdentityMiddleware: RouterMiddleware {
@@ -56,6 +57,10 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
     /// Maps any error to the client-facing one.
     static func gatewayError(for error: any Error, path: String) -> GatewayError {
         if let gatewayError = error as? GatewayError { return gatewayError }
+        if let storeError = error as? SQLError, storeError.isUnavailable {
+            return GatewayError(status: 503, kind: .overloaded, code: "storage_unavailable",
+                                message: "The gateway's database cannot be reached right now; try again shortly.", headers: ["Retry-After": "5"])
+        }
         if let httpError = error as? HTTPError {
             switch httpError.status.code {
             case 404:

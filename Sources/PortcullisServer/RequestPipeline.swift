@@ -30,18 +30,15 @@ public struct RequestPipeline: Sendable {
     public let maximumBodyBytes: Int
     /// Limits, budgets and usage accounting; nil serves without them (benchmark reference).
     public let governance: Governance?
-    /// Database reachability, for readiness.
-    public let databaseHealth: DatabaseHealth?
-    /// Whether limits are enforced per replica only because Redis is unreachable.
-    public let sharedStateDegraded: @Sendable () -> Bool
+    /// The state of the database, Redis and the control bus, for readiness.
+    public let dependencies: @Sendable () -> DependencyState
 
-    public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, databaseHealth: DatabaseHealth? = nil,
-                sharedStateDegraded: @escaping @Sendable () -> Bool = { false }) {
+    public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil,
+                dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
         self.maximumBodyBytes = maximumBodyBytes
         self.governance = governance
-        self.databaseHealth = databaseHealth
-        self.sharedStateDegraded = sharedStateDegraded
+        self.dependencies = dependencies
     }
 
     // MARK: Routes
@@ -252,12 +249,12 @@ public struct RequestPipeline: Sendable {
     public func readiness() -> Response {
         let deployments = router.allDeployments
         let selectable = deployments.filter { $0.isSelectable() }.count
-        let databaseReachable = databaseHealth?.isReachable ?? true
-        let degraded = sharedStateDegraded()
-        let body: JSONValue = ["status": selectable > 0 ? (databaseReachable && !degraded ? "ready" : "degraded") : "unavailable",
+        let state = dependencies()
+        let body: JSONValue = ["status": selectable > 0 ? (state.isHealthy ? "ready" : "degraded") : "unavailable",
                                "healthy_deployments": .integer(Int64(selectable)), "deployments": .integer(Int64(deployments.count)),
-                               "database": databaseReachable ? "ok" : "unreachable",
-                               "shared_state": degraded ? "per-replica (Redis unreachable)" : "ok"]
+                               "database": state.databaseReachable ? "ok" : "unreachable",
+                               "shared_state": state.sharedStateDegraded ? "per-replica (Redis unreachable)" : "ok",
+                               "control_bus": state.controlBusListening ? "ok" : "reconnecting"]
         var response = Self.json(body)
         if selectable == 0 { response.status = .serviceUnavailable }
         return response
@@ -268,4 +265,20 @@ public struct RequestPipeline: Sendable {
         headers[.contentType] = "application/json"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: JSONWriter.buffer(value)))
     }
+}
+
+/// What readiness reports of the gateway's dependencies. A degraded gateway still serves
+/// (fail-open keys, per-replica limits) but says so.
+public struct DependencyState: Sendable {
+    public var databaseReachable = true
+    public var sharedStateDegraded = false
+    public var controlBusListening = true
+
+    public init(databaseReachable: Bool = true, sharedStateDegraded: Bool = false, controlBusListening: Bool = true) {
+        self.databaseReachable = databaseReachable
+        self.sharedStateDegraded = sharedStateDegraded
+        self.controlBusListening = controlBusListening
+    }
+
+    public var isHealthy: Bool { databaseReachable && !sharedStateDegraded && controlBusListening }
 }

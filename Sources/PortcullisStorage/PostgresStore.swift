@@ -10,12 +10,36 @@ public final class PostgresStore: SQLStore, Service {
     public let dialect = SQLDialect.postgres
     private let client: PostgresClient
     private let logger: Logger
+    /// How long an operation may take, waiting for a connection included: the pool waits for
+    /// a connection indefinitely while the server is down, so the store gives up first.
+    private let operationTimeout: Duration
 
     /// Reads `postgres://user[:password]@host[:port]/database[?sslmode=disable|require]`.
-    public init(url: String, minimumConnections: Int = 1, maximumConnections: Int = 16, logger: Logger) throws {
-        let configuration = try Self.configuration(url: url, minimumConnections: minimumConnections, maximumConnections: maximumConnections)
+    public init(url: String, minimumConnections: Int = 1, maximumConnections: Int = 16, operationTimeout: Double = 5, logger: Logger) throws {
+        var configuration = try Self.configuration(url: url, minimumConnections: minimumConnections, maximumConnections: maximumConnections)
+        self.operationTimeout = .milliseconds(Int64(operationTimeout * 1000))
+        configuration.options.connectTimeout = min(.seconds(10), self.operationTimeout)
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
+    }
+
+    /// Runs `body`, or fails with an unavailable error once the operation timeout has passed.
+    private func bounded<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        let timeout = operationTimeout
+        return try await withoutActuallyEscaping(body) { body in
+            try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask { try await body() }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else {
+                    throw SQLError("the database did not answer within \(timeout)", isUnavailable: true)
+                }
+                return value
+            }
+        }
     }
 
     static func configuration(url: String, minimumConnections: Int, maximumConnections: Int) throws -> PostgresClient.Configuration {
@@ -69,27 +93,39 @@ public final class PostgresStore: SQLStore, Service {
     }
 
     public func query(_ sql: String, _ binds: [SQLValue]) async throws -> [SQLRow] {
+        let query = try Self.postgresQuery(sql, binds)
         do {
-            return try await Self.rows(client.query(Self.postgresQuery(sql, binds), logger: logger))
+            return try await bounded { [client, logger] in try await Self.rows(client.query(query, logger: logger)) }
         } catch let error as PSQLError {
-            throw SQLError(error.serverInfo?[.message] ?? "\(error.code)")
+            throw Self.sqlError(error)
         }
     }
 
     public func transaction<Result: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> Result) async throws -> Result {
         do {
-            return try await client.withTransaction(logger: logger) { connection in
-                try await body(PostgresConnectionExecutor(connection: connection, logger: logger))
+            return try await bounded { [client, logger] in
+                try await client.withTransaction(logger: logger) { connection in
+                    try await body(PostgresConnectionExecutor(connection: connection, logger: logger))
+                }
             }
         } catch let error as PSQLError {
-            throw SQLError(error.serverInfo?[.message] ?? "\(error.code)")
+            throw Self.sqlError(error)
         } catch let error as PostgresTransactionError {
             if let closureError = error.closureError { throw closureError }
+            if let driverError = (error.beginError ?? error.commitError) as? PSQLError { throw Self.sqlError(driverError) }
             throw SQLError("transaction failed: \(error)")
         }
     }
 
     public func close() async {}
+
+    /// A driver error as a store error; no server message, or a connection-class SQLSTATE
+    /// (08…, or the server shutting down or starting), means the database was not reached.
+    static func sqlError(_ error: PSQLError) -> SQLError {
+        guard let message = error.serverInfo?[.message] else { return SQLError("\(error.code)", isUnavailable: true) }
+        let state = error.serverInfo?[.sqlState] ?? ""
+        return SQLError(message, isUnavailable: state.hasPrefix("08") || ["57P01", "57P02", "57P03"].contains(state))
+    }
 
     static func postgresQuery(_ sql: String, _ binds: [SQLValue]) throws -> PostgresQuery {
         var bindings = PostgresBindings(capacity: binds.count)
@@ -141,7 +177,7 @@ private struct PostgresConnectionExecutor: SQLExecutor {
         do {
             return try await PostgresStore.rows(connection.query(PostgresStore.postgresQuery(sql, binds), logger: logger))
         } catch let error as PSQLError {
-            throw SQLError(error.serverInfo?[.message] ?? "\(error.code)")
+            throw PostgresStore.sqlError(error)
         }
     }
 }

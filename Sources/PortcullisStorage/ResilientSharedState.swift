@@ -23,6 +23,19 @@ public final class ResilientSharedState: SharedState {
     /// Whether decisions are currently made per replica because the primary is unreachable.
     public var isDegraded: Bool { failedAt.withLock { $0 != nil } }
 
+    /// Takes the outcome of a health probe of the primary: a failure switches to per-replica
+    /// decisions at once (no request waits on an unreachable primary), a success returns to it.
+    public func recordProbe(reachable: Bool) {
+        let now = clock()
+        failedAt.withLock { failed in
+            if reachable {
+                failed = nil
+            } else if failed == nil {
+                failed = now
+            }
+        }
+    }
+
     private func run<T>(_ operation: (any SharedState) async throws -> T) async throws -> T {
         let now = clock()
         let usePrimary = failedAt.withLock { failed in failed.map { now - $0 >= retryInterval } ?? true }

@@ -90,9 +90,13 @@ public protocol SQLStore: SQLExecutor {
 /// A database failure, with the engine's message.
 public struct SQLError: Error, Sendable, CustomStringConvertible {
     public var message: String
+    /// Whether the database could not be reached (as opposed to refusing the statement):
+    /// a client sees a retryable 503 rather than an internal error.
+    public var isUnavailable: Bool
 
-    public init(_ message: String) {
+    public init(_ message: String, isUnavailable: Bool = false) {
         self.message = message
+        self.isUnavailable = isUnavailable
     }
 
     public var description: String { "SQL error: \(message)" }

@@ -254,6 +254,11 @@ struct AccessTests {
             #expect(try await gateway.call(.GET, "/admin/whoami", key: master, headers: ["x-forwarded-for": "203.0.113.9"]).status == 403,
                     "admin routes only from the admin allow list")
             #expect(try await gateway.call(.GET, "/admin/whoami", key: master, headers: ["x-forwarded-for": "10.1.2.3"]).status == 200)
+            #expect(try await gateway.call(.GET, "/metrics", key: nil, headers: ["x-forwarded-for": "203.0.113.9"]).status == 403,
+                    "metrics only from the admin allow list")
+            let metrics = try await gateway.call(.GET, "/metrics", key: nil, headers: ["x-forwarded-for": "10.1.2.3"])
+            #expect(metrics.status == 200 && metrics.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
+            #expect(metrics.body.contains("# TYPE portcullis_database_up gauge\nportcullis_database_up 1\n"), "\(metrics.body)")
             let rule = try await gateway.call(.POST, "/admin/ip-rules", key: master, body: #"{"cidr":"203.0.113.0/24","action":"deny","note":"abuse"}"#)
             #expect(rule.status == 201)
             #expect(try await gateway.call(.GET, "/v1/models", key: master, headers: ["x-forwarded-for": "203.0.113.50"]).status == 403)

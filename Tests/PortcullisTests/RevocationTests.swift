@@ -32,12 +32,13 @@ struct RevocationTests {
     /// Two replicas' caches, each with its own bus client and listener; a revocation announced on one reaches both.
     static func propagation(buses: [any ControlBus]) async throws -> Duration {
         let caches = buses.map { _ in ValidatedKeyCache() }
+        let listeners = zip(buses, caches).map { ControlListener(bus: $0, cache: $1) }
         return try await withThrowingTaskGroup(of: Void.self) { group in
-            for (bus, cache) in zip(buses, caches) {
-                group.addTask { try await ControlListener(bus: bus, cache: cache).run() }
+            for listener in listeners {
+                group.addTask { try await listener.run() }
             }
             defer { group.cancelAll() }
-            try await Task.sleep(nanoseconds: 200_000_000)  // let the listeners subscribe
+            #expect(try await eventually { listeners.allSatisfy(\.isListening) }, "the listeners subscribed")
             for cache in caches { cache.store(Self.record("revoked-key"), for: "pck_revoked") }
             let started = ContinuousClock.now
             try await buses[0].publish(.keyRevoked("revoked-key"))

@@ -1,0 +1,88 @@
+import Hummingbird
+import HTTPTypes
+import PortcullisAccess
+import NIOCore
+import PortcullisRouting
+import PortcullisStorage
+
+/// Writes the Prometheus text exposition format (version 0.0.4).
+struct PrometheusText {
+    private(set) var text = ""
+
+    /// One metric family: its help and type lines, then a sample per label set.
+    mutating func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: Double)]) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for sample in samples {
+            text += name
+            if !sample.labels.isEmpty {
+                text += "{" + sample.labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
+            }
+            text += " " + Self.format(sample.value) + "\n"
+        }
+    }
+
+    /// A family with one unlabelled sample.
+    mutating func family(_ name: String, _ type: String, _ help: String, value: Double) {
+        family(name, type, help, [([], value)])
+    }
+
+    static func escape(_ value: String) -> String {
+        var escaped = ""
+        for character in value {
+            switch character {
+            case "\\": escaped += "\\\\"
+            case "\"": escaped += "\\\""
+            case "\n": escaped += "\\n"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+
+    static func format(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        return String(value)
+    }
+}
+
+/// `GET /metrics`: the state of the gateway's dependencies, read at scrape time.
+struct GatewayMetrics: Sendable {
+    let access: AccessSystem
+    let router: ModelRouter
+
+    func exposition() -> String {
+        var out = PrometheusText()
+        out.family("portcullis_database_up", "gauge", "1 when the SQL store answered the last operation or probe, 0 while it is unreachable.",
+                   value: access.health.isReachable ? 1 : 0)
+        if let shared = access.sharedState {
+            out.family("portcullis_redis_up", "gauge",
+                       "1 while limits and budgets are shared through Redis, 0 while this replica enforces them alone.",
+                       value: shared.isDegraded ? 0 : 1)
+        }
+        out.family("portcullis_control_bus_up", "gauge", "1 while this replica hears revocations and policy changes from the others.",
+                   value: access.controlListener.isListening ? 1 : 0)
+        out.family("portcullis_usage_pending_rows", "gauge", "Aggregated usage rows waiting for the next batched write.",
+                   value: Double(access.recorder.pendingRows))
+        out.family("portcullis_usage_flushes_total", "counter", "Batched usage writes that succeeded.", value: Double(access.recorder.flushCount))
+        out.family("portcullis_usage_flush_failures_total", "counter", "Batched usage writes that failed and were kept for a retry.",
+                   value: Double(access.recorder.failedFlushCount))
+        out.family("portcullis_auth_stale_admissions_total", "counter",
+                   "Requests admitted on a previously validated key while the database was unreachable (fail-open).",
+                   value: Double(access.authenticator.staleAdmissionCount))
+        out.family("portcullis_key_cache_entries", "gauge", "Validated API keys held in this process.", value: Double(access.authenticator.cache.count))
+        let deployments = router.allDeployments
+        out.family("portcullis_deployment_up", "gauge", "1 when the deployment passed its last health check and its circuit admits requests.",
+                   deployments.map { ([("deployment", $0.name)], $0.isSelectable() ? 1 : 0) })
+        out.family("portcullis_circuit_open", "gauge", "1 while the deployment's circuit breaker is open or half open.",
+                   deployments.map { ([("deployment", $0.name)], $0.circuitState == "closed" ? 0 : 1) })
+        return out.text
+    }
+
+    func response() -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: exposition())))
+    }
+}
