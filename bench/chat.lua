@@ -1,6 +1,8 @@
 -- wrk script: POST a small non-streamed chat completion and print percentiles as one line.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local key = os.getenv("BENCH_KEY")
+if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
 wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Say hello in five words"}],"max_tokens":16}'
 
 function done(summary, latency, requests)

@@ -4,7 +4,10 @@
 # Measures in one run, with the same mock upstream and the same load generator:
 #   direct      wrk → mock upstream
 #   nginx       wrk → nginx (1 worker, pinned to core 0, keep-alive upstream pool) → mock
-#   portcullis  wrk → Portcullis (pinned to core 0) → mock
+#   core        wrk → Portcullis without identity, limits or budgets (--reference-core) → mock
+#   portcullis  wrk → Portcullis with a virtual API key, RPM/TPM/concurrency limits and a budget,
+#               embedded default (SQLite, in-process state) → mock
+#   redis       the same as portcullis with limits and budgets in Redis (redis-server on core 1)
 # at 1 and 64 connections, and prints requests/s, p50, p99 and the ratios the issue asks for.
 # The mock and wrk share core 1, identically for all three paths.
 #
@@ -12,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
-MOCK_PORT=19001; NGINX_PORT=19002; GATEWAY_PORT=19003
+MOCK_PORT=19001; NGINX_PORT=19002; GATEWAY_PORT=19003; CORE_PORT=19004; REDIS_GATEWAY_PORT=19005; REDIS_PORT=19006
 WORK="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
 RESULTS="bench/results/latest.txt"
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -20,6 +23,8 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 need() { command -v "$1" >/dev/null 2>&1 || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
 need wrk wrk
 need nginx nginx-light
+need redis-server redis-server
+need curl curl
 
 log "building release"
 swift build -c release --product portcullis >/dev/null
@@ -29,6 +34,7 @@ PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -38,16 +44,32 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 taskset -c 1 "$BIN" mock-upstream --port "$MOCK_PORT" --reply "Hello there, how are you" --log-level error &
 PIDS+=($!)
 
-cat > "$WORK/gateway.yaml" <<YAML
-server: { host: 127.0.0.1, port: $GATEWAY_PORT }
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null
+
+gateway_yaml() { # port [extra storage settings] — the same model for every Portcullis path
+  cat <<YAML
+server: { host: 127.0.0.1, port: $1 }
 log_level: warning
+auth: { master_key: bench-master-key }
+storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
 routing: { health_check: { interval_seconds: 0 } }
 models:
   - name: bench
     deployments:
-      - { provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: bench-key }
+      - { provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: bench-key,
+          price: { input_per_million: 1, output_per_million: 10 } }
 YAML
+}
+gateway_yaml "$GATEWAY_PORT" > "$WORK/gateway.yaml"
+gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/gateway-redis.yaml"
+# The reference: the same gateway without credentials, limits, budgets or accounting.
+gateway_yaml "$CORE_PORT" | grep -v master_key > "$WORK/core.yaml"
 taskset -c 0 "$BIN" serve --config "$WORK/gateway.yaml" &
+PIDS+=($!)
+taskset -c 0 "$BIN" serve --config "$WORK/gateway-redis.yaml" &
+PIDS+=($!)
+taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core &
 PIDS+=($!)
 
 mkdir -p "$WORK/nginx"
@@ -78,24 +100,38 @@ http {
 NGINX
 nginx -c "$WORK/nginx.conf"
 
-wait_port "$MOCK_PORT"; wait_port "$GATEWAY_PORT"; wait_port "$NGINX_PORT"
+wait_port "$MOCK_PORT"; wait_port "$GATEWAY_PORT"; wait_port "$NGINX_PORT"; wait_port "$CORE_PORT"; wait_port "$REDIS_GATEWAY_PORT"
+
+# A virtual key per governed gateway, with every limit and a budget set high enough never to refuse.
+create_key() {
+  curl -sf -X POST "http://127.0.0.1:$1/admin/keys" -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' \
+    -d '{"name":"bench","rpm":100000000,"tpm":10000000000,"concurrency":100000,"budget":1000000,"budget_period":"month"}' |
+    sed -E 's/.*"key":"([^"]+)".*/\1/'
+}
+declare -A KEYS=([$GATEWAY_PORT]="$(create_key $GATEWAY_PORT)" [$REDIS_GATEWAY_PORT]="$(create_key $REDIS_GATEWAY_PORT)")
+for port in "${!KEYS[@]}"; do [[ "${KEYS[$port]}" == pck_* ]] || { log "no key from the gateway on $port"; exit 1; }; done
 
 measure() { # name port connections → "rps p50 p99"
   local line
-  line="$(taskset -c 1 wrk -t1 -c"$3" -d"${DURATION}s" --timeout 5s -s bench/chat.lua "http://127.0.0.1:$2/v1/chat/completions" | grep '^RESULT')"
+  line="$(BENCH_KEY="${KEYS[$2]:-}" taskset -c 1 wrk -t1 -c"$3" -d"${DURATION}s" --timeout 5s -s bench/chat.lua \
+    "http://127.0.0.1:$2/v1/chat/completions" | grep '^RESULT')"
   log "$1 c=$3: $line"
   echo "$line"
 }
 field() { sed -E "s/.*$1=([0-9.]+).*/\\1/" <<<"$2"; }
 
 log "warming up"
-for port in $MOCK_PORT $NGINX_PORT $GATEWAY_PORT; do taskset -c 1 wrk -t1 -c16 -d2s -s bench/chat.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null; done
+for port in $MOCK_PORT $NGINX_PORT $CORE_PORT $GATEWAY_PORT $REDIS_GATEWAY_PORT; do
+  BENCH_KEY="${KEYS[$port]:-}" taskset -c 1 wrk -t1 -c16 -d2s -s bench/chat.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
+done
 
 declare -A R
 for c in 1 64; do
   R[direct_$c]="$(measure direct $MOCK_PORT $c)"
   R[nginx_$c]="$(measure nginx $NGINX_PORT $c)"
+  R[core_$c]="$(measure core $CORE_PORT $c)"
   R[portcullis_$c]="$(measure portcullis $GATEWAY_PORT $c)"
+  R[redis_$c]="$(measure redis $REDIS_GATEWAY_PORT $c)"
 done
 
 {
@@ -104,7 +140,7 @@ done
   echo
   printf '%-12s %5s %12s %10s %10s %8s\n' path conns req/s p50_us p99_us errors
   for c in 1 64; do
-    for path in direct nginx portcullis; do
+    for path in direct nginx core portcullis redis; do
       line="${R[${path}_$c]}"
       printf '%-12s %5s %12s %10s %10s %8s\n' "$path" "$c" "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field errors "$line")"
     done
@@ -114,4 +150,9 @@ done
     'BEGIN { printf "64 connections: portcullis/nginx req/s = %.2f (floor 0.50); portcullis/direct = %.2f; nginx/direct = %.2f\n", p/n, p/d, n/d }'
   awk -v p="$(field p99_us "${R[portcullis_1]}")" -v d="$(field p99_us "${R[direct_1]}")" -v p5="$(field p50_us "${R[portcullis_1]}")" -v d5="$(field p50_us "${R[direct_1]}")" \
     'BEGIN { printf "1 connection: added latency p50 = %d us, p99 = %d us (ceiling 1000 us)\n", p5-d5, p-d }'
+  for governed in portcullis redis; do
+    awk -v name="$governed" -v g="$(field p50_us "${R[${governed}_1]}")" -v c="$(field p50_us "${R[core_1]}")" \
+        -v gr="$(field rps "${R[${governed}_64]}")" -v cr="$(field rps "${R[core_64]}")" \
+      'BEGIN { printf "identity + limits + budget (%s): p50 %+d us over the core at 1 connection (ceiling 100 us); req/s at 64 connections = %.2f of the core\n", name, g-c, gr/cr }'
+  done
 } | tee "$RESULTS"

@@ -93,7 +93,21 @@ public final class Admission: Sendable {
         return subjects
     }
 
+    /// One check of an admission, run concurrently with the others (one round trip to Redis
+    /// for all of them, as its client pipelines concurrent commands).
+    private enum Check: Sendable {
+        case requests(subject: Int, limit: Int64, decision: WindowDecision)
+        case tokens(subject: Int, limit: Int64, decision: WindowDecision)
+        case slot(subject: Int, limit: Int64, key: String, granted: Bool)
+        case budget(index: Int, reserved: Bool?)
+    }
+
     /// Admits the request or throws `429` saying which limit and when to retry.
+    ///
+    /// Every window, concurrency slot and budget is checked at once; when any refuses, what
+    /// the others granted is given back (a refused request still counts in the windows, as
+    /// retries should not multiply). A budget not yet in the shared state is seeded from the
+    /// database (and the unflushed spend), then reserved.
     ///
     /// - Parameters:
     ///   - estimatedTokens: prompt tokens estimated before the call (counted against TPM).
@@ -101,37 +115,114 @@ public final class Admission: Sendable {
     public func admit(_ principal: Principal, model: String, estimatedTokens: Int64, worstCaseMicros: Int64) async throws -> AdmissionTicket {
         var ticket = AdmissionTicket()
         let now = clock()
-        do {
-            for (name, limits) in await subjects(for: principal, model: model) {
-                if let limit = limits.requestsPerMinute {
-                    let decision = try await state.consume(key: "\(name):rpm", cost: 1, limit: limit, window: Self.window, now: now)
-                    if ticket.headers["x-ratelimit-limit-requests"] == nil || decision.remaining < Int64(ticket.headers["x-ratelimit-remaining-requests"] ?? "") ?? .max {
-                        ticket.headers["x-ratelimit-limit-requests"] = String(limit)
-                        ticket.headers["x-ratelimit-remaining-requests"] = String(decision.remaining)
-                        ticket.headers["x-ratelimit-reset-requests"] = Self.duration(decision.allowed ? decision.resetAfter : decision.retryAfter)
+        let subjects = await subjects(for: principal, model: model)
+        let budgets = await budgets(for: principal).map { budget in
+            let (startDay, end) = budget.period.bounds(at: now)
+            return (record: budget, key: "budget:\(budget.scope.rawValue):\(budget.subject):\(startDay)", startDay: startDay, end: end,
+                    ttl: max(60, end - now + 3600))
+        }
+        let state = self.state
+        let checks = try await withThrowingTaskGroup(of: Check.self, returning: [Check].self) { group in
+            for (index, subject) in subjects.enumerated() {
+                if let limit = subject.limits.requestsPerMinute {
+                    group.addTask {
+                        .requests(subject: index, limit: limit,
+                                  decision: try await state.consume(key: "\(subject.name):rpm", cost: 1, limit: limit, window: Self.window, now: now))
                     }
-                    if !decision.allowed { throw Self.limited(name, "requests per minute", limit, retryAfter: decision.retryAfter, headers: ticket.headers) }
                 }
-                if let limit = limits.tokensPerMinute {
-                    let decision = try await state.consume(key: "\(name):tpm", cost: estimatedTokens, limit: limit, window: Self.window, now: now)
-                    if ticket.headers["x-ratelimit-limit-tokens"] == nil || decision.remaining < Int64(ticket.headers["x-ratelimit-remaining-tokens"] ?? "") ?? .max {
-                        ticket.headers["x-ratelimit-limit-tokens"] = String(limit)
-                        ticket.headers["x-ratelimit-remaining-tokens"] = String(decision.remaining)
-                        ticket.headers["x-ratelimit-reset-tokens"] = Self.duration(decision.allowed ? decision.resetAfter : decision.retryAfter)
+                if let limit = subject.limits.tokensPerMinute {
+                    group.addTask {
+                        .tokens(subject: index, limit: limit,
+                                decision: try await state.consume(key: "\(subject.name):tpm", cost: estimatedTokens, limit: limit,
+                                                                  window: Self.window, now: now))
                     }
-                    if !decision.allowed { throw Self.limited(name, "tokens per minute", limit, retryAfter: decision.retryAfter, headers: ticket.headers) }
-                    ticket.tokenWindows.append("\(name):tpm")
                 }
-                if let limit = limits.concurrency {
-                    let key = "\(name):concurrency"
-                    guard try await state.reserve(key: key, amount: 1, cap: limit, ttl: Self.slotTTL) else {
-                        throw Self.limited(name, "concurrent requests", limit, retryAfter: 1, headers: ticket.headers)
+                if let limit = subject.limits.concurrency {
+                    let key = "\(subject.name):concurrency"
+                    group.addTask {
+                        .slot(subject: index, limit: limit, key: key,
+                              granted: try await state.reserve(key: key, amount: 1, cap: limit, ttl: Self.slotTTL))
                     }
-                    ticket.slots.append(key)
                 }
             }
-            ticket.countedTokens = estimatedTokens
-            try await reserveBudgets(principal, amount: worstCaseMicros, now: now, ticket: &ticket)
+            for (index, budget) in budgets.enumerated() {
+                group.addTask {
+                    .budget(index: index, reserved: try await state.reserveIfKnown(key: budget.key, amount: worstCaseMicros,
+                                                                                   cap: budget.record.capMicros, ttl: budget.ttl))
+                }
+            }
+            var checks: [Check] = []
+            for try await check in group { checks.append(check) }
+            return checks
+        }
+        // What was granted goes on the ticket first, so that a refusal gives it all back.
+        var refusal: (order: Int, error: GatewayError)?
+        func refuse(_ order: Int, _ error: GatewayError) {
+            if refusal.map({ order < $0.order }) ?? true { refusal = (order, error) }
+        }
+        var unknownBudgets: [Int] = []
+        var requestDecisions: [(subject: Int, limit: Int64, decision: WindowDecision)] = []
+        var tokenDecisions: [(subject: Int, limit: Int64, decision: WindowDecision)] = []
+        for check in checks {
+            switch check {
+            case .requests(let subject, let limit, let decision): requestDecisions.append((subject, limit, decision))
+            case .tokens(let subject, let limit, let decision):
+                tokenDecisions.append((subject, limit, decision))
+                ticket.tokenWindows.append("\(subjects[subject].name):tpm")
+            case .slot(let subject, let limit, let key, let granted):
+                if granted {
+                    ticket.slots.append(key)
+                } else {
+                    refuse(subject * 3 + 2, Self.limited(subjects[subject].name, "concurrent requests", limit, retryAfter: 1, headers: [:]))
+                }
+            case .budget(let index, let reserved):
+                switch reserved {
+                case true?:
+                    let budget = budgets[index]
+                    ticket.holds.append(.init(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl))
+                case false?: refuse(1_000_000 + index, Self.budgetExceeded(budgets[index].record, amount: worstCaseMicros, now: now,
+                                                                          end: budgets[index].end))
+                case nil: unknownBudgets.append(index)
+                }
+            }
+        }
+        // Headers tell the tightest window of each kind.
+        if let tightest = requestDecisions.min(by: { $0.decision.remaining < $1.decision.remaining }) {
+            ticket.headers["x-ratelimit-limit-requests"] = String(tightest.limit)
+            ticket.headers["x-ratelimit-remaining-requests"] = String(tightest.decision.remaining)
+            ticket.headers["x-ratelimit-reset-requests"] = Self.duration(tightest.decision.allowed ? tightest.decision.resetAfter
+                                                                                                   : tightest.decision.retryAfter)
+        }
+        if let tightest = tokenDecisions.min(by: { $0.decision.remaining < $1.decision.remaining }) {
+            ticket.headers["x-ratelimit-limit-tokens"] = String(tightest.limit)
+            ticket.headers["x-ratelimit-remaining-tokens"] = String(tightest.decision.remaining)
+            ticket.headers["x-ratelimit-reset-tokens"] = Self.duration(tightest.decision.allowed ? tightest.decision.resetAfter
+                                                                                                 : tightest.decision.retryAfter)
+        }
+        for entry in requestDecisions where !entry.decision.allowed {
+            refuse(entry.subject * 3, Self.limited(subjects[entry.subject].name, "requests per minute", entry.limit,
+                                                   retryAfter: entry.decision.retryAfter, headers: [:]))
+        }
+        for entry in tokenDecisions where !entry.decision.allowed {
+            refuse(entry.subject * 3 + 1, Self.limited(subjects[entry.subject].name, "tokens per minute", entry.limit,
+                                                       retryAfter: entry.decision.retryAfter, headers: [:]))
+        }
+        ticket.countedTokens = estimatedTokens
+        do {
+            if var (_, error) = refusal {
+                for (name, value) in ticket.headers where error.headers[name] == nil { error.headers[name] = value }
+                throw error
+            }
+            for index in unknownBudgets {
+                let budget = budgets[index]
+                let stored = try await directory.directory.spend(scope: budget.record.scope, subject: budget.record.subject, sinceDay: budget.startDay)
+                let pending = recorder?.pendingSpend(scope: budget.record.scope, subject: budget.record.subject, sinceDay: budget.startDay) ?? 0
+                _ = try await state.seed(key: budget.key, spent: stored + pending, ttl: budget.ttl)
+                guard try await state.reserveIfKnown(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl) == true else {
+                    throw Self.budgetExceeded(budget.record, amount: worstCaseMicros, now: now, end: budget.end)
+                }
+                ticket.holds.append(.init(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl))
+            }
             return ticket
         } catch {
             await release(ticket)
@@ -147,26 +238,11 @@ public final class Admission: Sendable {
         return found
     }
 
-    private func reserveBudgets(_ principal: Principal, amount: Int64, now: Double, ticket: inout AdmissionTicket) async throws {
-        for budget in await budgets(for: principal) {
-            let (startDay, end) = budget.period.bounds(at: now)
-            let key = "budget:\(budget.scope.rawValue):\(budget.subject):\(startDay)"
-            let ttl = max(60, end - now + 3600)
-            var reserved = try await state.reserveIfKnown(key: key, amount: amount, cap: budget.capMicros, ttl: ttl)
-            if reserved == nil {
-                let stored = try await directory.directory.spend(scope: budget.scope, subject: budget.subject, sinceDay: startDay)
-                let pending = recorder?.pendingSpend(scope: budget.scope, subject: budget.subject, sinceDay: startDay) ?? 0
-                try await state.seed(key: key, spent: stored + pending, ttl: ttl)
-                reserved = try await state.reserveIfKnown(key: key, amount: amount, cap: budget.capMicros, ttl: ttl)
-            }
-            guard reserved == true else {
-                throw GatewayError(status: 429, kind: .rateLimited, code: "budget_exceeded",
-                                   message: "The \(budget.scope.rawValue) budget for this \(budget.period.rawValue) is exhausted "
-                                       + "(cap \(Self.money(budget.capMicros))); this request could cost up to \(Self.money(amount)).",
-                                   headers: ["Retry-After": String(Int((end - now).rounded(.up)))])
-            }
-            ticket.holds.append(.init(key: key, amount: amount, cap: budget.capMicros, ttl: ttl))
-        }
+    static func budgetExceeded(_ budget: BudgetRecord, amount: Int64, now: Double, end: Double) -> GatewayError {
+        GatewayError(status: 429, kind: .rateLimited, code: "budget_exceeded",
+                     message: "The \(budget.scope.rawValue) budget for this \(budget.period.rawValue) is exhausted "
+                         + "(cap \(money(budget.capMicros))); this request could cost up to \(money(amount)).",
+                     headers: ["Retry-After": String(Int((end - now).rounded(.up)))])
     }
 
     /// Reserves `additional` more on every budget the ticket holds (a stream running past its
@@ -188,24 +264,28 @@ public final class Admission: Sendable {
     }
 
     /// Ends the request: frees concurrency slots, settles budgets at the real cost and counts
-    /// the real tokens beyond those counted on admission.
+    /// the real tokens beyond those counted on admission — all at once (one round trip to Redis).
     public func settle(_ ticket: AdmissionTicket, totalTokens: Int64, costMicros: Int64) async {
         let now = clock()
-        for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
-            _ = try? await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: 1 << 50, window: Self.window, now: now)
-        }
-        for hold in ticket.holds {
-            try? await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl)
-        }
-        for slot in ticket.slots {
-            try? await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL)
+        let state = self.state
+        await withTaskGroup(of: Void.self) { group in
+            for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
+                group.addTask {
+                    _ = try? await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: 1 << 50, window: Self.window, now: now)
+                }
+            }
+            for hold in ticket.holds {
+                group.addTask { try? await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl) }
+            }
+            for slot in ticket.slots {
+                group.addTask { try? await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL) }
+            }
         }
     }
 
     /// Releases everything without spending (the request failed before any cost).
     public func release(_ ticket: AdmissionTicket) async {
-        for hold in ticket.holds { try? await state.settle(key: hold.key, reserved: hold.amount, actual: 0, ttl: hold.ttl) }
-        for slot in ticket.slots { try? await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL) }
+        await settle(AdmissionTicket(slots: ticket.slots, holds: ticket.holds), totalTokens: 0, costMicros: 0)
     }
 
     static func limited(_ subject: String, _ what: String, _ limit: Int64, retryAfter: Double, headers: [String: String]) -> GatewayError {

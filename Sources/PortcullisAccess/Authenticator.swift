@@ -122,16 +122,23 @@ public final class IPPolicyEngine: Sendable {
     private let trustedProxies: [CIDR]
     private let dynamic = Mutex<(allow: [CIDR], deny: [CIDR])>(([], []))
     private let stale = Atomic<Bool>(false)
+    /// Wakes the refresher when the rules went stale (buffering one wake-up is enough).
+    public let staleSignals: AsyncStream<Void>
+    private let staleContinuation: AsyncStream<Void>.Continuation
 
     public init(allow: [String], deny: [String], adminAllow: [String], trustedProxies: [String]) {
         self.allow = allow.compactMap(CIDR.init)
         self.deny = deny.compactMap(CIDR.init)
         self.adminAllow = adminAllow.compactMap(CIDR.init)
         self.trustedProxies = trustedProxies.compactMap(CIDR.init)
+        (staleSignals, staleContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Notes that the dynamic rules changed somewhere; the refresher reloads them.
-    public func markStale() { stale.store(true, ordering: .relaxed) }
+    public func markStale() {
+        stale.store(true, ordering: .relaxed)
+        staleContinuation.yield()
+    }
 
     /// Whether a reload is due (and clears the mark).
     public func takeStale() -> Bool { stale.exchange(false, ordering: .relaxed) }

@@ -155,6 +155,8 @@ public final class UsageRecorder: Service, Sendable {
                 await self.flush()
             }
         }
-        await flush()
+        // The final flush must not inherit this task's cancellation (the store would refuse it
+        // and the last interval's usage would be lost), so it runs in a task of its own.
+        await Task { await self.flush() }.value
     }
 }

@@ -194,21 +194,38 @@ struct RedisCloser: Service {
 }
 
 /// Reloads the dynamic IP rules when told they changed (or the bus was lost), and every 30 s
-/// anyway, so that rules expire on time.
+/// anyway, so that rules expire on time. A failed reload is retried after a second.
 struct IPRuleRefresher: Service {
     let policy: IPPolicyEngine
     let directory: Directory
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
-            var sinceFull = 0.0
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: 50_000_000)
-                sinceFull += 0.05
-                guard policy.takeStale() || sinceFull >= 30 else { continue }
-                sinceFull = 0
-                if let rules = try? await directory.ipRules() { policy.update(rules) } else { policy.markStale() }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in policy.staleSignals {
+                        guard policy.takeStale() else { continue }
+                        await reload()
+                    }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(nanoseconds: 30_000_000_000)
+                        policy.markStale()
+                    }
+                }
+                await group.next()
+                group.cancelAll()
             }
+        }
+    }
+
+    private func reload() async {
+        if let rules = try? await directory.ipRules() {
+            policy.update(rules)
+        } else {
+            try? await Task.sleep(nanoseconds: 1_000_000_000)
+            policy.markStale()
         }
     }
 }

@@ -19,13 +19,15 @@ import ServiceLifecycle
 /// - Parameters:
 ///   - configuration: the validated configuration.
 ///   - logger: the application logger (bootstrapped by the executable).
+///   - governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
 ///   - onServerRunning: called with the bound channel once the server listens (tests read the port).
 public func buildApplication(
     configuration: GatewayConfiguration,
     logger: Logger,
+    governed: Bool = true,
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
-    let gateway = try await Gateway(configuration: configuration, logger: logger)
+    let gateway = try await Gateway(configuration: configuration, logger: logger, governed: governed)
     return try gateway.makeApplication(logger: logger, onServerRunning: onServerRunning)
 }
 

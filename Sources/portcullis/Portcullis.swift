@@ -87,6 +87,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Override log_level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String?
 
+    @Flag(help: .hidden)   // the benchmark's reference: no limits, budgets or usage accounting; refused with credentials configured
+    var referenceCore = false
+
     func run() async throws {
         var configuration: GatewayConfiguration
         do {
@@ -102,11 +105,15 @@ struct Serve: AsyncParsableCommand {
         if let host { configuration.server.host = host }
         if let port { configuration.server.port = port }
         if let logLevel { configuration.logLevel = logLevel }
+        if referenceCore && (configuration.auth.masterKey != nil || !configuration.auth.oidc.isEmpty) {
+            FileHandle.standardError.write(Data("portcullis: --reference-core is for benchmarks and refuses a configuration with credentials\n".utf8))
+            throw ExitCode(2)
+        }
         let logger = LoggingSetup.bootstrap(level: configuration.logLevel)
         let models = configuration.models.map(\.name).joined(separator: ", ")
         let scheme = configuration.server.tls == nil ? "http" : "https"
         let host = configuration.server.host
-        let app = try await buildApplication(configuration: configuration, logger: logger) { channel in
+        let app = try await buildApplication(configuration: configuration, logger: logger, governed: !referenceCore) { channel in
             let port = channel.localAddress?.port ?? 0
             logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
         }

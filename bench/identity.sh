@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# What identity, limits and budgets add to a request, release build, all on loopback.
+#
+# Three gateways on core 0 in front of one mock upstream (core 1, with wrk):
+#   core      --reference-core: no credential, no limits, no budget, no usage accounting
+#   governed  a virtual API key with RPM, TPM and concurrency limits and a monthly budget,
+#             embedded default (SQLite, in-process state)
+#   redis     the same, limits and budgets in Redis
+# Measurements alternate between the three, ROUNDS times, one connection each, so that drift
+# of the machine falls on all alike; the report gives the median p50 and p99 of each and the
+# difference to the core.
+#
+# Usage: bench/identity.sh [seconds-per-measurement] [rounds]   (default 3 and 7)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-3}"; ROUNDS="${2:-7}"
+MOCK_PORT=19011; CORE_PORT=19012; GOVERNED_PORT=19013; REDIS_GATEWAY_PORT=19014; REDIS_PORT=19015
+WORK="$(mktemp -d /tmp/portcullis-identity.XXXXXX)"
+RESULTS="bench/results/identity.txt"
+log() { printf '[identity] %s\n' "$*" >&2; }
+need() { command -v "$1" >/dev/null 2>&1 || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need redis-server redis-server
+need curl curl
+
+log "building release"
+swift build -c release --product portcullis >/dev/null
+BIN="$(swift build -c release --show-bin-path)/portcullis"
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; log "port $1 never opened"; exit 1; }
+
+taskset -c 1 "$BIN" mock-upstream --port "$MOCK_PORT" --reply "Hello there, how are you" --log-level error &
+PIDS+=($!)
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null
+
+gateway_yaml() { # port [extra storage settings]
+  cat <<YAML
+server: { host: 127.0.0.1, port: $1 }
+log_level: warning
+auth: { master_key: bench-master-key }
+storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
+routing: { health_check: { interval_seconds: 0 } }
+models:
+  - name: bench
+    deployments:
+      - { provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: bench-key,
+          price: { input_per_million: 1, output_per_million: 10 } }
+YAML
+}
+gateway_yaml "$GOVERNED_PORT" > "$WORK/governed.yaml"
+gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/redis.yaml"
+gateway_yaml "$CORE_PORT" | grep -v master_key > "$WORK/core.yaml"
+taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!)
+taskset -c 0 "$BIN" serve --config "$WORK/governed.yaml" & PIDS+=($!)
+taskset -c 0 "$BIN" serve --config "$WORK/redis.yaml" & PIDS+=($!)
+for port in $MOCK_PORT $CORE_PORT $GOVERNED_PORT $REDIS_GATEWAY_PORT; do wait_port "$port"; done
+
+create_key() {
+  curl -sf -X POST "http://127.0.0.1:$1/admin/keys" -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' \
+    -d '{"name":"bench","rpm":100000000,"tpm":10000000000,"concurrency":100000,"budget":1000000,"budget_period":"month"}' |
+    sed -E 's/.*"key":"([^"]+)".*/\1/'
+}
+declare -A KEYS=([core]="" [governed]="$(create_key $GOVERNED_PORT)" [redis]="$(create_key $REDIS_GATEWAY_PORT)")
+declare -A PORTS=([core]=$CORE_PORT [governed]=$GOVERNED_PORT [redis]=$REDIS_GATEWAY_PORT)
+for path in governed redis; do [[ "${KEYS[$path]}" == pck_* ]] || { log "no key from $path"; exit 1; }; done
+
+run() { # path seconds → RESULT line; a measurement with any non-2xx answer is refused
+  BENCH_KEY="${KEYS[$1]}" taskset -c 1 wrk -t1 -c1 -d"$2s" --timeout 5s -s bench/chat.lua "http://127.0.0.1:${PORTS[$1]}/v1/chat/completions" | grep '^RESULT'
+}
+field() { sed -E "s/.*$1=([0-9.]+).*/\\1/" <<<"$2"; }
+
+log "warming up"
+for path in core governed redis; do run "$path" 2 >/dev/null; done
+
+declare -A P50 P99
+for round in $(seq "$ROUNDS"); do
+  for path in core governed redis; do
+    line="$(run "$path" "$DURATION")"
+    [ "$(field errors "$line")" = 0 ] || { log "$path answered errors: $line"; exit 1; }
+    P50[$path]+="$(field p50_us "$line") "; P99[$path]+="$(field p99_us "$line") "
+    log "round $round $path: $line"
+  done
+done
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+
+{
+  echo "Identity + limits + budget overhead — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores"
+  echo "command: bench/identity.sh $DURATION $ROUNDS   (release; gateways on core 0, mock and wrk on core 1; 1 connection;"
+  echo "         $ROUNDS alternating rounds of ${DURATION}s, medians)"
+  echo
+  printf '%-10s %10s %10s %14s\n' path p50_us p99_us p50_over_core
+  core50="$(median "${P50[core]}")"
+  for path in core governed redis; do
+    p50="$(median "${P50[$path]}")"; p99="$(median "${P99[$path]}")"
+    printf '%-10s %10s %10s %14s\n' "$path" "$p50" "$p99" "$((p50 - core50))"
+  done
+  echo
+  echo "ceiling: identity + limits add at most 100 us p50 over the core (issue 3)"
+} | tee "$RESULTS"
