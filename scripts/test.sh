@@ -66,7 +66,12 @@ start_redis
 log "building (debug, tests included)"
 swift build --build-tests
 log "running the Swift suite"
-swift test --skip-build
+# The fault tests stop and start servers under running gateways; they run on their own, after
+# the rest (run alongside it, a rare stall was seen that was not explained). A stall fails the
+# run after 15 minutes instead of holding CI.
+timeout 900 swift test --skip-build --skip FaultTests
+log "running the fault tests (PostgreSQL and Redis stopped and restarted)"
+timeout 600 swift test --skip-build --filter FaultTests
 
 # The official OpenAI and Anthropic Python SDKs, unmodified, against the real binary.
 log "running the SDK compatibility and executable suite"

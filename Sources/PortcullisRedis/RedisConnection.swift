@@ -189,7 +189,14 @@ public final class RedisConnection: Sendable {
     /// Sends several commands in one write and returns their replies in order.
     public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
         let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
-        channel.writeAndFlush(RedisOutboundCommand(arguments: commands, promises: promises), promise: nil)
+        // A write that fails before the handler takes the replies (the channel closed a moment
+        // ago and its handler is gone) must fail them too, or their callers would wait forever.
+        // A promise already failed by the handler ignores the second failure.
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in
+            for promise in promises { promise.fail(RedisError(.connection, "write failed: \(error)")) }
+        }
+        channel.writeAndFlush(RedisOutboundCommand(arguments: commands, promises: promises), promise: written)
         var replies: [RESPValue] = []
         replies.reserveCapacity(promises.count)
         for promise in promises { replies.append(try await promise.futureResult.get()) }
