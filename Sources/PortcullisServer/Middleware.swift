@@ -96,7 +96,12 @@ enum PresentedCredential {
     static func from(_ headers: HTTPFields) -> String? {
         if let authorization = headers[.authorization] {
             let parts = authorization.split(separator: " ", maxSplits: 1)
-            if parts.count == 2, parts[0].lowercased() == "bearer" { return String(parts[1]).trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                var token = parts[1]
+                while let first = token.first, first == " " || first == "\t" { token = token.dropFirst() }
+                while let last = token.last, last == " " || last == "\t" { token = token.dropLast() }
+                return String(token)
+            }
         }
         return headers[HTTPField.Name("x-api-key")!] ?? headers[HTTPField.Name("api-key")!]
     }

@@ -1,4 +1,5 @@
 import Foundation
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisRedis
@@ -299,5 +300,33 @@ enum UsageDayOfToday {
         formatter.timeZone = TimeZone(identifier: "UTC")
         formatter.locale = Locale(identifier: "en_US_POSIX")
         return formatter.string(from: Date())
+    }
+}
+
+@Suite("Budget periods")
+struct BudgetPeriodTests {
+    @Test("day and month bounds agree with Foundation's Gregorian calendar, leap years and year ends included")
+    func boundsMatchCalendar() {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let formatter = DateFormatter()
+        formatter.calendar = calendar
+        formatter.timeZone = calendar.timeZone
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.dateFormat = "yyyy-MM-dd"
+        var times: [Double] = [0, 951_782_400, 951_868_799, 1_709_164_800, 1_735_689_599, 1_735_689_600, 4_102_444_799]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<500 { times.append(Double.random(in: 0..<4_102_444_800, using: &generator)) }
+        for time in times {
+            let date = Date(timeIntervalSince1970: time)
+            let dayStart = calendar.startOfDay(for: date)
+            let monthStart = calendar.date(from: calendar.dateComponents([.year, .month], from: date))!
+            let day = BudgetPeriod.day.bounds(at: time)
+            let month = BudgetPeriod.month.bounds(at: time)
+            #expect(day.startDay == formatter.string(from: dayStart) && day.end == calendar.date(byAdding: .day, value: 1, to: dayStart)!.timeIntervalSince1970,
+                    "day of \(time)")
+            #expect(month.startDay == formatter.string(from: monthStart)
+                        && month.end == calendar.date(byAdding: .month, value: 1, to: monthStart)!.timeIntervalSince1970, "month of \(time)")
+        }
     }
 }
