@@ -65,6 +65,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisGuardrails",
+            dependencies: ["PortcullisCore"],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PortcullisRedis",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -107,6 +112,7 @@ let package = Package(
                 "PortcullisProviders",
                 "PortcullisRouting",
                 "PortcullisAccess",
+                "PortcullisGuardrails",
                 "PortcullisStorage",
                 "PortcullisRedis",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -135,6 +141,7 @@ let package = Package(
             dependencies: [
                 "PortcullisServer",
                 "PortcullisConfig",
+                "PortcullisGuardrails",
                 "PortcullisMockUpstream",
                 "PortcullisProviders",
                 "PortcullisCore",
@@ -161,6 +168,7 @@ let package = Package(
                 "PortcullisRedis",
                 "PortcullisStorage",
                 "PortcullisAccess",
+                "PortcullisGuardrails",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

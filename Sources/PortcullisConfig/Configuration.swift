@@ -246,8 +246,43 @@ public struct GatewayConfiguration: Sendable, Equatable {
         }
     }
 
+    /// Guardrails: which guards run for whom, and what each risk level does.
+    public struct Guardrails: Sendable, Equatable {
+        /// One policy. The first whose filters all match a call applies; the built-in default otherwise.
+        public struct Policy: Sendable, Equatable {
+            public var name: String
+            /// Empty: any.
+            public var models: [String] = []
+            public var teams: [String] = []
+            public var roles: [String] = []
+            public var keys: [String] = []
+            /// Input guards by name. Default validation and injection_rules.
+            public var input: [String] = ["validation", "injection_rules"]
+            /// Action per risk level (block, redact, flag). Default block critical and high, flag the rest.
+            public var actions: [String: String] = ["critical": "block", "high": "block", "medium": "flag", "low": "flag"]
+            /// Input token limit (estimated). Default 4096.
+            public var maxInputTokens: Int = 4096
+            /// Messages per request. Default 256.
+            public var maxMessages: Int = 256
+            /// Characters per message. Default 100,000.
+            public var maxMessageCharacters: Int = 100_000
+
+            public init(name: String) { self.name = name }
+        }
+
+        /// Whether guards run at all. Default true.
+        public var enabled = true
+        /// Policies in order; a built-in `default` applies when none matches.
+        public var policies: [Policy] = []
+        /// The policy for calls no other policy matches.
+        public var defaultPolicy = Policy(name: "default")
+
+        public init() {}
+    }
+
     public var server = Server()
     public var auth = Auth()
+    public var guardrails = Guardrails()
     public var storage = Storage()
     public var limits = Limits()
     public var ipPolicy = IPPolicy()

@@ -136,7 +136,8 @@ public enum ConfigurationLoader {
     // MARK: Decoding
 
     private static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
-        guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level"]) else { return }
+        guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level",
+                                               "guardrails"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
             configuration.server.port = server.integer("port", in: 0...65535) ?? configuration.server.port
@@ -180,6 +181,7 @@ public enum ConfigurationLoader {
             configuration.storage.timeoutSeconds = storage.number("timeout_seconds", in: 0.1...600) ?? configuration.storage.timeoutSeconds
         }
         if let limits = root.child("limits") { decodeLimits(limits, into: &configuration.limits) }
+        if let guardrails = root.child("guardrails") { decodeGuardrails(guardrails, into: &configuration.guardrails) }
         if let policy = root.child("ip_policy"), policy.expectMapping(allowedKeys: ["allow", "deny", "admin_allow", "trusted_proxies"]) {
             configuration.ipPolicy.allow = cidrList(policy, "allow")
             configuration.ipPolicy.deny = cidrList(policy, "deny")
@@ -304,6 +306,64 @@ public enum ConfigurationLoader {
             }
         }
         limits.reserveOutputTokens = reader.integer("reserve_output_tokens", in: 1...10_000_000) ?? limits.reserveOutputTokens
+    }
+
+    /// Input guards that exist, for validating policies.
+    static let inputGuardNames: Set<String> = ["validation", "injection_rules"]
+
+    private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
+        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default"]) else { return }
+        guardrails.enabled = reader.bool("enabled") ?? guardrails.enabled
+        if let base = reader.child("default") {
+            guardrails.defaultPolicy = decodeGuardPolicy(base, name: "default", base: guardrails.defaultPolicy)
+        }
+        if let list = reader.child("policies") {
+            var names: Set<String> = []
+            for element in list.elements() {
+                guard let name = element.string("name") else {
+                    element.issue(nil, "a policy needs a name")
+                    continue
+                }
+                if !names.insert(name).inserted { element.issue("name", "duplicate policy '\(name)'") }
+                guardrails.policies.append(decodeGuardPolicy(element, name: name, base: guardrails.defaultPolicy))
+            }
+        }
+    }
+
+    private static func decodeGuardPolicy(_ reader: NodeReader, name: String,
+                                          base: GatewayConfiguration.Guardrails.Policy) -> GatewayConfiguration.Guardrails.Policy {
+        var policy = base
+        policy.name = name
+        guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
+                                                 "max_messages", "max_message_characters"]) else { return policy }
+        func strings(_ key: String) -> [String]? { reader.child(key).map { $0.elements().compactMap { $0.scalarString() } } }
+        policy.models = strings("models") ?? []
+        policy.teams = strings("teams") ?? []
+        policy.keys = strings("keys") ?? []
+        if let roles = strings("roles") {
+            for role in roles where !roleNames.contains(role) { reader.issue("roles", "unknown role '\(role)' (\(roleNames.sorted().joined(separator: ", ")))") }
+            policy.roles = roles
+        }
+        if let input = strings("input") {
+            for guardName in input where !inputGuardNames.contains(guardName) {
+                reader.issue("input", "unknown guard '\(guardName)' (\(inputGuardNames.sorted().joined(separator: ", ")))")
+            }
+            policy.input = input
+        }
+        if let actions = reader.child("actions"), actions.expectMapping(allowedKeys: ["critical", "high", "medium", "low"]) {
+            for level in actions.keys {
+                guard let action = actions.string(level) else { continue }
+                guard ["block", "redact", "flag"].contains(action) else {
+                    actions.issue(level, "must be block, redact or flag; got '\(action)'")
+                    continue
+                }
+                policy.actions[level] = action
+            }
+        }
+        policy.maxInputTokens = reader.integer("max_input_tokens", in: 1...10_000_000) ?? policy.maxInputTokens
+        policy.maxMessages = reader.integer("max_messages", in: 1...100_000) ?? policy.maxMessages
+        policy.maxMessageCharacters = reader.integer("max_message_characters", in: 1...100_000_000) ?? policy.maxMessageCharacters
+        return policy
     }
 
     private static func cidrList(_ reader: NodeReader, _ key: String) -> [String] {

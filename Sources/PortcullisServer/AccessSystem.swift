@@ -27,6 +27,7 @@ public struct AccessSystem: Sendable {
     public let sharedState: ResilientSharedState?
     public let rotationGrace: Double
     public let controlListener: ControlListener
+    public let guardEvents: GuardEventLog
     /// Long-lived parts to run as services, in start order (stopped in reverse).
     public let services: [any Service]
     let redis: RedisClient?
@@ -37,7 +38,7 @@ public struct AccessSystem: Sendable {
         let store: any SQLStore
         var pepper: [UInt8]
         let initialRules: [IPRuleRecord]
-        let migrations = APIKeyStore.migrations + Directory.migrations
+        let migrations = APIKeyStore.migrations + Directory.migrations + GuardEventLog.migrations
         guard let location = StorageLocation(configuration.storage.database) else {
             throw SQLError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
         }
@@ -123,6 +124,8 @@ public struct AccessSystem: Sendable {
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
         ipPolicy.update(initialRules)
         services.append(recorder)
+        let guardEvents = GuardEventLog(store: store, interval: configuration.storage.flushIntervalSeconds, logger: logger)
+        services.append(guardEvents)
         let controlListener = ControlListener(bus: bus, cache: cache,
                                         onMessage: { message in
                                             switch message {
@@ -142,7 +145,8 @@ public struct AccessSystem: Sendable {
         if let redis { services.append(RedisCloser(client: redis)) }
         return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
                             admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
-                            rotationGrace: configuration.auth.rotationGraceSeconds, controlListener: controlListener, services: services,
+                            rotationGrace: configuration.auth.rotationGraceSeconds, controlListener: controlListener, guardEvents: guardEvents,
+                            services: services,
                             redis: redis)
     }
 

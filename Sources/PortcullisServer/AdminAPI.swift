@@ -52,6 +52,7 @@ struct AdminAPI: Sendable {
             return Self.json(["flushed": true])
         }
         group.get("actions") { request, context in try await list(request, context) { try await access.directory.actions(limit: $0, offset: $1) } }
+        group.get("guard-events") { request, context in try await list(request, context) { try await access.guardEvents.list(limit: $0, offset: $1) } }
     }
 
     // MARK: Keys

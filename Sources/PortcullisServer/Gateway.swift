@@ -87,8 +87,10 @@ public struct Gateway: Sendable {
         self.access = access
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
+        let guarding = configuration.guardrails.enabled && governed
+            ? InputGuarding(configuration: configuration.guardrails, events: access.guardEvents) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                        dependencies: { [access] in access.dependencyState })
+                                        guarding: guarding, dependencies: { [access] in access.dependencyState })
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,
                                            probeTimeout: routing.healthCheckTimeoutSeconds, logger: logger)
     }

@@ -72,6 +72,9 @@ struct GatewayMetrics: Sendable {
                    "Requests admitted on a previously validated key while the database was unreachable (fail-open).",
                    value: Double(access.authenticator.staleAdmissionCount))
         out.family("portcullis_key_cache_entries", "gauge", "Validated API keys held in this process.", value: Double(access.authenticator.cache.count))
+        out.family("portcullis_guard_decisions_total", "counter", "Guard findings by guard, category and the action the policy took.",
+                   access.guardEvents.counts.map { ([("guard", $0.key.guardName), ("category", $0.key.category), ("action", $0.key.action)],
+                                                    Double($0.value)) })
         let deployments = router.allDeployments
         out.family("portcullis_deployment_up", "gauge", "1 when the deployment passed its last health check and its circuit admits requests.",
                    deployments.map { ([("deployment", $0.name)], $0.isSelectable() ? 1 : 0) })

@@ -10,10 +10,14 @@ import PortcullisRouting
 
 /// The request's journey, in order, in one place.
 ///
-/// Stages 1–2 (edge: request id, trace context; identity: master key) run as middleware
-/// before any handler here — see `buildRouter`. Each handler below then does, in order:
+/// Stages 1–2 (edge: request id, trace context, IP policy; identity: key or token) and the
+/// route's permission run as middleware before any handler here — see `makeRouter`. Each
+/// handler below then does, in order:
 ///
 ///  5. decode     bounded body → typed canonical request (errors name the parameter)
+///  3–4.          the model allow list, then admission: rate limits, concurrency, the
+///                worst-case budget reservation (released if anything later fails)
+///  6. guard in   the caller's guard policy as a cascade (chat requests)
 /// 10. route      model group → deployment; retries, fallbacks, circuit breakers
 /// 11. provider   the adapter translates canonical ⇄ provider wire format; a stream is
 ///                primed (first event received) inside routing, so failover is possible
@@ -21,23 +25,25 @@ import PortcullisRouting
 /// 13. settle     usage and cost of the call (response headers, access log)
 ///     respond    encode for the client's dialect; streams are forwarded event by event
 ///
-/// Stages the architecture adds later (authorisation, admission, guardrails, cache,
-/// scheduling, output guards, audit) slot in between these calls, in the order shown in
-/// ARCHITECTURE.md.
+/// Stages still to come (transforms, cache, scheduling, output guards, audit) slot in
+/// between these calls, in the order shown in ARCHITECTURE.md.
 public struct RequestPipeline: Sendable {
     public let router: ModelRouter
     /// Largest request body accepted, in bytes.
     public let maximumBodyBytes: Int
     /// Limits, budgets and usage accounting; nil serves without them (benchmark reference).
     public let governance: Governance?
+    /// Input guardrails; nil runs none.
+    public let guarding: InputGuarding?
     /// The state of the database, Redis and the control bus, for readiness.
     public let dependencies: @Sendable () -> DependencyState
 
-    public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil,
+    public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, guarding: InputGuarding? = nil,
                 dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
         self.maximumBodyBytes = maximumBodyBytes
         self.governance = governance
+        self.guarding = guarding
         self.dependencies = dependencies
     }
 
@@ -61,7 +67,7 @@ public struct RequestPipeline: Sendable {
     public func completions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
         let completion = try OpenAIWire.decodeCompletionRequest(body.json)
-        let grant = try await admit(context, model: completion.model, bodySize: body.size, maxTokens: completion.maxTokens)   // 6–7. authorise, admit
+        let grant = try await admit(context, model: completion.model, bodySize: body.size, maxTokens: completion.maxTokens)   // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
             if completion.stream {
@@ -93,7 +99,7 @@ public struct RequestPipeline: Sendable {
     public func embeddings(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
         let embedding = try OpenAIWire.decodeEmbeddingRequest(body.json)
-        let grant = try await admit(context, model: embedding.model, bodySize: body.size, maxTokens: 0)                   // 6–7. authorise, admit
+        let grant = try await admit(context, model: embedding.model, bodySize: body.size, maxTokens: 0)                   // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
             let routed = try await router.execute(model: embedding.model, logger: context.logger) { deployment in        // 10. route
@@ -111,9 +117,10 @@ public struct RequestPipeline: Sendable {
     // MARK: Chat, both dialects
 
     private func serveChat(_ chat: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
-        let grant = try await admit(context, model: chat.model, bodySize: bodySize, maxTokens: chat.maxTokens)       // 6–7. authorise, admit
+        let grant = try await admit(context, model: chat.model, bodySize: bodySize, maxTokens: chat.maxTokens)       // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
+            try await guarding?.check(chat, principal: context.principal, requestID: context.requestID)                // 6. guard in
             if chat.stream {
                 let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
                     try await Self.prime(deployment: deployment) {                                                       // 11. provider
@@ -151,7 +158,7 @@ public struct RequestPipeline: Sendable {
         }
     }
 
-    /// Stages 6–7: may this caller use the model, and is there room under its limits and budgets?
+    /// Stages 3–4: may this caller use the model, and is there room under its limits and budgets?
     func admit(_ context: GatewayRequestContext, model: String, bodySize: Int, maxTokens: Int?) async throws -> Grant? {
         let principal = context.principal
         guard principal.mayUse(model: model) else {

@@ -1,0 +1,153 @@
+import PortcullisCore
+
+/// What a finding is about. Stable names: they appear in client errors, guard events and metrics.
+public enum GuardCategory: String, Sendable, CaseIterable, Comparable {
+    case invalidInput = "invalid_input"
+    case encoding
+    case promptInjection = "prompt_injection"
+    case jailbreak
+    case systemPromptExtraction = "system_prompt_extraction"
+    case pii
+    case secret
+    case moderation
+    case systemPromptLeak = "system_prompt_leak"
+    case format
+
+    public static func < (lhs: GuardCategory, rhs: GuardCategory) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// How bad a finding is; a policy maps each level to an action.
+public enum RiskLevel: Int, Sendable, Comparable, CaseIterable, CustomStringConvertible {
+    case low = 1, medium, high, critical
+
+    public init?(name: String) {
+        switch name {
+        case "low": self = .low
+        case "medium": self = .medium
+        case "high": self = .high
+        case "critical": self = .critical
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .low: "low"
+        case .medium: "medium"
+        case .high: "high"
+        case .critical: "critical"
+        }
+    }
+
+    public static func < (lhs: RiskLevel, rhs: RiskLevel) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// What a policy does about findings of one risk level.
+public enum GuardAction: String, Sendable, Comparable {
+    /// Record the finding only.
+    case flag
+    /// Replace the offending span (when the guard can) and go on.
+    case redact
+    /// Refuse the request (or end the stream).
+    case block
+
+    private var rank: Int {
+        switch self {
+        case .flag: 0
+        case .redact: 1
+        case .block: 2
+        }
+    }
+
+    public static func < (lhs: GuardAction, rhs: GuardAction) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// One thing a guard noticed. `reason` names the rule or check, never the matched text,
+/// so that it can be shown to clients and written to logs.
+public struct GuardFinding: Sendable, Equatable {
+    public var guardName: String
+    public var category: GuardCategory
+    public var risk: RiskLevel
+    /// Confidence, 0–1.
+    public var score: Double
+    public var reason: String
+    /// Where in the inspected segment (UTF-8 offsets), when the finding has a span.
+    public var span: Range<Int>?
+    /// Which segment of the input (see `GuardInput.segments`).
+    public var segment: Int?
+
+    public init(guardName: String, category: GuardCategory, risk: RiskLevel, score: Double, reason: String,
+                span: Range<Int>? = nil, segment: Int? = nil) {
+        self.guardName = guardName
+        self.category = category
+        self.risk = risk
+        self.score = min(max(score, 0), 1)
+        self.reason = reason
+        self.span = span
+        self.segment = segment
+    }
+}
+
+/// A piece of text a guard reads: one message's text with where it came from.
+public struct GuardSegment: Sendable, Equatable {
+    public var role: ChatRole
+    /// The message index in the request (nil for text that is not a message, e.g. a tool description).
+    public var messageIndex: Int?
+    /// The text as sent.
+    public var text: String
+    /// Whether the text comes from the caller's own instructions (system/developer) rather
+    /// than a user, a tool result or a document.
+    public var isTrusted: Bool { role == .system || role == .developer }
+
+    public init(role: ChatRole, messageIndex: Int?, text: String) {
+        self.role = role
+        self.messageIndex = messageIndex
+        self.text = text
+    }
+}
+
+/// The input side of a request as the guards see it: every text segment, with a normalised
+/// view prepared once (NFKC, invisible characters removed, look-alikes folded).
+public struct GuardInput: Sendable {
+    public var segments: [GuardSegment]
+    /// `segments[i]`'s normalised view (empty for trusted segments, which the detectors skip).
+    public var normalized: [NormalizedText]
+
+    public init(segments: [GuardSegment]) {
+        self.segments = segments
+        self.normalized = segments.map { $0.isTrusted ? .empty : NormalizedText($0.text) }
+    }
+
+    /// The segments of a chat request: every message's text parts, in order.
+    public init(request: ChatRequest) {
+        var segments: [GuardSegment] = []
+        for (index, message) in request.messages.enumerated() {
+            if let content = message.content { segments.append(GuardSegment(role: message.role, messageIndex: index, text: content.text)) }
+            for call in message.toolCalls { segments.append(GuardSegment(role: message.role, messageIndex: index, text: call.arguments)) }
+        }
+        self.init(segments: segments)
+    }
+
+    /// One piece of untrusted user text (evaluation, tests).
+    public init(text: String) {
+        self.init(segments: [GuardSegment(role: .user, messageIndex: 0, text: text)])
+    }
+}
+
+/// A guard on the input side. Guards are cheap to call and never throw for bad input:
+/// whatever the text, they return findings.
+public protocol InputGuard: Sendable {
+    /// A stable name, used in policies, events and metrics.
+    var name: String { get }
+    /// The tier, for the cascade's order: cheaper tiers run first.
+    var tier: GuardTier { get }
+    /// Findings on `input` (empty: nothing to say).
+    func inspect(_ input: GuardInput) async -> [GuardFinding]
+}
+
+/// Cascade tiers, cheapest first.
+public enum GuardTier: Int, Sendable, Comparable {
+    case validation = 0, rules, classifier, external
+
+    public static func < (lhs: GuardTier, rhs: GuardTier) -> Bool { lhs.rawValue < rhs.rawValue }
+}

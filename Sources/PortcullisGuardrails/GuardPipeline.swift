@@ -1,0 +1,94 @@
+/// Which guards run for whom, and what each risk level does.
+public struct GuardPolicy: Sendable {
+    public var name: String
+    /// Empty: any. A request matches when every non-empty list contains its value.
+    public var models: Set<String>
+    public var teams: Set<String>
+    public var roles: Set<String>
+    public var keys: Set<String>
+    /// Input guards in this policy, by name.
+    public var inputGuards: [String]
+    /// What each risk level does.
+    public var actions: [RiskLevel: GuardAction]
+
+    public static let defaultActions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
+
+    public init(name: String, models: Set<String> = [], teams: Set<String> = [], roles: Set<String> = [], keys: Set<String> = [],
+                inputGuards: [String] = ["validation", "injection_rules"], actions: [RiskLevel: GuardAction] = GuardPolicy.defaultActions) {
+        self.name = name
+        self.models = models
+        self.teams = teams
+        self.roles = roles
+        self.keys = keys
+        self.inputGuards = inputGuards
+        self.actions = actions
+    }
+
+    /// Whether this policy applies to a call.
+    public func matches(model: String, team: String?, role: String, key: String?) -> Bool {
+        (models.isEmpty || models.contains(model))
+            && (teams.isEmpty || team.map(teams.contains) == true)
+            && (roles.isEmpty || roles.contains(role))
+            && (keys.isEmpty || key.map(keys.contains) == true)
+    }
+
+    public func action(for risk: RiskLevel) -> GuardAction { actions[risk] ?? .flag }
+
+    /// What this policy does about `finding`: input limits always block; the rest by risk.
+    public func action(for finding: GuardFinding) -> GuardAction {
+        finding.category == .invalidInput ? .block : action(for: finding.risk)
+    }
+}
+
+/// The result of running a policy's guards: the strongest action and everything found.
+public struct GuardOutcome: Sendable {
+    public var policy: String
+    /// nil: nothing was found.
+    public var action: GuardAction?
+    public var findings: [GuardFinding]
+    /// What the policy does about each finding (parallel to `findings`).
+    public var findingActions: [GuardAction]
+    /// The finding that decided a block (the highest risk, then the highest score).
+    public var decisive: GuardFinding?
+
+    public var isBlocked: Bool { action == .block }
+}
+
+/// Runs guards as a cascade: cheaper tiers first; once a tier's findings block, costlier
+/// tiers are not asked.
+public struct GuardCascade: Sendable {
+    private let guards: [String: any InputGuard]
+
+    public init(guards: [any InputGuard]) {
+        var byName: [String: any InputGuard] = [:]
+        for guardrail in guards { byName[guardrail.name] = guardrail }
+        self.guards = byName
+    }
+
+    /// Names of the guards this cascade knows.
+    public var guardNames: [String] { guards.keys.sorted() }
+
+    public func run(_ input: GuardInput, policy: GuardPolicy) async -> GuardOutcome {
+        let selected = policy.inputGuards.compactMap { guards[$0] }.sorted { $0.tier < $1.tier }
+        var findings: [GuardFinding] = []
+        var index = 0
+        while index < selected.count {
+            let tier = selected[index].tier
+            while index < selected.count && selected[index].tier == tier {
+                findings += await selected[index].inspect(input)
+                index += 1
+            }
+            if findings.contains(where: { policy.action(for: $0) == .block }) { break }
+        }
+        let actions = findings.map { policy.action(for: $0) }
+        let decisive = findings.max { ($0.risk, $0.score) < ($1.risk, $1.score) }
+        return GuardOutcome(policy: policy.name, action: actions.max(), findings: findings, findingActions: actions, decisive: decisive)
+    }
+}
+
+extension GuardCascade {
+    /// The built-in local guards: validation and the injection rules.
+    public static func builtIn(validation: ValidationGuard = ValidationGuard()) -> GuardCascade {
+        GuardCascade(guards: [validation, InjectionGuard()])
+    }
+}

@@ -1,0 +1,152 @@
+/// The rule tier against prompt injection and jailbreaks: multilingual phrase rules over the
+/// normalised words, markers of forged roles and delimiters, invisible and mixed-script
+/// obfuscation, and the same rules again over base64/hex blobs decoded from the text.
+///
+/// Text from the caller's own system or developer messages is not inspected (it is the
+/// policy, not an attack on it).
+public struct InjectionGuard: InputGuard {
+    public let name = "injection_rules"
+    public let tier = GuardTier.rules
+    private let rules: [InjectionRule]
+    private let matcher: PhraseMatcher
+
+    /// Literal markers of chat templates and role headers that user text has no business carrying.
+    static let roleMarkers: [(marker: String, reason: String)] = [
+        ("<|im_start|>", "chat template marker"), ("<|im_end|>", "chat template marker"), ("<|system|>", "chat template marker"),
+        ("<|assistant|>", "chat template marker"), ("<|user|>", "chat template marker"), ("<|endoftext|>", "chat template marker"),
+        ("<|begin_of_text|>", "chat template marker"), ("<|start_header_id|>", "chat template marker"), ("<|eot_id|>", "chat template marker"),
+        ("[inst]", "instruction delimiter"), ("[/inst]", "instruction delimiter"), ("<<sys>>", "system delimiter"), ("<</sys>>", "system delimiter"),
+        ("</system>", "system tag"), ("<system>", "system tag"), ("<system_prompt>", "system tag"), ("</instructions>", "system tag"),
+        ("### system:", "role header"), ("### instruction:", "role header"), ("###system", "role header"), ("[system]", "role header"),
+        ("\nsystem:", "role header"), ("\n\nhuman:", "role header"), ("\n\nassistant:", "role header"), ("[system message]", "role header"),
+        ("--- end of user input", "end-of-input forgery"), ("end of user input", "end-of-input forgery"),
+        ("=== system override", "system override"), ("[admin override]", "system override"), ("system override", "system override"),
+        ("new instructions:", "instruction header"), ("new instructions :", "instruction header"),
+        ("nouvelles instructions :", "instruction header"), ("nouvelles instructions:", "instruction header"),
+        ("nuevas instrucciones:", "instruction header"), ("neue anweisungen:", "instruction header"),
+        ("новые инструкции:", "instruction header"), ("новые указания:", "instruction header"),
+    ]
+
+    static let roleMarkerBytes: [(marker: [UInt8], reason: String)] = roleMarkers.map { (Array($0.marker.utf8), $0.reason) }
+
+    /// Words of texts that talk about attacks rather than make them; a phrase in quotes in
+    /// such a text counts one risk level lower.
+    static let discussionWords = ["attacker", "attackers", "injection", "detect", "defend", "example", "security training", "jailbreaks",
+                                  "phishing awareness", "red team", "злоумышленник", "инъекци", "angreifer", "attaquant", "atacante"]
+    static let discussionWordBytes = discussionWords.map { Array($0.utf8) }
+    static let quoteCharacters: Set<Character> = ["'", "\"", "«", "»", "“", "”", "„", "‘", "’"]
+
+    /// Whether the text quotes something: a quotation mark that is not an apostrophe inside a word.
+    static func hasQuotation(_ text: String) -> Bool {
+        var previous: Character = " "
+        var iterator = text.makeIterator()
+        var current = iterator.next()
+        while let character = current {
+            let next = iterator.next()
+            if quoteCharacters.contains(character) {
+                let inWord = previous.isLetter && (next?.isLetter ?? false)
+                if !inWord { return true }
+            }
+            previous = character
+            current = next
+        }
+        return false
+    }
+
+    public init(rules: [InjectionRule] = InjectionRuleSet.rules) {
+        // A stem of several words becomes a run of one-word slots in a variant of its rule.
+        var expanded: [InjectionRule] = []
+        var phrases: [PhraseMatcher.Phrase] = []
+        for rule in rules {
+            var base = rule
+            base.slots = rule.slots.map { $0.filter { !$0.contains(" ") } }
+            var variants = [base]
+            for (index, slot) in rule.slots.enumerated() {
+                for stem in slot where stem.contains(" ") {
+                    var variant = base
+                    let words = stem.split(separator: " ").map { [String($0)] }
+                    variant.slots = Array(base.slots[..<index]) + words + Array(base.slots[(index + 1)...])
+                    variants.append(variant)
+                }
+            }
+            for variant in variants where variant.slots.allSatisfy({ !$0.isEmpty }) {
+                phrases.append(PhraseMatcher.Phrase(id: expanded.count, slots: variant.slots, gap: variant.gap))
+                expanded.append(variant)
+            }
+        }
+        self.rules = expanded
+        self.matcher = PhraseMatcher(phrases: phrases)
+    }
+
+    public func inspect(_ input: GuardInput) async -> [GuardFinding] {
+        var findings: [GuardFinding] = []
+        for (index, segment) in input.segments.enumerated() where !segment.isTrusted {
+            findings += inspect(input.normalized[index], segment: index)
+        }
+        return findings
+    }
+
+    /// Findings on one normalised text.
+    public func inspect(_ text: NormalizedText, segment: Int? = nil) -> [GuardFinding] {
+        var findings = phraseFindings(text.words, segment: segment)
+        if !findings.isEmpty, Self.hasQuotation(text.lowered), Self.discussionWordBytes.contains(where: text.contains) {
+            for index in findings.indices where findings[index].risk < .critical {
+                findings[index].risk = RiskLevel(rawValue: findings[index].risk.rawValue - 1) ?? .low
+                findings[index].reason += ", quoted in a discussion"
+            }
+        }
+        for (marker, reason) in Self.roleMarkerBytes where text.contains(marker) {
+            findings.append(GuardFinding(guardName: name, category: .promptInjection, risk: .high, score: 0.85,
+                                         reason: "\(reason) in untrusted text", segment: segment))
+            break
+        }
+        if text.bidiControls > 0 {
+            findings.append(GuardFinding(guardName: name, category: .encoding, risk: .medium, score: 0.6,
+                                         reason: "bidirectional control characters", segment: segment))
+        }
+        if text.invisibleCharacters >= 3 {
+            findings.append(GuardFinding(guardName: name, category: .encoding, risk: .low, score: 0.4,
+                                         reason: "invisible characters", segment: segment))
+        }
+        if text.mixedScriptWords >= 2 {
+            findings.append(GuardFinding(guardName: name, category: .encoding, risk: .low, score: 0.4,
+                                         reason: "words mixing Latin with Cyrillic or Greek look-alikes", segment: segment))
+        }
+        let obfuscated = text.invisibleCharacters > 0 || text.mixedScriptWords > 0
+        for blob in text.decodedBlobs {
+            let inner = NormalizedText(blob)
+            for finding in phraseFindings(inner.words, segment: segment) where finding.category != .encoding {
+                var raised = finding
+                raised.risk = .critical
+                raised.reason = "encoded: " + finding.reason
+                findings.append(raised)
+            }
+        }
+        // Rules found through obfuscation are more certain, not less.
+        if obfuscated {
+            for index in findings.indices where findings[index].category != .encoding && findings[index].risk < .critical {
+                findings[index].risk = RiskLevel(rawValue: findings[index].risk.rawValue + 1) ?? .critical
+            }
+        }
+        return findings
+    }
+
+    private func phraseFindings(_ words: [String], segment: Int?) -> [GuardFinding] {
+        var findings: [GuardFinding] = []
+        var seen: Set<String> = []
+        for match in matcher.matches(in: words) {
+            let rule = rules[match.phraseID]
+            let reason = "\(rule.category.rawValue) rule \(rule.name)"
+            guard seen.insert(reason).inserted else { continue }
+            findings.append(GuardFinding(guardName: name, category: rule.category, risk: rule.risk, score: rule.score, reason: reason,
+                                         segment: segment))
+        }
+        // Two different medium rules of the attack families together are a high-risk finding.
+        let mediums = findings.filter { $0.risk == .medium }
+        if mediums.count >= 2, !findings.contains(where: { $0.risk >= .high }) {
+            findings.append(GuardFinding(guardName: name, category: mediums[0].category, risk: .high, score: 0.8,
+                                         reason: "several attack patterns together", segment: segment))
+        }
+        return findings
+    }
+}

@@ -1,0 +1,359 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A text as the detectors read it, prepared once per segment:
+///
+/// 1. invisible characters (zero-width, soft hyphen, word joiners, BOM) and bidirectional
+///    controls are removed and counted;
+/// 2. NFKC normalisation (full-width letters, ligatures, circled and styled letters become plain);
+/// 3. lower case;
+/// 4. words that mix Latin with Cyrillic or Greek letters have the look-alikes folded to
+///    Latin ("іgnоre" with Cyrillic і and о reads "ignore"); words in one script are left alone,
+///    so Russian stays Russian;
+/// 5. digits and `@`/`$` inside words are read as the letters they imitate ("1gn0re" → "ignore");
+/// 6. letters spelled out one by one ("i g n o r e", "i.g.n.o.r.e") are joined;
+/// 7. base64 and hex runs that decode to text are decoded, so the guards can read them too.
+public struct NormalizedText: Sendable, Equatable {
+    /// Lower-cased, NFKC-normalised text without invisible characters (punctuation kept).
+    public let lowered: String
+    /// The words of `lowered` after look-alike, digit and spelling folds.
+    public let words: [String]
+    /// Invisible characters removed.
+    public let invisibleCharacters: Int
+    /// Bidirectional control characters removed.
+    public let bidiControls: Int
+    /// Words that mixed Latin with Cyrillic or Greek letters.
+    public let mixedScriptWords: Int
+    /// Texts decoded from base64 or hex runs (printable UTF-8 only).
+    public let decodedBlobs: [String]
+
+    /// `lowered` as UTF-8 bytes, for marker searches.
+    public let loweredBytes: [UInt8]
+
+    /// An empty view (for text the guards do not read).
+    public static let empty = NormalizedText("")
+
+    public init(_ text: String) {
+        // NFKC only when something it changes may be present: ASCII, the common European and
+        // Cyrillic letters and the usual dashes and quotes are already in compatibility-normal form.
+        var source = text
+        if !text.utf8.allSatisfy({ $0 < 0x80 }), text.unicodeScalars.contains(where: Self.mayNeedCompatibilityMapping) {
+            source = text.precomposedStringWithCompatibilityMapping
+        }
+        var scan = Scan()
+        scan.run(source)
+        loweredBytes = scan.lowered
+        lowered = String(decoding: scan.lowered, as: UTF8.self)
+        invisibleCharacters = scan.invisible
+        bidiControls = scan.bidi
+        mixedScriptWords = scan.mixedScriptWords
+        words = Self.joinSpelledOut(scan.words)
+        decodedBlobs = Self.decodeBlobs(in: source)
+    }
+
+    /// One pass over the scalars: drops invisible and bidi characters, lower-cases into UTF-8
+    /// bytes, and cuts words (with look-alike and digit folds) as it goes.
+    private struct Scan {
+        var lowered: [UInt8] = []
+        var words: [String] = []
+        var invisible = 0
+        var bidi = 0
+        var mixedScriptWords = 0
+        // The word being read.
+        private var wordStart = -1
+        private var latin = false
+        private var greekOrCyrillic = false
+        private var hasLetter = false
+        private var hasLeet = false
+
+        mutating func run(_ text: String) {
+            lowered.reserveCapacity(text.utf8.count)
+            words.reserveCapacity(text.utf8.count / 5)
+            for scalar in text.unicodeScalars {
+                switch scalar.value {
+                case 0x200B...0x200D, 0x2060...0x2064, 0xFEFF, 0x00AD, 0x180E, 0x034F:
+                    invisible += 1
+                    continue
+                case 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C:
+                    bidi += 1
+                    continue
+                default:
+                    break
+                }
+                if let lower = NormalizedText.fastLowercase(scalar.value) {
+                    take(lower)
+                } else {
+                    for mapped in scalar.properties.lowercaseMapping.unicodeScalars { take(mapped.value) }
+                }
+            }
+            finishWord()
+        }
+
+        private mutating func take(_ value: UInt32) {
+            let isLetter = NormalizedText.isLetter(value)
+            let isDigit = value >= 0x30 && value <= 0x39
+            if isLetter || isDigit || value == 0x40 || value == 0x24 || value == 0x27 {
+                if wordStart < 0 { wordStart = lowered.count }
+                if isLetter {
+                    hasLetter = true
+                    switch value {
+                    case 0x61...0x7A, 0xDF...0x24F: latin = true
+                    case 0x370...0x52F: greekOrCyrillic = true
+                    default: break
+                    }
+                } else if value != 0x27 {
+                    hasLeet = true
+                }
+            } else {
+                finishWord()
+            }
+            append(value)
+        }
+
+        private mutating func append(_ value: UInt32) {
+            switch value {
+            case 0..<0x80:
+                lowered.append(UInt8(value))
+            case 0x80..<0x800:
+                lowered.append(UInt8(0xC0 | (value >> 6)))
+                lowered.append(UInt8(0x80 | (value & 0x3F)))
+            case 0x800..<0x10000:
+                lowered.append(UInt8(0xE0 | (value >> 12)))
+                lowered.append(UInt8(0x80 | ((value >> 6) & 0x3F)))
+                lowered.append(UInt8(0x80 | (value & 0x3F)))
+            default:
+                lowered.append(UInt8(0xF0 | (value >> 18)))
+                lowered.append(UInt8(0x80 | ((value >> 12) & 0x3F)))
+                lowered.append(UInt8(0x80 | ((value >> 6) & 0x3F)))
+                lowered.append(UInt8(0x80 | (value & 0x3F)))
+            }
+        }
+
+        private mutating func finishWord() {
+            defer {
+                wordStart = -1
+                latin = false
+                greekOrCyrillic = false
+                hasLetter = false
+                hasLeet = false
+            }
+            guard wordStart >= 0 else { return }
+            // `@`, `$` and `'` at the edges are not part of the word ("$5", "me@", "'quoted'").
+            var low = wordStart
+            var high = lowered.count
+            func isEdgeSymbol(_ byte: UInt8) -> Bool { byte == 0x40 || byte == 0x24 || byte == 0x27 }
+            while low < high && isEdgeSymbol(lowered[low]) { low += 1 }
+            while high > low && isEdgeSymbol(lowered[high - 1]) { high -= 1 }
+            guard low < high else { return }
+            if latin && greekOrCyrillic {
+                mixedScriptWords += 1
+                var folded = String.UnicodeScalarView()
+                for scalar in String(decoding: lowered[low..<high], as: UTF8.self).unicodeScalars {
+                    folded.append(NormalizedText.confusables[scalar.value] ?? scalar)
+                }
+                words.append(String(folded))
+            } else if hasLetter && hasLeet {
+                var folded = Array(lowered[low..<high])
+                for index in folded.indices {
+                    switch folded[index] {
+                    case 0x30: folded[index] = 0x6F   // 0 → o
+                    case 0x31: folded[index] = 0x69   // 1 → i
+                    case 0x33: folded[index] = 0x65   // 3 → e
+                    case 0x34, 0x40: folded[index] = 0x61   // 4, @ → a
+                    case 0x35, 0x24: folded[index] = 0x73   // 5, $ → s
+                    case 0x37: folded[index] = 0x74   // 7 → t
+                    default: break
+                    }
+                }
+                words.append(String(decoding: folded, as: UTF8.self))
+            } else {
+                words.append(String(decoding: lowered[low..<high], as: UTF8.self))
+            }
+        }
+    }
+
+    /// Whether `lowered` contains `needle` (UTF-8 bytes).
+    public func contains(_ needle: [UInt8]) -> Bool {
+        guard !needle.isEmpty, needle.count <= loweredBytes.count else { return needle.isEmpty }
+        return loweredBytes.withUnsafeBytes { haystack in
+            needle.withUnsafeBytes { pattern in
+                // memchr finds candidates for the first byte, memcmp confirms (memmem is not exposed to Swift here).
+                guard let base = haystack.baseAddress, let first = pattern.baseAddress else { return false }
+                let last = haystack.count - pattern.count
+                var offset = 0
+                while offset <= last {
+                    guard let hit = memchr(base + offset, Int32(pattern[0]), last - offset + 1) else { return false }
+                    let position = base.distance(to: UnsafeRawPointer(hit))
+                    if memcmp(base + position, first, pattern.count) == 0 { return true }
+                    offset = position + 1
+                }
+                return false
+            }
+        }
+    }
+
+    // MARK: case and letters, fast for the scripts the rules read
+
+    /// Whether NFKC may change `scalar` (anything outside ASCII, Latin-1 letters, Latin
+    /// Extended-A/B, Cyrillic, and the common dashes and quotes).
+    static func mayNeedCompatibilityMapping(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x00...0x7F, 0xAB, 0xBB, 0xC0...0x24F, 0x400...0x52F, 0x2010...0x2025: false
+        default: true
+        }
+    }
+
+    /// The lower-case of `value` for ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic
+    /// capitals (and the value itself for their small letters and other characters of those
+    /// blocks); nil where Unicode's full mapping is needed.
+    static func fastLowercase(_ value: UInt32) -> UInt32? {
+        switch value {
+        case 0x41...0x5A, 0xC0...0xD6, 0xD8...0xDE, 0x391...0x3A1, 0x3A3...0x3AB, 0x410...0x42F: value + 0x20
+        case 0x400...0x40F: value + 0x50
+        case 0x100...0x137, 0x14A...0x177, 0x460...0x481, 0x48A...0x4BF, 0x4D0...0x52F: value | 1
+        case 0x00...0x40, 0x5B...0xBF, 0xDF...0xFF, 0x3AC...0x3CE, 0x430...0x45F, 0x2010...0x2027: value
+        default: nil
+        }
+    }
+
+    /// Whether `value` is a letter; range checks for the common scripts, Unicode properties otherwise.
+    static func isLetter(_ value: UInt32) -> Bool {
+        switch value {
+        case 0x61...0x7A, 0x41...0x5A, 0xC0...0xD6, 0xD8...0xF6, 0xF8...0x24F, 0x386...0x3CE, 0x400...0x481, 0x48A...0x52F: true
+        case 0x00...0xBF, 0x2000...0x206F: false
+        default: Unicode.Scalar(value)?.properties.isAlphabetic ?? false
+        }
+    }
+
+    // MARK: words
+
+    /// Cyrillic and Greek letters that look like Latin ones (lower case).
+    static let confusables: [UInt32: Unicode.Scalar] = [
+        0x430: "a", 0x435: "e", 0x43E: "o", 0x440: "p", 0x441: "c", 0x443: "y", 0x445: "x", 0x43A: "k", 0x43C: "m",
+        0x442: "t", 0x432: "b", 0x43D: "h", 0x456: "i", 0x458: "j", 0x455: "s", 0x501: "d", 0x4CF: "l", 0x44C: "b",
+        0x3B1: "a", 0x3BF: "o", 0x3C1: "p", 0x3B5: "e", 0x3B9: "i", 0x3BA: "k", 0x3BD: "v", 0x3C4: "t", 0x3C5: "u",
+        0x3C7: "x", 0x3B2: "b", 0x3B7: "n",
+    ]
+
+    /// Joins runs of four or more one-letter words ("i g n o r e" → "ignore").
+    private static func joinSpelledOut(_ words: [String]) -> [String] {
+        guard words.count >= 4 else { return words }
+        var result: [String] = []
+        result.reserveCapacity(words.count)
+        var run: [String] = []
+        func flush() {
+            if run.count >= 4 { result.append(run.joined()) } else { result.append(contentsOf: run) }
+            run.removeAll(keepingCapacity: true)
+        }
+        for word in words {
+            var scalars = word.unicodeScalars.makeIterator()
+            if word.utf8.count <= 4, let only = scalars.next(), scalars.next() == nil, isLetter(only.value) {
+                run.append(word)
+            } else {
+                flush()
+                result.append(word)
+            }
+        }
+        flush()
+        return result
+    }
+
+    // MARK: blobs
+
+    /// Base64 (standard or URL-safe) runs of 16+ characters and hex runs of 16+ digits that
+    /// decode to mostly printable UTF-8.
+    static func decodeBlobs(in text: String) -> [String] {
+        var blobs: [String] = []
+        let utf8 = Array(text.utf8)
+        utf8.withUnsafeBufferPointer { bytes in
+            var start = 0
+            func flush(_ end: Int) {
+                defer { start = end + 1 }
+                guard end - start >= 16, blobs.count < 16 else { return }
+                let run = Array(bytes[start..<end])
+                if let decoded = decodeHex(run) ?? decodeBase64(run), isMostlyText(decoded) { blobs.append(decoded) }
+            }
+            for index in 0..<bytes.count {
+                switch bytes[index] {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                     UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "="):
+                    continue
+                default:
+                    flush(index)
+                }
+            }
+            flush(bytes.count)
+        }
+        return blobs
+    }
+
+    private static func decodeHex(_ run: [UInt8]) -> String? {
+        guard run.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(run.count / 2)
+        var high: UInt8?
+        for byte in run {
+            let value: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): value = byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): value = byte - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+            if let pending = high {
+                bytes.append(pending << 4 | value)
+                high = nil
+            } else {
+                high = value
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    /// Standard or URL-safe base64 (padding optional). A run that is a plain word — letters
+    /// only and shorter than 24 — is not tried.
+    private static func decodeBase64(_ run: [UInt8]) -> String? {
+        let hasUpper = run.contains { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") }
+        let hasLower = run.contains { $0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z") }
+        let hasOther = run.contains { !(($0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z")) || ($0 >= UInt8(ascii: "a") && $0 <= UInt8(ascii: "z"))) }
+        guard hasUpper && hasLower && (hasOther || run.count >= 24) else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(run.count * 3 / 4)
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for byte in run {
+            let value: UInt32
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = UInt32(byte - UInt8(ascii: "A"))
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = UInt32(byte - UInt8(ascii: "a")) + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = UInt32(byte - UInt8(ascii: "0")) + 52
+            case UInt8(ascii: "+"), UInt8(ascii: "-"): value = 62
+            case UInt8(ascii: "/"), UInt8(ascii: "_"): value = 63
+            case UInt8(ascii: "="): continue
+            default: return nil
+            }
+            accumulator = accumulator << 6 | value
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                bytes.append(UInt8((accumulator >> UInt32(bits)) & 0xFF))
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func isMostlyText(_ text: String) -> Bool {
+        var printable = 0
+        var total = 0
+        for scalar in text.unicodeScalars {
+            total += 1
+            if scalar.properties.isAlphabetic || scalar == " " || scalar.properties.generalCategory == .otherPunctuation
+                || (scalar.value >= 0x20 && scalar.value < 0x7F) {
+                printable += 1
+            }
+        }
+        return total >= 8 && printable * 10 >= total * 9
+    }
+}

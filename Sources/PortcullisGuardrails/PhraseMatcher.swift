@@ -1,0 +1,143 @@
+/// Finds phrases in a word sequence: a phrase is a list of slots, each slot a set of word
+/// stems (a word matches a stem when it starts with it), with up to `gap` other words allowed
+/// between consecutive slots. All stems live in one trie, so each word is looked up once,
+/// in time proportional to its length, however many phrases there are.
+public struct PhraseMatcher: Sendable {
+    public struct Phrase: Sendable {
+        public var slots: [[String]]
+        public var gap: Int
+        public var id: Int
+
+        public init(id: Int, slots: [[String]], gap: Int) {
+            self.id = id
+            self.slots = slots
+            self.gap = gap
+        }
+    }
+
+    /// A trie node over UTF-8 bytes; few children each, so a linear scan beats hashing.
+    private struct Node: Sendable {
+        var childBytes: [UInt8] = []
+        var childNodes: [Int32] = []
+        /// Stem ids ending here.
+        var stems: [Int32] = []
+
+        func child(_ byte: UInt8) -> Int32? {
+            for index in childBytes.indices where childBytes[index] == byte { return childNodes[index] }
+            return nil
+        }
+    }
+
+    private var nodes: [Node] = [Node()]
+    /// For each stem id, the (phrase, slot) pairs it satisfies.
+    private var stemSlots: [[(phrase: Int32, slot: Int16)]] = []
+    private var phrases: [Phrase] = []
+    private var stemIDs: [String: Int32] = [:]
+    /// Per phrase: allowed gap, index of its last slot, its id (flat, for the hot loop).
+    private var gaps: [Int] = []
+    private var lastSlots: [Int] = []
+    private var ids: [Int] = []
+    private var maximumSlots = 1
+
+    public init(phrases: [Phrase]) {
+        for (index, phrase) in phrases.enumerated() {
+            self.phrases.append(phrase)
+            gaps.append(phrase.gap)
+            lastSlots.append(phrase.slots.count - 1)
+            ids.append(phrase.id)
+            maximumSlots = max(maximumSlots, phrase.slots.count)
+            for (slot, stems) in phrase.slots.enumerated() {
+                for stem in stems {
+                    let id = insert(stem)
+                    stemSlots[Int(id)].append((Int32(index), Int16(slot)))
+                }
+            }
+        }
+    }
+
+    private mutating func insert(_ stem: String) -> Int32 {
+        if let id = stemIDs[stem] { return id }
+        var node = 0
+        for byte in stem.utf8 {
+            if let next = nodes[node].child(byte) {
+                node = Int(next)
+            } else {
+                nodes.append(Node())
+                nodes[node].childBytes.append(byte)
+                nodes[node].childNodes.append(Int32(nodes.count - 1))
+                node = nodes.count - 1
+            }
+        }
+        let id = Int32(stemSlots.count)
+        stemSlots.append([])
+        nodes[node].stems.append(id)
+        stemIDs[stem] = id
+        return id
+    }
+
+    /// The (phrase, slot) pairs a word satisfies.
+    private func slots(of word: String, into result: inout [(phrase: Int32, slot: Int16)]) {
+        result.removeAll(keepingCapacity: true)
+        var node = 0
+        for byte in word.utf8 {
+            guard let next = nodes[node].child(byte) else { return }
+            node = Int(next)
+            for stem in nodes[node].stems { result.append(contentsOf: stemSlots[Int(stem)]) }
+        }
+    }
+
+    /// A match: the phrase and the word range it covers.
+    public struct Match: Sendable, Equatable {
+        public var phraseID: Int
+        public var words: Range<Int>
+    }
+
+    /// Every phrase found in `words` (each phrase at most once, at its first occurrence).
+    ///
+    /// For each phrase and slot it keeps only the latest word that completed the phrase up to
+    /// that slot (and where that partial match began): the latest is always the best candidate
+    /// for the next slot's gap, so one flat array replaces any list of partial matches.
+    public func matches(in words: [String]) -> [Match] {
+        let width = maximumSlots
+        var reachedAt = [Int32](repeating: -1, count: phrases.count * width)
+        var startedAt = [Int32](repeating: -1, count: phrases.count * width)
+        var found = [Bool](repeating: false, count: phrases.count)
+        var matches: [Match] = []
+        var hits: [(phrase: Int32, slot: Int16)] = []
+        hits.reserveCapacity(8)
+        var updates: [(index: Int, start: Int32)] = []
+        for (position, word) in words.enumerated() {
+            slots(of: word, into: &hits)
+            guard !hits.isEmpty else { continue }
+            let here = Int32(position)
+            // Read only what earlier words reached; write after, so that one word never fills
+            // two consecutive slots of a phrase.
+            updates.removeAll(keepingCapacity: true)
+            for hit in hits {
+                let phraseIndex = Int(hit.phrase)
+                guard !found[phraseIndex] else { continue }
+                let slot = Int(hit.slot)
+                let base = phraseIndex * width
+                let start: Int32
+                if slot == 0 {
+                    start = here
+                } else {
+                    let previous = reachedAt[base + slot - 1]
+                    guard previous >= 0, previous < here, Int(here - previous) - 1 <= gaps[phraseIndex] else { continue }
+                    start = startedAt[base + slot - 1]
+                }
+                if slot == lastSlots[phraseIndex] {
+                    found[phraseIndex] = true
+                    matches.append(Match(phraseID: ids[phraseIndex], words: Int(start)..<(position + 1)))
+                } else {
+                    updates.append((base + slot, start))
+                }
+            }
+            for (index, start) in updates {
+                reachedAt[index] = here
+                startedAt[index] = start
+            }
+        }
+        return matches.sorted { $0.words.lowerBound < $1.words.lowerBound }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import Logging
+import PortcullisAccess
+import PortcullisConfig
+import PortcullisCore
+import PortcullisGuardrails
+import PortcullisStorage
+import ServiceLifecycle
+import Synchronization
+
+/// Stage 6, guard in: picks the caller's policy, runs its guards as a cascade, records every
+/// finding as a guard event and refuses what the policy blocks.
+public struct InputGuarding: Sendable {
+    struct Entry: Sendable {
+        var policy: GuardPolicy
+        var cascade: GuardCascade
+    }
+
+    private let policies: [Entry]
+    private let fallback: Entry
+    public let events: GuardEventLog
+
+    public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog) {
+        func entry(_ settings: GatewayConfiguration.Guardrails.Policy) -> Entry {
+            var actions: [RiskLevel: GuardAction] = [:]
+            for (level, action) in settings.actions {
+                if let risk = RiskLevel(name: level), let parsed = GuardAction(rawValue: action) { actions[risk] = parsed }
+            }
+            let policy = GuardPolicy(name: settings.name, models: Set(settings.models), teams: Set(settings.teams), roles: Set(settings.roles),
+                                     keys: Set(settings.keys), inputGuards: settings.input, actions: actions)
+            let validation = ValidationGuard(maximumTokens: settings.maxInputTokens, maximumMessages: settings.maxMessages,
+                                             maximumMessageCharacters: settings.maxMessageCharacters)
+            return Entry(policy: policy, cascade: .builtIn(validation: validation))
+        }
+        policies = configuration.policies.map(entry)
+        fallback = entry(configuration.defaultPolicy)
+        self.events = events
+    }
+
+    /// Inspects a chat request for `principal`; throws the client's refusal when blocked.
+    public func check(_ request: ChatRequest, principal: Principal, requestID: String) async throws {
+        let entry = policies.first { $0.policy.matches(model: request.model, team: principal.teamID, role: principal.role.rawValue,
+                                                       key: principal.keyID) } ?? fallback
+        let input = GuardInput(request: request)
+        let outcome = await entry.cascade.run(input, policy: entry.policy)
+        guard !outcome.findings.isEmpty else { return }
+        events.record(outcome, model: request.model, principal: principal, requestID: requestID)
+        guard outcome.isBlocked, let decisive = outcome.decisive else { return }
+        let detail = decisive.category == .invalidInput ? ": \(decisive.reason)" : ""
+        var param: String?
+        if let segment = decisive.segment, let message = input.segments[segment].messageIndex { param = "messages[\(message)]" }
+        throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+                           message: "The request was blocked by the \(decisive.category.rawValue) guardrail (\(decisive.risk) risk, "
+                               + "policy '\(outcome.policy)')\(detail).",
+                           param: param, headers: ["x-portcullis-guard-category": decisive.category.rawValue])
+    }
+}
+
+/// Guard decisions: counted for `/metrics` (by guard, category and action, never by caller)
+/// and written to the store in batches, for the audit trail and `/admin/guard-events`.
+public final class GuardEventLog: Service, Sendable {
+    struct Event: Sendable {
+        var at: Int64
+        var requestID: String
+        var policy: String
+        var guardName: String
+        var category: String
+        var risk: String
+        var score: Double
+        var action: String
+        var reason: String
+        var model: String
+        var keyID: String?
+        var userID: String?
+        var teamID: String?
+    }
+
+    struct CounterKey: Hashable {
+        var guardName: String
+        var category: String
+        var action: String
+    }
+
+    private let pending = Mutex<[Event]>([])
+    private let counters = Mutex<[CounterKey: Int]>([:])
+    private let store: any SQLStore
+    private let interval: Double
+    private let logger: Logger
+    /// Most events kept in memory while the store is unreachable; the oldest go first.
+    static let capacity = 100_000
+
+    public init(store: any SQLStore, interval: Double, logger: Logger) {
+        self.store = store
+        self.interval = interval
+        self.logger = logger
+    }
+
+    public static let migrations: [Migration] = [
+        Migration(version: 201, name: "guard events") { dialect in
+            [
+                """
+                CREATE TABLE portcullis_guard_events (
+                    event_id \(dialect == .postgres ? "BIGSERIAL" : "INTEGER") PRIMARY KEY \(dialect == .postgres ? "" : "AUTOINCREMENT"),
+                    at BIGINT NOT NULL, request_id TEXT NOT NULL, policy TEXT NOT NULL, guard TEXT NOT NULL, category TEXT NOT NULL,
+                    risk TEXT NOT NULL, score DOUBLE PRECISION NOT NULL, action TEXT NOT NULL, reason TEXT NOT NULL, model TEXT NOT NULL,
+                    key_id TEXT, user_id TEXT, team_id TEXT
+                )
+                """,
+                "CREATE INDEX portcullis_guard_events_at ON portcullis_guard_events (at)",
+            ]
+        },
+    ]
+
+    func record(_ outcome: GuardOutcome, model: String, principal: Principal, requestID: String) {
+        let now = Int64(Date().timeIntervalSince1970)
+        let events = zip(outcome.findings, outcome.findingActions).map { finding, action in
+            Event(at: now, requestID: requestID, policy: outcome.policy, guardName: finding.guardName, category: finding.category.rawValue,
+                  risk: finding.risk.description, score: finding.score, action: action.rawValue,
+                  reason: finding.reason, model: model, keyID: principal.keyID, userID: principal.userID, teamID: principal.teamID)
+        }
+        counters.withLock { counters in
+            for event in events { counters[CounterKey(guardName: event.guardName, category: event.category, action: event.action), default: 0] += 1 }
+        }
+        pending.withLock { pending in
+            pending.append(contentsOf: events)
+            if pending.count > Self.capacity { pending.removeFirst(pending.count - Self.capacity) }
+        }
+    }
+
+    /// Decisions so far, by guard, category and action.
+    var counts: [(key: CounterKey, value: Int)] { counters.withLock { $0.sorted { ($0.key.guardName, $0.key.category, $0.key.action) < ($1.key.guardName, $1.key.category, $1.key.action) } } }
+
+    /// Writes pending events; on failure keeps them for the next attempt.
+    public func flush() async {
+        let taken = pending.withLock { pending in defer { pending.removeAll() }; return pending }
+        guard !taken.isEmpty else { return }
+        do {
+            try await store.transaction { transaction in
+                for event in taken {
+                    try await transaction.execute("""
+                        INSERT INTO portcullis_guard_events (at, request_id, policy, guard, category, risk, score, action, reason, model, key_id, user_id, team_id)
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                        """, [.integer(event.at), .text(event.requestID), .text(event.policy), .text(event.guardName), .text(event.category),
+                              .text(event.risk), .double(event.score), .text(event.action), .text(event.reason), .text(event.model),
+                              event.keyID.map(SQLValue.text) ?? .null, event.userID.map(SQLValue.text) ?? .null,
+                              event.teamID.map(SQLValue.text) ?? .null])
+                }
+            }
+        } catch {
+            logger.warning("guard event flush failed; keeping \(taken.count) events", metadata: ["error": "\(error)"])
+            pending.withLock { pending in pending.insert(contentsOf: taken, at: 0) }
+        }
+    }
+
+    /// Stored events, newest first.
+    func list(limit: Int, offset: Int) async throws -> [JSONValue] {
+        try await store.query("SELECT * FROM portcullis_guard_events ORDER BY event_id DESC LIMIT $1 OFFSET $2",
+                              [.integer(Int64(limit)), .integer(Int64(offset))]).map { row in
+            var object: JSONObject = [:]
+            for column in ["request_id", "policy", "guard", "category", "risk", "action", "reason", "model", "key_id", "user_id", "team_id"] {
+                object[column] = row[column].text.map(JSONValue.string) ?? .null
+            }
+            object["at"] = .integer(row["at"].integer ?? 0)
+            object["score"] = .double(row["score"].double ?? 0)
+            return .object(object)
+        }
+    }
+
+    public func run() async throws {
+        let nanoseconds = UInt64(interval * 1_000_000_000)
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: nanoseconds)
+                await self.flush()
+            }
+        }
+        // As for usage: the last flush must not inherit the shutdown's cancellation.
+        await Task { await self.flush() }.value
+    }
+}

@@ -1,0 +1,112 @@
+import ArgumentParser
+import Foundation
+import PortcullisCore
+import PortcullisGuardrails
+
+/// `portcullis guard …`: work with the guardrails offline.
+struct GuardCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "guard", abstract: "Work with the guardrails offline.",
+                                                    subcommands: [Evaluate.self, Benchmark.self])
+
+    struct Evaluate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "eval",
+            abstract: "Print detection and false-positive rates per category for a labelled JSON-lines set.",
+            discussion: """
+                Each line: {"text": "...", "label": "attack" | "benign", "category": "prompt_injection", "lang": "en"}.
+                An attack counts as detected, and a benign text as a false positive, when the default policy blocks it.
+                """)
+
+        @Option(help: "The labelled set (JSON lines).")
+        var dataset: String
+
+        @Flag(help: "List every misjudged text with the deciding reason.")
+        var verbose = false
+
+        func run() async throws {
+            guard let contents = FileManager.default.contents(atPath: dataset).map({ String(decoding: $0, as: UTF8.self) }) else {
+                throw ValidationError("cannot read \(dataset)")
+            }
+            let examples: [GuardEvaluation.Example]
+            do {
+                examples = try GuardEvaluation.parse(contents)
+            } catch {
+                throw ValidationError("\(dataset): \(error)")
+            }
+            let evaluation = GuardEvaluation(cascade: GuardCascade.builtIn(), policy: GuardPolicy(name: "default"))
+            let report = await evaluation.run(examples)
+            print("\(dataset): \(examples.count) examples")
+            print(report.text, terminator: "")
+            if verbose {
+                for miss in report.misses {
+                    print("\(miss.attack ? "MISSED" : "FALSE+")  \(miss.reason ?? "-")  \(miss.text.replacingOccurrences(of: "\n", with: "\\n"))")
+                }
+            }
+        }
+    }
+}
+
+extension GuardCommand {
+    /// `portcullis guard bench`: the local tiers on a long prompt, timed per call.
+    struct Benchmark: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench",
+            abstract: "Time the local guard tiers (validation, normalisation, rules) on a prompt of about --tokens tokens.",
+            discussion: "Build with -c release and pin to one core (taskset -c 0). The reference is lower-casing the same text.")
+
+        @Option(help: "Approximate prompt size in tokens.") var tokens = 4000
+        @Option(help: "Timed calls.") var iterations = 2000
+
+        func run() async throws {
+            // Varied prose in five languages with a few near-misses, no attack: every rule is tried, none ends the scan early.
+            let sentences = [
+                "Please summarise the quarterly report and ignore case when sorting the appendix tables. ",
+                "Пожалуйста, проверь договор и перечисли правила оплаты, не забудь про сроки. ",
+                "Bitte fasse das Protokoll zusammen und zeig mir die Systemanforderungen des Servers. ",
+                "Merci de relire le document et de donner les instructions de montage du bureau. ",
+                "Por favor revisa el informe y dime las reglas del ajedrez para el enroque. ",
+                "The previous draft had 1234 rows; show the new instructions for the onboarding checklist. ",
+            ]
+            var prompt = ""
+            var index = 0
+            while TokenEstimate.count(prompt) < tokens {
+                prompt += sentences[index % sentences.count]
+                index += 1
+            }
+            let request = ChatRequest(model: "bench", messages: [ChatMessage(role: .system, content: .text("You are a helpful assistant.")),
+                                                                 ChatMessage(role: .user, content: .text(prompt))])
+            let cascade = GuardCascade.builtIn(validation: ValidationGuard(maximumTokens: tokens * 2))
+            let policy = GuardPolicy(name: "default")
+            let warm = await cascade.run(GuardInput(request: request), policy: policy)
+            guard !warm.isBlocked else { throw ValidationError("the benchmark prompt was blocked: \(warm.findings.map(\.reason))") }
+
+            var guarded: [Double] = []
+            var reference: [Double] = []
+            let clock = ContinuousClock()
+            for _ in 0..<iterations {
+                let start = clock.now
+                _ = await cascade.run(GuardInput(request: request), policy: policy)
+                guarded.append(Self.microseconds(clock.now - start))
+                let referenceStart = clock.now
+                let lowered = prompt.lowercased()
+                reference.append(Self.microseconds(clock.now - referenceStart))
+                if lowered.isEmpty { print("") }
+            }
+            let (g50, g99) = Self.percentiles(guarded)
+            let (r50, r99) = Self.percentiles(reference)
+            print("prompt: \(TokenEstimate.count(prompt)) estimated tokens, \(prompt.utf8.count) bytes; \(iterations) calls")
+            print(String(format: "local tiers (validation + normalisation + rules): p50 %.0f us, p99 %.0f us (ceiling 1000 us)", g50, g99))
+            print(String(format: "reference (lowercased copy of the prompt):        p50 %.0f us, p99 %.0f us", r50, r99))
+            print(String(format: "ratio p99 guarded / reference: %.1f", g99 / max(r99, 1)))
+        }
+
+        static func microseconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) * 1e6 + Double(duration.components.attoseconds) / 1e12
+        }
+
+        static func percentiles(_ values: [Double]) -> (Double, Double) {
+            let sorted = values.sorted()
+            return (sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))])
+        }
+    }
+}
