@@ -48,6 +48,7 @@ log_level: warning
 auth: { master_key: bench-master-key }
 storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
 routing: { health_check: { interval_seconds: 0 } }
+guardrails: { enabled: false }   # this benchmark isolates identity, limits and budgets (bench/guard.sh times the guards)
 models:
   - name: bench
     deployments:

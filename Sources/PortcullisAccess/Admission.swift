@@ -122,39 +122,35 @@ public final class Admission: Sendable {
                     ttl: max(60, end - now + 3600))
         }
         let state = self.state
-        let checks = try await withThrowingTaskGroup(of: Check.self, returning: [Check].self) { group in
-            for (index, subject) in subjects.enumerated() {
-                if let limit = subject.limits.requestsPerMinute {
-                    group.addTask {
-                        .requests(subject: index, limit: limit,
-                                  decision: try await state.consume(key: "\(subject.name):rpm", cost: 1, limit: limit, window: Self.window, now: now))
-                    }
-                }
-                if let limit = subject.limits.tokensPerMinute {
-                    group.addTask {
-                        .tokens(subject: index, limit: limit,
-                                decision: try await state.consume(key: "\(subject.name):tpm", cost: estimatedTokens, limit: limit,
-                                                                  window: Self.window, now: now))
-                    }
-                }
-                if let limit = subject.limits.concurrency {
-                    let key = "\(subject.name):concurrency"
-                    group.addTask {
-                        .slot(subject: index, limit: limit, key: key,
-                              granted: try await state.reserve(key: key, amount: 1, cap: limit, ttl: Self.slotTTL))
-                    }
+        var work: [@Sendable () async throws -> Check] = []
+        for (index, subject) in subjects.enumerated() {
+            if let limit = subject.limits.requestsPerMinute {
+                work.append {
+                    .requests(subject: index, limit: limit,
+                              decision: try await state.consume(key: "\(subject.name):rpm", cost: 1, limit: limit, window: Self.window, now: now))
                 }
             }
-            for (index, budget) in budgets.enumerated() {
-                group.addTask {
-                    .budget(index: index, reserved: try await state.reserveIfKnown(key: budget.key, amount: worstCaseMicros,
-                                                                                   cap: budget.record.capMicros, ttl: budget.ttl))
+            if let limit = subject.limits.tokensPerMinute {
+                work.append {
+                    .tokens(subject: index, limit: limit,
+                            decision: try await state.consume(key: "\(subject.name):tpm", cost: estimatedTokens, limit: limit,
+                                                              window: Self.window, now: now))
                 }
             }
-            var checks: [Check] = []
-            for try await check in group { checks.append(check) }
-            return checks
+            if let limit = subject.limits.concurrency {
+                let key = "\(subject.name):concurrency"
+                work.append {
+                    .slot(subject: index, limit: limit, key: key, granted: try await state.reserve(key: key, amount: 1, cap: limit, ttl: Self.slotTTL))
+                }
+            }
         }
+        for (index, budget) in budgets.enumerated() {
+            work.append {
+                .budget(index: index, reserved: try await state.reserveIfKnown(key: budget.key, amount: worstCaseMicros,
+                                                                               cap: budget.record.capMicros, ttl: budget.ttl))
+            }
+        }
+        let checks = try await Self.perform(work, concurrently: !state.answersInProcess)
         // What was granted goes on the ticket first, so that a refusal gives it all back.
         var refusal: (order: Int, error: GatewayError)?
         func refuse(_ order: Int, _ error: GatewayError) {
@@ -230,6 +226,23 @@ public final class Admission: Sendable {
         }
     }
 
+    /// Runs `work` one after another, or as concurrent tasks (one round trip for all when the
+    /// shared state is remote and pipelines concurrent calls).
+    static func perform<T: Sendable>(_ work: [@Sendable () async throws -> T], concurrently: Bool) async throws -> [T] {
+        guard concurrently, work.count > 1 else {
+            var results: [T] = []
+            results.reserveCapacity(work.count)
+            for item in work { results.append(try await item()) }
+            return results
+        }
+        return try await withThrowingTaskGroup(of: T.self, returning: [T].self) { group in
+            for item in work { group.addTask { try await item() } }
+            var results: [T] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+    }
+
     private func budgets(for principal: Principal) async -> [BudgetRecord] {
         var found: [BudgetRecord] = []
         if let keyID = principal.keyID, let budget = await directory.budget(scope: .key, subject: keyID) { found.append(budget) }
@@ -268,19 +281,18 @@ public final class Admission: Sendable {
     public func settle(_ ticket: AdmissionTicket, totalTokens: Int64, costMicros: Int64) async {
         let now = clock()
         let state = self.state
-        await withTaskGroup(of: Void.self) { group in
-            for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
-                group.addTask {
-                    _ = try? await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: 1 << 50, window: Self.window, now: now)
-                }
-            }
-            for hold in ticket.holds {
-                group.addTask { try? await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl) }
-            }
-            for slot in ticket.slots {
-                group.addTask { try? await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL) }
-            }
+        var work: [@Sendable () async throws -> Void] = []
+        for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
+            work.append { _ = try await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: 1 << 50, window: Self.window, now: now) }
         }
+        for hold in ticket.holds {
+            work.append { try await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl) }
+        }
+        for slot in ticket.slots {
+            work.append { try await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL) }
+        }
+        // Each settles on its own: one failing (the shared store just went away) must not keep the others from trying.
+        _ = try? await Self.perform(work.map { item in { @Sendable in try? await item() } }, concurrently: !state.answersInProcess)
     }
 
     /// Releases everything without spending (the request failed before any cost).

@@ -35,6 +35,13 @@ public protocol SharedState: Sendable {
     func settle(key: String, reserved: Int64, actual: Int64, ttl: Double) async throws
     /// Spent and reserved amounts under `key`.
     func balance(key: String) async throws -> (spent: Int64, reserved: Int64)
+    /// Whether calls answer in this process without I/O: then several are cheaper one after
+    /// another than as concurrent tasks (which pay off only against a round trip).
+    var answersInProcess: Bool { get }
+}
+
+extension SharedState {
+    public var answersInProcess: Bool { false }
 }
 
 /// The sliding-window arithmetic both implementations share: the previous fixed window's
@@ -75,6 +82,8 @@ public enum SlidingWindow {
 
 /// One process's shared state: exact, lock-protected, entries expire.
 public final class InProcessSharedState: SharedState {
+    public var answersInProcess: Bool { true }
+
     private struct Counter {
         var value: Int64
         var expiresAt: Double
