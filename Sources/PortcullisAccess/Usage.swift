@@ -148,15 +148,20 @@ public final class UsageRecorder: Service, Sendable {
     }
 
     public func run() async throws {
-        let nanoseconds = UInt64(interval * 1_000_000_000)
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: nanoseconds)
-                await self.flush()
-            }
-        }
-        // The final flush must not inherit this task's cancellation (the store would refuse it
-        // and the last interval's usage would be lost), so it runs in a task of its own.
-        await Task { await self.flush() }.value
+        await flushPeriodically(every: interval) { await self.flush() }
     }
+}
+
+/// A batched writer's service loop: `flush` every `interval` seconds until graceful shutdown,
+/// then once more. The final flush must not inherit the shutdown's cancellation (the store
+/// would refuse it and the last interval's rows would be lost), so it runs in a task of its own.
+public func flushPeriodically(every interval: Double, _ flush: @escaping @Sendable () async -> Void) async {
+    let nanoseconds = UInt64(interval * 1_000_000_000)
+    await cancelWhenGracefulShutdown {
+        while !Task.isCancelled {
+            try? await Task.sleep(nanoseconds: nanoseconds)
+            await flush()
+        }
+    }
+    await Task { await flush() }.value
 }

@@ -167,14 +167,6 @@ public final class GuardEventLog: Service, Sendable {
     }
 
     public func run() async throws {
-        let nanoseconds = UInt64(interval * 1_000_000_000)
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: nanoseconds)
-                await self.flush()
-            }
-        }
-        // As for usage: the last flush must not inherit the shutdown's cancellation.
-        await Task { await self.flush() }.value
+        await flushPeriodically(every: interval) { await self.flush() }
     }
 }
