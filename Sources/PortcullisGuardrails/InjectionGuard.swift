@@ -88,7 +88,7 @@ public struct InjectionGuard: InputGuard {
 
     /// Findings on one normalised text.
     public func inspect(_ text: NormalizedText, segment: Int? = nil) -> [GuardFinding] {
-        var findings = phraseFindings(text.words, segment: segment)
+        var findings = phraseFindings(text, segment: segment)
         if !findings.isEmpty, Self.hasQuotation(text.lowered), Self.discussionWordBytes.contains(where: text.contains) {
             for index in findings.indices where findings[index].risk < .critical {
                 findings[index].risk = RiskLevel(rawValue: findings[index].risk.rawValue - 1) ?? .low
@@ -115,7 +115,7 @@ public struct InjectionGuard: InputGuard {
         let obfuscated = text.invisibleCharacters > 0 || text.mixedScriptWords > 0
         for blob in text.decodedBlobs {
             let inner = NormalizedText(blob)
-            for finding in phraseFindings(inner.words, segment: segment) where finding.category != .encoding {
+            for finding in phraseFindings(inner, segment: segment) where finding.category != .encoding {
                 var raised = finding
                 raised.risk = .critical
                 raised.reason = "encoded: " + finding.reason
@@ -131,10 +131,10 @@ public struct InjectionGuard: InputGuard {
         return findings
     }
 
-    private func phraseFindings(_ words: [String], segment: Int?) -> [GuardFinding] {
+    private func phraseFindings(_ text: NormalizedText, segment: Int?) -> [GuardFinding] {
         var findings: [GuardFinding] = []
         var seen: Set<String> = []
-        for match in matcher.matches(in: words) {
+        for match in matcher.matches(in: text.wordBytes, words: text.wordRanges) {
             let rule = rules[match.phraseID]
             let reason = "\(rule.category.rawValue) rule \(rule.name)"
             guard seen.insert(reason).inserted else { continue }

@@ -17,9 +17,13 @@ import Glibc
 /// 7. base64 and hex runs that decode to text are decoded, so the guards can read them too.
 public struct NormalizedText: Sendable, Equatable {
     /// Lower-cased, NFKC-normalised text without invisible characters (punctuation kept).
-    public let lowered: String
-    /// The words of `lowered` after look-alike, digit and spelling folds.
-    public let words: [String]
+    public var lowered: String { String(decoding: loweredBytes, as: UTF8.self) }
+    /// The words of `lowered` after look-alike, digit and spelling folds, as spans of `wordBytes`.
+    public let wordRanges: [Range<Int>]
+    /// The bytes the word spans point into.
+    public let wordBytes: [UInt8]
+    /// The words as strings (tests and tools; the detectors read the spans).
+    public var words: [String] { wordRanges.map { String(decoding: wordBytes[$0], as: UTF8.self) } }
     /// Invisible characters removed.
     public let invisibleCharacters: Int
     /// Bidirectional control characters removed.
@@ -44,12 +48,13 @@ public struct NormalizedText: Sendable, Equatable {
         }
         var scan = Scan()
         scan.run(source)
-        loweredBytes = scan.lowered
-        lowered = String(decoding: scan.lowered, as: UTF8.self)
         invisibleCharacters = scan.invisible
         bidiControls = scan.bidi
         mixedScriptWords = scan.mixedScriptWords
-        words = Self.joinSpelledOut(scan.words)
+        Self.joinSpelledOut(&scan)
+        loweredBytes = scan.lowered
+        wordBytes = scan.wordBytes
+        wordRanges = scan.words
         decodedBlobs = Self.decodeBlobs(in: source)
     }
 
@@ -57,7 +62,10 @@ public struct NormalizedText: Sendable, Equatable {
     /// bytes, and cuts words (with look-alike and digit folds) as it goes.
     private struct Scan {
         var lowered: [UInt8] = []
-        var words: [String] = []
+        /// Word spans; unfolded words point into `lowered`'s copy at the start of `wordBytes`,
+        /// folded ones into bytes appended after it.
+        var words: [Range<Int>] = []
+        var folds: [UInt8] = []
         var invisible = 0
         var bidi = 0
         var mixedScriptWords = 0
@@ -90,6 +98,9 @@ public struct NormalizedText: Sendable, Equatable {
             }
             finishWord()
         }
+
+        /// `lowered` followed by the folded words' bytes (spans into folds are shifted past `lowered`).
+        var wordBytes: [UInt8] { lowered + folds }
 
         private mutating func take(_ value: UInt32) {
             let isLetter = NormalizedText.isLetter(value)
@@ -153,7 +164,7 @@ public struct NormalizedText: Sendable, Equatable {
                 for scalar in String(decoding: lowered[low..<high], as: UTF8.self).unicodeScalars {
                     folded.append(NormalizedText.confusables[scalar.value] ?? scalar)
                 }
-                words.append(String(folded))
+                appendFold(Array(String(folded).utf8))
             } else if hasLetter && hasLeet {
                 var folded = Array(lowered[low..<high])
                 for index in folded.indices {
@@ -167,9 +178,26 @@ public struct NormalizedText: Sendable, Equatable {
                     default: break
                     }
                 }
-                words.append(String(decoding: folded, as: UTF8.self))
+                appendFold(folded)
             } else {
-                words.append(String(decoding: lowered[low..<high], as: UTF8.self))
+                words.append(low..<high)
+            }
+        }
+
+        /// A folded word: its bytes go to `folds`, its span is marked (negative) until the end,
+        /// when `lowered`'s length is known.
+        mutating func appendFold(_ bytes: [UInt8]) {
+            let start = folds.count
+            folds.append(contentsOf: bytes)
+            words.append(-(start + 1)..<(-(start + 1) + bytes.count))
+        }
+
+        /// Makes the folded spans point past `lowered` in `wordBytes`.
+        mutating func resolveFolds() {
+            let offset = lowered.count
+            for index in words.indices where words[index].lowerBound < 0 {
+                let start = -words[index].lowerBound - 1
+                words[index] = (offset + start)..<(offset + start + words[index].count)
             }
         }
     }
@@ -238,26 +266,48 @@ public struct NormalizedText: Sendable, Equatable {
     ]
 
     /// Joins runs of four or more one-letter words ("i g n o r e" → "ignore").
-    private static func joinSpelledOut(_ words: [String]) -> [String] {
-        guard words.count >= 4 else { return words }
-        var result: [String] = []
-        result.reserveCapacity(words.count)
-        var run: [String] = []
-        func flush() {
-            if run.count >= 4 { result.append(run.joined()) } else { result.append(contentsOf: run) }
-            run.removeAll(keepingCapacity: true)
-        }
-        for word in words {
-            var scalars = word.unicodeScalars.makeIterator()
-            if word.utf8.count <= 4, let only = scalars.next(), scalars.next() == nil, isLetter(only.value) {
-                run.append(word)
-            } else {
-                flush()
-                result.append(word)
+    private static func joinSpelledOut(_ scan: inout Scan) {
+        scan.resolveFolds()
+        let bytes = scan.wordBytes
+        func isSingleLetter(_ range: Range<Int>) -> Bool {
+            switch range.count {
+            case 1:
+                return isLetter(UInt32(bytes[range.lowerBound]))
+            case 2:
+                let lead = bytes[range.lowerBound]
+                guard lead & 0xE0 == 0xC0 else { return false }
+                return isLetter(UInt32(lead & 0x1F) << 6 | UInt32(bytes[range.lowerBound + 1] & 0x3F))
+            default:
+                return false   // three- and four-byte letters spelled out one by one are not looked for
             }
         }
-        flush()
-        return result
+        var result: [Range<Int>] = []
+        result.reserveCapacity(scan.words.count)
+        var run: [Range<Int>] = []
+        var joined = false
+        func flush(_ scan: inout Scan) {
+            if run.count >= 4 {
+                var letters: [UInt8] = []
+                for range in run { letters.append(contentsOf: bytes[range]) }
+                scan.appendFold(letters)
+                result.append(scan.words.removeLast())
+                joined = true
+            } else {
+                result.append(contentsOf: run)
+            }
+            run.removeAll(keepingCapacity: true)
+        }
+        for range in scan.words {
+            if range.count <= 2 && isSingleLetter(range) {
+                run.append(range)
+            } else {
+                flush(&scan)
+                result.append(range)
+            }
+        }
+        flush(&scan)
+        scan.words = result
+        if joined { scan.resolveFolds() }
     }
 
     // MARK: blobs

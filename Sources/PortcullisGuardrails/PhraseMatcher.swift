@@ -29,6 +29,8 @@ public struct PhraseMatcher: Sendable {
     }
 
     private var nodes: [Node] = [Node()]
+    /// The root's children by byte (-1: none): every word starts there.
+    private var rootChildren = [Int32](repeating: -1, count: 256)
     /// For each stem id, the (phrase, slot) pairs it satisfies.
     private var stemSlots: [[(phrase: Int32, slot: Int16)]] = []
     private var phrases: [Phrase] = []
@@ -53,6 +55,7 @@ public struct PhraseMatcher: Sendable {
                 }
             }
         }
+        for (byte, child) in zip(nodes[0].childBytes, nodes[0].childNodes) { rootChildren[Int(byte)] = child }
     }
 
     private mutating func insert(_ stem: String) -> Int32 {
@@ -75,17 +78,6 @@ public struct PhraseMatcher: Sendable {
         return id
     }
 
-    /// The (phrase, slot) pairs a word satisfies.
-    private func slots(of word: String, into result: inout [(phrase: Int32, slot: Int16)]) {
-        result.removeAll(keepingCapacity: true)
-        var node = 0
-        for byte in word.utf8 {
-            guard let next = nodes[node].child(byte) else { return }
-            node = Int(next)
-            for stem in nodes[node].stems { result.append(contentsOf: stemSlots[Int(stem)]) }
-        }
-    }
-
     /// A match: the phrase and the word range it covers.
     public struct Match: Sendable, Equatable {
         public var phraseID: Int
@@ -98,39 +90,54 @@ public struct PhraseMatcher: Sendable {
     /// that slot (and where that partial match began): the latest is always the best candidate
     /// for the next slot's gap, so one flat array replaces any list of partial matches.
     public func matches(in words: [String]) -> [Match] {
+        var bytes: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        for word in words {
+            ranges.append(bytes.count..<(bytes.count + word.utf8.count))
+            bytes.append(contentsOf: word.utf8)
+        }
+        return matches(in: bytes, words: ranges)
+    }
+
+    /// Every phrase found in the words `words` (spans of `bytes`).
+    public func matches(in bytes: [UInt8], words: [Range<Int>]) -> [Match] {
         let width = maximumSlots
         var reachedAt = [Int32](repeating: -1, count: phrases.count * width)
         var startedAt = [Int32](repeating: -1, count: phrases.count * width)
         var found = [Bool](repeating: false, count: phrases.count)
         var matches: [Match] = []
-        var hits: [(phrase: Int32, slot: Int16)] = []
-        hits.reserveCapacity(8)
         var updates: [(index: Int, start: Int32)] = []
         for (position, word) in words.enumerated() {
-            slots(of: word, into: &hits)
-            guard !hits.isEmpty else { continue }
             let here = Int32(position)
             // Read only what earlier words reached; write after, so that one word never fills
             // two consecutive slots of a phrase.
             updates.removeAll(keepingCapacity: true)
-            for hit in hits {
-                let phraseIndex = Int(hit.phrase)
-                guard !found[phraseIndex] else { continue }
-                let slot = Int(hit.slot)
-                let base = phraseIndex * width
-                let start: Int32
-                if slot == 0 {
-                    start = here
-                } else {
-                    let previous = reachedAt[base + slot - 1]
-                    guard previous >= 0, previous < here, Int(here - previous) - 1 <= gaps[phraseIndex] else { continue }
-                    start = startedAt[base + slot - 1]
-                }
-                if slot == lastSlots[phraseIndex] {
-                    found[phraseIndex] = true
-                    matches.append(Match(phraseID: ids[phraseIndex], words: Int(start)..<(position + 1)))
-                } else {
-                    updates.append((base + slot, start))
+            var node = 0
+            for (offset, byte) in bytes[word].enumerated() {
+                let next = offset == 0 ? rootChildren[Int(byte)] : (nodes[node].child(byte) ?? -1)
+                guard next >= 0 else { break }
+                node = Int(next)
+                for stem in nodes[node].stems {
+                    for hit in stemSlots[Int(stem)] {
+                        let phraseIndex = Int(hit.phrase)
+                        guard !found[phraseIndex] else { continue }
+                        let slot = Int(hit.slot)
+                        let base = phraseIndex * width
+                        let start: Int32
+                        if slot == 0 {
+                            start = here
+                        } else {
+                            let previous = reachedAt[base + slot - 1]
+                            guard previous >= 0, previous < here, Int(here - previous) - 1 <= gaps[phraseIndex] else { continue }
+                            start = startedAt[base + slot - 1]
+                        }
+                        if slot == lastSlots[phraseIndex] {
+                            found[phraseIndex] = true
+                            matches.append(Match(phraseID: ids[phraseIndex], words: Int(start)..<(position + 1)))
+                        } else {
+                            updates.append((base + slot, start))
+                        }
+                    }
                 }
             }
             for (index, start) in updates {

@@ -74,7 +74,8 @@ public struct ValidationGuard: InputGuard {
         }
         var tokens = 0
         for (index, segment) in input.segments.enumerated() {
-            let characters = segment.text.unicodeScalars.count
+            // UTF-8 length bounds the character count from above; count characters only past it.
+            let characters = segment.text.utf8.count > maximumMessageCharacters ? segment.text.unicodeScalars.count : 0
             if characters > maximumMessageCharacters {
                 findings.append(GuardFinding(guardName: name, category: .invalidInput, risk: .high, score: 1,
                                              reason: "a message of \(characters) characters, more than the \(maximumMessageCharacters) allowed",

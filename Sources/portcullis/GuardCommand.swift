@@ -92,12 +92,31 @@ extension GuardCommand {
                 reference.append(Self.microseconds(clock.now - referenceStart))
                 if lowered.isEmpty { print("") }
             }
+            // Where the time goes: each step alone, median of a few hundred calls.
+            var normalise: [Double] = []
+            var estimate: [Double] = []
+            var rules: [Double] = []
+            let normalized = NormalizedText(prompt)
+            let injection = InjectionGuard()
+            for _ in 0..<min(iterations, 300) {
+                var start = clock.now
+                _ = NormalizedText(prompt)
+                normalise.append(Self.microseconds(clock.now - start))
+                start = clock.now
+                _ = TokenEstimate.count(prompt)
+                estimate.append(Self.microseconds(clock.now - start))
+                start = clock.now
+                _ = injection.inspect(normalized)
+                rules.append(Self.microseconds(clock.now - start))
+            }
             let (g50, g99) = Self.percentiles(guarded)
             let (r50, r99) = Self.percentiles(reference)
             print("prompt: \(TokenEstimate.count(prompt)) estimated tokens, \(prompt.utf8.count) bytes; \(iterations) calls")
             print(String(format: "local tiers (validation + normalisation + rules): p50 %.0f us, p99 %.0f us (ceiling 1000 us)", g50, g99))
             print(String(format: "reference (lowercased copy of the prompt):        p50 %.0f us, p99 %.0f us", r50, r99))
             print(String(format: "ratio p99 guarded / reference: %.1f", g99 / max(r99, 1)))
+            print(String(format: "p50 by step: normalisation %.0f us, token estimate %.0f us, rules %.0f us",
+                         Self.percentiles(normalise).0, Self.percentiles(estimate).0, Self.percentiles(rules).0))
         }
 
         static func microseconds(_ duration: Duration) -> Double {
