@@ -266,6 +266,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var maxMessages: Int = 256
             /// Characters per message. Default 100,000.
             public var maxMessageCharacters: Int = 100_000
+            /// What the `pii` guard's findings do: mask, remove, hash (keyed pseudonym), block or flag. Default mask.
+            public var pii: String = "mask"
 
             public init(name: String) { self.name = name }
         }
@@ -276,6 +278,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var policies: [Policy] = []
         /// The policy for calls no other policy matches.
         public var defaultPolicy = Policy(name: "default")
+        /// Key of keyed-hash pseudonyms (`pii: hash`), 32+ bytes; the same on every replica.
+        public var pseudonymKey: String?
 
         public init() {}
     }

@@ -309,11 +309,12 @@ public enum ConfigurationLoader {
     }
 
     /// Input guards that exist, for validating policies.
-    static let inputGuardNames: Set<String> = ["validation", "injection_rules"]
+    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "pii"]
 
     private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
-        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default"]) else { return }
+        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key"]) else { return }
         guardrails.enabled = reader.bool("enabled") ?? guardrails.enabled
+        guardrails.pseudonymKey = reader.string("pseudonym_key")
         if let base = reader.child("default") {
             guardrails.defaultPolicy = decodeGuardPolicy(base, name: "default", base: guardrails.defaultPolicy)
         }
@@ -328,6 +329,10 @@ public enum ConfigurationLoader {
                 guardrails.policies.append(decodeGuardPolicy(element, name: name, base: guardrails.defaultPolicy))
             }
         }
+        let hashing = ([guardrails.defaultPolicy] + guardrails.policies).contains { $0.pii == "hash" && $0.input.contains("pii") }
+        if hashing && (guardrails.pseudonymKey?.utf8.count ?? 0) < 32 {
+            reader.issue("pseudonym_key", "a policy hashes personal data (pii: hash): set a pseudonym_key of 32 or more bytes")
+        }
     }
 
     private static func decodeGuardPolicy(_ reader: NodeReader, name: String,
@@ -335,7 +340,12 @@ public enum ConfigurationLoader {
         var policy = base
         policy.name = name
         guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
-                                                 "max_messages", "max_message_characters"]) else { return policy }
+                                                 "max_messages", "max_message_characters", "pii"]) else { return policy }
+        if let pii = reader.string("pii") {
+            if ["mask", "remove", "hash", "block", "flag"].contains(pii) { policy.pii = pii } else {
+                reader.issue("pii", "must be mask, remove, hash, block or flag; got '\(pii)'")
+            }
+        }
         func strings(_ key: String) -> [String]? { reader.child(key).map { $0.elements().compactMap { $0.scalarString() } } }
         policy.models = strings("models") ?? []
         policy.teams = strings("teams") ?? []

@@ -22,7 +22,7 @@ public struct GuardEvaluation: Sendable {
     public struct Report: Sendable {
         /// Attacks per labelled category (and "all").
         public var detection: [String: Tally] = [:]
-        /// Benign texts per language (and "all").
+        /// Benign texts per category when the set names one (look-alikes of an identifier), else per language (and "all").
         public var falsePositives: [String: Tally] = [:]
         /// Texts that were misjudged, for tuning: (expected attack?, text, decisive reason).
         public var misses: [(attack: Bool, text: String, reason: String?)] = []
@@ -93,7 +93,7 @@ public struct GuardEvaluation: Sendable {
                 }
                 if !blocked { report.misses.append((true, example.text, outcome.decisive?.reason)) }
             } else {
-                for key in [example.language, "all"] {
+                for key in [example.category == "none" ? example.language : example.category, "all"] {
                     report.falsePositives[key, default: Tally()].total += 1
                     if blocked { report.falsePositives[key, default: Tally()].blocked += 1 }
                 }

@@ -95,14 +95,18 @@ public struct GuardSegment: Sendable, Equatable {
     public var messageIndex: Int?
     /// The text as sent.
     public var text: String
+    /// Whether the text is the message's whole content (so a redaction can replace it); false
+    /// for text joined from parts and for tool-call arguments.
+    public var isWholeContent: Bool
     /// Whether the text comes from the caller's own instructions (system/developer) rather
     /// than a user, a tool result or a document.
     public var isTrusted: Bool { role == .system || role == .developer }
 
-    public init(role: ChatRole, messageIndex: Int?, text: String) {
+    public init(role: ChatRole, messageIndex: Int?, text: String, isWholeContent: Bool = false) {
         self.role = role
         self.messageIndex = messageIndex
         self.text = text
+        self.isWholeContent = isWholeContent
     }
 }
 
@@ -122,7 +126,11 @@ public struct GuardInput: Sendable {
     public init(request: ChatRequest) {
         var segments: [GuardSegment] = []
         for (index, message) in request.messages.enumerated() {
-            if let content = message.content { segments.append(GuardSegment(role: message.role, messageIndex: index, text: content.text)) }
+            switch message.content {
+            case .text(let text)?: segments.append(GuardSegment(role: message.role, messageIndex: index, text: text, isWholeContent: true))
+            case .parts(let parts)?: segments.append(GuardSegment(role: message.role, messageIndex: index, text: MessageContent.parts(parts).text))
+            case nil: break
+            }
             for call in message.toolCalls { segments.append(GuardSegment(role: message.role, messageIndex: index, text: call.arguments)) }
         }
         self.init(segments: segments)

@@ -10,11 +10,14 @@ public struct GuardPolicy: Sendable {
     public var inputGuards: [String]
     /// What each risk level does.
     public var actions: [RiskLevel: GuardAction]
+    /// What is done with personal data and secrets the `pii` guard finds.
+    public var personalData: PersonalDataAction
 
     public static let defaultActions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
 
     public init(name: String, models: Set<String> = [], teams: Set<String> = [], roles: Set<String> = [], keys: Set<String> = [],
-                inputGuards: [String] = ["validation", "injection_rules"], actions: [RiskLevel: GuardAction] = GuardPolicy.defaultActions) {
+                inputGuards: [String] = ["validation", "injection_rules"], actions: [RiskLevel: GuardAction] = GuardPolicy.defaultActions,
+                personalData: PersonalDataAction = .mask) {
         self.name = name
         self.models = models
         self.teams = teams
@@ -22,6 +25,7 @@ public struct GuardPolicy: Sendable {
         self.keys = keys
         self.inputGuards = inputGuards
         self.actions = actions
+        self.personalData = personalData
     }
 
     /// Whether this policy applies to a call.
@@ -36,7 +40,16 @@ public struct GuardPolicy: Sendable {
 
     /// What this policy does about `finding`: input limits always block; the rest by risk.
     public func action(for finding: GuardFinding) -> GuardAction {
-        finding.category == .invalidInput ? .block : action(for: finding.risk)
+        switch finding.category {
+        case .invalidInput: return .block
+        case .pii, .secret:
+            switch personalData {
+            case .flag: return .flag
+            case .block: return .block
+            case .mask, .remove, .hash: return .redact
+            }
+        default: return action(for: finding.risk)
+        }
     }
 }
 
@@ -87,8 +100,22 @@ public struct GuardCascade: Sendable {
 }
 
 extension GuardCascade {
-    /// The built-in local guards: validation and the injection rules.
+    /// The built-in local guards: validation, the injection rules and PII (the last only where a policy lists it).
     public static func builtIn(validation: ValidationGuard = ValidationGuard()) -> GuardCascade {
-        GuardCascade(guards: [validation, InjectionGuard()])
+        GuardCascade(guards: [validation, InjectionGuard(), PIIGuard()])
     }
+}
+
+/// What happens to personal data and secrets found in a request.
+public enum PersonalDataAction: String, Sendable, CaseIterable {
+    /// Replaced by a placeholder naming the kind, `[EMAIL]`.
+    case mask
+    /// Removed.
+    case remove
+    /// Replaced by a keyed-hash pseudonym, `[EMAIL:3f9a0c1d2e4b]`: the same value gives the same pseudonym.
+    case hash
+    /// The request is refused.
+    case block
+    /// Recorded only.
+    case flag
 }

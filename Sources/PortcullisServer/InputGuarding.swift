@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import PortcullisAccess
@@ -19,15 +20,19 @@ public struct InputGuarding: Sendable {
     private let policies: [Entry]
     private let fallback: Entry
     public let events: GuardEventLog
+    /// Key of the keyed-hash pseudonyms (`pii: hash`).
+    private let pseudonymKey: SymmetricKey
 
     public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog) {
+        pseudonymKey = SymmetricKey(data: Array((configuration.pseudonymKey ?? "").utf8))
         func entry(_ settings: GatewayConfiguration.Guardrails.Policy) -> Entry {
             var actions: [RiskLevel: GuardAction] = [:]
             for (level, action) in settings.actions {
                 if let risk = RiskLevel(name: level), let parsed = GuardAction(rawValue: action) { actions[risk] = parsed }
             }
             let policy = GuardPolicy(name: settings.name, models: Set(settings.models), teams: Set(settings.teams), roles: Set(settings.roles),
-                                     keys: Set(settings.keys), inputGuards: settings.input, actions: actions)
+                                     keys: Set(settings.keys), inputGuards: settings.input, actions: actions,
+                                     personalData: PersonalDataAction(rawValue: settings.pii) ?? .mask)
             let validation = ValidationGuard(maximumTokens: settings.maxInputTokens, maximumMessages: settings.maxMessages,
                                              maximumMessageCharacters: settings.maxMessageCharacters)
             return Entry(policy: policy, cascade: .builtIn(validation: validation))
@@ -37,22 +42,67 @@ public struct InputGuarding: Sendable {
         self.events = events
     }
 
-    /// Inspects a chat request for `principal`; throws the client's refusal when blocked.
-    public func check(_ request: ChatRequest, principal: Principal, requestID: String) async throws {
+    /// Inspects a chat request for `principal`: throws the client's refusal when blocked, and
+    /// returns the request with personal data redacted where the policy says so.
+    public func check(_ request: ChatRequest, principal: Principal, requestID: String) async throws -> ChatRequest {
         let entry = policies.first { $0.policy.matches(model: request.model, team: principal.teamID, role: principal.role.rawValue,
                                                        key: principal.keyID) } ?? fallback
         let input = GuardInput(request: request)
-        let outcome = await entry.cascade.run(input, policy: entry.policy)
-        guard !outcome.findings.isEmpty else { return }
+        var outcome = await entry.cascade.run(input, policy: entry.policy)
+        guard !outcome.findings.isEmpty else { return request }
+        // A redaction needs a span in a message's whole text; personal data elsewhere (image
+        // parts' text, tool-call arguments) cannot be cut out safely, so it blocks instead.
+        for index in outcome.findings.indices where outcome.findingActions[index] == .redact {
+            let finding = outcome.findings[index]
+            if finding.span == nil || finding.segment.map({ !input.segments[$0].isWholeContent }) ?? true {
+                outcome.findingActions[index] = .block
+                outcome.action = .block
+                outcome.decisive = finding
+            }
+        }
         events.record(outcome, model: request.model, principal: principal, requestID: requestID)
-        guard outcome.isBlocked, let decisive = outcome.decisive else { return }
-        let detail = decisive.category == .invalidInput ? ": \(decisive.reason)" : ""
-        var param: String?
-        if let segment = decisive.segment, let message = input.segments[segment].messageIndex { param = "messages[\(message)]" }
-        throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
-                           message: "The request was blocked by the \(decisive.category.rawValue) guardrail (\(decisive.risk) risk, "
-                               + "policy '\(outcome.policy)')\(detail).",
-                           param: param, headers: ["x-portcullis-guard-category": decisive.category.rawValue])
+        if outcome.isBlocked, let decisive = outcome.decisive {
+            let detail = decisive.category == .invalidInput ? ": \(decisive.reason)" : ""
+            var param: String?
+            if let segment = decisive.segment, let message = input.segments[segment].messageIndex { param = "messages[\(message)]" }
+            throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+                               message: "The request was blocked by the \(decisive.category.rawValue) guardrail (\(decisive.risk) risk, "
+                                   + "policy '\(outcome.policy)')\(detail).",
+                               param: param, headers: ["x-portcullis-guard-category": decisive.category.rawValue])
+        }
+        return redact(request, input: input, outcome: outcome, action: entry.policy.personalData)
+    }
+
+    /// The request with every redacted span replaced (from the end of each text, so that
+    /// earlier offsets stay valid).
+    func redact(_ request: ChatRequest, input: GuardInput, outcome: GuardOutcome, action: PersonalDataAction) -> ChatRequest {
+        var spansBySegment: [Int: [(range: Range<Int>, kind: String)]] = [:]
+        for (finding, findingAction) in zip(outcome.findings, outcome.findingActions) where findingAction == .redact {
+            guard let segment = finding.segment, let span = finding.span else { continue }
+            spansBySegment[segment, default: []].append((span, String(finding.reason.prefix { $0 != " " })))
+        }
+        guard !spansBySegment.isEmpty else { return request }
+        var redacted = request
+        for (segment, spans) in spansBySegment {
+            guard let message = input.segments[segment].messageIndex else { continue }
+            var bytes = Array(input.segments[segment].text.utf8)
+            for span in spans.sorted(by: { $0.range.lowerBound > $1.range.lowerBound }) where span.range.upperBound <= bytes.count {
+                bytes.replaceSubrange(span.range, with: Array(replacement(for: bytes[span.range], kind: span.kind, action: action).utf8))
+            }
+            redacted.messages[message].content = .text(String(decoding: bytes, as: UTF8.self))
+        }
+        return redacted
+    }
+
+    func replacement(for value: ArraySlice<UInt8>, kind: String, action: PersonalDataAction) -> String {
+        let label = kind.uppercased()
+        switch action {
+        case .remove: return ""
+        case .hash:
+            let code = HMAC<SHA256>.authenticationCode(for: Array(value), using: pseudonymKey)
+            return "[\(label):" + code.prefix(6).map { String(format: "%02x", $0) }.joined() + "]"
+        case .mask, .block, .flag: return "[\(label)]"
+        }
     }
 }
 

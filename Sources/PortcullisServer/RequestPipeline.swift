@@ -116,11 +116,12 @@ public struct RequestPipeline: Sendable {
 
     // MARK: Chat, both dialects
 
-    private func serveChat(_ chat: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
-        let grant = try await admit(context, model: chat.model, bodySize: bodySize, maxTokens: chat.maxTokens)       // 3–4. authorise, admit
+    private func serveChat(_ request: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
+        let grant = try await admit(context, model: request.model, bodySize: bodySize, maxTokens: request.maxTokens)  // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
-            try await guarding?.check(chat, principal: context.principal, requestID: context.requestID)                // 6. guard in
+            let chat = try await guarding?.check(request, principal: context.principal, requestID: context.requestID)   // 6. guard in, 7. redact
+                ?? request
             if chat.stream {
                 let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
                     try await Self.prime(deployment: deployment) {                                                       // 11. provider

@@ -23,6 +23,9 @@ struct GuardCommand: AsyncParsableCommand {
         @Flag(help: "List every misjudged text with the deciding reason.")
         var verbose = false
 
+        @Option(help: "Run only these guards (comma-separated, e.g. pii), counting any finding as detection; default: the default policy.")
+        var guards: String?
+
         func run() async throws {
             guard let contents = FileManager.default.contents(atPath: dataset).map({ String(decoding: $0, as: UTF8.self) }) else {
                 throw ValidationError("cannot read \(dataset)")
@@ -33,7 +36,11 @@ struct GuardCommand: AsyncParsableCommand {
             } catch {
                 throw ValidationError("\(dataset): \(error)")
             }
-            let evaluation = GuardEvaluation(cascade: GuardCascade.builtIn(), policy: GuardPolicy(name: "default"))
+            let policy = guards.map { list in
+                GuardPolicy(name: "eval", inputGuards: list.split(separator: ",").map(String.init),
+                            actions: [.critical: .block, .high: .block, .medium: .block, .low: .block], personalData: .block)
+            } ?? GuardPolicy(name: "default")
+            let evaluation = GuardEvaluation(cascade: GuardCascade.builtIn(), policy: policy)
             let report = await evaluation.run(examples)
             print("\(dataset): \(examples.count) examples")
             print(report.text, terminator: "")
@@ -51,14 +58,15 @@ extension GuardCommand {
     struct Benchmark: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "bench",
-            abstract: "Time the local guard tiers (validation, normalisation, rules) on a prompt of about --tokens tokens.",
+            abstract: "Time the local guard tiers (validation, normalisation, injection rules, PII) on a prompt of about --tokens tokens.",
             discussion: "Build with -c release and pin to one core (taskset -c 0). The reference is lower-casing the same text.")
 
         @Option(help: "Approximate prompt size in tokens.") var tokens = 4000
         @Option(help: "Timed calls.") var iterations = 2000
 
         func run() async throws {
-            // Varied prose in five languages with a few near-misses, no attack: every rule is tried, none ends the scan early.
+            // Varied prose in five languages with near-misses and numbers that fail their checks, no attack and no
+            // identifier: every rule and validator is tried, none ends the scan early.
             let sentences = [
                 "Please summarise the quarterly report and ignore case when sorting the appendix tables. ",
                 "Пожалуйста, проверь договор и перечисли правила оплаты, не забудь про сроки. ",
@@ -66,6 +74,7 @@ extension GuardCommand {
                 "Merci de relire le document et de donner les instructions de montage du bureau. ",
                 "Por favor revisa el informe y dime las reglas del ajedrez para el enroque. ",
                 "The previous draft had 1234 rows; show the new instructions for the onboarding checklist. ",
+                "Order 4111 1111 1111 1112 shipped on 2024-05-17 to desk 7707083894, version 1.2.3 of the form. ",
             ]
             var prompt = ""
             var index = 0
@@ -76,7 +85,7 @@ extension GuardCommand {
             let request = ChatRequest(model: "bench", messages: [ChatMessage(role: .system, content: .text("You are a helpful assistant.")),
                                                                  ChatMessage(role: .user, content: .text(prompt))])
             let cascade = GuardCascade.builtIn(validation: ValidationGuard(maximumTokens: tokens * 2))
-            let policy = GuardPolicy(name: "default")
+            let policy = GuardPolicy(name: "bench", inputGuards: ["validation", "injection_rules", "pii"])
             let warm = await cascade.run(GuardInput(request: request), policy: policy)
             guard !warm.isBlocked else { throw ValidationError("the benchmark prompt was blocked: \(warm.findings.map(\.reason))") }
 
@@ -96,6 +105,7 @@ extension GuardCommand {
             var normalise: [Double] = []
             var estimate: [Double] = []
             var rules: [Double] = []
+            var personal: [Double] = []
             let normalized = NormalizedText(prompt)
             let injection = InjectionGuard()
             for _ in 0..<min(iterations, 300) {
@@ -108,15 +118,18 @@ extension GuardCommand {
                 start = clock.now
                 _ = injection.inspect(normalized)
                 rules.append(Self.microseconds(clock.now - start))
+                start = clock.now
+                _ = PIIDetector.find(in: prompt)
+                personal.append(Self.microseconds(clock.now - start))
             }
             let (g50, g99) = Self.percentiles(guarded)
             let (r50, r99) = Self.percentiles(reference)
             print("prompt: \(TokenEstimate.count(prompt)) estimated tokens, \(prompt.utf8.count) bytes; \(iterations) calls")
-            print(String(format: "local tiers (validation + normalisation + rules): p50 %.0f us, p99 %.0f us (ceiling 1000 us)", g50, g99))
+            print(String(format: "local tiers (validation + normalisation + rules + PII): p50 %.0f us, p99 %.0f us (ceiling 1000 us)", g50, g99))
             print(String(format: "reference (lowercased copy of the prompt):        p50 %.0f us, p99 %.0f us", r50, r99))
             print(String(format: "ratio p99 guarded / reference: %.1f", g99 / max(r99, 1)))
-            print(String(format: "p50 by step: normalisation %.0f us, token estimate %.0f us, rules %.0f us",
-                         Self.percentiles(normalise).0, Self.percentiles(estimate).0, Self.percentiles(rules).0))
+            print(String(format: "p50 by step: normalisation %.0f us, token estimate %.0f us, rules %.0f us, PII %.0f us",
+                         Self.percentiles(normalise).0, Self.percentiles(estimate).0, Self.percentiles(rules).0, Self.percentiles(personal).0))
         }
 
         static func microseconds(_ duration: Duration) -> Double {

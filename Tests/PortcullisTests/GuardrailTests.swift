@@ -113,6 +113,51 @@ struct GuardrailTests {
     }
 }
 
+@Suite("PII and secrets")
+struct PIITests {
+    func kinds(_ text: String) -> [PIIKind] { PIIDetector.find(in: text).map(\.kind) }
+
+    @Test("validators: Luhn, mod-97, INN, SNILS and OGRN accept good numbers and refuse one wrong digit")
+    func validators() {
+        func digits(_ text: String) -> [UInt8] { text.utf8.filter { $0 >= 0x30 && $0 <= 0x39 }.map { $0 - 0x30 } }
+        #expect(PIIDetector.luhn(digits("4111111111111111")) && !PIIDetector.luhn(digits("4111111111111112")))
+        #expect(PIIDetector.mod97(Array("GB82WEST12345698765432".utf8)) && !PIIDetector.mod97(Array("GB82WEST12345698765431".utf8)))
+        #expect(PIIDetector.inn(digits("7707083893")) && !PIIDetector.inn(digits("7707083894")), "Sberbank's INN")
+        #expect(PIIDetector.inn(digits("500100732259")) && !PIIDetector.inn(digits("500100732258")))
+        #expect(PIIDetector.snils(digits("112-233-445 95")) && !PIIDetector.snils(digits("112-233-445 96")))
+        #expect(PIIDetector.ogrn(digits("1027700132195")) && !PIIDetector.ogrn(digits("1027700132196")), "Sberbank's OGRN")
+    }
+
+    @Test("identifiers in text are found with their spans; look-alikes that fail their checks are not")
+    func detection() {
+        let text = "Card 4111 1111 1111 1111, IBAN DE89 3704 0044 0532 0130 00, mail ivan.petrov@example.ru, тел. +7 (912) 345-67-89"
+        let found = PIIDetector.find(in: text)
+        #expect(found.map(\.kind) == [.paymentCard, .iban, .email, .phone], "\(found)")
+        let bytes = Array(text.utf8)
+        #expect(found.map { String(decoding: bytes[$0.range], as: UTF8.self) }
+                    == ["4111 1111 1111 1111", "DE89 3704 0044 0532 0130 00", "ivan.petrov@example.ru", "+7 (912) 345-67-89"])
+        #expect(kinds("ИНН 7707083893, СНИЛС 112-233-445 95, ОГРН 1027700132195") == [.russianINN, .russianSNILS, .russianOGRN])
+        #expect(kinds("SSN 123-45-6789 and key AKIAIOSFODNN7EXAMPLE") == [.usSSN, .secret])
+        #expect(kinds("from 10.0.0.1") == [.ipAddress])
+        #expect(kinds("Card 4111 1111 1111 1112, order 7707083894, version 1.2.3.4.5, 2024-05-17, total 1 299 EUR").isEmpty)
+        #expect(kinds("SSN 666-45-6789").isEmpty, "area 666 is never issued")
+    }
+
+    @Test("labelled set: recall ≥ 99% on validator-backed identifiers, and look-alikes failing their checks are left alone")
+    func labelledSet() async throws {
+        let contents = try String(contentsOf: datasetURL("pii.jsonl"), encoding: .utf8)
+        let examples = try GuardEvaluation.parse(contents)
+        let policy = GuardPolicy(name: "pii", inputGuards: ["pii"], actions: [.critical: .block, .high: .block, .medium: .block, .low: .block],
+                                 personalData: .block)
+        let report = await GuardEvaluation(cascade: .builtIn(), policy: policy).run(examples)
+        #expect((report.detection["all"]?.rate ?? 0) >= 0.99, "\(report.text)")
+        for kind in PIIKind.allCases {
+            #expect((report.detection[kind.rawValue]?.rate ?? 0) >= 0.99, "\(kind.rawValue): \(report.text)")
+        }
+        #expect((report.falsePositives["all"]?.rate ?? 1) <= 0.01, "\(report.text)")
+    }
+}
+
 @Suite("Guardrails in the gateway")
 struct GatewayGuardrailTests {
     static let yaml = """
@@ -165,6 +210,49 @@ struct GatewayGuardrailTests {
             let metrics = try await gateway.request(.GET, "/metrics").body
             #expect(metrics.contains(#"portcullis_guard_decisions_total{guard="injection_rules",category="prompt_injection",action="block"} 3"#),
                     "\(metrics)")
+        }
+    }
+
+    @Test("personal data is masked, removed or pseudonymised before the upstream sees it; where it cannot be cut out, the request is refused")
+    func redaction() async throws {
+        try await withMockUpstream { mock, port in
+            let yaml = """
+                routing: { health_check: { interval_seconds: 0 } }
+                models:
+                \(openAIModel("masked", port: port))
+                \(openAIModel("hashed", port: port))
+                guardrails:
+                  pseudonym_key: "pseudonym-key-0123456789abcdef0123456789"
+                  default: { input: [validation, injection_rules, pii], pii: mask }
+                  policies:
+                    - { name: pseudonyms, models: [hashed], input: [pii], pii: hash }
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                let text = "Charge 4111 1111 1111 1111 and mail ivan@example.ru, thanks"
+                let masked = try await gateway.chat(key: nil, model: "masked", text: text)
+                #expect(masked.status == 200, "\(masked.body)")
+                let first = try await gateway.chat(key: nil, model: "hashed", text: text)
+                let second = try await gateway.chat(key: nil, model: "hashed", text: text)
+                #expect(first.status == 200 && second.status == 200)
+                let sent = try await mockRequests(port: port).compactMap {
+                    $0["body"]?.objectValue?["messages"]?.arrayValue?.first?.objectValue?["content"]?.stringValue
+                }
+                #expect(sent.count == 3)
+                #expect(sent.first == "Charge [PAYMENT_CARD] and mail [EMAIL], thanks", "\(sent)")
+                #expect(sent.allSatisfy { !$0.contains("4111") && !$0.contains("ivan@") }, "the upstream never saw the originals")
+                #expect(sent[1] == sent[2] && sent[1].hasPrefix("Charge [PAYMENT_CARD:") && sent[1] != sent[0], "stable pseudonyms: \(sent)")
+                let parts = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: """
+                    {"model":"masked","messages":[{"role":"user","content":[{"type":"text","text":"card 4111 1111 1111 1111"},\
+                    {"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}
+                    """)
+                #expect(parts.status == 400 && parts.headers["x-portcullis-guard-category"] == "pii", "\(parts.body)")
+            }
+        }
+        #expect(throws: ConfigurationError.self) {
+            _ = try ConfigurationLoader.parse(yaml: """
+                models: [{ name: demo, deployments: [{ provider: demo }] }]
+                guardrails: { default: { input: [pii], pii: hash } }
+                """, environment: [:], source: "test")
         }
     }
 

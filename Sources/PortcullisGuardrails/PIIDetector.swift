@@ -1,0 +1,377 @@
+import PortcullisCore
+
+/// Kinds of personal data and secrets the PII detector finds.
+public enum PIIKind: String, Sendable, CaseIterable {
+    case email, phone
+    case paymentCard = "payment_card"
+    case iban
+    case ipAddress = "ip_address"
+    case usSSN = "us_ssn"
+    case russianINN = "ru_inn"
+    case russianSNILS = "ru_snils"
+    case russianOGRN = "ru_ogrn"
+    case secret
+
+    /// Secrets are their own guard category; everything else is PII.
+    public var category: GuardCategory { self == .secret ? .secret : .pii }
+}
+
+/// One identifier found in a text: where (UTF-8 offsets), of what kind, and why (the check it passed).
+public struct PIIMatch: Sendable, Equatable {
+    public var kind: PIIKind
+    public var range: Range<Int>
+    public var check: String
+}
+
+/// Finds personal identifiers and secrets with validators, not bare patterns: a card number
+/// must pass Luhn, an IBAN mod-97, an INN, SNILS or OGRN its own check digits, an SSN the
+/// issuing rules; numbers that fail their check are left alone.
+public enum PIIDetector {
+    /// Every identifier in `text`, in order, without overlaps (the first, longest wins).
+    public static func find(in text: String) -> [PIIMatch] {
+        let bytes = Array(text.utf8)
+        var matches: [PIIMatch] = []
+        matches += secrets(bytes)
+        matches += emails(bytes)
+        matches += numbers(bytes)
+        matches += ibans(bytes)
+        matches += ipv4(bytes)
+        matches.sort { ($0.range.lowerBound, -$0.range.count) < ($1.range.lowerBound, -$1.range.count) }
+        var kept: [PIIMatch] = []
+        for match in matches where kept.last.map({ $0.range.upperBound <= match.range.lowerBound }) ?? true { kept.append(match) }
+        return kept
+    }
+
+    // MARK: character classes
+
+    static func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+    static func isUpper(_ byte: UInt8) -> Bool { byte >= 0x41 && byte <= 0x5A }
+    static func isLower(_ byte: UInt8) -> Bool { byte >= 0x61 && byte <= 0x7A }
+    static func isAlphanumeric(_ byte: UInt8) -> Bool { isDigit(byte) || isUpper(byte) || isLower(byte) }
+    /// Whether the byte before `index` does not continue a word (so a match starts cleanly).
+    static func startsCleanly(_ bytes: [UInt8], _ index: Int) -> Bool { index == 0 || !isAlphanumeric(bytes[index - 1]) }
+    static func endsCleanly(_ bytes: [UInt8], _ index: Int) -> Bool { index >= bytes.count || !isAlphanumeric(bytes[index]) }
+
+    // MARK: numbers: cards, phones, SSN, INN, SNILS, OGRN
+
+    /// Runs of digits joined by single spaces, dashes, dots or brackets (as people write
+    /// numbers), each tried against the number kinds.
+    static func numbers(_ bytes: [UInt8]) -> [PIIMatch] {
+        var matches: [PIIMatch] = []
+        var index = 0
+        while index < bytes.count {
+            let plus = bytes[index] == UInt8(ascii: "+") && index + 1 < bytes.count && isDigit(bytes[index + 1])
+            guard (isDigit(bytes[index]) || plus || bytes[index] == UInt8(ascii: "(")), startsCleanly(bytes, index) else {
+                index += 1
+                continue
+            }
+            var end = index
+            var digits: [UInt8] = []
+            var groups: [Int] = [0]
+            var cursor = plus ? index + 1 : index
+            while cursor < bytes.count {
+                let byte = bytes[cursor]
+                if isDigit(byte) {
+                    digits.append(byte - 0x30)
+                    groups[groups.count - 1] += 1
+                    cursor += 1
+                    end = cursor
+                } else if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "(") || byte == UInt8(ascii: ")"),
+                          cursor + 1 < bytes.count, isDigit(bytes[cursor + 1]) || bytes[cursor + 1] == UInt8(ascii: "(")
+                            || (byte == UInt8(ascii: ")") && bytes[cursor + 1] == UInt8(ascii: " ")) {
+                    if groups[groups.count - 1] > 0 { groups.append(0) }
+                    cursor += 1
+                } else {
+                    break
+                }
+                if digits.count > 19 { break }
+            }
+            guard !digits.isEmpty, endsCleanly(bytes, end), digits.count <= 19 else {
+                index = max(cursor, index + 1)
+                continue
+            }
+            let range = index..<end
+            // A dot right after the run makes it part of a version, date or address: not an identifier.
+            let dotted = end < bytes.count && bytes[end] == UInt8(ascii: ".") && end + 1 < bytes.count && isDigit(bytes[end + 1])
+            if !dotted, let kind = classify(digits: digits, plus: plus, groups: groups.filter { $0 > 0 }, text: bytes[range]) {
+                matches.append(PIIMatch(kind: kind.0, range: range, check: kind.1))
+            }
+            index = max(end, index + 1)
+        }
+        return matches
+    }
+
+    static func classify(digits: [UInt8], plus: Bool, groups: [Int], text: ArraySlice<UInt8>) -> (PIIKind, String)? {
+        let count = digits.count
+        // Written in groups of four, a number is read as a card or not at all.
+        let cardShaped = groups.count >= 3 && groups.dropLast().allSatisfy { $0 == 4 } && (1...4).contains(groups.last ?? 0)
+        if (12...19).contains(count), luhn(digits), cardPrefix(digits) { return (.paymentCard, "Luhn") }
+        if cardShaped { return nil }
+        let snilsShaped = groups == [3, 3, 3, 2]
+        if count == 11, !snilsShaped, digits[0] == 7 || digits[0] == 8, [3, 4, 8, 9].contains(digits[1]), plus || groups.count > 1 || digits[0] == 8 {
+            return (.phone, "Russian number (+7/8)")
+        }
+        if plus, (8...15).contains(count) { return (.phone, "E.164") }
+        if count == 9, ssn(digits), text.contains(UInt8(ascii: "-")) { return (.usSSN, "SSN issuing rules") }
+        if count == 11, snils(digits) { return (.russianSNILS, "SNILS check number") }
+        if count == 10 || count == 12, inn(digits) { return (.russianINN, "INN check digits") }
+        if count == 13 || count == 15, ogrn(digits) { return (.russianOGRN, "OGRN check digit") }
+        return nil
+    }
+
+    /// The Luhn check (payment cards).
+    public static func luhn(_ digits: [UInt8]) -> Bool {
+        var sum = 0
+        for (position, digit) in digits.reversed().enumerated() {
+            var value = Int(digit)
+            if position % 2 == 1 {
+                value *= 2
+                if value > 9 { value -= 9 }
+            }
+            sum += value
+        }
+        return sum % 10 == 0
+    }
+
+    /// Issuer prefixes of the card networks (Visa, Mastercard, Amex, Discover, JCB, UnionPay, Mir, Maestro).
+    static func cardPrefix(_ digits: [UInt8]) -> Bool {
+        let two = Int(digits[0]) * 10 + Int(digits[1])
+        let four = two * 100 + Int(digits[2]) * 10 + Int(digits[3])
+        let count = digits.count
+        switch digits[0] {
+        case 4: return count == 13 || count == 16 || count == 19
+        case 5: return (51...55).contains(two) ? count == 16 : ((two == 50 || (56...58).contains(two)) && count >= 16)
+        case 2: return ((2221...2720).contains(four) || (2200...2204).contains(four)) && count == 16
+        case 3: return ((two == 34 || two == 37) && count == 15) || ((two == 36 || two == 38 || two == 30) && count == 14)
+            || (two == 35 && count >= 16)
+        case 6: return [60, 62, 64, 65, 63, 67].contains(two) && count >= 16
+        default: return false
+        }
+    }
+
+    /// US SSN: area not 000, 666 or 900–999; group not 00; serial not 0000.
+    static func ssn(_ digits: [UInt8]) -> Bool {
+        let area = Int(digits[0]) * 100 + Int(digits[1]) * 10 + Int(digits[2])
+        let group = Int(digits[3]) * 10 + Int(digits[4])
+        let serial = digits[5...].reduce(0) { $0 * 10 + Int($1) }
+        return area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+    }
+
+    /// Russian INN: 10 digits (organisations) with one check digit, 12 (individuals) with two.
+    public static func inn(_ digits: [UInt8]) -> Bool {
+        func check(_ weights: [Int]) -> UInt8 {
+            let sum = zip(weights, digits).reduce(0) { $0 + $1.0 * Int($1.1) }
+            return UInt8(sum % 11 % 10)
+        }
+        switch digits.count {
+        case 10: return check([2, 4, 10, 3, 5, 9, 4, 6, 8]) == digits[9]
+        case 12:
+            return check([7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == digits[10] && check([3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8]) == digits[11]
+        default: return false
+        }
+    }
+
+    /// Russian SNILS: 9 digits and a two-digit check number (defined for numbers above 001-001-998).
+    public static func snils(_ digits: [UInt8]) -> Bool {
+        guard digits.count == 11 else { return false }
+        let number = digits[0..<9].reduce(0) { $0 * 10 + Int($1) }
+        guard number > 1_001_998 else { return false }
+        var sum = 0
+        for (index, digit) in digits[0..<9].enumerated() { sum += Int(digit) * (9 - index) }
+        let control = sum < 100 ? sum : (sum == 100 || sum == 101 ? 0 : (sum % 101 == 100 ? 0 : sum % 101))
+        return control == Int(digits[9]) * 10 + Int(digits[10])
+    }
+
+    /// Russian OGRN (13 digits, mod 11) and OGRNIP (15 digits, mod 13); first digit 1, 2, 3 or 5.
+    public static func ogrn(_ digits: [UInt8]) -> Bool {
+        guard [1, 2, 3, 5].contains(digits.first ?? 0) else { return false }
+        let body = digits.dropLast()
+        let divisor = digits.count == 13 ? 11 : (digits.count == 15 ? 13 : 0)
+        guard divisor > 0 else { return false }
+        var remainder = 0
+        for digit in body { remainder = (remainder * 10 + Int(digit)) % divisor }
+        return remainder % 10 == Int(digits.last!)
+    }
+
+    // MARK: IBAN
+
+    static let ibanLengths: [String: Int] = [
+        "AD": 24, "AT": 20, "BE": 16, "BG": 22, "CH": 21, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "EE": 20, "ES": 24, "FI": 18,
+        "FR": 27, "GB": 22, "GR": 27, "HR": 21, "HU": 28, "IE": 22, "IS": 26, "IT": 27, "LI": 21, "LT": 20, "LU": 20, "LV": 21,
+        "MC": 27, "MT": 31, "NL": 18, "NO": 15, "PL": 28, "PT": 25, "RO": 24, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "TR": 26,
+        "UA": 29, "KZ": 20, "AE": 23, "SA": 24, "IL": 23, "BY": 28, "AZ": 28, "GE": 22, "MD": 24, "RS": 22, "ME": 22, "AL": 28,
+    ]
+
+    /// Two capital letters, two check digits, then the country's length of letters and digits
+    /// (grouped by spaces or not), passing mod-97.
+    static func ibans(_ bytes: [UInt8]) -> [PIIMatch] {
+        var matches: [PIIMatch] = []
+        var index = 0
+        while index + 15 <= bytes.count {
+            guard isUpper(bytes[index]), isUpper(bytes[index + 1]), isDigit(bytes[index + 2]), isDigit(bytes[index + 3]),
+                  startsCleanly(bytes, index),
+                  let length = ibanLengths[String(decoding: bytes[index..<(index + 2)], as: UTF8.self)] else {
+                index += 1
+                continue
+            }
+            var characters: [UInt8] = []
+            var cursor = index
+            var end = index
+            while cursor < bytes.count, characters.count < length {
+                if isDigit(bytes[cursor]) || isUpper(bytes[cursor]) {
+                    characters.append(bytes[cursor])
+                    end = cursor + 1
+                } else if bytes[cursor] != UInt8(ascii: " ") || cursor + 1 >= bytes.count || !isAlphanumeric(bytes[cursor + 1]) {
+                    break
+                }
+                cursor += 1
+            }
+            if characters.count == length, endsCleanly(bytes, end), mod97(characters) {
+                matches.append(PIIMatch(kind: .iban, range: index..<end, check: "mod-97"))
+                index = end
+            } else {
+                index += 1
+            }
+        }
+        return matches
+    }
+
+    /// ISO 13616: move the first four characters to the end, letters to 10–35, remainder 1 mod 97.
+    public static func mod97(_ characters: [UInt8]) -> Bool {
+        var remainder = 0
+        for byte in characters[4...] + characters[..<4] {
+            if isDigit(byte) {
+                remainder = (remainder * 10 + Int(byte - 0x30)) % 97
+            } else if isUpper(byte) {
+                remainder = (remainder * 100 + Int(byte - 0x41 + 10)) % 97
+            } else {
+                return false
+            }
+        }
+        return remainder == 1
+    }
+
+    // MARK: e-mail
+
+    static func emails(_ bytes: [UInt8]) -> [PIIMatch] {
+        var matches: [PIIMatch] = []
+        func isLocal(_ byte: UInt8) -> Bool { isAlphanumeric(byte) || ".!#$%&'*+/=?^_`{|}~-".utf8.contains(byte) }
+        func isDomain(_ byte: UInt8) -> Bool { isAlphanumeric(byte) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: ".") }
+        var index = 0
+        while index < bytes.count {
+            guard bytes[index] == UInt8(ascii: "@") else {
+                index += 1
+                continue
+            }
+            var start = index
+            while start > 0 && isLocal(bytes[start - 1]) { start -= 1 }
+            var end = index + 1
+            while end < bytes.count && isDomain(bytes[end]) { end += 1 }
+            while end > index + 1 && bytes[end - 1] == UInt8(ascii: ".") { end -= 1 }   // a sentence's full stop
+            let domain = bytes[(index + 1)..<end]
+            if start < index, let dot = domain.lastIndex(of: UInt8(ascii: ".")), end - dot > 2,
+               domain[(dot + 1)...].allSatisfy({ isUpper($0) || isLower($0) }), domain.first.map(isAlphanumeric) == true {
+                matches.append(PIIMatch(kind: .email, range: start..<end, check: "address syntax"))
+            }
+            index = end
+        }
+        return matches
+    }
+
+    // MARK: IPv4
+
+    static func ipv4(_ bytes: [UInt8]) -> [PIIMatch] {
+        var matches: [PIIMatch] = []
+        var index = 0
+        while index < bytes.count {
+            guard isDigit(bytes[index]), startsCleanly(bytes, index) || bytes[index - 1] == UInt8(ascii: "/") else {
+                index += 1
+                continue
+            }
+            var end = index
+            while end < bytes.count && (isDigit(bytes[end]) || bytes[end] == UInt8(ascii: ".")) { end += 1 }
+            while end > index && bytes[end - 1] == UInt8(ascii: ".") { end -= 1 }
+            guard bytes[index..<end].reduce(0, { $0 + ($1 == UInt8(ascii: ".") ? 1 : 0) }) == 3 else {
+                index = max(end, index + 1)
+                continue
+            }
+            let candidate = String(decoding: bytes[index..<end], as: UTF8.self)
+            let parts = candidate.split(separator: ".", omittingEmptySubsequences: false)
+            if parts.count == 4, endsCleanly(bytes, end), parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && (Int($0) ?? 256) <= 255 }),
+               IPAddress(candidate) != nil {
+                matches.append(PIIMatch(kind: .ipAddress, range: index..<end, check: "dotted quad"))
+            }
+            index = max(end, index + 1)
+        }
+        return matches
+    }
+
+    // MARK: secrets
+
+    /// Prefixes of well-known credential formats, with the characters and length that follow.
+    static let secretFormats: [(prefix: String, minimum: Int, name: String)] = [
+        ("AKIA", 16, "AWS access key id"), ("ASIA", 16, "AWS temporary access key id"),
+        ("ghp_", 36, "GitHub token"), ("gho_", 36, "GitHub token"), ("ghs_", 36, "GitHub token"), ("github_pat_", 40, "GitHub token"),
+        ("sk-proj-", 32, "OpenAI key"), ("sk-ant-", 32, "Anthropic key"), ("sk_live_", 24, "Stripe key"), ("rk_live_", 24, "Stripe key"),
+        ("xoxb-", 20, "Slack token"), ("xoxp-", 20, "Slack token"), ("AIza", 35, "Google API key"), ("glpat-", 20, "GitLab token"),
+        ("pck_", 60, "Portcullis key"),
+    ]
+
+    static func secrets(_ bytes: [UInt8]) -> [PIIMatch] {
+        var matches: [PIIMatch] = []
+        func isTokenByte(_ byte: UInt8) -> Bool { isAlphanumeric(byte) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") }
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "-"), bytes[index...].starts(with: "-----BEGIN ".utf8) {
+                let header = bytes[index..<min(bytes.count, index + 60)]
+                if String(decoding: header, as: UTF8.self).contains("PRIVATE KEY-----") {
+                    var end = index + 11
+                    let footer = Array("-----END ".utf8)
+                    while end < bytes.count && !bytes[end...].starts(with: footer) { end += 1 }
+                    while end < bytes.count && bytes[end] != UInt8(ascii: "\n") { end += 1 }
+                    matches.append(PIIMatch(kind: .secret, range: index..<end, check: "private key block"))
+                    index = end
+                    continue
+                }
+            }
+            guard isTokenByte(bytes[index]), startsCleanly(bytes, index) || bytes[index - 1] == UInt8(ascii: "-") else {
+                index += 1
+                continue
+            }
+            var end = index
+            while end < bytes.count && (isTokenByte(bytes[end]) || bytes[end] == UInt8(ascii: ".")) { end += 1 }
+            let token = bytes[index..<end]
+            guard token.count >= 20 else {   // every format below is longer
+                index = max(end, index + 1)
+                continue
+            }
+            if let format = secretFormats.first(where: { token.starts(with: $0.prefix.utf8) && token.count - $0.prefix.utf8.count >= $0.minimum }) {
+                matches.append(PIIMatch(kind: .secret, range: index..<end, check: format.name))
+            } else if token.starts(with: "eyJ".utf8), token.split(separator: UInt8(ascii: ".")).count == 3, token.count >= 30 {
+                matches.append(PIIMatch(kind: .secret, range: index..<end, check: "JSON Web Token"))
+            }
+            index = max(end, index + 1)
+        }
+        return matches
+    }
+}
+
+/// Personal data and secrets in untrusted input, found by `PIIDetector`. Secrets are high
+/// risk, personal identifiers medium: the policy decides whether they block or are flagged.
+public struct PIIGuard: InputGuard {
+    public let name = "pii"
+    public let tier = GuardTier.rules
+
+    public init() {}
+
+    public func inspect(_ input: GuardInput) async -> [GuardFinding] {
+        var findings: [GuardFinding] = []
+        for (index, segment) in input.segments.enumerated() where !segment.isTrusted {
+            for match in PIIDetector.find(in: segment.text) {
+                findings.append(GuardFinding(guardName: name, category: match.kind.category, risk: match.kind == .secret ? .high : .medium,
+                                             score: 0.95, reason: "\(match.kind.rawValue) (\(match.check))", span: match.range, segment: index))
+            }
+        }
+        return findings
+    }
+}
