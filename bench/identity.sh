@@ -18,57 +18,18 @@ MOCK_PORT=19011; CORE_PORT=19012; GOVERNED_PORT=19013; REDIS_GATEWAY_PORT=19014;
 WORK="$(mktemp -d /tmp/portcullis-identity.XXXXXX)"
 RESULTS="bench/results/identity.txt"
 log() { printf '[identity] %s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null 2>&1 || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need wrk wrk
-need redis-server redis-server
-need curl curl
+source bench/lib.sh
 
-log "building release"
-swift build -c release --product portcullis >/dev/null
-BIN="$(swift build -c release --show-bin-path)/portcullis"
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; log "port $1 never opened"; exit 1; }
-
-taskset -c 1 "$BIN" mock-upstream --port "$MOCK_PORT" --reply "Hello there, how are you" --log-level error &
-PIDS+=($!)
-taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null
-
-gateway_yaml() { # port [extra storage settings]
-  cat <<YAML
-server: { host: 127.0.0.1, port: $1 }
-log_level: warning
-auth: { master_key: bench-master-key }
-storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
-routing: { health_check: { interval_seconds: 0 } }
-guardrails: { enabled: false }   # this benchmark isolates identity, limits and budgets (bench/guard.sh times the guards)
-models:
-  - name: bench
-    deployments:
-      - { provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: bench-key,
-          price: { input_per_million: 1, output_per_million: 10 } }
-YAML
-}
-gateway_yaml "$GOVERNED_PORT" > "$WORK/governed.yaml"
-gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/redis.yaml"
-gateway_yaml "$CORE_PORT" | grep -v master_key > "$WORK/core.yaml"
+# This benchmark isolates identity, limits and budgets (bench/guard.sh times the guards).
+NO_GUARDS="guardrails: { enabled: false }"
+gateway_yaml "$GOVERNED_PORT" "" "$NO_GUARDS" > "$WORK/governed.yaml"
+gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" "$NO_GUARDS" > "$WORK/redis.yaml"
+gateway_yaml "$CORE_PORT" "" "$NO_GUARDS" | grep -v master_key > "$WORK/core.yaml"
 taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!)
 taskset -c 0 "$BIN" serve --config "$WORK/governed.yaml" & PIDS+=($!)
 taskset -c 0 "$BIN" serve --config "$WORK/redis.yaml" & PIDS+=($!)
 for port in $MOCK_PORT $CORE_PORT $GOVERNED_PORT $REDIS_GATEWAY_PORT; do wait_port "$port"; done
 
-create_key() {
-  curl -sf -X POST "http://127.0.0.1:$1/admin/keys" -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' \
-    -d '{"name":"bench","rpm":100000000,"tpm":10000000000,"concurrency":100000,"budget":1000000,"budget_period":"month"}' |
-    sed -E 's/.*"key":"([^"]+)".*/\1/'
-}
 declare -A KEYS=([core]="" [governed]="$(create_key $GOVERNED_PORT)" [redis]="$(create_key $REDIS_GATEWAY_PORT)")
 declare -A PORTS=([core]=$CORE_PORT [governed]=$GOVERNED_PORT [redis]=$REDIS_GATEWAY_PORT)
 for path in governed redis; do [[ "${KEYS[$path]}" == pck_* ]] || { log "no key from $path"; exit 1; }; done
@@ -76,7 +37,6 @@ for path in governed redis; do [[ "${KEYS[$path]}" == pck_* ]] || { log "no key 
 run() { # path seconds → RESULT line; a measurement with any non-2xx answer is refused
   BENCH_KEY="${KEYS[$1]}" taskset -c 1 wrk -t1 -c1 -d"$2s" --timeout 5s -s bench/chat.lua "http://127.0.0.1:${PORTS[$1]}/v1/chat/completions" | grep '^RESULT'
 }
-field() { sed -E "s/.*$1=([0-9.]+).*/\\1/" <<<"$2"; }
 
 log "warming up"
 for path in core governed redis; do run "$path" 2 >/dev/null; done

@@ -20,47 +20,9 @@ WORK="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
 RESULTS="bench/results/latest.txt"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-need() { command -v "$1" >/dev/null 2>&1 || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need wrk wrk
+source bench/lib.sh
 need nginx nginx-light
-need redis-server redis-server
-need curl curl
 
-log "building release"
-swift build -c release --product portcullis >/dev/null
-BIN="$(swift build -c release --show-bin-path)/portcullis"
-
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
-  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; log "port $1 never opened"; exit 1; }
-
-taskset -c 1 "$BIN" mock-upstream --port "$MOCK_PORT" --reply "Hello there, how are you" --log-level error &
-PIDS+=($!)
-
-taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
-  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null
-
-gateway_yaml() { # port [extra storage settings] — the same model for every Portcullis path
-  cat <<YAML
-server: { host: 127.0.0.1, port: $1 }
-log_level: warning
-auth: { master_key: bench-master-key }
-storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
-routing: { health_check: { interval_seconds: 0 } }
-models:
-  - name: bench
-    deployments:
-      - { provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: bench-key,
-          price: { input_per_million: 1, output_per_million: 10 } }
-YAML
-}
 gateway_yaml "$GATEWAY_PORT" > "$WORK/gateway.yaml"
 gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/gateway-redis.yaml"
 # The reference: the same gateway without credentials, limits, budgets or accounting.
@@ -102,12 +64,6 @@ nginx -c "$WORK/nginx.conf"
 
 wait_port "$MOCK_PORT"; wait_port "$GATEWAY_PORT"; wait_port "$NGINX_PORT"; wait_port "$CORE_PORT"; wait_port "$REDIS_GATEWAY_PORT"
 
-# A virtual key per governed gateway, with every limit and a budget set high enough never to refuse.
-create_key() {
-  curl -sf -X POST "http://127.0.0.1:$1/admin/keys" -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' \
-    -d '{"name":"bench","rpm":100000000,"tpm":10000000000,"concurrency":100000,"budget":1000000,"budget_period":"month"}' |
-    sed -E 's/.*"key":"([^"]+)".*/\1/'
-}
 declare -A KEYS=([$GATEWAY_PORT]="$(create_key $GATEWAY_PORT)" [$REDIS_GATEWAY_PORT]="$(create_key $REDIS_GATEWAY_PORT)")
 for port in "${!KEYS[@]}"; do [[ "${KEYS[$port]}" == pck_* ]] || { log "no key from the gateway on $port"; exit 1; }; done
 
@@ -118,7 +74,6 @@ measure() { # name port connections → "rps p50 p99"
   log "$1 c=$3: $line"
   echo "$line"
 }
-field() { sed -E "s/.*$1=([0-9.]+).*/\\1/" <<<"$2"; }
 
 log "warming up"
 for port in $MOCK_PORT $NGINX_PORT $CORE_PORT $GATEWAY_PORT $REDIS_GATEWAY_PORT; do

@@ -1,0 +1,53 @@
+# Shared set-up of the benchmark scripts (sourced, not run). Callers set WORK, MOCK_PORT and
+# REDIS_PORT and define log() before sourcing; this file adds the tools, the release binary
+# in $BIN, the mock upstream and redis-server (each on core 1), and the helpers below.
+
+need() { command -v "$1" >/dev/null 2>&1 || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need redis-server redis-server
+need curl curl
+
+log "building release"
+swift build -c release --product portcullis >/dev/null
+BIN="$(swift build -c release --show-bin-path)/portcullis"
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  [ -f "$WORK/redis.pid" ] && kill "$(cat "$WORK/redis.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; log "port $1 never opened"; exit 1; }
+
+taskset -c 1 "$BIN" mock-upstream --port "$MOCK_PORT" --reply "Hello there, how are you" --log-level error &
+PIDS+=($!)
+taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log" >/dev/null
+
+gateway_yaml() { # port [extra storage settings] [extra top-level yaml] — the same model for every Portcullis path
+  cat <<YAML
+server: { host: 127.0.0.1, port: $1 }
+log_level: warning
+auth: { master_key: bench-master-key }
+storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
+routing: { health_check: { interval_seconds: 0 } }
+${3:-}
+models:
+  - name: bench
+    deployments:
+      - { provider: openai_compatible, model: mock, api_base: "http://127.0.0.1:$MOCK_PORT/v1", api_key: bench-key,
+          price: { input_per_million: 1, output_per_million: 10 } }
+YAML
+}
+
+# A virtual key with every limit and a budget set high enough never to refuse.
+create_key() {
+  curl -sf -X POST "http://127.0.0.1:$1/admin/keys" -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' \
+    -d '{"name":"bench","rpm":100000000,"tpm":10000000000,"concurrency":100000,"budget":1000000,"budget_period":"month"}' |
+    sed -E 's/.*"key":"([^"]+)".*/\1/'
+}
+
+field() { sed -E "s/.*$1=([0-9.]+).*/\\1/" <<<"$2"; }
