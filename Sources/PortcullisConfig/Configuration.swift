@@ -266,7 +266,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var maxMessages: Int = 256
             /// Characters per message. Default 100,000.
             public var maxMessageCharacters: Int = 100_000
-            /// What the `pii` guard's findings do: mask, remove, hash (keyed pseudonym), block or flag. Default mask.
+            /// What the `pii` guard's findings do: mask, remove, hash (keyed pseudonym), tokenize (restored in the
+            /// answer), block or flag. Default mask.
             public var pii: String = "mask"
 
             public init(name: String) { self.name = name }

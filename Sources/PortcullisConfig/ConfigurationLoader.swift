@@ -342,8 +342,8 @@ public enum ConfigurationLoader {
         guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
                                                  "max_messages", "max_message_characters", "pii"]) else { return policy }
         if let pii = reader.string("pii") {
-            if ["mask", "remove", "hash", "block", "flag"].contains(pii) { policy.pii = pii } else {
-                reader.issue("pii", "must be mask, remove, hash, block or flag; got '\(pii)'")
+            if ["mask", "remove", "hash", "tokenize", "block", "flag"].contains(pii) { policy.pii = pii } else {
+                reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")
             }
         }
         func strings(_ key: String) -> [String]? { reader.child(key).map { $0.elements().compactMap { $0.scalarString() } } }

@@ -46,7 +46,7 @@ public struct GuardPolicy: Sendable {
             switch personalData {
             case .flag: return .flag
             case .block: return .block
-            case .mask, .remove, .hash: return .redact
+            case .mask, .remove, .hash, .tokenize: return .redact
             }
         default: return action(for: finding.risk)
         }
@@ -114,6 +114,9 @@ public enum PersonalDataAction: String, Sendable, CaseIterable {
     case remove
     /// Replaced by a keyed-hash pseudonym, `[EMAIL:3f9a0c1d2e4b]`: the same value gives the same pseudonym.
     case hash
+    /// Replaced by a placeholder (`[EMAIL_1]`) that is turned back into the original in the
+    /// answer, streams included: the upstream never sees the value, the client does.
+    case tokenize
     /// The request is refused.
     case block
     /// Recorded only.

@@ -42,14 +42,21 @@ public struct InputGuarding: Sendable {
         self.events = events
     }
 
+    /// A request after the input guards: possibly redacted, with the vault of placeholders to
+    /// restore in the answer when the policy tokenises.
+    public struct Guarded: Sendable {
+        public var request: ChatRequest
+        public var vault: PlaceholderVault?
+    }
+
     /// Inspects a chat request for `principal`: throws the client's refusal when blocked, and
     /// returns the request with personal data redacted where the policy says so.
-    public func check(_ request: ChatRequest, principal: Principal, requestID: String) async throws -> ChatRequest {
+    public func check(_ request: ChatRequest, principal: Principal, requestID: String) async throws -> Guarded {
         let entry = policies.first { $0.policy.matches(model: request.model, team: principal.teamID, role: principal.role.rawValue,
                                                        key: principal.keyID) } ?? fallback
         let input = GuardInput(request: request)
         var outcome = await entry.cascade.run(input, policy: entry.policy)
-        guard !outcome.findings.isEmpty else { return request }
+        guard !outcome.findings.isEmpty else { return Guarded(request: request) }
         // A redaction needs a span in a message's whole text; personal data elsewhere (image
         // parts' text, tool-call arguments) cannot be cut out safely, so it blocks instead.
         for index in outcome.findings.indices where outcome.findingActions[index] == .redact {
@@ -70,12 +77,15 @@ public struct InputGuarding: Sendable {
                                    + "policy '\(outcome.policy)')\(detail).",
                                param: param, headers: ["x-portcullis-guard-category": decisive.category.rawValue])
         }
-        return redact(request, input: input, outcome: outcome, action: entry.policy.personalData)
+        let vault = entry.policy.personalData == .tokenize ? PlaceholderVault() : nil
+        let redacted = redact(request, input: input, outcome: outcome, action: entry.policy.personalData, vault: vault)
+        return Guarded(request: redacted, vault: vault.flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// The request with every redacted span replaced (from the end of each text, so that
     /// earlier offsets stay valid).
-    func redact(_ request: ChatRequest, input: GuardInput, outcome: GuardOutcome, action: PersonalDataAction) -> ChatRequest {
+    func redact(_ request: ChatRequest, input: GuardInput, outcome: GuardOutcome, action: PersonalDataAction,
+                vault: PlaceholderVault?) -> ChatRequest {
         var spansBySegment: [Int: [(range: Range<Int>, kind: String)]] = [:]
         for (finding, findingAction) in zip(outcome.findings, outcome.findingActions) where findingAction == .redact {
             guard let segment = finding.segment, let span = finding.span else { continue }
@@ -87,7 +97,10 @@ public struct InputGuarding: Sendable {
             guard let message = input.segments[segment].messageIndex else { continue }
             var bytes = Array(input.segments[segment].text.utf8)
             for span in spans.sorted(by: { $0.range.lowerBound > $1.range.lowerBound }) where span.range.upperBound <= bytes.count {
-                bytes.replaceSubrange(span.range, with: Array(replacement(for: bytes[span.range], kind: span.kind, action: action).utf8))
+                let value = bytes[span.range]
+                let text = vault.map { $0.placeholder(for: String(decoding: value, as: UTF8.self), kind: span.kind) }
+                    ?? replacement(for: value, kind: span.kind, action: action)
+                bytes.replaceSubrange(span.range, with: Array(text.utf8))
             }
             redacted.messages[message].content = .text(String(decoding: bytes, as: UTF8.self))
         }
@@ -101,7 +114,7 @@ public struct InputGuarding: Sendable {
         case .hash:
             let code = HMAC<SHA256>.authenticationCode(for: Array(value), using: pseudonymKey)
             return "[\(label):" + code.prefix(6).map { String(format: "%02x", $0) }.joined() + "]"
-        case .mask, .block, .flag: return "[\(label)]"
+        case .mask, .tokenize, .block, .flag: return "[\(label)]"
         }
     }
 }
@@ -218,5 +231,45 @@ public final class GuardEventLog: Service, Sendable {
 
     public func run() async throws {
         await flushPeriodically(every: interval) { await self.flush() }
+    }
+}
+
+/// Restores placeholders in streamed chat chunks, one restorer per choice; a choice's held-back
+/// tail goes out with its finishing chunk.
+final class ChunkRestorer: Sendable {
+    private let vault: PlaceholderVault
+    private let restorers = Mutex<[Int: StreamRestorer]>([:])
+
+    init(vault: PlaceholderVault) {
+        self.vault = vault
+    }
+
+    func restore(_ chunk: ChatChunk) -> ChatChunk {
+        var chunk = chunk
+        restorers.withLock { restorers in
+            for position in chunk.choices.indices {
+                let index = chunk.choices[position].index
+                var restorer = restorers[index] ?? StreamRestorer(vault: vault)
+                let delta = chunk.choices[position].delta.content
+                var text = restorer.feed(delta ?? "")
+                if chunk.choices[position].finishReason != nil { text += restorer.flush() }
+                restorers[index] = restorer
+                if delta != nil || !text.isEmpty { chunk.choices[position].delta.content = text }
+            }
+        }
+        return chunk
+    }
+}
+
+extension PlaceholderVault {
+    /// A completion with the placeholders in its messages turned back into the originals.
+    func restore(_ completion: ChatCompletion) -> ChatCompletion {
+        var completion = completion
+        for index in completion.choices.indices {
+            if case .text(let text)? = completion.choices[index].message.content {
+                completion.choices[index].message.content = .text(restore(text))
+            }
+        }
+        return completion
     }
 }

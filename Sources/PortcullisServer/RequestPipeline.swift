@@ -120,8 +120,9 @@ public struct RequestPipeline: Sendable {
         let grant = try await admit(context, model: request.model, bodySize: bodySize, maxTokens: request.maxTokens)  // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
-            let chat = try await guarding?.check(request, principal: context.principal, requestID: context.requestID)   // 6. guard in, 7. redact
-                ?? request
+            let guarded = try await guarding?.check(request, principal: context.principal, requestID: context.requestID)   // 6. guard in, 7. redact
+            let chat = guarded?.request ?? request
+            let restorer = guarded?.vault.map(ChunkRestorer.init)
             if chat.stream {
                 let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
                     try await Self.prime(deployment: deployment) {                                                       // 11. provider
@@ -132,16 +133,18 @@ public struct RequestPipeline: Sendable {
                 var response: Response
                 switch dialect {                                                                                         // respond
                 case .openAI:
-                    response = StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, meter: meter, logger: context.logger)
+                    response = StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, meter: meter, restorer: restorer,
+                                                          logger: context.logger)
                 case .anthropic:
-                    response = StreamResponses.anthropicChat(routed, model: chat.model, meter: meter, logger: context.logger)
+                    response = StreamResponses.anthropicChat(routed, model: chat.model, meter: meter, restorer: restorer, logger: context.logger)
                 }
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
-            let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route
+            var routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route
                 try await deployment.adapter.chat(chat, target: deployment.target, context: upstream)                   // 11. provider
             }
+            if let vault = guarded?.vault { routed.value = vault.restore(routed.value) }                                 // 12. restore placeholders
             var characters = 0
             for choice in routed.value.choices { characters += choice.message.content?.text.count ?? 0 }
             await grant?.settle(usage: routed.value.usage, price: routed.deployment.price,                               // 13. settle

@@ -90,13 +90,14 @@ enum StreamResponses {
     }
 
     /// An OpenAI-framed chat stream; `meter` counts it, may end it at a budget, and settles it.
-    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: ChatStreamMeter?, logger: Logger) -> Response {
+    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: ChatStreamMeter?,
+                           restorer: ChunkRestorer? = nil, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) {
-                framing.frame($0).map { [$0] } ?? []
+                framing.frame(restorer?.restore($0) ?? $0).map { [$0] } ?? []
             }
             switch end {
             case .completed:
@@ -143,13 +144,14 @@ enum StreamResponses {
     }
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
-    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: ChatStreamMeter?, logger: Logger) -> Response {
+    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: ChatStreamMeter?,
+                              restorer: ChunkRestorer? = nil, logger: Logger) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             var encoder = AnthropicStreamEncoder(model: model)
             let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { chunk in
-                encoder.encode(chunk)
+                encoder.encode(restorer?.restore(chunk) ?? chunk)
             }
             switch end {
             case .completed:

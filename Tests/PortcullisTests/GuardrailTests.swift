@@ -143,6 +143,19 @@ struct PIITests {
         #expect(kinds("SSN 666-45-6789").isEmpty, "area 666 is never issued")
     }
 
+    @Test("reversible placeholders: the same value gets the same placeholder; a placeholder split across stream chunks is restored whole")
+    func placeholders() {
+        let vault = PlaceholderVault()
+        let email = vault.placeholder(for: "ivan@example.ru", kind: "email")
+        #expect(email == "[EMAIL_1]" && vault.placeholder(for: "ivan@example.ru", kind: "email") == email)
+        #expect(vault.placeholder(for: "anna@example.ru", kind: "email") == "[EMAIL_2]")
+        #expect(vault.restore("Mail [EMAIL_1] and [EMAIL_2], not [EMAIL_3] or array[0]") == "Mail ivan@example.ru and anna@example.ru, not [EMAIL_3] or array[0]")
+        var stream = StreamRestorer(vault: vault)
+        let pieces = ["Write to [EM", "AIL_", "1]", " now; index[", "0] stays"].map { stream.feed($0) }
+        #expect(pieces == ["Write to ", "", "ivan@example.ru", " now; index", "[0] stays"], "\(pieces)")
+        #expect(stream.feed("tail [EMA") == "tail " && stream.flush() == "[EMA", "an unfinished fragment goes out as it is at the end")
+    }
+
     @Test("labelled set: recall ≥ 99% on validator-backed identifiers, and look-alikes failing their checks are left alone")
     func labelledSet() async throws {
         let contents = try String(contentsOf: datasetURL("pii.jsonl"), encoding: .utf8)
@@ -253,6 +266,35 @@ struct GatewayGuardrailTests {
                 models: [{ name: demo, deployments: [{ provider: demo }] }]
                 guardrails: { default: { input: [pii], pii: hash } }
                 """, environment: [:], source: "test")
+        }
+    }
+
+    @Test("tokenised personal data goes upstream as placeholders and comes back to the client as the originals, streamed or not")
+    func tokenisation() async throws {
+        try await withMockUpstream { mock, port in
+            let yaml = """
+                routing: { health_check: { interval_seconds: 0 } }
+                models:
+                \(openAIModel("private", port: port))
+                guardrails:
+                  default: { input: [pii], pii: tokenize }
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                let text = "Reply to ivan@example.ru and card 4111 1111 1111 1111"
+                let plain = try await gateway.chat(key: nil, model: "private", text: text)
+                let answer = plain.json?.objectValue?["choices"]?.arrayValue?.first?.objectValue?["message"]?.objectValue?["content"]?.stringValue
+                #expect(answer == "Mock reply to: \(text)", "\(plain.body)")
+                let streamed = try await gateway.call(.POST, "/v1/chat/completions", key: nil,
+                                                      body: #"{"model":"private","stream":true,"messages":[{"role":"user","content":"\#(text)"}]}"#)
+                let streamedText = streamed.sseData.compactMap { try? JSONParser.parse($0) }.compactMap {
+                    $0.objectValue?["choices"]?.arrayValue?.first?.objectValue?["delta"]?.objectValue?["content"]?.stringValue
+                }.joined()
+                #expect(streamedText == "Mock reply to: \(text)", "\(streamed.body)")
+                let sent = try await mockRequests(port: port).compactMap {
+                    $0["body"]?.objectValue?["messages"]?.arrayValue?.first?.objectValue?["content"]?.stringValue
+                }
+                #expect(sent == Array(repeating: "Reply to [EMAIL_1] and card [PAYMENT_CARD_1]", count: 2), "\(sent)")
+            }
         }
     }
 
