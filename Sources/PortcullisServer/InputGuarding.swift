@@ -63,8 +63,8 @@ public struct InputGuarding: Sendable {
             let finding = outcome.findings[index]
             if finding.span == nil || finding.segment.map({ !input.segments[$0].isWholeContent }) ?? true {
                 outcome.findingActions[index] = .block
+                if !outcome.isBlocked { outcome.decisive = finding }   // a block found before keeps its reason
                 outcome.action = .block
-                outcome.decisive = finding
             }
         }
         events.record(outcome, model: request.model, principal: principal, requestID: requestID)
