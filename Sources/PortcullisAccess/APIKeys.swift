@@ -249,22 +249,15 @@ public struct APIKeyStore: Sendable {
 
     /// Keys, newest first, optionally of one user or team.
     public func list(userID: String? = nil, teamID: String? = nil, limit: Int = 100, offset: Int = 0) async throws -> [APIKeyRecord] {
-        var conditions: [String] = []
-        var binds: [SQLValue] = []
-        if let userID {
-            binds.append(.text(userID))
-            conditions.append("user_id = $\(binds.count)")
-        }
-        if let teamID {
-            binds.append(.text(teamID))
-            conditions.append("team_id = $\(binds.count)")
-        }
-        binds.append(.integer(Int64(limit)))
-        binds.append(.integer(Int64(offset)))
-        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        var filter = SQLFilter()
+        if let userID { filter.add("user_id", .text(userID)) }
+        if let teamID { filter.add("team_id", .text(teamID)) }
+        let whereClause = filter.clause
+        let limitBind = filter.bind(.integer(Int64(limit)))
+        let offsetBind = filter.bind(.integer(Int64(offset)))
         return try await store.query("""
-            SELECT * FROM portcullis_api_keys \(filter) ORDER BY created_at DESC, key_id LIMIT $\(binds.count - 1) OFFSET $\(binds.count)
-            """, binds).map(Self.record)
+            SELECT * FROM portcullis_api_keys \(whereClause) ORDER BY created_at DESC, key_id LIMIT \(limitBind) OFFSET \(offsetBind)
+            """, filter.binds).map(Self.record)
     }
 
     static func optional(_ value: String?) -> SQLValue { value.map(SQLValue.text) ?? .null }

@@ -439,32 +439,22 @@ public struct Directory: Sendable {
     public func usage(groupBy: [String], filters: [String: String], fromDay: String?, toDay: String?, limit: Int, offset: Int) async throws -> [JSONValue] {
         let dimensions = ["day", "key_id", "user_id", "team_id", "model"]
         let groups = groupBy.filter(dimensions.contains)
-        var conditions: [String] = []
-        var binds: [SQLValue] = []
+        var filter = SQLFilter()
         for dimension in dimensions where dimension != "day" {
-            if let value = filters[dimension] {
-                binds.append(.text(value))
-                conditions.append("\(dimension) = $\(binds.count)")
-            }
+            if let value = filters[dimension] { filter.add(dimension, .text(value)) }
         }
-        if let fromDay {
-            binds.append(.text(fromDay))
-            conditions.append("day >= $\(binds.count)")
-        }
-        if let toDay {
-            binds.append(.text(toDay))
-            conditions.append("day <= $\(binds.count)")
-        }
-        binds.append(.integer(Int64(limit)))
-        binds.append(.integer(Int64(offset)))
+        if let fromDay { filter.add("day", ">=", .text(fromDay)) }
+        if let toDay { filter.add("day", "<=", .text(toDay)) }
+        let whereClause = filter.clause
+        let limitBind = filter.bind(.integer(Int64(limit)))
+        let offsetBind = filter.bind(.integer(Int64(offset)))
         let selected = groups.isEmpty ? "" : groups.joined(separator: ", ") + ", "
         let grouping = groups.isEmpty ? "" : "GROUP BY " + groups.joined(separator: ", ") + " ORDER BY " + groups.joined(separator: ", ")
-        let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         let rows = try await store.query("""
             SELECT \(selected)CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
                    CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, CAST(SUM(cost_micros) AS BIGINT) AS cost_micros
-            FROM portcullis_usage_daily \(filter) \(grouping) LIMIT $\(binds.count - 1) OFFSET $\(binds.count)
-            """, binds)
+            FROM portcullis_usage_daily \(whereClause) \(grouping) LIMIT \(limitBind) OFFSET \(offsetBind)
+            """, filter.binds)
         return rows.compactMap { row in
             guard row["requests"].integer != nil else { return nil }
             var object = JSONObject()

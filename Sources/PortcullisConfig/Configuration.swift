@@ -120,30 +120,18 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public init() {}
     }
 
-    /// Limits applied to a caller of one role unless the key, user or team sets its own.
-    public struct RoleLimits: Sendable, Equatable {
-        public var requestsPerMinute: Int64?
-        public var tokensPerMinute: Int64?
-        public var concurrency: Int64?
-
-        public init(requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil, concurrency: Int64? = nil) {
-            self.requestsPerMinute = requestsPerMinute
-            self.tokensPerMinute = tokensPerMinute
-            self.concurrency = concurrency
-        }
-    }
-
     /// Rate limits and budgets.
     public struct Limits: Sendable, Equatable {
-        /// Per-role defaults. Users 120 req/min, developers 300, admins 1200, auditors 60.
-        public var roles: [String: RoleLimits] = [
-            "user": RoleLimits(requestsPerMinute: 120, tokensPerMinute: 200_000, concurrency: 20),
-            "developer": RoleLimits(requestsPerMinute: 300, tokensPerMinute: 1_000_000, concurrency: 50),
-            "admin": RoleLimits(requestsPerMinute: 1200, tokensPerMinute: 5_000_000, concurrency: 200),
-            "auditor": RoleLimits(requestsPerMinute: 60, tokensPerMinute: 0, concurrency: 10),
+        /// Per-role defaults, applied to a caller of that role unless the key, user or team sets its own.
+        /// Users 120 req/min, developers 300, admins 1200, auditors 60.
+        public var roles: [String: RateLimits] = [
+            "user": RateLimits(requestsPerMinute: 120, tokensPerMinute: 200_000, concurrency: 20),
+            "developer": RateLimits(requestsPerMinute: 300, tokensPerMinute: 1_000_000, concurrency: 50),
+            "admin": RateLimits(requestsPerMinute: 1200, tokensPerMinute: 5_000_000, concurrency: 200),
+            "auditor": RateLimits(requestsPerMinute: 60, tokensPerMinute: 0, concurrency: 10),
         ]
         /// Limits per public model, across all callers.
-        public var models: [String: RoleLimits] = [:]
+        public var models: [String: RateLimits] = [:]
         /// Output tokens assumed for a budget reservation when the request sets no `max_tokens`. Default 4096.
         public var reserveOutputTokens: Int = 4096
 

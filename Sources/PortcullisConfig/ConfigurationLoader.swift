@@ -282,9 +282,9 @@ public enum ConfigurationLoader {
         return settings
     }
 
-    private static func decodeRoleLimits(_ reader: NodeReader) -> GatewayConfiguration.RoleLimits? {
+    private static func decodeRateLimits(_ reader: NodeReader) -> RateLimits? {
         guard reader.expectMapping(allowedKeys: ["rpm", "tpm", "concurrency"]) else { return nil }
-        return GatewayConfiguration.RoleLimits(requestsPerMinute: reader.integer("rpm", in: 0...100_000_000).map(Int64.init),
+        return RateLimits(requestsPerMinute: reader.integer("rpm", in: 0...100_000_000).map(Int64.init),
                                                tokensPerMinute: reader.integer("tpm", in: 0...Int(Int32.max)).map(Int64.init),
                                                concurrency: reader.integer("concurrency", in: 0...1_000_000).map(Int64.init))
     }
@@ -293,7 +293,7 @@ public enum ConfigurationLoader {
         guard reader.expectMapping(allowedKeys: ["roles", "models", "reserve_output_tokens"]) else { return }
         if let roles = reader.child("roles"), roles.expectMapping(allowedKeys: Set(roleNames)) {
             for role in roles.keys {
-                guard let child = roles.child(role), let parsed = decodeRoleLimits(child) else { continue }
+                guard let child = roles.child(role), let parsed = decodeRateLimits(child) else { continue }
                 let base = limits.roles[role] ?? .init()
                 limits.roles[role] = .init(requestsPerMinute: parsed.requestsPerMinute ?? base.requestsPerMinute,
                                            tokensPerMinute: parsed.tokensPerMinute ?? base.tokensPerMinute,
@@ -302,7 +302,7 @@ public enum ConfigurationLoader {
         }
         if let models = reader.child("models"), models.expectMapping(allowedKeys: nil) {
             for model in models.keys {
-                if let child = models.child(model), let parsed = decodeRoleLimits(child) { limits.models[model] = parsed }
+                if let child = models.child(model), let parsed = decodeRateLimits(child) { limits.models[model] = parsed }
             }
         }
         limits.reserveOutputTokens = reader.integer("reserve_output_tokens", in: 1...10_000_000) ?? limits.reserveOutputTokens

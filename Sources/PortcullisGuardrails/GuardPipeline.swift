@@ -101,8 +101,9 @@ public struct GuardCascade: Sendable {
 
 extension GuardCascade {
     /// The built-in local guards: validation, the injection rules and PII (the last only where a policy lists it).
-    public static func builtIn(validation: ValidationGuard = ValidationGuard()) -> GuardCascade {
-        GuardCascade(guards: [validation, InjectionGuard(), PIIGuard()])
+    /// - Parameter injection: pass one instance to every policy's cascade: its rule trie is built once.
+    public static func builtIn(validation: ValidationGuard = ValidationGuard(), injection: InjectionGuard = InjectionGuard()) -> GuardCascade {
+        GuardCascade(guards: [validation, injection, PIIGuard()])
     }
 }
 

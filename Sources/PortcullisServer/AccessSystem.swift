@@ -112,13 +112,9 @@ public struct AccessSystem: Sendable {
                                           mfaRequiredRoles: Set(configuration.auth.mfaRequiredRoles.compactMap(Role.init(rawValue:))))
         var roleLimits: [Role: RateLimits] = [:]
         for (name, limits) in configuration.limits.roles {
-            if let role = Role(rawValue: name) {
-                roleLimits[role] = RateLimits(requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute, concurrency: limits.concurrency)
-            }
+            if let role = Role(rawValue: name) { roleLimits[role] = limits }
         }
-        let modelLimits = configuration.limits.models.mapValues {
-            RateLimits(requestsPerMinute: $0.requestsPerMinute, tokensPerMinute: $0.tokensPerMinute, concurrency: $0.concurrency)
-        }
+        let modelLimits = configuration.limits.models
         let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: roleLimits, modelLimits: modelLimits)
         let policy = configuration.ipPolicy
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)

@@ -87,9 +87,10 @@ struct AdminAPI: Sendable {
         let budget = try fields.number("budget", in: 0...1_000_000_000)
         let periodName = try fields.string("budget_period") ?? "month"
         guard let period = BudgetPeriod(rawValue: periodName) else { throw GatewayError.invalidParameter("budget_period", "budget_period must be day or month") }
+        let limits = try Self.rateLimits(fields)
         let spec = NewAPIKey(name: try fields.string("name"), userID: userID, teamID: teamID, role: role, allowedModels: models,
-                             requestsPerMinute: try fields.integer("rpm", in: 0...100_000_000), tokensPerMinute: try fields.integer("tpm", in: 0...10_000_000_000),
-                             maximumConcurrency: try fields.integer("concurrency", in: 0...1_000_000),
+                             requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute,
+                             maximumConcurrency: limits.concurrency,
                              budgetMicros: budget.map { Int64(($0 * 1_000_000).rounded()) }, lifetime: lifetimeDays.map { $0 * 86_400 },
                              metadata: try fields.object("metadata") ?? JSONObject())
         let issued = try await access.keys.create(spec)
@@ -110,7 +111,7 @@ struct AdminAPI: Sendable {
         let userID = everyone ? query["user_id"].map(String.init) : principal.userID
         if !everyone && principal.userID == nil { return Self.page([], limit: 1, offset: 0) }
         let teamID = query["team_id"].map(String.init)
-        return try await list(request, context) { limit, offset in
+        return try await list(request, context, requiring: nil) { limit, offset in
             try await access.keys.list(userID: userID, teamID: teamID, limit: limit, offset: offset).map { .object(Self.keyObject($0)) }
         }
     }
@@ -170,15 +171,14 @@ struct AdminAPI: Sendable {
     func putUser(_ request: Request, _ context: GatewayRequestContext, id: String?) async throws -> Response {
         try context.principal.require(.writeAdministration)
         let fields = FieldReader(try await Self.body(request))
-        guard let userID = try id ?? fields.string("user_id"), !userID.isEmpty, userID.utf8.count <= 256 else {
-            throw GatewayError.invalidParameter("user_id", "user_id is required (1–256 characters)")
-        }
+        let userID = try Self.subjectID(id, fields, "user_id")
         let roleName = try fields.string("role") ?? "user"
         guard let role = Role(rawValue: roleName) else { throw GatewayError.invalidParameter("role", "role must be one of user, developer, admin, auditor") }
         let existing = try await access.directory.user(userID)
+        let limits = try Self.rateLimits(fields)
         let user = UserRecord(userID: userID, email: try fields.string("email"), role: role, teamID: try fields.string("team_id"),
-                              requestsPerMinute: try fields.integer("rpm", in: 0...100_000_000), tokensPerMinute: try fields.integer("tpm", in: 0...10_000_000_000),
-                              maximumConcurrency: try fields.integer("concurrency", in: 0...1_000_000), metadata: try fields.object("metadata") ?? JSONObject(),
+                              requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute,
+                              maximumConcurrency: limits.concurrency, metadata: try fields.object("metadata") ?? JSONObject(),
                               createdAt: existing?.createdAt ?? Int64(Date().timeIntervalSince1970))
         try await access.directory.upsertUser(user)
         try await changed(context, existing == nil ? "user.create" : "user.update", target: userID)
@@ -196,16 +196,29 @@ struct AdminAPI: Sendable {
     func putTeam(_ request: Request, _ context: GatewayRequestContext, id: String?) async throws -> Response {
         try context.principal.require(.writeAdministration)
         let fields = FieldReader(try await Self.body(request))
-        guard let teamID = try id ?? fields.string("team_id"), !teamID.isEmpty, teamID.utf8.count <= 256 else {
-            throw GatewayError.invalidParameter("team_id", "team_id is required (1–256 characters)")
-        }
+        let teamID = try Self.subjectID(id, fields, "team_id")
         let existing = try await access.directory.team(teamID)
-        let team = TeamRecord(teamID: teamID, name: try fields.string("name"), requestsPerMinute: try fields.integer("rpm", in: 0...100_000_000),
-                              tokensPerMinute: try fields.integer("tpm", in: 0...10_000_000_000), maximumConcurrency: try fields.integer("concurrency", in: 0...1_000_000),
+        let limits = try Self.rateLimits(fields)
+        let team = TeamRecord(teamID: teamID, name: try fields.string("name"), requestsPerMinute: limits.requestsPerMinute,
+                              tokensPerMinute: limits.tokensPerMinute, maximumConcurrency: limits.concurrency,
                               metadata: try fields.object("metadata") ?? JSONObject(), createdAt: existing?.createdAt ?? Int64(Date().timeIntervalSince1970))
         try await access.directory.upsertTeam(team)
         try await changed(context, existing == nil ? "team.create" : "team.update", target: teamID)
         return Self.json(Self.teamObject(team), status: existing == nil ? .created : .ok)
+    }
+
+    /// The `rpm`, `tpm` and `concurrency` fields of a key, user or team, each optional and bounded.
+    static func rateLimits(_ fields: FieldReader) throws -> RateLimits {
+        RateLimits(requestsPerMinute: try fields.integer("rpm", in: 0...100_000_000), tokensPerMinute: try fields.integer("tpm", in: 0...10_000_000_000),
+                   concurrency: try fields.integer("concurrency", in: 0...1_000_000))
+    }
+
+    /// A user's or team's id: from the path, else from the body's `field`; 1–256 bytes.
+    static func subjectID(_ path: String?, _ fields: FieldReader, _ field: String) throws -> String {
+        guard let id = try path ?? fields.string(field), !id.isEmpty, id.utf8.count <= 256 else {
+            throw GatewayError.invalidParameter(field, "\(field) is required (1–256 characters)")
+        }
+        return id
     }
 
     func delete(_ context: GatewayRequestContext, action: String, target: String, _ remove: (String) async throws -> Bool) async throws -> Response {
@@ -307,7 +320,7 @@ struct AdminAPI: Sendable {
         for name in ["from", "to"] {
             if let day = query[Substring(name)], !Self.isDay(day) { throw GatewayError.invalidParameter(name, "\(name) must be a day, YYYY-MM-DD") }
         }
-        return try await list(request, context) { limit, offset in
+        return try await list(request, context, requiring: nil) { limit, offset in
             try await access.directory.usage(groupBy: groupBy, filters: filters, fromDay: query["from"].map(String.init), toDay: query["to"].map(String.init),
                                              limit: limit, offset: offset)
         }
@@ -321,9 +334,11 @@ struct AdminAPI: Sendable {
     // MARK: Helpers
 
     /// A page of `fetch(limit + 1, offset)`; the cursor is the next offset.
-    func list(_ request: Request, _ context: GatewayRequestContext, _ fetch: (Int, Int) async throws -> [JSONValue]) async throws -> Response {
-        let path = request.uri.path
-        if !(path.hasSuffix("/keys") || path.hasSuffix("/usage")) { try context.principal.require(.readAdministration) }
+    /// A page of `fetch`, for callers holding `permission` (nil: the caller checked already, as
+    /// the key and usage lists do, which also serve developers and users their own rows).
+    func list(_ request: Request, _ context: GatewayRequestContext, requiring permission: Permission? = .readAdministration,
+              _ fetch: (Int, Int) async throws -> [JSONValue]) async throws -> Response {
+        if let permission { try context.principal.require(permission) }
         let query = request.uri.queryParameters
         var limit = 50
         if let text = query["limit"] {

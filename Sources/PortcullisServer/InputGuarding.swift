@@ -25,6 +25,7 @@ public struct InputGuarding: Sendable {
 
     public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog) {
         pseudonymKey = SymmetricKey(data: Array((configuration.pseudonymKey ?? "").utf8))
+        let injection = InjectionGuard()
         func entry(_ settings: GatewayConfiguration.Guardrails.Policy) -> Entry {
             var actions: [RiskLevel: GuardAction] = [:]
             for (level, action) in settings.actions {
@@ -35,7 +36,7 @@ public struct InputGuarding: Sendable {
                                      personalData: PersonalDataAction(rawValue: settings.pii) ?? .mask)
             let validation = ValidationGuard(maximumTokens: settings.maxInputTokens, maximumMessages: settings.maxMessages,
                                              maximumMessageCharacters: settings.maxMessageCharacters)
-            return Entry(policy: policy, cascade: .builtIn(validation: validation))
+            return Entry(policy: policy, cascade: .builtIn(validation: validation, injection: injection))
         }
         policies = configuration.policies.map(entry)
         fallback = entry(configuration.defaultPolicy)

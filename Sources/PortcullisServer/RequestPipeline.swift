@@ -86,9 +86,7 @@ public struct RequestPipeline: Sendable {
             let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in       // 10. route
                 try await deployment.adapter.completion(completion, target: deployment.target, context: upstream)       // 11. provider
             }
-            let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
-            await grant?.settle(usage: usage, price: routed.deployment.price)
-            return jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
+            return await settleAndRespond(routed, grant: grant)                                                         // 13. settle
         } catch {
             await grant?.release()
             throw error
@@ -105,9 +103,7 @@ public struct RequestPipeline: Sendable {
             let routed = try await router.execute(model: embedding.model, logger: context.logger) { deployment in        // 10. route
                 try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)        // 11. provider
             }
-            let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])                                  // 13. settle
-            await grant?.settle(usage: usage, price: routed.deployment.price)
-            return jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
+            return await settleAndRespond(routed, grant: grant)                                                         // 13. settle
         } catch {
             await grant?.release()
             throw error
@@ -160,6 +156,13 @@ public struct RequestPipeline: Sendable {
             await grant?.release()
             throw error
         }
+    }
+
+    /// Stage 13 for a passed-through JSON answer: settle at the usage it reports, then respond.
+    private func settleAndRespond(_ routed: Routed<JSONValue>, grant: Grant?) async -> Response {
+        let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])
+        await grant?.settle(usage: usage, price: routed.deployment.price)
+        return jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
     }
 
     /// Stages 3–4: may this caller use the model, and is there room under its limits and budgets?

@@ -101,3 +101,31 @@ public struct SQLError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "SQL error: \(message)" }
 }
+
+/// A `WHERE` clause built from optional conditions, each value bound in order (`$1`, `$2`, …),
+/// and the binds that go with it (never values spliced into the SQL).
+public struct SQLFilter: Sendable {
+    public private(set) var binds: [SQLValue] = []
+    private var conditions: [String] = []
+
+    public init() {}
+
+    /// Adds `column comparison value`.
+    public mutating func add(_ column: String, _ comparison: String, _ value: SQLValue) {
+        conditions.append("\(column) \(comparison) \(bind(value))")
+    }
+
+    /// Adds `column = value`.
+    public mutating func add(_ column: String, _ value: SQLValue) {
+        add(column, "=", value)
+    }
+
+    /// Binds one more value (a LIMIT, say) and returns its placeholder.
+    public mutating func bind(_ value: SQLValue) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    /// `WHERE a AND b …`, or nothing without conditions.
+    public var clause: String { conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ") }
+}
