@@ -74,27 +74,17 @@ public final class Admission: Sendable {
         return subjects
     }
 
-    /// One check of an admission, run concurrently with the others (one round trip to Redis
-    /// for all of them, as its client pipelines concurrent commands).
-    private enum Check: Sendable {
-        case requests(subject: Int, limit: Int64, decision: WindowDecision)
-        case tokens(subject: Int, limit: Int64, decision: WindowDecision)
-        case slot(subject: Int, limit: Int64, key: String, granted: Bool)
-        case budget(index: Int, reserved: Bool?)
-    }
-
     /// Admits the request or throws `429` saying which limit and when to retry.
     ///
-    /// Every window, concurrency slot and budget is checked at once; when any refuses, what
-    /// the others granted is given back (a refused request still counts in the windows, as
-    /// retries should not multiply). A budget not yet in the shared state is seeded from the
-    /// database (and the unflushed spend), then reserved.
+    /// Every window, concurrency slot and budget is decided at once and all or nothing (one
+    /// round trip to Redis): a refused request counts nowhere and holds nothing. A budget not
+    /// yet in the shared state is seeded from the database (and the unflushed spend), then the
+    /// admission is asked again.
     ///
     /// - Parameters:
     ///   - estimatedTokens: prompt tokens estimated before the call (counted against TPM).
     ///   - worstCaseMicros: the most the call can cost (reserved against budgets).
     public func admit(_ principal: Principal, model: String, estimatedTokens: Int64, worstCaseMicros: Int64) async throws -> AdmissionTicket {
-        var ticket = AdmissionTicket()
         let now = clock()
         let subjects = await subjects(for: principal, model: model)
         let budgets = await budgets(for: principal).map { budget in
@@ -102,126 +92,104 @@ public final class Admission: Sendable {
             return (record: budget, key: "budget:\(budget.scope.rawValue):\(budget.subject):\(startDay)", startDay: startDay, end: end,
                     ttl: max(60, end - now + 3600))
         }
-        let state = self.state
-        var work: [@Sendable () async throws -> Check] = []
+        /// What each check stands for, in the order of `checks`.
+        enum Meaning {
+            case requests(subject: Int, limit: Int64)
+            case tokens(subject: Int, limit: Int64)
+            case slot(subject: Int, limit: Int64)
+            case budget(index: Int)
+        }
+        var checks: [LimitCheck] = []
+        var meanings: [Meaning] = []
         for (index, subject) in subjects.enumerated() {
             if let limit = subject.limits.requestsPerMinute {
-                work.append {
-                    .requests(subject: index, limit: limit,
-                              decision: try await state.consume(key: "\(subject.name):rpm", cost: 1, limit: limit, window: Self.window, now: now))
-                }
+                checks.append(.window(key: "\(subject.name):rpm", cost: 1, limit: limit, window: Self.window))
+                meanings.append(.requests(subject: index, limit: limit))
             }
             if let limit = subject.limits.tokensPerMinute {
-                work.append {
-                    .tokens(subject: index, limit: limit,
-                            decision: try await state.consume(key: "\(subject.name):tpm", cost: estimatedTokens, limit: limit,
-                                                              window: Self.window, now: now))
-                }
+                checks.append(.window(key: "\(subject.name):tpm", cost: estimatedTokens, limit: limit, window: Self.window))
+                meanings.append(.tokens(subject: index, limit: limit))
             }
             if let limit = subject.limits.concurrency {
-                let key = "\(subject.name):concurrency"
-                work.append {
-                    .slot(subject: index, limit: limit, key: key, granted: try await state.reserve(key: key, amount: 1, cap: limit, ttl: Self.slotTTL))
-                }
+                checks.append(.reserve(key: "\(subject.name):concurrency", amount: 1, cap: limit, ttl: Self.slotTTL, mustExist: false))
+                meanings.append(.slot(subject: index, limit: limit))
             }
         }
         for (index, budget) in budgets.enumerated() {
-            work.append {
-                .budget(index: index, reserved: try await state.reserveIfKnown(key: budget.key, amount: worstCaseMicros,
-                                                                               cap: budget.record.capMicros, ttl: budget.ttl))
-            }
+            checks.append(.reserve(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl, mustExist: true))
+            meanings.append(.budget(index: index))
         }
-        let checks = try await Self.perform(work, concurrently: !state.answersInProcess)
-        // What was granted goes on the ticket first, so that a refusal gives it all back.
+        guard !checks.isEmpty else { return AdmissionTicket() }
+
+        var outcomes = try await state.admit(checks, now: now)
+        // Budgets the shared state does not know yet (a new period, a restarted Redis): seed
+        // them with the spend recorded durably, then decide again.
+        var seeded = false
+        for (meaning, outcome) in zip(meanings, outcomes) {
+            guard case .budget(let index) = meaning, case .reserve(nil) = outcome else { continue }
+            let budget = budgets[index]
+            let stored = try await directory.directory.spend(scope: budget.record.scope, subject: budget.record.subject, sinceDay: budget.startDay)
+            let pending = recorder?.pendingSpend(scope: budget.record.scope, subject: budget.record.subject, sinceDay: budget.startDay) ?? 0
+            _ = try await state.seed(key: budget.key, spent: stored + pending, ttl: budget.ttl)
+            seeded = true
+        }
+        if seeded { outcomes = try await state.admit(checks, now: now) }
+
+        var ticket = AdmissionTicket()
         var refusal: (order: Int, error: GatewayError)?
         func refuse(_ order: Int, _ error: GatewayError) {
             if refusal.map({ order < $0.order }) ?? true { refusal = (order, error) }
         }
-        var unknownBudgets: [Int] = []
-        var requestDecisions: [(subject: Int, limit: Int64, decision: WindowDecision)] = []
-        var tokenDecisions: [(subject: Int, limit: Int64, decision: WindowDecision)] = []
-        for check in checks {
-            switch check {
-            case .requests(let subject, let limit, let decision): requestDecisions.append((subject, limit, decision))
-            case .tokens(let subject, let limit, let decision):
-                tokenDecisions.append((subject, limit, decision))
+        var tightestRequests: (limit: Int64, decision: WindowDecision)?
+        var tightestTokens: (limit: Int64, decision: WindowDecision)?
+        for (position, (meaning, outcome)) in zip(meanings, outcomes).enumerated() {
+            switch (meaning, outcome) {
+            case (.requests(let subject, let limit), .window(let decision)):
+                if tightestRequests.map({ decision.remaining < $0.decision.remaining }) ?? true { tightestRequests = (limit, decision) }
+                if !decision.allowed {
+                    refuse(subject * 3, Self.limited(subjects[subject].name, "requests per minute", limit, retryAfter: decision.retryAfter, headers: [:]))
+                }
+            case (.tokens(let subject, let limit), .window(let decision)):
+                if tightestTokens.map({ decision.remaining < $0.decision.remaining }) ?? true { tightestTokens = (limit, decision) }
+                if !decision.allowed {
+                    refuse(subject * 3 + 1, Self.limited(subjects[subject].name, "tokens per minute", limit, retryAfter: decision.retryAfter, headers: [:]))
+                }
                 ticket.tokenWindows.append("\(subjects[subject].name):tpm")
-            case .slot(let subject, let limit, let key, let granted):
-                if granted {
-                    ticket.slots.append(key)
+            case (.slot(let subject, let limit), .reserve(let granted)):
+                if granted == true {
+                    if case .reserve(let key, _, _, _, _) = checks[position] { ticket.slots.append(key) }
                 } else {
                     refuse(subject * 3 + 2, Self.limited(subjects[subject].name, "concurrent requests", limit, retryAfter: 1, headers: [:]))
                 }
-            case .budget(let index, let reserved):
-                switch reserved {
-                case true?:
-                    let budget = budgets[index]
+            case (.budget(let index), .reserve(let reserved)):
+                let budget = budgets[index]
+                if reserved == true {
                     ticket.holds.append(.init(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl))
-                case false?: refuse(1_000_000 + index, Self.budgetExceeded(budgets[index].record, amount: worstCaseMicros, now: now,
-                                                                          end: budgets[index].end))
-                case nil: unknownBudgets.append(index)
+                } else {
+                    refuse(1_000_000 + index, Self.budgetExceeded(budget.record, amount: worstCaseMicros, now: now, end: budget.end))
                 }
+            default:
+                throw GatewayError(status: 500, kind: .internalError, code: "admission_mismatch", message: "The shared state answered an admission out of order.")
             }
         }
         // Headers tell the tightest window of each kind.
-        if let tightest = requestDecisions.min(by: { $0.decision.remaining < $1.decision.remaining }) {
-            ticket.headers["x-ratelimit-limit-requests"] = String(tightest.limit)
-            ticket.headers["x-ratelimit-remaining-requests"] = String(tightest.decision.remaining)
-            ticket.headers["x-ratelimit-reset-requests"] = Self.duration(tightest.decision.allowed ? tightest.decision.resetAfter
-                                                                                                   : tightest.decision.retryAfter)
+        if let (limit, decision) = tightestRequests {
+            ticket.headers["x-ratelimit-limit-requests"] = String(limit)
+            ticket.headers["x-ratelimit-remaining-requests"] = String(decision.remaining)
+            ticket.headers["x-ratelimit-reset-requests"] = Self.duration(decision.allowed ? decision.resetAfter : decision.retryAfter)
         }
-        if let tightest = tokenDecisions.min(by: { $0.decision.remaining < $1.decision.remaining }) {
-            ticket.headers["x-ratelimit-limit-tokens"] = String(tightest.limit)
-            ticket.headers["x-ratelimit-remaining-tokens"] = String(tightest.decision.remaining)
-            ticket.headers["x-ratelimit-reset-tokens"] = Self.duration(tightest.decision.allowed ? tightest.decision.resetAfter
-                                                                                                 : tightest.decision.retryAfter)
-        }
-        for entry in requestDecisions where !entry.decision.allowed {
-            refuse(entry.subject * 3, Self.limited(subjects[entry.subject].name, "requests per minute", entry.limit,
-                                                   retryAfter: entry.decision.retryAfter, headers: [:]))
-        }
-        for entry in tokenDecisions where !entry.decision.allowed {
-            refuse(entry.subject * 3 + 1, Self.limited(subjects[entry.subject].name, "tokens per minute", entry.limit,
-                                                       retryAfter: entry.decision.retryAfter, headers: [:]))
+        if let (limit, decision) = tightestTokens {
+            ticket.headers["x-ratelimit-limit-tokens"] = String(limit)
+            ticket.headers["x-ratelimit-remaining-tokens"] = String(decision.remaining)
+            ticket.headers["x-ratelimit-reset-tokens"] = Self.duration(decision.allowed ? decision.resetAfter : decision.retryAfter)
         }
         ticket.countedTokens = estimatedTokens
-        do {
-            if var (_, error) = refusal {
-                for (name, value) in ticket.headers where error.headers[name] == nil { error.headers[name] = value }
-                throw error
-            }
-            for index in unknownBudgets {
-                let budget = budgets[index]
-                let stored = try await directory.directory.spend(scope: budget.record.scope, subject: budget.record.subject, sinceDay: budget.startDay)
-                let pending = recorder?.pendingSpend(scope: budget.record.scope, subject: budget.record.subject, sinceDay: budget.startDay) ?? 0
-                _ = try await state.seed(key: budget.key, spent: stored + pending, ttl: budget.ttl)
-                guard try await state.reserveIfKnown(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl) == true else {
-                    throw Self.budgetExceeded(budget.record, amount: worstCaseMicros, now: now, end: budget.end)
-                }
-                ticket.holds.append(.init(key: budget.key, amount: worstCaseMicros, cap: budget.record.capMicros, ttl: budget.ttl))
-            }
-            return ticket
-        } catch {
-            await release(ticket)
+        if var (_, error) = refusal {
+            // All or nothing: a refused admission holds nothing, so there is nothing to give back.
+            for (name, value) in ticket.headers where error.headers[name] == nil { error.headers[name] = value }
             throw error
         }
-    }
-
-    /// Runs `work` one after another, or as concurrent tasks (one round trip for all when the
-    /// shared state is remote and pipelines concurrent calls).
-    static func perform<T: Sendable>(_ work: [@Sendable () async throws -> T], concurrently: Bool) async throws -> [T] {
-        guard concurrently, work.count > 1 else {
-            var results: [T] = []
-            results.reserveCapacity(work.count)
-            for item in work { results.append(try await item()) }
-            return results
-        }
-        return try await withThrowingTaskGroup(of: T.self, returning: [T].self) { group in
-            for item in work { group.addTask { try await item() } }
-            var results: [T] = []
-            for try await result in group { results.append(result) }
-            return results
-        }
+        return ticket
     }
 
     private func budgets(for principal: Principal) async -> [BudgetRecord] {
@@ -260,20 +228,16 @@ public final class Admission: Sendable {
     /// Ends the request: frees concurrency slots, settles budgets at the real cost and counts
     /// the real tokens beyond those counted on admission — all at once (one round trip to Redis).
     public func settle(_ ticket: AdmissionTicket, totalTokens: Int64, costMicros: Int64) async {
-        let now = clock()
-        let state = self.state
-        var work: [@Sendable () async throws -> Void] = []
-        for key in ticket.tokenWindows where totalTokens > ticket.countedTokens {
-            work.append { _ = try await state.consume(key: key, cost: totalTokens - ticket.countedTokens, limit: 1 << 50, window: Self.window, now: now) }
+        var settlements: [LimitSettlement] = []
+        if totalTokens > ticket.countedTokens {
+            for key in ticket.tokenWindows { settlements.append(.add(key: key, cost: totalTokens - ticket.countedTokens, window: Self.window)) }
         }
-        for hold in ticket.holds {
-            work.append { try await state.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl) }
-        }
-        for slot in ticket.slots {
-            work.append { try await state.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL) }
-        }
-        // Each settles on its own: one failing (the shared store just went away) must not keep the others from trying.
-        _ = try? await Self.perform(work.map { item in { @Sendable in try? await item() } }, concurrently: !state.answersInProcess)
+        for hold in ticket.holds { settlements.append(.settle(key: hold.key, reserved: hold.amount, actual: costMicros, ttl: hold.ttl)) }
+        for slot in ticket.slots { settlements.append(.settle(key: slot, reserved: 1, actual: 0, ttl: Self.slotTTL)) }
+        guard !settlements.isEmpty else { return }
+        // A failure here (the shared store just went away) loses nothing durable: spend is in the
+        // usage recorder, and the fallback state takes over.
+        try? await state.settle(settlements, now: clock())
     }
 
     /// Releases everything without spending (the request failed before any cost).

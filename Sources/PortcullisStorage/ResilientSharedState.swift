@@ -70,6 +70,14 @@ public final class ResilientSharedState: SharedState {
         try await run { try await $0.settle(key: key, reserved: reserved, actual: actual, ttl: ttl) }
     }
 
+    public func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome] {
+        try await run { try await $0.admit(checks, now: now) }
+    }
+
+    public func settle(_ settlements: [LimitSettlement], now: Double) async throws {
+        try await run { try await $0.settle(settlements, now: now) }
+    }
+
     public func balance(key: String) async throws -> (spent: Int64, reserved: Int64) {
         try await run { try await $0.balance(key: key) }
     }

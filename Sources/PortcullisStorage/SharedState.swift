@@ -14,6 +14,37 @@ public struct WindowDecision: Sendable, Equatable {
     public var resetAfter: Double
 }
 
+/// One check of an admission, decided together with the others by `SharedState.admit`.
+public enum LimitCheck: Sendable, Equatable {
+    /// `cost` units under a sliding window of `limit` per `window` seconds.
+    case window(key: String, cost: Int64, limit: Int64, window: Double)
+    /// A reservation of `amount` against `cap`; when `mustExist`, an entry not there yet is
+    /// answered `nil` (the caller seeds it from the durable record and asks again).
+    case reserve(key: String, amount: Int64, cap: Int64, ttl: Double, mustExist: Bool)
+}
+
+/// How one check of an admission came out on its own.
+public enum LimitOutcome: Sendable, Equatable {
+    case window(WindowDecision)
+    /// True reserved (or would have), false no room, nil no entry yet.
+    case reserve(Bool?)
+
+    var passes: Bool {
+        switch self {
+        case .window(let decision): decision.allowed
+        case .reserve(let reserved): reserved == true
+        }
+    }
+}
+
+/// One part of settling a request, done together with the others by `SharedState.settle(_:now:)`.
+public enum LimitSettlement: Sendable, Equatable {
+    /// Adds `cost` to the current fixed window of `key` without a limit (real tokens beyond the estimate).
+    case add(key: String, cost: Int64, window: Double)
+    /// Releases `reserved` and records `actual` as spent, as `SharedState.settle(key:reserved:actual:ttl:)`.
+    case settle(key: String, reserved: Int64, actual: Int64, ttl: Double)
+}
+
 /// State that every replica must see the same way: sliding-window counters for rate
 /// limits and reservations against caps for budgets.
 ///
@@ -35,13 +66,12 @@ public protocol SharedState: Sendable {
     func settle(key: String, reserved: Int64, actual: Int64, ttl: Double) async throws
     /// Spent and reserved amounts under `key`.
     func balance(key: String) async throws -> (spent: Int64, reserved: Int64)
-    /// Whether calls answer in this process without I/O: then several are cheaper one after
-    /// another than as concurrent tasks (which pay off only against a round trip).
-    var answersInProcess: Bool { get }
-}
-
-extension SharedState {
-    public var answersInProcess: Bool { false }
+    /// Decides every check of one admission at once, all or nothing: each outcome says how its
+    /// check came out on its own, and the checks are applied (windows counted, reservations
+    /// made) only when every one of them passes.
+    func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome]
+    /// Settles every part at once.
+    func settle(_ settlements: [LimitSettlement], now: Double) async throws
 }
 
 /// The sliding-window arithmetic both implementations share: the previous fixed window's
@@ -82,8 +112,6 @@ public enum SlidingWindow {
 
 /// One process's shared state: exact, lock-protected, entries expire.
 public final class InProcessSharedState: SharedState {
-    public var answersInProcess: Bool { true }
-
     private struct Counter {
         var value: Int64
         var expiresAt: Double
@@ -124,6 +152,70 @@ public final class InProcessSharedState: SharedState {
             if admitted { state.counters[currentKey] = Counter(value: current + cost, expiresAt: wall + 2 * window) }
             return SlidingWindow.decide(previous: previous, current: current, cost: cost, limit: limit, window: window,
                                         fraction: fraction, admitted: admitted)
+        }
+    }
+
+    public func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome] {
+        let wall = clock()
+        return state.withLock { state in
+            state.operations += 1
+            if state.operations % 1024 == 0 { state.counters = state.counters.filter { $0.value.expiresAt > wall } }
+            var outcomes: [LimitOutcome] = []
+            outcomes.reserveCapacity(checks.count)
+            for check in checks {
+                switch check {
+                case .window(let key, let cost, let limit, let window):
+                    let (index, fraction) = SlidingWindow.position(now: now, window: window)
+                    let current = state.counters["\(key):\(index)"].flatMap { $0.expiresAt > wall ? $0.value : nil } ?? 0
+                    let previous = state.counters["\(key):\(index - 1)"].flatMap { $0.expiresAt > wall ? $0.value : nil } ?? 0
+                    let passes = Double(previous) * (1 - fraction) + Double(current) + Double(cost) <= Double(limit)
+                    outcomes.append(.window(SlidingWindow.decide(previous: previous, current: current, cost: cost, limit: limit,
+                                                                 window: window, fraction: fraction, admitted: passes)))
+                case .reserve(let key, let amount, let cap, _, let mustExist):
+                    let entry = state.budgets[key].flatMap { $0.expiresAt > wall ? $0 : nil }
+                    if entry == nil && mustExist {
+                        outcomes.append(.reserve(nil))
+                    } else {
+                        let budget = entry ?? Budget()
+                        outcomes.append(.reserve(budget.spent + budget.reserved + amount <= cap))
+                    }
+                }
+            }
+            guard outcomes.allSatisfy(\.passes) else { return outcomes }
+            for check in checks {
+                switch check {
+                case .window(let key, let cost, _, let window):
+                    let counterKey = "\(key):\(SlidingWindow.position(now: now, window: window).index)"
+                    let current = state.counters[counterKey].flatMap { $0.expiresAt > wall ? $0.value : nil } ?? 0
+                    state.counters[counterKey] = Counter(value: current + cost, expiresAt: wall + 2 * window)
+                case .reserve(let key, let amount, _, let ttl, _):
+                    var entry = state.budgets[key].flatMap { $0.expiresAt > wall ? $0 : nil } ?? Budget()
+                    entry.reserved += amount
+                    entry.expiresAt = wall + ttl
+                    state.budgets[key] = entry
+                }
+            }
+            return outcomes
+        }
+    }
+
+    public func settle(_ settlements: [LimitSettlement], now: Double) async throws {
+        let wall = clock()
+        state.withLock { state in
+            for settlement in settlements {
+                switch settlement {
+                case .add(let key, let cost, let window):
+                    let counterKey = "\(key):\(SlidingWindow.position(now: now, window: window).index)"
+                    let current = state.counters[counterKey].flatMap { $0.expiresAt > wall ? $0.value : nil } ?? 0
+                    state.counters[counterKey] = Counter(value: current + cost, expiresAt: wall + 2 * window)
+                case .settle(let key, let reserved, let actual, let ttl):
+                    guard var entry = state.budgets[key].flatMap({ $0.expiresAt > wall ? $0 : nil }) else { continue }
+                    entry.reserved = max(0, entry.reserved - reserved)
+                    entry.spent += actual
+                    entry.expiresAt = wall + ttl
+                    state.budgets[key] = entry
+                }
+            }
         }
     }
 

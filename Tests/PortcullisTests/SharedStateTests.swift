@@ -98,6 +98,63 @@ struct SharedStateTests {
         #expect(try await replicas[0].reserve(key: key, amount: 670, cap: 1000, ttl: 3600))
         #expect(!(try await replicas[1].reserve(key: key, amount: 1, cap: 1000, ttl: 3600)))
     }
+
+    @Test("an admission's checks are decided together: all applied, or none", arguments: StateKind.allCases)
+    func admissionAllOrNothing(kind: StateKind) async throws {
+        let replicas = try makeReplicas(kind)
+        let id = UUID().uuidString
+        let now = 6000.0
+        let checks: [LimitCheck] = [
+            .window(key: "\(id):rpm", cost: 1, limit: 5, window: 60),
+            .window(key: "\(id):tpm", cost: 40, limit: 100, window: 60),
+            .reserve(key: "\(id):slots", amount: 1, cap: 2, ttl: 900, mustExist: false),
+            .reserve(key: "\(id):budget", amount: 300, cap: 1000, ttl: 3600, mustExist: true),
+        ]
+        // The budget is not known yet: nothing is applied, and the budget answers nil.
+        var outcomes = try await replicas[0].admit(checks, now: now)
+        #expect(outcomes.count == 4)
+        #expect(outcomes[3] == .reserve(nil))
+        #expect(try await replicas[1].balance(key: "\(id):slots") == (0, 0))
+        #expect(try await replicas[0].seed(key: "\(id):budget", spent: 100, ttl: 3600))
+
+        // Two admissions pass; the third is refused by the token window (120 + 40 > 100 is
+        // already false at the third) — and then holds nothing anywhere.
+        for replica in replicas {
+            outcomes = try await replica.admit(checks, now: now)
+            #expect(outcomes.allSatisfy { if case .window(let decision) = $0 { decision.allowed } else { $0 == .reserve(true) } }, "\(outcomes)")
+        }
+        outcomes = try await replicas[0].admit(checks, now: now)
+        guard case .window(let requests) = outcomes[0], case .window(let tokens) = outcomes[1] else {
+            Issue.record("windows answered \(outcomes)")
+            return
+        }
+        #expect(requests.allowed && requests.remaining == 2, "the request window alone had room: \(requests)")
+        #expect(!tokens.allowed && tokens.retryAfter > 0)
+        #expect(outcomes[2] == .reserve(false), "both slots are taken")
+        #expect(outcomes[3] == .reserve(true), "100 + 600 + 300 ≤ 1000")
+        #expect(try await replicas[1].balance(key: "\(id):slots") == (0, 2))
+        #expect(try await replicas[1].balance(key: "\(id):budget") == (100, 600))
+        // The refused admission counted no request: three more fit the limit of five.
+        var admitted = 0
+        for _ in 0..<4 where try await replicas[1].consume(key: "\(id):rpm", cost: 1, limit: 5, window: 60, now: now).allowed { admitted += 1 }
+        #expect(admitted == 3)
+
+        // Settling both in one call frees the slots, spends the real cost and adds real tokens.
+        let settlement: [LimitSettlement] = [
+            .add(key: "\(id):tpm", cost: 15, window: 60),
+            .settle(key: "\(id):budget", reserved: 300, actual: 120, ttl: 3600),
+            .settle(key: "\(id):slots", reserved: 1, actual: 0, ttl: 900),
+        ]
+        try await replicas[0].settle(settlement, now: now)
+        try await replicas[1].settle(settlement, now: now)
+        #expect(try await replicas[0].balance(key: "\(id):slots") == (0, 0))
+        #expect(try await replicas[0].balance(key: "\(id):budget") == (340, 0))
+        let tokensNow = try await replicas[0].consume(key: "\(id):tpm", cost: 0, limit: 1000, window: 60, now: now)
+        #expect(tokensNow.count == 110, "80 admitted + 2 × 15 settled")
+        // Settling what no longer exists is a no-op, not an error.
+        try await replicas[1].settle([.settle(key: "\(id):gone", reserved: 5, actual: 5, ttl: 60)], now: now)
+        #expect(try await replicas[1].balance(key: "\(id):gone") == (0, 0))
+    }
 }
 
 /// Starts a throwaway redis-server on `port` (killed with SIGKILL: this process blocks SIGTERM for its children).
