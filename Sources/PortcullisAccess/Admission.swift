@@ -11,6 +11,8 @@ public struct AdmissionTicket: Sendable {
         var ttl: Double
     }
 
+    /// Who was admitted, for the shared state to order this request's settlement after its admission.
+    var affinity = ""
     /// Concurrency slots held.
     var slots: [String] = []
     /// Budget reservations held (worst case, and any extension).
@@ -120,8 +122,9 @@ public final class Admission: Sendable {
             meanings.append(.budget(index: index))
         }
         guard !checks.isEmpty else { return AdmissionTicket() }
+        let affinity = subjects.first?.name ?? checks[0].key
 
-        var outcomes = try await state.admit(checks, now: now)
+        var outcomes = try await state.admit(checks, affinity: affinity, now: now)
         // Budgets the shared state does not know yet (a new period, a restarted Redis): seed
         // them with the spend recorded durably, then decide again.
         var seeded = false
@@ -133,9 +136,10 @@ public final class Admission: Sendable {
             _ = try await state.seed(key: budget.key, spent: stored + pending, ttl: budget.ttl)
             seeded = true
         }
-        if seeded { outcomes = try await state.admit(checks, now: now) }
+        if seeded { outcomes = try await state.admit(checks, affinity: affinity, now: now) }
 
         var ticket = AdmissionTicket()
+        ticket.affinity = affinity
         var refusal: (order: Int, error: GatewayError)?
         func refuse(_ order: Int, _ error: GatewayError) {
             if refusal.map({ order < $0.order }) ?? true { refusal = (order, error) }
@@ -237,12 +241,12 @@ public final class Admission: Sendable {
         guard !settlements.isEmpty else { return }
         // A failure here (the shared store just went away) loses nothing durable: spend is in the
         // usage recorder, and the fallback state takes over.
-        try? await state.settle(settlements, now: clock())
+        try? await state.settle(settlements, affinity: ticket.affinity, now: clock())
     }
 
     /// Releases everything without spending (the request failed before any cost).
     public func release(_ ticket: AdmissionTicket) async {
-        await settle(AdmissionTicket(slots: ticket.slots, holds: ticket.holds), totalTokens: 0, costMicros: 0)
+        await settle(AdmissionTicket(affinity: ticket.affinity, slots: ticket.slots, holds: ticket.holds), totalTokens: 0, costMicros: 0)
     }
 
     static func limited(_ subject: String, _ what: String, _ limit: Int64, retryAfter: Double, headers: [String: String]) -> GatewayError {

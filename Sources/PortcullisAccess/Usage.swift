@@ -160,7 +160,9 @@ public func flushPeriodically(every interval: Double, _ flush: @escaping @Sendab
     await cancelWhenGracefulShutdown {
         while !Task.isCancelled {
             try? await Task.sleep(nanoseconds: nanoseconds)
-            await flush()
+            // A flush under way when shutdown begins finishes (its own task is not cancelled),
+            // instead of failing half-way and being repeated by the last flush below.
+            await Task { await flush() }.value
         }
     }
     await Task { await flush() }.value

@@ -144,9 +144,12 @@ public final class RedisClient: Sendable {
                                                  connectTimeout: configuration.connectTimeout, onMessage: onMessage, onClose: onClose)
     }
 
-    /// A live pooled connection, opening one in its slot when needed.
-    func connection() async throws -> RedisConnection {
-        let index = next.wrappingAdd(1, ordering: .relaxed).oldValue % configuration.poolSize
+    /// A live pooled connection, opening one in its slot when needed: the next in turn, or,
+    /// given an affinity, always the same one for it (commands with one affinity then reach
+    /// the server in the order they were written).
+    func connection(affinity: String? = nil) async throws -> RedisConnection {
+        let turn = affinity.map { $0.hashValue & Int.max } ?? next.wrappingAdd(1, ordering: .relaxed).oldValue
+        let index = turn % configuration.poolSize
         if let existing = slots.withLock({ $0[index] }), existing.isActive { return existing }
         let fresh = try await openConnection()
         let (kept, spare) = slots.withLock { slots -> (RedisConnection, RedisConnection?) in
@@ -170,8 +173,10 @@ public final class RedisClient: Sendable {
     }
 
     /// Runs a Lua script by its SHA, loading it first if the server does not know it.
-    public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) async throws -> RESPValue {
-        let connection = try await connection()
+    ///
+    /// - Parameter affinity: commands with the same affinity go over the same connection, in order.
+    public func evaluate(_ script: RedisScript, keys: [String], arguments: [RESPArgument], affinity: String? = nil) async throws -> RESPValue {
+        let connection = try await connection(affinity: affinity)
         let tail: [RESPArgument] = [.int(Int64(keys.count))] + keys.map(RESPArgument.string) + arguments
         let reply = try await connection.send(["EVALSHA", .string(script.sha1)] + tail)
         if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
@@ -179,6 +184,28 @@ public final class RedisClient: Sendable {
         }
         if case .error(let message) = reply { throw RedisError(.reply, message) }
         return reply
+    }
+
+    /// Runs a Lua script without waiting for its reply: returns once the command is queued on
+    /// the connection for `affinity`, so that a later command with that affinity is applied
+    /// after it. An error reply goes to `onError`; a server that lost the script (restarted)
+    /// gets its source then, after which the order with later commands is no longer assured.
+    public func evaluateWithoutReply(_ script: RedisScript, keys: [String], arguments: [RESPArgument], affinity: String,
+                                     onError: @escaping @Sendable (any Error) -> Void) async throws {
+        let connection = try await connection(affinity: affinity)
+        let tail: [RESPArgument] = [.int(Int64(keys.count))] + keys.map(RESPArgument.string) + arguments
+        let reply = connection.queue(["EVALSHA", .string(script.sha1)] + tail)
+        reply.whenComplete { result in
+            switch result {
+            case .failure(let error): onError(error)
+            case .success(.error(let message)) where message.hasPrefix("NOSCRIPT"):
+                Task {
+                    do { _ = try await connection.command(["EVAL", .string(script.source)] + tail) } catch { onError(error) }
+                }
+            case .success(.error(let message)): onError(RedisError(.reply, message))
+            case .success: break
+            }
+        }
     }
 
     /// Publishes `message` on `channel`; returns how many subscribers received it.

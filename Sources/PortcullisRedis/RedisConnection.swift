@@ -188,6 +188,20 @@ public final class RedisConnection: Sendable {
 
     /// Sends several commands in one write and returns their replies in order.
     public func pipeline(_ commands: [[RESPArgument]]) async throws -> [RESPValue] {
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(commands.count)
+        for future in enqueue(commands) { replies.append(try await future.get()) }
+        return replies
+    }
+
+    /// Queues one command for writing and returns the future of its reply without waiting:
+    /// the channel writes in the order commands were queued, so a command queued later on this
+    /// connection is applied after it.
+    public func queue(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
+        enqueue([arguments])[0]
+    }
+
+    private func enqueue(_ commands: [[RESPArgument]]) -> [EventLoopFuture<RESPValue>] {
         let promises = commands.map { _ in channel.eventLoop.makePromise(of: RESPValue.self) }
         // A write that fails before the handler takes the replies (the channel closed a moment
         // ago and its handler is gone) must fail them too, or their callers would wait forever.
@@ -197,10 +211,7 @@ public final class RedisConnection: Sendable {
             for promise in promises { promise.fail(RedisError(.connection, "write failed: \(error)")) }
         }
         channel.writeAndFlush(RedisOutboundCommand(arguments: commands, promises: promises), promise: written)
-        var replies: [RESPValue] = []
-        replies.reserveCapacity(promises.count)
-        for promise in promises { replies.append(try await promise.futureResult.get()) }
-        return replies
+        return promises.map(\.futureResult)
     }
 
     /// Closes the connection.

@@ -1,4 +1,5 @@
 import PortcullisRedis
+import Synchronization
 
 /// Shared state in Redis: every decision is one Lua script, atomic on the server, so any
 /// number of replicas share one limit and one budget. A whole admission (every window, slot
@@ -8,6 +9,10 @@ import PortcullisRedis
 public final class RedisSharedState: SharedState {
     private let client: RedisClient
     private let prefix: String
+    private let settleFailures = Atomic<Int>(0)
+
+    /// Settlements the server refused or that were lost with their connection.
+    public var failedSettlements: Int { settleFailures.load(ordering: .relaxed) }
 
     public init(client: RedisClient, prefix: String = "portcullis") {
         self.client = client
@@ -156,7 +161,7 @@ public final class RedisSharedState: SharedState {
     private func windowKey(_ key: String) -> String { "\(prefix):rate:{\(key)}" }
     private func budgetKey(_ key: String) -> String { "\(prefix):budget:{\(key)}" }
 
-    public func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome] {
+    public func admit(_ checks: [LimitCheck], affinity: String, now: Double) async throws -> [LimitOutcome] {
         var keys: [String] = []
         var arguments: [RESPArgument] = []
         var fractions: [Double] = []
@@ -172,7 +177,7 @@ public final class RedisSharedState: SharedState {
                 arguments += ["r", .int(amount), .int(cap), milliseconds(ttl), mustExist ? "1" : "0"]
             }
         }
-        let reply = try await client.evaluate(Self.admitScript, keys: keys, arguments: arguments)
+        let reply = try await client.evaluate(Self.admitScript, keys: keys, arguments: arguments, affinity: affinity)
         guard let values = reply.array, !values.isEmpty else { throw RedisError(.unexpectedReply, "admission script answered \(reply)") }
         var outcomes: [LimitOutcome] = []
         var position = 1
@@ -204,7 +209,7 @@ public final class RedisSharedState: SharedState {
         return outcomes
     }
 
-    public func settle(_ settlements: [LimitSettlement], now: Double) async throws {
+    public func settle(_ settlements: [LimitSettlement], affinity: String, now: Double) async throws {
         guard !settlements.isEmpty else { return }
         var keys: [String] = []
         var arguments: [RESPArgument] = []
@@ -218,7 +223,13 @@ public final class RedisSharedState: SharedState {
                 arguments += ["s", .int(reserved), .int(actual), milliseconds(ttl)]
             }
         }
-        _ = try await client.evaluate(Self.settleAllScript, keys: keys, arguments: arguments)
+        // Not waiting for the reply saves a round trip per request; the connection chosen by
+        // the affinity carries the next admission after this settlement (a freed concurrency
+        // slot is free for the caller's next request). Spend is recorded durably elsewhere, so
+        // a settlement lost with its connection only leaves a reservation to expire.
+        try await client.evaluateWithoutReply(Self.settleAllScript, keys: keys, arguments: arguments, affinity: affinity) { [self] _ in
+            settleFailures.add(1, ordering: .relaxed)
+        }
     }
 
     private func milliseconds(_ seconds: Double) -> RESPArgument {

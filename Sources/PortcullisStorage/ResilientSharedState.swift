@@ -70,12 +70,12 @@ public final class ResilientSharedState: SharedState {
         try await run { try await $0.settle(key: key, reserved: reserved, actual: actual, ttl: ttl) }
     }
 
-    public func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome] {
-        try await run { try await $0.admit(checks, now: now) }
+    public func admit(_ checks: [LimitCheck], affinity: String, now: Double) async throws -> [LimitOutcome] {
+        try await run { try await $0.admit(checks, affinity: affinity, now: now) }
     }
 
-    public func settle(_ settlements: [LimitSettlement], now: Double) async throws {
-        try await run { try await $0.settle(settlements, now: now) }
+    public func settle(_ settlements: [LimitSettlement], affinity: String, now: Double) async throws {
+        try await run { try await $0.settle(settlements, affinity: affinity, now: now) }
     }
 
     public func balance(key: String) async throws -> (spent: Int64, reserved: Int64) {

@@ -21,6 +21,13 @@ public enum LimitCheck: Sendable, Equatable {
     /// A reservation of `amount` against `cap`; when `mustExist`, an entry not there yet is
     /// answered `nil` (the caller seeds it from the durable record and asks again).
     case reserve(key: String, amount: Int64, cap: Int64, ttl: Double, mustExist: Bool)
+
+    /// The key checked.
+    public var key: String {
+        switch self {
+        case .window(let key, _, _, _), .reserve(let key, _, _, _, _): key
+        }
+    }
 }
 
 /// How one check of an admission came out on its own.
@@ -69,9 +76,13 @@ public protocol SharedState: Sendable {
     /// Decides every check of one admission at once, all or nothing: each outcome says how its
     /// check came out on its own, and the checks are applied (windows counted, reservations
     /// made) only when every one of them passes.
-    func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome]
-    /// Settles every part at once.
-    func settle(_ settlements: [LimitSettlement], now: Double) async throws
+    ///
+    /// - Parameter affinity: names who is admitted (the key or user): admissions and
+    ///   settlements with one affinity are applied in the order they were made.
+    func admit(_ checks: [LimitCheck], affinity: String, now: Double) async throws -> [LimitOutcome]
+    /// Settles every part at once. Returns once the settlement is applied or, for a remote
+    /// store, queued for it: an admission made afterwards with the same affinity sees it.
+    func settle(_ settlements: [LimitSettlement], affinity: String, now: Double) async throws
 }
 
 /// The sliding-window arithmetic both implementations share: the previous fixed window's
@@ -155,7 +166,7 @@ public final class InProcessSharedState: SharedState {
         }
     }
 
-    public func admit(_ checks: [LimitCheck], now: Double) async throws -> [LimitOutcome] {
+    public func admit(_ checks: [LimitCheck], affinity: String, now: Double) async throws -> [LimitOutcome] {
         let wall = clock()
         return state.withLock { state in
             state.operations += 1
@@ -199,7 +210,7 @@ public final class InProcessSharedState: SharedState {
         }
     }
 
-    public func settle(_ settlements: [LimitSettlement], now: Double) async throws {
+    public func settle(_ settlements: [LimitSettlement], affinity: String, now: Double) async throws {
         let wall = clock()
         state.withLock { state in
             for settlement in settlements {

@@ -111,7 +111,7 @@ struct SharedStateTests {
             .reserve(key: "\(id):budget", amount: 300, cap: 1000, ttl: 3600, mustExist: true),
         ]
         // The budget is not known yet: nothing is applied, and the budget answers nil.
-        var outcomes = try await replicas[0].admit(checks, now: now)
+        var outcomes = try await replicas[0].admit(checks, affinity: id, now: now)
         #expect(outcomes.count == 4)
         #expect(outcomes[3] == .reserve(nil))
         #expect(try await replicas[1].balance(key: "\(id):slots") == (0, 0))
@@ -120,10 +120,10 @@ struct SharedStateTests {
         // Two admissions pass; the third is refused by the token window (120 + 40 > 100 is
         // already false at the third) — and then holds nothing anywhere.
         for replica in replicas {
-            outcomes = try await replica.admit(checks, now: now)
+            outcomes = try await replica.admit(checks, affinity: id, now: now)
             #expect(outcomes.allSatisfy { if case .window(let decision) = $0 { decision.allowed } else { $0 == .reserve(true) } }, "\(outcomes)")
         }
-        outcomes = try await replicas[0].admit(checks, now: now)
+        outcomes = try await replicas[0].admit(checks, affinity: id, now: now)
         guard case .window(let requests) = outcomes[0], case .window(let tokens) = outcomes[1] else {
             Issue.record("windows answered \(outcomes)")
             return
@@ -145,15 +145,34 @@ struct SharedStateTests {
             .settle(key: "\(id):budget", reserved: 300, actual: 120, ttl: 3600),
             .settle(key: "\(id):slots", reserved: 1, actual: 0, ttl: 900),
         ]
-        try await replicas[0].settle(settlement, now: now)
-        try await replicas[1].settle(settlement, now: now)
-        #expect(try await replicas[0].balance(key: "\(id):slots") == (0, 0))
-        #expect(try await replicas[0].balance(key: "\(id):budget") == (340, 0))
+        try await replicas[0].settle(settlement, affinity: id, now: now)
+        try await replicas[1].settle(settlement, affinity: id, now: now)
+        // A settlement is written, not awaited: other readers see it a moment later.
+        let replica = replicas[0]
+        #expect(try await eventually(seconds: 2) {
+            let (slots, budget) = (try await replica.balance(key: "\(id):slots"), try await replica.balance(key: "\(id):budget"))
+            return slots == (0, 0) && budget == (340, 0)
+        })
         let tokensNow = try await replicas[0].consume(key: "\(id):tpm", cost: 0, limit: 1000, window: 60, now: now)
         #expect(tokensNow.count == 110, "80 admitted + 2 × 15 settled")
         // Settling what no longer exists is a no-op, not an error.
-        try await replicas[1].settle([.settle(key: "\(id):gone", reserved: 5, actual: 5, ttl: 60)], now: now)
-        #expect(try await replicas[1].balance(key: "\(id):gone") == (0, 0))
+        try await replicas[1].settle([.settle(key: "\(id):gone", reserved: 5, actual: 5, ttl: 60)], affinity: id, now: now)
+        #expect(try await eventually(seconds: 2) { try await replica.balance(key: "\(id):gone") == (0, 0) })
+    }
+
+    @Test("a settled slot is free for the caller's next admission at once: a sequential caller with one slot is never refused",
+          arguments: StateKind.allCases)
+    func settlementOrderedBeforeNextAdmission(kind: StateKind) async throws {
+        let state = try makeReplicas(kind)[0]
+        let id = UUID().uuidString
+        let slot: [LimitCheck] = [.reserve(key: "\(id):concurrency", amount: 1, cap: 1, ttl: 900, mustExist: false)]
+        var refused = 0
+        for _ in 0..<300 {
+            let outcomes = try await state.admit(slot, affinity: id, now: 6000)
+            if outcomes != [.reserve(true)] { refused += 1; continue }
+            try await state.settle([.settle(key: "\(id):concurrency", reserved: 1, actual: 0, ttl: 900)], affinity: id, now: 6000)
+        }
+        #expect(refused == 0)
     }
 }
 
