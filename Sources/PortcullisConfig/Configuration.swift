@@ -257,6 +257,22 @@ public struct GatewayConfiguration: Sendable, Equatable {
             /// What the `pii` guard's findings do: mask, remove, hash (keyed pseudonym), tokenize (restored in the
             /// answer), block or flag. Default mask.
             public var pii: String = "mask"
+            /// Output guards by name (pii, system_prompt_leak, moderation). Default none.
+            public var output: [String] = []
+            /// What the output `pii` guard does: mask, remove, block or flag. Default mask.
+            public var outputPII: String = "mask"
+            /// Bytes of a streamed answer held back for inspection. Default 64.
+            public var streamHoldBack: Int = 64
+            /// Whether a canary token is planted in the system prompt (leaks block). Default false.
+            public var canary: Bool = false
+            /// A system prompt put first in every request; clients cannot remove it.
+            public var systemPrompt: String?
+            /// Context isolation: delimit, datamark or base64; nil for none.
+            public var spotlight: String?
+            /// Roles whose content is isolated. Default tool.
+            public var spotlightRoles: [String] = ["tool"]
+            /// Whether `<document>…</document>` spans in user messages are isolated. Default true.
+            public var spotlightDocuments: Bool = true
 
             public init(name: String) { self.name = name }
         }

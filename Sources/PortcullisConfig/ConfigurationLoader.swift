@@ -309,7 +309,9 @@ public enum ConfigurationLoader {
     }
 
     /// Input guards that exist, for validating policies.
-    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "pii"]
+    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "pii", "moderation"]
+    /// Output guards that exist.
+    static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation"]
 
     private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
         guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key"]) else { return }
@@ -340,7 +342,8 @@ public enum ConfigurationLoader {
         var policy = base
         policy.name = name
         guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
-                                                 "max_messages", "max_message_characters", "pii"]) else { return policy }
+                                                 "max_messages", "max_message_characters", "pii", "output", "output_pii",
+                                                 "stream_hold_back", "canary", "system_prompt", "spotlight"]) else { return policy }
         if let pii = reader.string("pii") {
             if ["mask", "remove", "hash", "tokenize", "block", "flag"].contains(pii) { policy.pii = pii } else {
                 reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")
@@ -373,6 +376,41 @@ public enum ConfigurationLoader {
         policy.maxInputTokens = reader.integer("max_input_tokens", in: 1...10_000_000) ?? policy.maxInputTokens
         policy.maxMessages = reader.integer("max_messages", in: 1...100_000) ?? policy.maxMessages
         policy.maxMessageCharacters = reader.integer("max_message_characters", in: 1...100_000_000) ?? policy.maxMessageCharacters
+        if let output = strings("output") {
+            for guardName in output where !outputGuardNames.contains(guardName) {
+                reader.issue("output", "unknown output guard '\(guardName)' (\(outputGuardNames.sorted().joined(separator: ", ")))")
+            }
+            policy.output = output
+        }
+        if let outputPII = reader.string("output_pii") {
+            if ["mask", "remove", "block", "flag"].contains(outputPII) { policy.outputPII = outputPII } else {
+                reader.issue("output_pii", "must be mask, remove, block or flag; got '\(outputPII)'")
+            }
+        }
+        policy.streamHoldBack = reader.integer("stream_hold_back", in: 16...65_536) ?? policy.streamHoldBack
+        policy.canary = reader.bool("canary") ?? policy.canary
+        if policy.canary && !policy.output.contains("system_prompt_leak") {
+            reader.issue("canary", "a canary is only checked by the system_prompt_leak output guard: add it to output")
+        }
+        if let prompt = reader.string("system_prompt") { policy.systemPrompt = prompt.isEmpty ? nil : prompt }
+        if let spotlight = reader.child("spotlight") {
+            if let mode = spotlight.scalarString() {
+                policy.spotlight = mode
+            } else if spotlight.expectMapping(allowedKeys: ["mode", "roles", "documents"]) {
+                policy.spotlight = spotlight.string("mode")
+                if policy.spotlight == nil { spotlight.issue("mode", "required: delimit, datamark or base64") }
+                if let roles = spotlight.child("roles").map({ $0.elements().compactMap { $0.scalarString() } }) {
+                    for role in roles where !["tool", "user", "assistant"].contains(role) {
+                        spotlight.issue("roles", "must be tool, user or assistant; got '\(role)'")
+                    }
+                    policy.spotlightRoles = roles
+                }
+                policy.spotlightDocuments = spotlight.bool("documents") ?? policy.spotlightDocuments
+            }
+            if let mode = policy.spotlight, !["delimit", "datamark", "base64"].contains(mode) {
+                reader.issue("spotlight", "must be delimit, datamark or base64; got '\(mode)'")
+            }
+        }
         return policy
     }
 

@@ -12,12 +12,19 @@ public struct GuardPolicy: Sendable {
     public var actions: [RiskLevel: GuardAction]
     /// What is done with personal data and secrets the `pii` guard finds.
     public var personalData: PersonalDataAction
+    /// Guards on the answer.
+    public var output: OutputPolicy
+    /// A system prompt put first in every request, which clients cannot remove.
+    public var enforcedSystemPrompt: String?
+    /// Context isolation for untrusted content (tool results, marked documents).
+    public var spotlight: Spotlighting?
 
     public static let defaultActions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
 
     public init(name: String, models: Set<String> = [], teams: Set<String> = [], roles: Set<String> = [], keys: Set<String> = [],
                 inputGuards: [String] = ["validation", "injection_rules"], actions: [RiskLevel: GuardAction] = GuardPolicy.defaultActions,
-                personalData: PersonalDataAction = .mask) {
+                personalData: PersonalDataAction = .mask, output: OutputPolicy = OutputPolicy(), enforcedSystemPrompt: String? = nil,
+                spotlight: Spotlighting? = nil) {
         self.name = name
         self.models = models
         self.teams = teams
@@ -26,6 +33,9 @@ public struct GuardPolicy: Sendable {
         self.inputGuards = inputGuards
         self.actions = actions
         self.personalData = personalData
+        self.output = output
+        self.enforcedSystemPrompt = enforcedSystemPrompt
+        self.spotlight = spotlight
     }
 
     /// Whether this policy applies to a call.
@@ -100,10 +110,11 @@ public struct GuardCascade: Sendable {
 }
 
 extension GuardCascade {
-    /// The built-in local guards: validation, the injection rules and PII (the last only where a policy lists it).
+    /// The built-in local guards: validation, the injection rules, PII and moderation (the last two only where a policy lists them).
     /// - Parameter injection: pass one instance to every policy's cascade: its rule trie is built once.
-    public static func builtIn(validation: ValidationGuard = ValidationGuard(), injection: InjectionGuard = InjectionGuard()) -> GuardCascade {
-        GuardCascade(guards: [validation, injection, PIIGuard()])
+    public static func builtIn(validation: ValidationGuard = ValidationGuard(), injection: InjectionGuard = InjectionGuard(),
+                               moderation: ModerationGuard = ModerationGuard()) -> GuardCascade {
+        GuardCascade(guards: [validation, injection, PIIGuard(), moderation])
     }
 }
 

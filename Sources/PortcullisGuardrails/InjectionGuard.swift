@@ -58,19 +58,10 @@ public struct InjectionGuard: InputGuard {
         var expanded: [InjectionRule] = []
         var phrases: [PhraseMatcher.Phrase] = []
         for rule in rules {
-            var base = rule
-            base.slots = rule.slots.map { $0.filter { !$0.contains(" ") } }
-            var variants = [base]
-            for (index, slot) in rule.slots.enumerated() {
-                for stem in slot where stem.contains(" ") {
-                    var variant = base
-                    let words = stem.split(separator: " ").map { [String($0)] }
-                    variant.slots = Array(base.slots[..<index]) + words + Array(base.slots[(index + 1)...])
-                    variants.append(variant)
-                }
-            }
-            for variant in variants where variant.slots.allSatisfy({ !$0.isEmpty }) {
-                phrases.append(PhraseMatcher.Phrase(id: expanded.count, slots: variant.slots, gap: variant.gap))
+            for slots in PhraseMatcher.expandingMultiWordStems(rule.slots) {
+                var variant = rule
+                variant.slots = slots
+                phrases.append(PhraseMatcher.Phrase(id: expanded.count, slots: slots, gap: rule.gap))
                 expanded.append(variant)
             }
         }

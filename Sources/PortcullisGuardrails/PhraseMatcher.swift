@@ -41,6 +41,20 @@ public struct PhraseMatcher: Sendable {
     private var ids: [Int] = []
     private var maximumSlots = 1
 
+    /// Slot lists in which a stem of several words ("set aside") becomes a run of one-word
+    /// slots: the slots without such stems first, then one variant per multi-word stem.
+    public static func expandingMultiWordStems(_ slots: [[String]]) -> [[[String]]] {
+        let base = slots.map { $0.filter { !$0.contains(" ") } }
+        var variants = [base]
+        for (index, slot) in slots.enumerated() {
+            for stem in slot where stem.contains(" ") {
+                let words = stem.split(separator: " ").map { [String($0)] }
+                variants.append(Array(base[..<index]) + words + Array(base[(index + 1)...]))
+            }
+        }
+        return variants.filter { $0.allSatisfy { !$0.isEmpty } }
+    }
+
     public init(phrases: [Phrase]) {
         for (index, phrase) in phrases.enumerated() {
             self.phrases.append(phrase)

@@ -30,6 +30,10 @@ public struct MockBehaviour: Sendable, Equatable {
     public var toolArguments: String = "{\"city\":\"Paris\",\"unit\":\"celsius\"}"
     /// Prompt tokens reported in usage; default estimates from the prompt.
     public var promptTokens: Int?
+    /// Stream the reply in pieces of this many characters (splitting words) instead of word by word.
+    public var chunkCharacters: Int?
+    /// Answer with the request's system prompt (a model that leaks its instructions).
+    public var echoSystem = false
 
     public init() {}
 
@@ -38,7 +42,7 @@ public struct MockBehaviour: Sendable, Equatable {
         let reader = FieldReader(object)
         let known: Set<String> = ["latency_ms", "ttft_ms", "tokens_per_second", "error_rate", "fail_next", "error_status",
                                   "retry_after", "hang", "reset", "fail_after_events", "reply", "tool_name", "tool_arguments",
-                                  "prompt_tokens", "reset_all"]
+                                  "prompt_tokens", "chunk_chars", "echo_system", "reset_all"]
         if let unknown = object.keys.first(where: { !known.contains($0) }) {
             throw .invalidParameter(unknown, "unknown mock setting '\(unknown)'")
         }
@@ -56,6 +60,8 @@ public struct MockBehaviour: Sendable, Equatable {
         if object["reply"] != nil { reply = try reader.string("reply") }
         if object["tool_name"] != nil { toolName = try reader.string("tool_name") }
         if let value = try reader.string("tool_arguments") { toolArguments = value }
+        if let value = try reader.bool("echo_system") { echoSystem = value }
+        if object["chunk_chars"] != nil { chunkCharacters = try reader.integer("chunk_chars", in: 1...1_000_000).map(Int.init) }
         if object["prompt_tokens"] != nil { promptTokens = try reader.integer("prompt_tokens", in: 0...100_000_000).map(Int.init) }
     }
 }

@@ -29,8 +29,25 @@ struct MockScript {
         case .openAIEmbedding:
             prompt = ""
         }
-        let reply = behaviour.reply ?? "Mock reply to: \(prompt)"
+        var system = ""
+        if behaviour.echoSystem {
+            switch api {
+            case .openAIChat:
+                system = (request["messages"]?.arrayValue ?? []).filter { $0.objectValue?["role"]?.stringValue == "system" }
+                    .compactMap { $0.objectValue?["content"].map(MockScript.text(of:)) }.joined(separator: "\n")
+            case .anthropic:
+                system = request["system"].map(MockScript.text(of:)) ?? ""
+            case .openAICompletion, .openAIEmbedding:
+                break
+            }
+        }
+        let reply = behaviour.echoSystem ? "My instructions say: \(system)" : behaviour.reply ?? "Mock reply to: \(prompt)"
         var pieces = reply.streamPieces
+        if let size = behaviour.chunkCharacters {
+            pieces = stride(from: 0, to: reply.count, by: size).map { start in
+                String(reply.dropFirst(start).prefix(size))
+            }
+        }
         let limit = (request["max_tokens"] ?? request["max_completion_tokens"])?.integerValue.map { Int($0) }
         if let limit, pieces.count > limit {
             pieces = Array(pieces.prefix(limit))

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
 import PortcullisProviders
 import PortcullisRouting
 
@@ -119,6 +120,12 @@ public struct RequestPipeline: Sendable {
             let guarded = try await guarding?.check(request, principal: context.principal, requestID: context.requestID)   // 6. guard in, 7. redact
             let chat = guarded?.request ?? request
             let restorer = guarded?.vault.map(ChunkRestorer.init)
+            let principal = context.principal, requestID = context.requestID, events = guarding?.events
+            let outputGuard = guarded?.output.map { inspector in
+                ChunkGuard(inspector: inspector) { found in
+                    events?.record(findings: found, policy: inspector.policy.name, model: chat.model, principal: principal, requestID: requestID)
+                }
+            }
             if chat.stream {
                 let routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in         // 10. route
                     try await Self.prime(deployment: deployment) {                                                       // 11. provider
@@ -130,9 +137,10 @@ public struct RequestPipeline: Sendable {
                 switch dialect {                                                                                         // respond
                 case .openAI:
                     response = StreamResponses.openAIChat(routed, includeUsage: chat.includeUsage, meter: meter, restorer: restorer,
-                                                          logger: context.logger)
+                                                          outputGuard: outputGuard, logger: context.logger)
                 case .anthropic:
-                    response = StreamResponses.anthropicChat(routed, model: chat.model, meter: meter, restorer: restorer, logger: context.logger)
+                    response = StreamResponses.anthropicChat(routed, model: chat.model, meter: meter, restorer: restorer,
+                                                             outputGuard: outputGuard, logger: context.logger)
                 }
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
@@ -140,18 +148,26 @@ public struct RequestPipeline: Sendable {
             var routed = try await router.execute(model: chat.model, logger: context.logger) { deployment in             // 10. route
                 try await deployment.adapter.chat(chat, target: deployment.target, context: upstream)                   // 11. provider
             }
+            var blockedCategory: GuardCategory?
+            if let inspector = guarded?.output, let guarding {                                                             // 14. guard out
+                (routed.value, blockedCategory) = guarding.review(routed.value, inspector: inspector, principal: context.principal,
+                                                                  requestID: context.requestID)
+            }
             if let vault = guarded?.vault { routed.value = vault.restore(routed.value) }                                 // 12. restore placeholders
             var characters = 0
             for choice in routed.value.choices { characters += choice.message.content?.text.count ?? 0 }
             await grant?.settle(usage: routed.value.usage, price: routed.deployment.price,                               // 13. settle
                                 estimatedOutputTokens: Int64(characters / 4))
+            var response: Response
             switch dialect {                                                                                             // respond
             case .openAI:
-                return jsonResponse(OpenAIWire.encodeChatCompletion(routed.value), routed: routed, usage: routed.value.usage, grant: grant)
+                response = jsonResponse(OpenAIWire.encodeChatCompletion(routed.value), routed: routed, usage: routed.value.usage, grant: grant)
             case .anthropic:
                 let model = routed.value.model.isEmpty ? chat.model : routed.value.model
-                return jsonResponse(AnthropicWire.encodeResponse(routed.value, model: model), routed: routed, usage: routed.value.usage, grant: grant)
+                response = jsonResponse(AnthropicWire.encodeResponse(routed.value, model: model), routed: routed, usage: routed.value.usage, grant: grant)
             }
+            if let blockedCategory { response.headers[HTTPField.Name("x-portcullis-guard-category")!] = blockedCategory.rawValue }
+            return response
         } catch {
             await grant?.release()
             throw error

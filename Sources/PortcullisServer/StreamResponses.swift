@@ -60,10 +60,14 @@ enum StreamResponses {
     /// Pulls the remaining events and writes their frames; `gate` may stop the stream before an element.
     static func pump<Element: Sendable>(
         _ primed: PrimedStream<Element>, writer: inout any ResponseBodyWriter, deployment: Deployment,
-        gate: (Element) async -> Bool = { _ in true }, frame: (Element) -> [ByteBuffer]
+        gate: (Element) async -> Bool = { _ in true }, frame: (Element) throws(GatewayError) -> [ByteBuffer]
     ) async throws -> PumpEnd {
         guard await gate(primed.first) else { return .stopped }
-        for buffer in frame(primed.first) { try await writer.write(buffer) }
+        do {
+            for buffer in try frame(primed.first) { try await writer.write(buffer) }
+        } catch let error as GatewayError {
+            return .failed(error)
+        }
         guard var rest = primed.takeRest() else { return .completed }
         while true {
             let next: Element?
@@ -79,7 +83,14 @@ enum StreamResponses {
             }
             guard let element = next else { return .completed }
             guard await gate(element) else { return .stopped }
-            for buffer in frame(element) { try await writer.write(buffer) }
+            // An output guard's block ends the stream with its terminal error event.
+            let buffers: [ByteBuffer]
+            do {
+                buffers = try frame(element)
+            } catch {
+                return .failed(error)
+            }
+            for buffer in buffers { try await writer.write(buffer) }
         }
     }
 
@@ -91,14 +102,16 @@ enum StreamResponses {
 
     /// An OpenAI-framed chat stream; `meter` counts it, may end it at a budget, and settles it.
     static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: ChatStreamMeter?,
-                           restorer: ChunkRestorer? = nil, logger: Logger) -> Response {
+                           restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
-            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) {
-                framing.frame(restorer?.restore($0) ?? $0).map { [$0] } ?? []
+            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
+                let inspected = try outputGuard?.apply(chunk) ?? chunk
+                return framing.frame(restorer?.restore(inspected) ?? inspected).map { [$0] } ?? []
             }
+            outputGuard?.finish()
             switch end {
             case .completed:
                 try await writer.write(SSEWriter.done)
@@ -145,14 +158,16 @@ enum StreamResponses {
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
     static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: ChatStreamMeter?,
-                              restorer: ChunkRestorer? = nil, logger: Logger) -> Response {
+                              restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             var encoder = AnthropicStreamEncoder(model: model)
-            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { chunk in
-                encoder.encode(restorer?.restore(chunk) ?? chunk)
+            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
+                let inspected = try outputGuard?.apply(chunk) ?? chunk
+                return encoder.encode(restorer?.restore(inspected) ?? inspected)
             }
+            outputGuard?.finish()
             switch end {
             case .completed:
                 for buffer in encoder.finish() { try await writer.write(buffer) }
