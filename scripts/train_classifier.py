@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Trains the prompt-injection classifier tier and writes its weights as a resource.
+
+Model: logistic regression over hashed features — words, word pairs and character 4-grams of
+each word padded with < and > — of the lower-cased text, in 2^16 buckets (FNV-1a 32 of the
+feature's UTF-8 bytes). Swift computes the same features (ClassifierGuard.swift) and scores
+a long text by sliding windows of WINDOW words, keeping the highest score.
+
+Data: datasets/classifier-train.jsonl (built by datasets/build_classifier_train.py from text
+written for this repository, CC0). The held-out set is never read here.
+
+Thresholds come from 5-fold cross-validation on the training set: `high` is the lowest score
+at which at most 1% of benign texts score above it out of fold; `medium` at most 5%.
+
+Pure Python, no dependencies, fixed seed: the same data gives the same weights.
+Run: python3 scripts/train_classifier.py
+"""
+import json, math, pathlib, random, struct, unicodedata
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BUCKETS = 1 << 16
+WINDOW = 40
+EPOCHS = 12
+RATE = 0.4
+L2 = 1e-6
+
+def words(text):
+    out, current = [], []
+    for ch in text.lower():
+        if unicodedata.category(ch)[0] in "LN":
+            current.append(ch)
+        elif current:
+            out.append("".join(current)); current = []
+    if current:
+        out.append("".join(current))
+    return out
+
+def fnv(feature):
+    h = 0x811C9DC5
+    for b in feature.encode("utf-8"):
+        h ^= b
+        h = (h * 0x01000193) & 0xFFFFFFFF
+    return h & (BUCKETS - 1)
+
+def word_features(ws, i):
+    w = ws[i]
+    feats = [fnv("w|" + w)]
+    if i > 0:
+        feats.append(fnv("b|" + ws[i - 1] + " " + w))
+    padded = "<" + w + ">"
+    if len(padded) <= 4:
+        feats.append(fnv("c|" + padded))
+    else:
+        feats.extend(fnv("c|" + padded[j:j + 4]) for j in range(len(padded) - 3))
+    return feats
+
+def features(text):
+    ws = words(text)
+    return [f for i in range(len(ws)) for f in word_features(ws, i)]
+
+def windows(text):
+    """Feature lists of the windows a long text is scored by (as Swift does)."""
+    ws = words(text)
+    per_word = [word_features(ws, i) for i in range(len(ws))]
+    if len(ws) <= WINDOW:
+        return [[f for fs in per_word for f in fs]]
+    step = WINDOW // 2
+    starts = list(range(0, len(ws) - WINDOW + 1, step))
+    if starts[-1] != len(ws) - WINDOW:
+        starts.append(len(ws) - WINDOW)
+    return [[f for fs in per_word[s:s + WINDOW] for f in fs] for s in starts]
+
+def sigmoid(z):
+    return 1 / (1 + math.exp(-z)) if z > -30 else 0.0
+
+def train(examples):
+    w = [0.0] * BUCKETS
+    g = [1e-8] * BUCKETS
+    bias, gbias = 0.0, 1e-8
+    order = list(range(len(examples)))
+    rng = random.Random(7)
+    for _ in range(EPOCHS):
+        rng.shuffle(order)
+        for k in order:
+            feats, y = examples[k]
+            z = bias + sum(w[f] for f in feats)
+            err = sigmoid(z) - y
+            gbias += err * err
+            bias -= RATE * err / math.sqrt(gbias)
+            for f in feats:
+                grad = err + L2 * w[f]
+                g[f] += grad * grad
+                w[f] -= RATE * grad / math.sqrt(g[f])
+    return bias, w
+
+def score(model, text):
+    bias, w = model
+    return max(sigmoid(bias + sum(w[f] for f in fs)) for fs in windows(text))
+
+def main():
+    rows = [json.loads(line) for line in (ROOT / "datasets/classifier-train.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    data = [(r["text"], 1 if r["label"] == "attack" else 0) for r in rows]
+    examples = [(features(t), y) for t, y in data]
+    folds = 5
+    oof = [0.0] * len(data)
+    for fold in range(folds):
+        train_set = [examples[i] for i in range(len(data)) if i % folds != fold]
+        model = train(train_set)
+        for i in range(fold, len(data), folds):
+            oof[i] = score(model, data[i][0])
+    benign = sorted((oof[i] for i in range(len(data)) if data[i][1] == 0), reverse=True)
+    def threshold(rate):
+        return max(0.5, benign[int(len(benign) * rate)] + 1e-4)
+    high, medium = threshold(0.01), threshold(0.05)
+    attacks = [oof[i] for i in range(len(data)) if data[i][1] == 1]
+    print(f"out-of-fold: high {high:.4f} recall {sum(s >= high for s in attacks) / len(attacks):.3f} "
+          f"fp {sum(s >= high for s in benign) / len(benign):.3f}; medium {medium:.4f} "
+          f"recall {sum(s >= medium for s in attacks) / len(attacks):.3f} fp {sum(s >= medium for s in benign) / len(benign):.3f}")
+    bias, w = train(examples)
+    out = ROOT / "Sources/PortcullisGuardrails/Resources/injection-classifier.bin"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        f.write(b"PCYC")
+        f.write(struct.pack("<IIIfff", 1, BUCKETS, WINDOW, bias, high, medium))
+        f.write(struct.pack(f"<{BUCKETS}f", *w))
+    print(f"wrote {out.relative_to(ROOT)} ({out.stat().st_size} bytes), {len(data)} examples")
+
+if __name__ == "__main__":
+    main()
