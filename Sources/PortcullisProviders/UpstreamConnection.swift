@@ -415,9 +415,18 @@ final class UpstreamConnectionPool: Sendable {
         } catch {
             throw UpstreamFailure(reason: .connection, message: "could not connect (\(type(of: error)))", deployment: deployment)
         }
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: UpstreamConnectionHandler.self), eventLoop: channel.eventLoop)
-        }.get()
+        // A TLS handshake the upstream refuses can close the channel, and empty its pipeline,
+        // before this runs: that is a connection failure (502), not an internal error.
+        let handler: NIOLoopBound<UpstreamConnectionHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: UpstreamConnectionHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            channel.close(promise: nil)
+            throw UpstreamFailure(reason: .connection, message: endpoint.isTLS ? "the TLS handshake failed or the connection closed while opening"
+                                      : "the connection closed while opening", deployment: deployment)
+        }
         return UpstreamConnection(channel: channel, handler: handler)
     }
 

@@ -194,6 +194,11 @@ public final class RedisClient: Sendable {
                                      onError: @escaping @Sendable (any Error) -> Void) async throws {
         let connection = try await connection(affinity: affinity)
         let tail: [RESPArgument] = [.int(Int64(keys.count))] + keys.map(RESPArgument.string) + arguments
+        // Load the script ahead of its first use on this connection, in the same queue: a
+        // NOSCRIPT answer would be retried later, after commands that must come after it.
+        if connection.needsLoading(script.sha1) {
+            connection.queue(["SCRIPT", "LOAD", .string(script.source)]).whenFailure { onError($0) }
+        }
         let reply = connection.queue(["EVALSHA", .string(script.sha1)] + tail)
         reply.whenComplete { result in
             switch result {

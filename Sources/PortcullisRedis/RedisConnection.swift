@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// A Redis error reply (`-ERR …`) or a connection failure.
 public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -192,6 +193,15 @@ public final class RedisConnection: Sendable {
         replies.reserveCapacity(commands.count)
         for future in enqueue(commands) { replies.append(try await future.get()) }
         return replies
+    }
+
+    /// SHA-1s of the scripts loaded on the server through this connection (a new connection,
+    /// to a restarted server say, starts empty).
+    private let loadedScripts = Mutex<Set<String>>([])
+
+    /// Whether `sha1` still has to be loaded through this connection; marks it loaded.
+    func needsLoading(_ sha1: String) -> Bool {
+        loadedScripts.withLock { $0.insert(sha1).inserted }
     }
 
     /// Queues one command for writing and returns the future of its reply without waiting:

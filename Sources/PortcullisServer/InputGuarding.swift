@@ -98,8 +98,7 @@ public struct InputGuarding: Sendable {
     func prepare(_ guarded: Guarded, policy: GuardPolicy) -> Guarded {
         var guarded = guarded
         var request = guarded.request
-        let id = FastRandom.hex(bytes: 6)
-        if let spotlight = policy.spotlight { request = spotlight.apply(to: request, id: id) }
+        if let spotlight = policy.spotlight { request = spotlight.apply(to: request, id: FastRandom.hex(bytes: 6)) }
         var canary: String?
         var enforced = policy.enforcedSystemPrompt
         if policy.output.canary {

@@ -163,6 +163,9 @@ struct SharedStateTests {
     @Test("a settled slot is free for the caller's next admission at once: a sequential caller with one slot is never refused",
           arguments: StateKind.allCases)
     func settlementOrderedBeforeNextAdmission(kind: StateKind) async throws {
+        // On a server that has not seen the settlement script yet (a fresh or restarted Redis),
+        // the script must be loaded ahead of the settlement in the same queue, or the first
+        // settlement lands after the next admission.
         let state = try makeReplicas(kind)[0]
         let id = UUID().uuidString
         let slot: [LimitCheck] = [.reserve(key: "\(id):concurrency", amount: 1, cap: 1, ttl: 900, mustExist: false)]
