@@ -136,6 +136,13 @@ public struct GuardInput: Sendable {
         self.init(segments: segments)
     }
 
+    /// `inspect`'s findings on every untrusted segment's normalised text, with its index.
+    func findingsInUntrusted(_ inspect: (NormalizedText, Int) -> [GuardFinding]) -> [GuardFinding] {
+        var findings: [GuardFinding] = []
+        for (index, segment) in segments.enumerated() where !segment.isTrusted { findings += inspect(normalized[index], index) }
+        return findings
+    }
+
     /// One piece of untrusted user text (evaluation, tests).
     public init(text: String) {
         self.init(segments: [GuardSegment(role: .user, messageIndex: 0, text: text)])

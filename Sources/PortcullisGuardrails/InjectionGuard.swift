@@ -54,27 +54,11 @@ public struct InjectionGuard: InputGuard {
     }
 
     public init(rules: [InjectionRule] = InjectionRuleSet.rules) {
-        // A stem of several words becomes a run of one-word slots in a variant of its rule.
-        var expanded: [InjectionRule] = []
-        var phrases: [PhraseMatcher.Phrase] = []
-        for rule in rules {
-            for slots in PhraseMatcher.expandingMultiWordStems(rule.slots) {
-                var variant = rule
-                variant.slots = slots
-                phrases.append(PhraseMatcher.Phrase(id: expanded.count, slots: slots, gap: rule.gap))
-                expanded.append(variant)
-            }
-        }
-        self.rules = expanded
-        self.matcher = PhraseMatcher(phrases: phrases)
+        (self.rules, self.matcher) = PhraseMatcher.compile(rules)
     }
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
-        var findings: [GuardFinding] = []
-        for (index, segment) in input.segments.enumerated() where !segment.isTrusted {
-            findings += inspect(input.normalized[index], segment: index)
-        }
-        return findings
+        input.findingsInUntrusted { inspect($0, segment: $1) }
     }
 
     /// Findings on one normalised text.

@@ -1,6 +1,6 @@
 /// One rule of the prompt-injection rule tier: a phrase (slots of stems with a gap) in one
 /// language, its category, risk and score.
-public struct InjectionRule: Sendable {
+public struct InjectionRule: PhraseRule {
     public var name: String
     public var language: String
     public var category: GuardCategory

@@ -1,6 +1,6 @@
 /// A moderation rule: a phrase (slots of word stems with a gap, as in the injection rules) in
 /// one language, its sub-category and risk.
-struct ModerationRule: Sendable {
+struct ModerationRule: PhraseRule {
     var name: String
     var language: String
     /// `hate`, `harassment`, `self_harm`, `sexual` or `violence`.
@@ -116,26 +116,11 @@ public struct ModerationGuard: InputGuard {
     ]
 
     public init() {
-        var expanded: [ModerationRule] = []
-        var phrases: [PhraseMatcher.Phrase] = []
-        for rule in Self.rules {
-            for slots in PhraseMatcher.expandingMultiWordStems(rule.slots) {
-                var variant = rule
-                variant.slots = slots
-                phrases.append(PhraseMatcher.Phrase(id: expanded.count, slots: slots, gap: rule.gap))
-                expanded.append(variant)
-            }
-        }
-        self.rules = expanded
-        self.matcher = PhraseMatcher(phrases: phrases)
+        (self.rules, self.matcher) = PhraseMatcher.compile(Self.rules)
     }
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
-        var findings: [GuardFinding] = []
-        for (index, segment) in input.segments.enumerated() where !segment.isTrusted {
-            findings += inspect(input.normalized[index], segment: index)
-        }
-        return findings
+        input.findingsInUntrusted { inspect($0, segment: $1) }
     }
 
     /// Findings on any text (an answer, say).

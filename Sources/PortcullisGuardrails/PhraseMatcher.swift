@@ -55,6 +55,22 @@ public struct PhraseMatcher: Sendable {
         return variants.filter { $0.allSatisfy { !$0.isEmpty } }
     }
 
+    /// Compiles rules into one matcher: each rule's multi-word stems expanded into variants
+    /// (the returned rules, indexed by a match's `phraseID`).
+    static func compile<Rule: PhraseRule>(_ rules: [Rule]) -> (rules: [Rule], matcher: PhraseMatcher) {
+        var expanded: [Rule] = []
+        var phrases: [Phrase] = []
+        for rule in rules {
+            for slots in expandingMultiWordStems(rule.slots) {
+                var variant = rule
+                variant.slots = slots
+                phrases.append(Phrase(id: expanded.count, slots: slots, gap: rule.gap))
+                expanded.append(variant)
+            }
+        }
+        return (expanded, PhraseMatcher(phrases: phrases))
+    }
+
     public init(phrases: [Phrase]) {
         for (index, phrase) in phrases.enumerated() {
             self.phrases.append(phrase)
@@ -161,4 +177,10 @@ public struct PhraseMatcher: Sendable {
         }
         return matches.sorted { $0.words.lowerBound < $1.words.lowerBound }
     }
+}
+
+/// A rule made of a phrase: slots of stems with a gap.
+protocol PhraseRule: Sendable {
+    var slots: [[String]] { get set }
+    var gap: Int { get }
 }
