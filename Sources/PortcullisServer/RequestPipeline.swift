@@ -18,15 +18,18 @@ import PortcullisRouting
 ///  5. decode     bounded body → typed canonical request (errors name the parameter)
 ///  3–4.          the model allow list, then admission: rate limits, concurrency, the
 ///                worst-case budget reservation (released if anything later fails)
-///  6. guard in   the caller's guard policy as a cascade (chat requests)
+///  6. guard in   the caller's guard policy as a cascade (chat requests); 7. redact
+///  8. transform  enforced system prompt, canary, spotlighting of untrusted content
 /// 10. route      model group → deployment; retries, fallbacks, circuit breakers
 /// 11. provider   the adapter translates canonical ⇄ provider wire format; a stream is
 ///                primed (first event received) inside routing, so failover is possible
 ///                until the client's first byte
+/// 14. guard out  output guards on the answer (a stream is held back and inspected as it goes);
+/// 12.            then tokenised placeholders are restored
 /// 13. settle     usage and cost of the call (response headers, access log)
 ///     respond    encode for the client's dialect; streams are forwarded event by event
 ///
-/// Stages still to come (transforms, cache, scheduling, output guards, audit) slot in
+/// Stages still to come (cache, scheduling, audit) slot in
 /// between these calls, in the order shown in ARCHITECTURE.md.
 public struct RequestPipeline: Sendable {
     public let router: ModelRouter
