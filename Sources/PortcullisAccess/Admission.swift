@@ -214,18 +214,12 @@ public final class Admission: Sendable {
     /// Reserves `additional` more on every budget the ticket holds (a stream running past its
     /// first reservation); false, and nothing reserved, when any budget has no room.
     public func extend(_ ticket: inout AdmissionTicket, additional: Int64) async -> Bool {
-        var extended: [Int] = []
-        for (index, hold) in ticket.holds.enumerated() {
-            let ok = (try? await state.reserveIfKnown(key: hold.key, amount: additional, cap: hold.cap, ttl: hold.ttl)) ?? false
-            guard ok == true else {
-                for done in extended {
-                    try? await state.settle(key: ticket.holds[done].key, reserved: additional, actual: 0, ttl: ticket.holds[done].ttl)
-                }
-                return false
-            }
-            extended.append(index)
-        }
-        for index in extended { ticket.holds[index].amount += additional }
+        guard !ticket.holds.isEmpty else { return true }
+        let checks = ticket.holds.map { LimitCheck.reserve(key: $0.key, amount: additional, cap: $0.cap, ttl: $0.ttl, mustExist: true) }
+        // All or nothing, in one round trip: a budget without room (or gone) reserves nothing anywhere.
+        guard let outcomes = try? await state.admit(checks, affinity: ticket.affinity, now: clock()),
+              outcomes.allSatisfy({ $0 == .reserve(true) }) else { return false }
+        for index in ticket.holds.indices { ticket.holds[index].amount += additional }
         return true
     }
 

@@ -41,7 +41,7 @@ public struct OutputPolicy: Sendable {
 
     /// What this policy does about a finding on an answer: leaks of the system prompt block,
     /// personal data as configured, the rest by risk through `actions`.
-    func action(for finding: GuardFinding, actions: GuardPolicy) -> GuardAction {
+    func action(for finding: GuardFinding, policy: GuardPolicy) -> GuardAction {
         switch finding.category {
         case .systemPromptLeak: return .block
         case .pii, .secret:
@@ -50,7 +50,7 @@ public struct OutputPolicy: Sendable {
             case .block: return .block
             case .mask, .remove, .hash, .tokenize: return .redact
             }
-        default: return actions.action(for: finding.risk)
+        default: return policy.action(for: finding.risk)
         }
     }
 }
@@ -65,12 +65,13 @@ public struct OutputInspector: Sendable {
     /// Words in a verbatim run of the system prompt that count as a leak.
     public static let leakRunWords = 8
 
-    public init(policy: GuardPolicy, context: OutputContext) {
+    /// - Parameter moderation: pass one instance for every request: its rule trie is built once.
+    public init(policy: GuardPolicy, context: OutputContext, moderation: ModerationGuard? = nil) {
         self.policy = policy
         self.context = context
         self.promptShingles = policy.output.guards.contains("system_prompt_leak")
             ? Self.shingles(of: context.systemPrompt) : []
-        self.moderation = policy.output.guards.contains("moderation") ? ModerationGuard() : nil
+        self.moderation = policy.output.guards.contains("moderation") ? moderation ?? ModerationGuard() : nil
     }
 
     /// Findings in `text` (spans are UTF-8 offsets into it), each with what the policy does about it.
@@ -100,7 +101,7 @@ public struct OutputInspector: Sendable {
                 return finding
             }
         }
-        return findings.map { ($0, policy.output.action(for: $0, actions: policy)) }
+        return findings.map { ($0, policy.output.action(for: $0, policy: policy)) }
     }
 
     /// A span where `leakRunWords` consecutive words of the answer appear in the system prompt.
@@ -228,10 +229,9 @@ public struct StreamOutputGuard: Sendable {
     private mutating func step(final: Bool) -> Step {
         guard !pending.isEmpty else { return .release("") }
         let context = released.count
+        // Deltas arrive as whole characters and cuts never split one, so the window is valid UTF-8.
         let window = released + pending
-        let text = String(decoding: window, as: UTF8.self)
-        // Decoding may have replaced a split multi-byte character at the end; inspect only whole characters.
-        let found = inspector.inspect(text)
+        let found = inspector.inspect(String(decoding: window, as: UTF8.self))
         var redactions: [(finding: GuardFinding, action: GuardAction)] = []
         for entry in found {
             let span = entry.finding.span ?? 0..<window.count

@@ -19,6 +19,8 @@ public struct InputGuarding: Sendable {
 
     private let policies: [Entry]
     private let fallback: Entry
+    /// Shared by every policy's input cascade and output inspector.
+    private let moderation: ModerationGuard
     public let events: GuardEventLog
     /// Key of the keyed-hash pseudonyms (`pii: hash`).
     private let pseudonymKey: SymmetricKey
@@ -27,6 +29,7 @@ public struct InputGuarding: Sendable {
         pseudonymKey = SymmetricKey(data: Array((configuration.pseudonymKey ?? "").utf8))
         let injection = InjectionGuard()
         let moderation = ModerationGuard()
+        self.moderation = moderation
         func entry(_ settings: GatewayConfiguration.Guardrails.Policy) -> Entry {
             var actions: [RiskLevel: GuardAction] = [:]
             for (level, action) in settings.actions {
@@ -112,7 +115,8 @@ public struct InputGuarding: Sendable {
         if !policy.output.isEmpty {
             let systemPrompt = request.messages.filter { $0.role == .system || $0.role == .developer }
                 .compactMap { $0.content?.text }.joined(separator: "\n")
-            guarded.output = OutputInspector(policy: policy, context: OutputContext(systemPrompt: systemPrompt, canary: canary))
+            guarded.output = OutputInspector(policy: policy, context: OutputContext(systemPrompt: systemPrompt, canary: canary),
+                                             moderation: moderation)
         }
         return guarded
     }

@@ -48,9 +48,6 @@ public final class RedisSharedState: SharedState {
 
     static let reserveScript = RedisScript(reserveBody)
 
-    /// The same, answering -1 without reserving when the entry does not exist yet.
-    static let reserveKnownScript = RedisScript("if redis.call('EXISTS', KEYS[1]) == 0 then\n  return -1\nend\n" + reserveBody)
-
     static let seedScript = RedisScript("""
         if redis.call('EXISTS', KEYS[1]) == 1 then
           return 0
@@ -253,16 +250,6 @@ public final class RedisSharedState: SharedState {
         let reply = try await client.evaluate(Self.reserveScript, keys: ["\(prefix):budget:{\(key)}"],
                                               arguments: [.int(amount), .int(cap), milliseconds(ttl)])
         return reply.integer == 1
-    }
-
-    public func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool? {
-        let reply = try await client.evaluate(Self.reserveKnownScript, keys: ["\(prefix):budget:{\(key)}"],
-                                              arguments: [.int(amount), .int(cap), milliseconds(ttl)])
-        switch reply.integer {
-        case -1: return nil
-        case 1: return true
-        default: return false
-        }
     }
 
     public func seed(key: String, spent: Int64, ttl: Double) async throws -> Bool {

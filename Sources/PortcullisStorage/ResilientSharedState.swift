@@ -58,10 +58,6 @@ public final class ResilientSharedState: SharedState {
         try await run { try await $0.reserve(key: key, amount: amount, cap: cap, ttl: ttl) }
     }
 
-    public func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool? {
-        try await run { try await $0.reserveIfKnown(key: key, amount: amount, cap: cap, ttl: ttl) }
-    }
-
     public func seed(key: String, spent: Int64, ttl: Double) async throws -> Bool {
         try await run { try await $0.seed(key: key, spent: spent, ttl: ttl) }
     }

@@ -62,9 +62,6 @@ public protocol SharedState: Sendable {
     func consume(key: String, cost: Int64, limit: Int64, window: Double, now: Double) async throws -> WindowDecision
     /// Reserves `amount` under `key` if spent + reserved + amount stays within `cap`; true when reserved.
     func reserve(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool
-    /// Like `reserve`, but nil (nothing reserved) when `key` has no entry yet: the caller then
-    /// seeds it with the spend recorded durably (after a restart of the shared store, say).
-    func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool?
     /// Creates `key` with `spent` already spent, unless it exists; true when it created it.
     @discardableResult
     func seed(key: String, spent: Int64, ttl: Double) async throws -> Bool
@@ -234,18 +231,6 @@ public final class InProcessSharedState: SharedState {
         let wall = clock()
         return state.withLock { state in
             var entry = state.budgets[key].flatMap { $0.expiresAt > wall ? $0 : nil } ?? Budget()
-            guard entry.spent + entry.reserved + amount <= cap else { return false }
-            entry.reserved += amount
-            entry.expiresAt = wall + ttl
-            state.budgets[key] = entry
-            return true
-        }
-    }
-
-    public func reserveIfKnown(key: String, amount: Int64, cap: Int64, ttl: Double) async throws -> Bool? {
-        let wall = clock()
-        return state.withLock { state in
-            guard var entry = state.budgets[key], entry.expiresAt > wall else { return nil }
             guard entry.spent + entry.reserved + amount <= cap else { return false }
             entry.reserved += amount
             entry.expiresAt = wall + ttl
