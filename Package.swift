@@ -67,6 +67,7 @@ let package = Package(
         .target(
             name: "PortcullisGuardrails",
             dependencies: ["PortcullisCore"],
+            resources: [.copy("Resources/injection-classifier.bin")],
             swiftSettings: strictSettings
         ),
         .target(

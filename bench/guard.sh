@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The local guard tiers (validation, normalisation, injection rules, PII, moderation) on a 4,000-token prompt,
+# The local guard tiers (validation, normalisation, injection rules, classifier, PII, moderation) on a 4,000-token prompt,
 # release build, pinned to one core; the reference is lower-casing the same prompt.
 # Usage: bench/guard.sh [tokens] [iterations]   (default 4000 and 2000)
 set -euo pipefail

@@ -244,8 +244,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var teams: [String] = []
             public var roles: [String] = []
             public var keys: [String] = []
-            /// Input guards by name. Default validation and injection_rules.
-            public var input: [String] = ["validation", "injection_rules"]
+            /// Input guards by name. Default validation, injection_rules and injection_classifier.
+            public var input: [String] = ["validation", "injection_rules", "injection_classifier"]
             /// Action per risk level (block, redact, flag). Default block critical and high, flag the rest.
             public var actions: [String: String] = ["critical": "block", "high": "block", "medium": "flag", "low": "flag"]
             /// Input token limit (estimated). Default 4096.

@@ -309,7 +309,7 @@ public enum ConfigurationLoader {
     }
 
     /// Input guards that exist, for validating policies.
-    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "pii", "moderation"]
+    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "injection_classifier", "pii", "moderation"]
     /// Output guards that exist.
     static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation"]
 

@@ -19,10 +19,13 @@ public struct GuardPolicy: Sendable {
     /// Context isolation for untrusted content (tool results, marked documents).
     public var spotlight: Spotlighting?
 
+    /// The input guards of a policy that names none.
+    public static let defaultInputGuards = ["validation", "injection_rules", "injection_classifier"]
+
     public static let defaultActions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
 
     public init(name: String, models: Set<String> = [], teams: Set<String> = [], roles: Set<String> = [], keys: Set<String> = [],
-                inputGuards: [String] = ["validation", "injection_rules"], actions: [RiskLevel: GuardAction] = GuardPolicy.defaultActions,
+                inputGuards: [String] = GuardPolicy.defaultInputGuards, actions: [RiskLevel: GuardAction] = GuardPolicy.defaultActions,
                 personalData: PersonalDataAction = .mask, output: OutputPolicy = OutputPolicy(), enforcedSystemPrompt: String? = nil,
                 spotlight: Spotlighting? = nil) {
         self.name = name
@@ -110,11 +113,15 @@ public struct GuardCascade: Sendable {
 }
 
 extension GuardCascade {
-    /// The built-in local guards: validation, the injection rules, PII and moderation (the last two only where a policy lists them).
+    /// The built-in local guards: validation, the injection rules, the injection classifier
+    /// (the shipped model), PII and moderation; a policy runs those it lists.
     /// - Parameter injection: pass one instance to every policy's cascade: its rule trie is built once.
     public static func builtIn(validation: ValidationGuard = ValidationGuard(), injection: InjectionGuard = InjectionGuard(),
-                               moderation: ModerationGuard = ModerationGuard()) -> GuardCascade {
-        GuardCascade(guards: [validation, injection, PIIGuard(), moderation])
+                               moderation: ModerationGuard = ModerationGuard(),
+                               classifier: ClassifierGuard? = try? ClassifierGuard.shipped.get()) -> GuardCascade {
+        var guards: [any InputGuard] = [validation, injection, PIIGuard(), moderation]
+        if let classifier { guards.append(classifier) }
+        return GuardCascade(guards: guards)
     }
 }
 

@@ -9,6 +9,7 @@ import NIOSSL
 import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
+import PortcullisGuardrails
 import PortcullisProviders
 import PortcullisRouting
 import PortcullisStorage
@@ -87,6 +88,12 @@ public struct Gateway: Sendable {
         self.access = access
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
+        let policies = configuration.guardrails.policies + [configuration.guardrails.defaultPolicy]
+        if configuration.guardrails.enabled, policies.contains(where: { $0.input.contains("injection_classifier") }),
+           case .failure(let error) = ClassifierGuard.shipped {
+            throw ConfigurationError(source: "configuration", issues: [.init(path: "guardrails",
+                                                                            message: "the injection_classifier guard cannot load its model: \(error)")])
+        }
         let guarding = configuration.guardrails.enabled && governed
             ? InputGuarding(configuration: configuration.guardrails, events: access.guardEvents) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,

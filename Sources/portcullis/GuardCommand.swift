@@ -58,7 +58,7 @@ extension GuardCommand {
     struct Benchmark: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "bench",
-            abstract: "Time the local guard tiers (validation, normalisation, injection rules, PII) on a prompt of about --tokens tokens.",
+            abstract: "Time the local guard tiers (validation, normalisation, injection rules, classifier, PII, moderation) on a prompt of about --tokens tokens.",
             discussion: "Build with -c release and pin to one core (taskset -c 0). The reference is lower-casing the same text.")
 
         @Option(help: "Approximate prompt size in tokens.") var tokens = 4000
@@ -85,7 +85,7 @@ extension GuardCommand {
             let request = ChatRequest(model: "bench", messages: [ChatMessage(role: .system, content: .text("You are a helpful assistant.")),
                                                                  ChatMessage(role: .user, content: .text(prompt))])
             let cascade = GuardCascade.builtIn(validation: ValidationGuard(maximumTokens: tokens * 2))
-            let policy = GuardPolicy(name: "bench", inputGuards: ["validation", "injection_rules", "pii", "moderation"])
+            let policy = GuardPolicy(name: "bench", inputGuards: ["validation", "injection_rules", "injection_classifier", "pii", "moderation"])
             let warm = await cascade.run(GuardInput(request: request), policy: policy)
             guard !warm.isBlocked else { throw ValidationError("the benchmark prompt was blocked: \(warm.findings.map(\.reason))") }
 
@@ -107,6 +107,8 @@ extension GuardCommand {
             var rules: [Double] = []
             var personal: [Double] = []
             var moderating: [Double] = []
+            var classifying: [Double] = []
+            let classifier = try ClassifierGuard.shipped.get()
             let normalized = NormalizedText(prompt)
             let injection = InjectionGuard()
             let moderation = ModerationGuard()
@@ -127,16 +129,19 @@ extension GuardCommand {
                 start = clock.now
                 _ = await moderation.inspect(moderationInput)
                 moderating.append(Self.microseconds(clock.now - start))
+                start = clock.now
+                _ = classifier.inspect(normalized)
+                classifying.append(Self.microseconds(clock.now - start))
             }
             let (g50, g99) = Self.percentiles(guarded)
             let (r50, r99) = Self.percentiles(reference)
             print("prompt: \(TokenEstimate.count(prompt)) estimated tokens, \(prompt.utf8.count) bytes; \(iterations) calls")
-            print(String(format: "local tiers (validation + normalisation + rules + PII + moderation): p50 %.0f us, p99 %.0f us (ceiling 1000 us)", g50, g99))
+            print(String(format: "local tiers (validation + normalisation + rules + classifier + PII + moderation): p50 %.0f us, p99 %.0f us (ceiling 1000 us)", g50, g99))
             print(String(format: "reference (lowercased copy of the prompt):        p50 %.0f us, p99 %.0f us", r50, r99))
             print(String(format: "ratio p99 guarded / reference: %.1f", g99 / max(r99, 1)))
-            print(String(format: "p50 by step: normalisation %.0f us, token estimate %.0f us, rules %.0f us, PII %.0f us, moderation %.0f us",
-                         Self.percentiles(normalise).0, Self.percentiles(estimate).0, Self.percentiles(rules).0, Self.percentiles(personal).0,
-                         Self.percentiles(moderating).0))
+            print(String(format: "p50 by step: normalisation %.0f us, token estimate %.0f us, rules %.0f us, classifier %.0f us, PII %.0f us, moderation %.0f us",
+                         Self.percentiles(normalise).0, Self.percentiles(estimate).0, Self.percentiles(rules).0,
+                         Self.percentiles(classifying).0, Self.percentiles(personal).0, Self.percentiles(moderating).0))
         }
 
         static func microseconds(_ duration: Duration) -> Double {
