@@ -77,6 +77,29 @@ def ssn():
     area = rng.choice([a for a in range(1, 900) if a != 666])
     return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
 
+OKATO = [1, 3, 4, 5, 7, 8, 10, 11, 12, 14, 15, 17, 18, 19, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 33, 34, 35, 36, 37, 38, 40,
+         41, 42, 44, 45, 46, 47, 49, 50, 52, 53, 54, 56, 57, 58, 60, 61, 63, 64, 65, 66, 67, 68, 69, 70, 71, 73, 75, 76, 77, 78, 79,
+         80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94, 95, 96, 97, 98, 99]
+
+def passport(valid=True):
+    region = rng.choice(OKATO) if valid else rng.choice([0, 2, 6, 9, 13, 16, 21, 23, 31, 39, 43, 48, 51, 55, 59, 62, 72, 74])
+    year = rng.choice([97, 98, 99] + list(range(0, 25))) if valid else rng.randint(40, 90)
+    return f"{region:02d}{year:02d}", f"{rng.randint(0, 999999):06d}"
+
+def account(bik, valid=True):
+    body = rng.choice(["40702810", "40817810", "40802810", "30101810", "42301810"]) + "".join(rng.choice(string.digits) for _ in range(12))
+    digits = [int(c) for c in bik[-3:] + body]
+    weights = [7, 1, 3]
+    # the key is the account's ninth digit (index 8): choose it so that the weighted sum ends in 0
+    for key in range(10):
+        digits[3 + 8] = key
+        if sum(weights[i % 3] * d % 10 for i, d in enumerate(digits)) % 10 == 0:
+            break
+    number = "".join(map(str, digits[3:]))
+    if not valid:
+        number = number[:8] + str((int(number[8]) + rng.randint(1, 9)) % 10) + number[9:]
+    return number
+
 def token(chars, n): return "".join(rng.choice(chars) for _ in range(n))
 
 EN = ["Please charge my card {} for the order.", "My number is {}, call me back.", "Send the refund to {} today.",
@@ -113,6 +136,29 @@ for _ in range(20):
     add("clean", "ru_ogrn", "ru", f"Номер партии {broken(ogrn(13))}.")
     add("pii", "us_ssn", "en", f"SSN on file: {ssn()}.")
     add("clean", "us_ssn", "en", f"Case number {rng.choice(['000', '666', '912'])}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)} was closed.")
+for _ in range(20):
+    series, number = passport()
+    add("pii", "ru_passport", "ru", rng.choice([f"Паспорт {series} {number}, выдан ОВД.", f"серия {series[:2]} {series[2:]} № {number}",
+                                                f"Passport: {series}{number}", f"паспорт гражданина РФ {series} {number}"]))
+    series, number = passport(valid=False)
+    add("clean", "ru_passport", "ru", rng.choice([f"Паспорт {series} {number}", f"Артикул {series[:2]} {series[2:]} {number} на складе."]))
+    while True:   # ungrouped and without the word: not a passport (and not by chance an INN)
+        digits = "".join(passport())
+        w = [2, 4, 10, 3, 5, 9, 4, 6, 8]
+        if sum(a * int(b) for a, b in zip(w, digits)) % 11 % 10 != int(digits[9]):
+            break
+    add("clean", "ru_passport", "ru", f"Накладная {digits} от поставщика.")
+    bik = "04" + "".join(rng.choice(string.digits) for _ in range(7))
+    add("pii", "bank_account", "ru", f"Р/с {account(bik)}, БИК {bik}.")
+    add("pii", "bank_account", "ru", f"Расчётный счёт: {account(bik)}")
+    add("clean", "bank_account", "ru", f"р/с {account(bik, valid=False)} БИК {bik}")
+    add("clean", "bank_account", "ru", f"Трек-номер посылки {''.join(rng.choice(string.digits) for _ in range(20))}.")
+    groups = [f"{rng.randint(0, 65535):x}" for _ in range(8)]
+    add("pii", "ip_address", "en", rng.choice([f"The client connected from {':'.join(groups)}.", f"Ban 2001:db8:{groups[2]}::{groups[7]} now.",
+                                                f"Link-local fe80::{groups[5]}:{groups[6]} on eth0."]))
+    add("clean", "ip_address", "en", rng.choice([f"The meeting is at 12:{rng.randint(10, 59)}:{rng.randint(10, 59)}.",
+                                                 "Use std::vector and a::b in C++.", f"MAC 00:1a:2b:3c:4d:{rng.randint(10, 99)}"]))
+
 for _ in range(20):
     user = token(string.ascii_lowercase, rng.randint(3, 9))
     add("pii", "email", "en", f"Write to {user}.{token(string.ascii_lowercase, 4)}@{rng.choice(['example.com', 'mail.ru', 'corp.example.org'])} please.")

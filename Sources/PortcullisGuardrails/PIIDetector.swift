@@ -1,3 +1,4 @@
+import Foundation
 import PortcullisCore
 
 /// Kinds of personal data and secrets the PII detector finds.
@@ -10,6 +11,8 @@ public enum PIIKind: String, Sendable, CaseIterable {
     case russianINN = "ru_inn"
     case russianSNILS = "ru_snils"
     case russianOGRN = "ru_ogrn"
+    case russianPassport = "ru_passport"
+    case bankAccount = "bank_account"
     case secret
 
     /// Secrets are their own guard category; everything else is PII.
@@ -25,7 +28,9 @@ public struct PIIMatch: Sendable, Equatable {
 
 /// Finds personal identifiers and secrets with validators, not bare patterns: a card number
 /// must pass Luhn, an IBAN mod-97, an INN, SNILS or OGRN its own check digits, an SSN the
-/// issuing rules; numbers that fail their check are left alone.
+/// issuing rules, a Russian passport a region code and form year, a Russian bank account its
+/// check key against a BIK in the same text (or its balance-account and currency structure
+/// next to the word "account"); numbers that fail their check are left alone.
 public enum PIIDetector {
     /// Every identifier in `text`, in order, without overlaps (the first, longest wins).
     public static func find(in text: String) -> [PIIMatch] {
@@ -36,6 +41,7 @@ public enum PIIDetector {
         matches += numbers(bytes)
         matches += ibans(bytes)
         matches += ipv4(bytes)
+        matches += ipv6(bytes)
         matches.sort { ($0.range.lowerBound, -$0.range.count) < ($1.range.lowerBound, -$1.range.count) }
         var kept: [PIIMatch] = []
         for match in matches where kept.last.map({ $0.range.upperBound <= match.range.lowerBound }) ?? true { kept.append(match) }
@@ -76,24 +82,32 @@ public enum PIIDetector {
                     groups[groups.count - 1] += 1
                     cursor += 1
                     end = cursor
+                } else if byte == 0xE2, cursor + 3 < bytes.count, bytes[cursor + 1] == 0x84, bytes[cursor + 2] == 0x96,
+                          groups.count > 1 || digits.count == 4, isDigit(bytes[cursor + 3]) || (bytes[cursor + 3] == UInt8(ascii: " ")
+                            && cursor + 4 < bytes.count && isDigit(bytes[cursor + 4])) {
+                    // "серия 45 08 № 123456": the number sign between a series and its number.
+                    if groups[groups.count - 1] > 0 { groups.append(0) }
+                    cursor += bytes[cursor + 3] == UInt8(ascii: " ") ? 4 : 3
                 } else if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "(") || byte == UInt8(ascii: ")"),
                           cursor + 1 < bytes.count, isDigit(bytes[cursor + 1]) || bytes[cursor + 1] == UInt8(ascii: "(")
-                            || (byte == UInt8(ascii: ")") && bytes[cursor + 1] == UInt8(ascii: " ")) {
+                            || (byte == UInt8(ascii: ")") && bytes[cursor + 1] == UInt8(ascii: " "))
+                            || (byte == UInt8(ascii: " ") && bytes[(cursor + 1)...].starts(with: [0xE2, 0x84, 0x96])) {
                     if groups[groups.count - 1] > 0 { groups.append(0) }
                     cursor += 1
                 } else {
                     break
                 }
-                if digits.count > 19 { break }
+                if digits.count > 20 { break }
             }
-            guard !digits.isEmpty, endsCleanly(bytes, end), digits.count <= 19 else {
+            guard !digits.isEmpty, endsCleanly(bytes, end), digits.count <= 20 else {
                 index = max(cursor, index + 1)
                 continue
             }
             let range = index..<end
             // A dot right after the run makes it part of a version, date or address: not an identifier.
             let dotted = end < bytes.count && bytes[end] == UInt8(ascii: ".") && end + 1 < bytes.count && isDigit(bytes[end + 1])
-            if !dotted, let kind = classify(digits: digits, plus: plus, groups: groups.filter { $0 > 0 }, text: bytes[range]) {
+            if !dotted, let kind = classify(digits: digits, plus: plus, groups: groups.filter { $0 > 0 }, text: bytes[range],
+                                            context: Context(bytes: bytes, start: index)) {
                 matches.append(PIIMatch(kind: kind.0, range: range, check: kind.1))
             }
             index = max(end, index + 1)
@@ -101,8 +115,43 @@ public enum PIIDetector {
         return matches
     }
 
-    static func classify(digits: [UInt8], plus: Bool, groups: [Int], text: ArraySlice<UInt8>) -> (PIIKind, String)? {
+    /// The text around a number, for the kinds that have no check digits of their own.
+    struct Context {
+        let bytes: [UInt8]
+        let start: Int
+
+        /// Whether one of `words` (lower-case) ends within 64 bytes before the number.
+        func preceded(by words: [[UInt8]]) -> Bool {
+            let window = bytes[max(0, start - 64)..<start].map { isUpper($0) ? $0 + 0x20 : $0 }
+            let lowered = lowercasedCyrillic(window)
+            return words.contains { word in lowered.count >= word.count && (0...(lowered.count - word.count)).contains { lowered[$0..<($0 + word.count)].elementsEqual(word) } }
+        }
+
+        /// Cyrillic capitals (U+0410–U+042F, two bytes) lowered, so that "Паспорт" reads "паспорт".
+        private func lowercasedCyrillic(_ bytes: [UInt8]) -> [UInt8] {
+            var out = bytes
+            var index = 0
+            while index + 1 < out.count {
+                if out[index] == 0xD0, (0x90...0xAF).contains(out[index + 1]) {
+                    if out[index + 1] < 0xA0 { out[index + 1] += 0x20 } else { out[index] = 0xD1; out[index + 1] -= 0x20 }
+                    index += 2
+                } else {
+                    index += 1
+                }
+            }
+            return out
+        }
+    }
+
+    static let passportWords = ["паспорт", "серия", "серии", "passport"].map { Array($0.utf8) }
+    static let accountWords = ["р/с", "р/сч", "расчётный счёт", "расчетный счет", "счёт", "счет", "счета", "account", "acct"].map { Array($0.utf8) }
+
+    static func classify(digits: [UInt8], plus: Bool, groups: [Int], text: ArraySlice<UInt8>, context: Context) -> (PIIKind, String)? {
         let count = digits.count
+        if count == 20 {
+            if let check = bankAccount(digits, in: context) { return (.bankAccount, check) }
+            return nil
+        }
         // Written in groups of four, a number is read as a card or not at all.
         let cardShaped = groups.count >= 3 && groups.dropLast().allSatisfy { $0 == 4 } && (1...4).contains(groups.last ?? 0)
         if (12...19).contains(count), luhn(digits), cardPrefix(digits) { return (.paymentCard, "Luhn") }
@@ -114,9 +163,81 @@ public enum PIIDetector {
         if plus, (8...15).contains(count) { return (.phone, "E.164") }
         if count == 9, ssn(digits), text.contains(UInt8(ascii: "-")) { return (.usSSN, "SSN issuing rules") }
         if count == 11, snils(digits) { return (.russianSNILS, "SNILS check number") }
-        if count == 10 || count == 12, inn(digits) { return (.russianINN, "INN check digits") }
+        if count == 10 || count == 12, groups != [2, 2, 6], inn(digits) { return (.russianINN, "INN check digits") }
         if count == 13 || count == 15, ogrn(digits) { return (.russianOGRN, "OGRN check digit") }
+        // A passport has no check digit: its shape (series 2+2 or 4, number 6), a real region
+        // code and form year, and for an ungrouped number the word nearby.
+        if count == 10, russianPassportSeries(digits),
+           groups == [2, 2, 6] || (groups == [4, 6] || groups == [10]) && context.preceded(by: passportWords) {
+            return (.russianPassport, "passport series region and year")
+        }
         return nil
+    }
+
+    /// First-level OKATO region codes, the first two digits of a passport series.
+    static let okatoRegions: Set<Int> = [1, 3, 4, 5, 7, 8, 10, 11, 12, 14, 15, 17, 18, 19, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 33, 34, 35,
+                                         36, 37, 38, 40, 41, 42, 44, 45, 46, 47, 49, 50, 52, 53, 54, 56, 57, 58, 60, 61, 63, 64, 65, 66, 67,
+                                         68, 69, 70, 71, 73, 75, 76, 77, 78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 88, 89, 90, 91, 92, 93, 94,
+                                         95, 96, 97, 98, 99]
+
+    /// A Russian passport series: a region code, then the two-digit year the form was printed
+    /// (the current forms date from 1997).
+    public static func russianPassportSeries(_ digits: [UInt8]) -> Bool {
+        guard digits.count >= 4 else { return false }
+        let region = Int(digits[0]) * 10 + Int(digits[1])
+        let year = Int(digits[2]) * 10 + Int(digits[3])
+        return okatoRegions.contains(region) && (year >= 97 || year <= currentYearInCentury)
+    }
+
+    static let currentYearInCentury: Int = {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        return Int(parts.tm_year) % 100
+    }()
+
+    /// A Russian bank account (20 digits): when the text carries a BIK (nine digits starting
+    /// with 04), the check key against it — the BIK's last three digits, then the account,
+    /// weighed 7-1-3, sum divisible by 10; without a BIK, a balance account of the first-order
+    /// lists, a currency code and the word "account" just before it.
+    static func bankAccount(_ digits: [UInt8], in context: Context) -> String? {
+        guard digits.count == 20 else { return nil }
+        let biks = biks(context.bytes)
+        if !biks.isEmpty {
+            return biks.contains { accountKey(digits, bik: $0) } ? "account check key with BIK" : nil
+        }
+        let balance = digits[0..<5].reduce(0) { $0 * 10 + Int($1) }
+        let currency = digits[5..<8].reduce(0) { $0 * 10 + Int($1) }
+        let balanceLists = (30101...30233).contains(balance) || (40101...40823).contains(balance) || (42001...42614).contains(balance)
+            || (45201...45509).contains(balance)
+        if balanceLists, [810, 643, 840, 978, 156, 826, 756, 398, 933].contains(currency), context.preceded(by: accountWords) {
+            return "balance account, currency and the word account"
+        }
+        return nil
+    }
+
+    public static func accountKey(_ account: [UInt8], bik: [UInt8]) -> Bool {
+        guard account.count == 20, bik.count == 9 else { return false }
+        let weights = [7, 1, 3]
+        let digits = Array(bik[6..<9]) + account
+        let sum = digits.enumerated().reduce(0) { $0 + weights[$1.offset % 3] * Int($1.element) % 10 }
+        return sum % 10 == 0
+    }
+
+    /// Nine-digit runs starting with 04 (BIKs of Russian banks), as digits.
+    static func biks(_ bytes: [UInt8]) -> [[UInt8]] {
+        var found: [[UInt8]] = []
+        var index = 0
+        while index + 9 <= bytes.count {
+            if bytes[index] == 0x30, bytes[index + 1] == 0x34, startsCleanly(bytes, index), endsCleanly(bytes, index + 9),
+               bytes[index..<(index + 9)].allSatisfy(isDigit) {
+                found.append(bytes[index..<(index + 9)].map { $0 - 0x30 })
+                index += 9
+            } else {
+                index += 1
+            }
+        }
+        return found
     }
 
     /// The Luhn check (payment cards).
@@ -300,6 +421,41 @@ public enum PIIDetector {
             if parts.count == 4, endsCleanly(bytes, end), parts.allSatisfy({ !$0.isEmpty && $0.count <= 3 && (Int($0) ?? 256) <= 255 }),
                IPAddress(candidate) != nil {
                 matches.append(PIIMatch(kind: .ipAddress, range: index..<end, check: "dotted quad"))
+            }
+            index = max(end, index + 1)
+        }
+        return matches
+    }
+
+    // MARK: IPv6
+
+    /// Hex groups joined by colons: the full eight groups, or a `::` compression with a digit
+    /// in it ("fe80::1"; not "std::map" or "a::b"), that parse as an IPv6 address.
+    static func ipv6(_ bytes: [UInt8]) -> [PIIMatch] {
+        var matches: [PIIMatch] = []
+        func isHex(_ byte: UInt8) -> Bool { isDigit(byte) || (0x61...0x66).contains(byte) || (0x41...0x46).contains(byte) }
+        var index = 0
+        while index < bytes.count {
+            guard isHex(bytes[index]) || bytes[index] == UInt8(ascii: ":"), startsCleanly(bytes, index),
+                  index == 0 || bytes[index - 1] != UInt8(ascii: ":") else {
+                index += 1
+                continue
+            }
+            var end = index
+            var colons = 0
+            while end < bytes.count, isHex(bytes[end]) || bytes[end] == UInt8(ascii: ":") || bytes[end] == UInt8(ascii: ".") {
+                if bytes[end] == UInt8(ascii: ":") { colons += 1 }
+                end += 1
+            }
+            while end > index, bytes[end - 1] == UInt8(ascii: ".") || (bytes[end - 1] == UInt8(ascii: ":") && !(end - 2 >= index && bytes[end - 2] == UInt8(ascii: ":"))) {
+                if bytes[end - 1] == UInt8(ascii: ":") { colons -= 1 }
+                end -= 1
+            }
+            let candidate = bytes[index..<end]
+            let compressed = candidate.indices.dropLast().contains { candidate[$0] == UInt8(ascii: ":") && candidate[$0 + 1] == UInt8(ascii: ":") }
+            if colons >= 2, endsCleanly(bytes, end), colons == 7 || (compressed && candidate.contains(where: isDigit) && candidate.count >= 3),
+               IPAddress(String(decoding: candidate, as: UTF8.self)) != nil {
+                matches.append(PIIMatch(kind: .ipAddress, range: index..<end, check: "IPv6 address"))
             }
             index = max(end, index + 1)
         }
