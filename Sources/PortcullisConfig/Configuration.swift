@@ -257,8 +257,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
             /// What the `pii` guard's findings do: mask, remove, hash (keyed pseudonym), tokenize (restored in the
             /// answer), block or flag. Default mask.
             public var pii: String = "mask"
-            /// Output guards by name (pii, system_prompt_leak, moderation). Default none.
+            /// Output guards by name (pii, system_prompt_leak, moderation, format). Default none.
             public var output: [String] = []
+            /// Whether an answer failing the `format` guard (not the JSON its request's
+            /// `response_format` asked for) is asked for once more before it is withheld. Default true.
+            public var formatRetry: Bool = true
             /// What the output `pii` guard does: mask, remove, block or flag. Default mask.
             public var outputPII: String = "mask"
             /// Bytes of a streamed answer held back for inspection. Default 64.

@@ -311,7 +311,7 @@ public enum ConfigurationLoader {
     /// Input guards that exist, for validating policies.
     static let inputGuardNames: Set<String> = ["validation", "injection_rules", "injection_classifier", "pii", "moderation"]
     /// Output guards that exist.
-    static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation"]
+    static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation", "format"]
 
     private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
         guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key"]) else { return }
@@ -343,7 +343,7 @@ public enum ConfigurationLoader {
         policy.name = name
         guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
                                                  "max_messages", "max_message_characters", "pii", "output", "output_pii",
-                                                 "stream_hold_back", "canary", "system_prompt", "spotlight"]) else { return policy }
+                                                 "stream_hold_back", "canary", "system_prompt", "spotlight", "format_retry"]) else { return policy }
         if let pii = reader.string("pii") {
             if ["mask", "remove", "hash", "tokenize", "block", "flag"].contains(pii) { policy.pii = pii } else {
                 reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")
@@ -389,6 +389,7 @@ public enum ConfigurationLoader {
         }
         policy.streamHoldBack = reader.integer("stream_hold_back", in: 16...65_536) ?? policy.streamHoldBack
         policy.canary = reader.bool("canary") ?? policy.canary
+        policy.formatRetry = reader.bool("format_retry") ?? policy.formatRetry
         if policy.canary && !policy.output.contains("system_prompt_leak") {
             reader.issue("canary", "a canary is only checked by the system_prompt_leak output guard: add it to output")
         }

@@ -77,26 +77,73 @@ public struct NormalizedText: Sendable, Equatable {
         private var hasLeet = false
 
         mutating func run(_ text: String) {
-            lowered.reserveCapacity(text.utf8.count)
+            lowered.reserveCapacity(text.utf8.count + 16)
             words.reserveCapacity(text.utf8.count / 5)
-            for scalar in text.unicodeScalars {
-                switch scalar.value {
-                case 0x200B...0x200D, 0x2060...0x2064, 0xFEFF, 0x00AD, 0x180E, 0x034F:
-                    invisible += 1
-                    continue
-                case 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C:
-                    bidi += 1
-                    continue
-                default:
-                    break
-                }
-                if let lower = NormalizedText.fastLowercase(scalar.value) {
-                    take(lower)
-                } else {
-                    for mapped in scalar.properties.lowercaseMapping.unicodeScalars { take(mapped.value) }
+            // ASCII bytes (most of most prompts) are taken straight from the UTF-8; anything else
+            // as a scalar.
+            var text = text
+            text.withUTF8 { utf8 in
+                var index = 0
+                while index < utf8.count {
+                    let byte = utf8[index]
+                    guard byte >= 0x80 else {
+                        takeASCII(byte)
+                        index += 1
+                        continue
+                    }
+                    // A String's UTF-8 is valid: the lead byte says how many continuation bytes follow.
+                    var value: UInt32
+                    var length: Int
+                    switch byte {
+                    case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
+                    case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
+                    default: (value, length) = (UInt32(byte & 0x07), 4)
+                    }
+                    for offset in 1..<length { value = value << 6 | UInt32(utf8[index + offset] & 0x3F) }
+                    takeScalar(value)
+                    index += length
                 }
             }
             finishWord()
+        }
+
+        /// An ASCII byte: lower-cased, cut into words as `take` does.
+        @inline(__always)
+        private mutating func takeASCII(_ byte: UInt8) {
+            let lower = byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte
+            switch lower {
+            case 0x61...0x7A:
+                if wordStart < 0 { wordStart = lowered.count }
+                hasLetter = true
+                latin = true
+            case 0x30...0x39, 0x40, 0x24:
+                if wordStart < 0 { wordStart = lowered.count }
+                hasLeet = true
+            case 0x27:
+                if wordStart < 0 { wordStart = lowered.count }
+            default:
+                if wordStart >= 0 { finishWord() }
+            }
+            lowered.append(lower)
+        }
+
+        /// A scalar beyond ASCII: invisible and bidi controls dropped and counted, the rest lower-cased.
+        private mutating func takeScalar(_ value: UInt32) {
+            switch value {
+            case 0x200B...0x200D, 0x2060...0x2064, 0xFEFF, 0x00AD, 0x180E, 0x034F:
+                invisible += 1
+                return
+            case 0x202A...0x202E, 0x2066...0x2069, 0x200E, 0x200F, 0x061C:
+                bidi += 1
+                return
+            default:
+                break
+            }
+            if let lower = NormalizedText.fastLowercase(value) {
+                take(lower)
+            } else if let scalar = Unicode.Scalar(value) {
+                for mapped in scalar.properties.lowercaseMapping.unicodeScalars { take(mapped.value) }
+            }
         }
 
         /// `lowered` followed by the folded words' bytes (spans into folds are shifted past `lowered`).

@@ -16,7 +16,8 @@ public struct OutputContext: Sendable {
 /// The output side of a policy: which guards read answers and what they do.
 public struct OutputPolicy: Sendable {
     /// Output guards by name: `pii` (personal data and secrets leaking), `system_prompt_leak`
-    /// (the canary, or a verbatim run of the system prompt), `moderation` (toxic answers).
+    /// (the canary, or a verbatim run of the system prompt), `moderation` (toxic answers),
+    /// `format` (a whole answer is the JSON its request's `response_format` asked for).
     public var guards: [String]
     /// What is done with personal data and secrets found in answers (`mask`, `remove`, `block`
     /// or `flag`; the reversible actions make no sense for answers and mask instead).
@@ -27,14 +28,18 @@ public struct OutputPolicy: Sendable {
     public var holdBack: Int
     /// Whether a canary token is planted in the system prompt.
     public var canary: Bool
+    /// Whether an answer failing the `format` guard is asked for once more.
+    public var formatRetry: Bool
 
     public static let maximumHeldRun = 16_384
 
-    public init(guards: [String] = [], personalData: PersonalDataAction = .mask, holdBack: Int = 64, canary: Bool = false) {
+    public init(guards: [String] = [], personalData: PersonalDataAction = .mask, holdBack: Int = 64, canary: Bool = false,
+                formatRetry: Bool = true) {
         self.guards = guards
         self.personalData = personalData
         self.holdBack = max(16, holdBack)
         self.canary = canary
+        self.formatRetry = formatRetry
     }
 
     public var isEmpty: Bool { guards.isEmpty }

@@ -24,6 +24,8 @@ public struct MockBehaviour: Sendable, Equatable {
     public var failAfterEvents: Int?
     /// Fixed reply text; default echoes the last user message.
     public var reply: String?
+    /// Replies for the next requests, one each, in order; then `reply` again.
+    public var replies: [String] = []
     /// When set, the model answers with a call to this tool.
     public var toolName: String?
     /// Arguments of that tool call (a JSON text).
@@ -42,7 +44,7 @@ public struct MockBehaviour: Sendable, Equatable {
         let reader = FieldReader(object)
         let known: Set<String> = ["latency_ms", "ttft_ms", "tokens_per_second", "error_rate", "fail_next", "error_status",
                                   "retry_after", "hang", "reset", "fail_after_events", "reply", "tool_name", "tool_arguments",
-                                  "prompt_tokens", "chunk_chars", "echo_system", "reset_all"]
+                                  "prompt_tokens", "chunk_chars", "echo_system", "replies", "reset_all"]
         if let unknown = object.keys.first(where: { !known.contains($0) }) {
             throw .invalidParameter(unknown, "unknown mock setting '\(unknown)'")
         }
@@ -58,6 +60,12 @@ public struct MockBehaviour: Sendable, Equatable {
         if let value = try reader.bool("reset") { resetConnection = value }
         if object["fail_after_events"] != nil { failAfterEvents = try reader.integer("fail_after_events", in: 0...1_000_000).map(Int.init) }
         if object["reply"] != nil { reply = try reader.string("reply") }
+        if let list = object["replies"] {
+            guard let items = list.arrayValue, items.allSatisfy({ $0.stringValue != nil }) else {
+                throw .invalidParameter("replies", "replies must be a list of strings")
+            }
+            replies = items.compactMap(\.stringValue)
+        }
         if object["tool_name"] != nil { toolName = try reader.string("tool_name") }
         if let value = try reader.string("tool_arguments") { toolArguments = value }
         if let value = try reader.bool("echo_system") { echoSystem = value }

@@ -45,13 +45,18 @@ public final class MockUpstream: Sendable {
             if state.requests.count > 10_000 { state.requests.removeFirst(state.requests.count - 10_000) }
             state.counter += 1
             var inject = false
+            var behaviour = state.behaviour
+            if !state.behaviour.replies.isEmpty {
+                behaviour.reply = state.behaviour.replies.removeFirst()
+                behaviour.replies = []
+            }
             if state.behaviour.failNext > 0 {
                 state.behaviour.failNext -= 1
                 inject = true
             } else if state.behaviour.errorRate > 0, Double.random(in: 0..<1) < state.behaviour.errorRate {
                 inject = true
             }
-            return (state.behaviour, inject, state.counter)
+            return (behaviour, inject, state.counter)
         }
     }
 

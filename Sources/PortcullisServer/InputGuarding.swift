@@ -39,7 +39,8 @@ public struct InputGuarding: Sendable {
                                      keys: Set(settings.keys), inputGuards: settings.input, actions: actions,
                                      personalData: PersonalDataAction(rawValue: settings.pii) ?? .mask,
                                      output: OutputPolicy(guards: settings.output, personalData: PersonalDataAction(rawValue: settings.outputPII) ?? .mask,
-                                                          holdBack: settings.streamHoldBack, canary: settings.canary),
+                                                          holdBack: settings.streamHoldBack, canary: settings.canary,
+                                                          formatRetry: settings.formatRetry),
                                      enforcedSystemPrompt: settings.systemPrompt,
                                      spotlight: settings.spotlight.flatMap(Spotlighting.Mode.init(rawValue:)).map { mode in
                                          Spotlighting(mode: mode, roles: Set(settings.spotlightRoles.compactMap(ChatRole.init(rawValue:))),

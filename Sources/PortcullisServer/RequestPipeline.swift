@@ -152,9 +152,14 @@ public struct RequestPipeline: Sendable {
                 try await deployment.adapter.chat(chat, target: deployment.target, context: upstream)                   // 11. provider
             }
             var blockedCategory: GuardCategory?
+            if let inspector = guarded?.output, let guarding, inspector.policy.output.guards.contains("format") {         // 14. format
+                (routed, blockedCategory) = try await enforceFormat(routed, request: chat, inspector: inspector, guarding: guarding,
+                                                                    context: context, upstream: upstream)
+            }
             if let inspector = guarded?.output, let guarding {                                                             // 14. guard out
-                (routed.value, blockedCategory) = guarding.review(routed.value, inspector: inspector, principal: context.principal,
-                                                                  requestID: context.requestID)
+                let reviewed = guarding.review(routed.value, inspector: inspector, principal: context.principal, requestID: context.requestID)
+                routed.value = reviewed.completion
+                blockedCategory = reviewed.blocked ?? blockedCategory
             }
             if let vault = guarded?.vault { routed.value = vault.restore(routed.value) }                                 // 12. restore placeholders
             var characters = 0
@@ -175,6 +180,55 @@ public struct RequestPipeline: Sendable {
             await grant?.release()
             throw error
         }
+    }
+
+    /// Stage 14 for the answer's shape: when the request's `response_format` asks for JSON (or
+    /// JSON valid against a schema), each choice is checked; a failing answer is asked for once
+    /// more (the policy's `format_retry`) with the problem named, and withheld
+    /// (`finish_reason: content_filter`) if it still fails. Both calls are settled.
+    private func enforceFormat(_ routed: Routed<ChatCompletion>, request: ChatRequest, inspector: OutputInspector, guarding: InputGuarding,
+                               context: GatewayRequestContext, upstream: UpstreamContext) async throws
+        -> (Routed<ChatCompletion>, GuardCategory?) {
+        func problems(_ completion: ChatCompletion) -> [(index: Int, problem: String)] {
+            completion.choices.indices.compactMap { index in
+                let message = completion.choices[index].message
+                guard message.toolCalls.isEmpty else { return nil }   // a tool call is not the answer
+                return FormatCheck.problem(in: message.content?.text ?? "", format: request.responseFormat).map { (index, $0) }
+            }
+        }
+        func finding(_ problem: String) -> GuardFinding {
+            GuardFinding(guardName: "format", category: .format, risk: .medium, score: 1, reason: problem)
+        }
+        var routed = routed
+        var failing = problems(routed.value)
+        guard let first = failing.first else { return (routed, nil) }
+        let policy = inspector.policy.name
+        if inspector.policy.output.formatRetry {
+            guarding.events.record(findings: [(finding(first.problem), .flag)], policy: policy, model: request.model,
+                                   principal: context.principal, requestID: context.requestID)
+            var retry = request
+            retry.messages.append(ChatMessage(role: .assistant, content: .text(routed.value.choices[first.index].message.content?.text ?? "")))
+            retry.messages.append(ChatMessage(role: .user, content: .text(
+                "Your previous reply was not accepted: \(first.problem). Reply again with only the JSON that was asked for: no other text, no code fences.")))
+            let previousUsage = routed.value.usage
+            routed = try await router.execute(model: retry.model, logger: context.logger) { deployment in
+                try await deployment.adapter.chat(retry, target: deployment.target, context: upstream)
+            }
+            if let earlier = previousUsage {
+                let later = routed.value.usage ?? Usage(promptTokens: 0, completionTokens: 0)
+                routed.value.usage = Usage(promptTokens: earlier.promptTokens + later.promptTokens,
+                                           completionTokens: earlier.completionTokens + later.completionTokens, details: later.details)
+            }
+            failing = problems(routed.value)
+        }
+        guard !failing.isEmpty else { return (routed, nil) }
+        for (index, _) in failing {
+            routed.value.choices[index].message.content = nil
+            routed.value.choices[index].finishReason = .contentFilter
+        }
+        guarding.events.record(findings: failing.map { (finding($0.problem), .block) }, policy: policy, model: request.model,
+                               principal: context.principal, requestID: context.requestID)
+        return (routed, .format)
     }
 
     /// Stage 13 for a passed-through JSON answer: settle at the usage it reports, then respond.

@@ -417,6 +417,58 @@ struct GatewayGuardrailTests {
         }
     }
 
+    @Test("format: an answer that is not the JSON response_format asked for is asked for once more, then withheld")
+    func formatThroughTheGateway() async throws {
+        try await withMockUpstream { mock, port in
+            let yaml = """
+                routing: { health_check: { interval_seconds: 0 } }
+                models:
+                \(openAIModel("json", port: port))
+                \(openAIModel("strict", port: port))
+                guardrails:
+                  default: { input: [validation], output: [format] }
+                  policies:
+                    - { name: no-retry, models: [strict], input: [validation], output: [format], format_retry: false }
+                """
+            let schema = #"{"type":"json_schema","json_schema":{"name":"city","strict":true,"schema":{"type":"object","properties":{"city":{"type":"string"},"population":{"type":"integer","minimum":0}},"required":["city","population"],"additionalProperties":false}}}"#
+            @Sendable func ask(_ model: String) -> String {
+                #"{"model":"\#(model)","response_format":\#(schema),"messages":[{"role":"user","content":"largest city in France?"}]}"#
+            }
+            try await withGateway(yaml: yaml) { gateway in
+                // First answer in a code fence, the second one right: the client sees the second; both are paid for.
+                try await configureMock(port: port, #"{"replies":["```json\n{\"city\":\"Paris\"}\n```","{\"city\":\"Paris\",\"population\":2102650}"]}"#)
+                let fixed = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: ask("json"))
+                let message = fixed.json?.objectValue?["choices"]?.arrayValue?.first?.objectValue?["message"]?.objectValue
+                #expect(fixed.status == 200 && message?["content"]?.stringValue == #"{"city":"Paris","population":2102650}"#, "\(fixed.body)")
+                let sent = try await mockRequests(port: port)
+                let retry = sent.last?["body"]?.objectValue?["messages"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                #expect(retry.count == 3 && retry[1]["role"]?.stringValue == "assistant", "the bad answer goes back with the request")
+                #expect(retry.last?["content"]?.stringValue?.contains("code fence") == true, "\(retry)")
+                let usage = fixed.json?.objectValue?["usage"]?.objectValue
+                #expect((usage?["prompt_tokens"]?.integerValue ?? 0) > Int64(sent.count), "the usage of both calls is reported")
+
+                // Wrong twice: withheld, with the category; a missing property is named by its path.
+                try await configureMock(port: port, #"{"replies":["{\"city\":\"Paris\"}","{\"city\":\"Paris\",\"population\":-1}"]}"#)
+                let refused = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: ask("json"))
+                let choice = refused.json?.objectValue?["choices"]?.arrayValue?.first?.objectValue
+                #expect(choice?["finish_reason"]?.stringValue == "content_filter" && choice?["message"]?.objectValue?["content"]?.stringValue == nil,
+                        "\(refused.body)")
+                #expect(refused.headers["x-portcullis-guard-category"] == "format")
+                let lastRetry = try await mockRequests(port: port).last?["body"]?.objectValue?["messages"]?.arrayValue?.last?.objectValue
+                #expect(lastRetry?["content"]?.stringValue?.contains("missing required property \"population\"") == true, "\(String(describing: lastRetry))")
+
+                // Without retry: one call, withheld at once. A request without response_format is not checked.
+                let before = try await mockRequests(port: port).count
+                try await configureMock(port: port, #"{"replies":["not json"]}"#)
+                let strict = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: ask("strict"))
+                #expect(strict.headers["x-portcullis-guard-category"] == "format")
+                #expect(try await mockRequests(port: port).count == before + 1)
+                let plain = try await gateway.chat(key: nil, model: "json", text: "hello")
+                #expect(plain.status == 200 && plain.headers["x-portcullis-guard-category"] == nil)
+            }
+        }
+    }
+
     @Test("an unknown guard or action in a policy is a configuration error naming the key")
     func configuration() {
         let bad = """
@@ -433,6 +485,49 @@ struct GatewayGuardrailTests {
             let text = "\(error)"
             return text.contains("guardrails.policies[0].input") && text.contains("telepathy") && text.contains("actions.high")
         }
+    }
+}
+
+@Suite("Response format validation")
+struct FormatCheckTests {
+    func problem(_ text: String, _ schema: String) throws -> String? {
+        let value = try JSONParser.parse(schema)
+        return FormatCheck.problem(in: text, format: .jsonSchema(name: "t", schema: value, original: JSONObject()))
+    }
+
+    @Test("json_object needs a bare JSON object; json_schema checks types, required, extra properties, enums, bounds, $ref and combinators")
+    func schemaKeywords() throws {
+        #expect(FormatCheck.problem(in: #" {"a":1} "#, format: .jsonObject) == nil)
+        #expect(FormatCheck.problem(in: "[1,2]", format: .jsonObject) == "the answer is JSON but not an object")
+        #expect(FormatCheck.problem(in: "Sure! {\"a\":1}", format: .jsonObject)?.contains("not valid JSON") == true)
+        #expect(FormatCheck.problem(in: "anything", format: .text) == nil && FormatCheck.problem(in: "anything", format: nil) == nil)
+        let person = ##"""
+            {"type":"object","properties":{"name":{"type":"string","minLength":1},"age":{"type":"integer","minimum":0,"maximum":150},
+             "role":{"enum":["admin","user"]},"tags":{"type":"array","items":{"type":"string"},"maxItems":2},
+             "address":{"$ref":"#/$defs/address"},"email":{"type":"string","format":"email"},"nick":{"type":["string","null"]}},
+             "required":["name","age"],"additionalProperties":false,
+             "$defs":{"address":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}
+            """##
+        #expect(try problem(#"{"name":"Ann","age":30,"role":"admin","tags":["a"],"address":{"city":"Oslo"},"email":"ann@example.com","nick":null}"#, person) == nil)
+        #expect(try problem(#"{"name":"Ann"}"#, person) == #"$: missing required property "age""#)
+        #expect(try problem(#"{"name":"Ann","age":30.5}"#, person) == "$.age: expected integer, found number")
+        #expect(try problem(#"{"name":"Ann","age":30.0}"#, person) == nil, "30.0 is an integer in JSON Schema")
+        #expect(try problem(#"{"name":"Ann","age":200}"#, person) == "$.age: above the maximum")
+        #expect(try problem(#"{"name":"Ann","age":3,"role":"root"}"#, person) == "$.role: not one of the allowed values")
+        #expect(try problem(#"{"name":"Ann","age":3,"extra":1}"#, person) == #"$: property "extra" is not allowed"#)
+        #expect(try problem(#"{"name":"Ann","age":3,"tags":["a","b","c"]}"#, person) == "$.tags: more than 2 items")
+        #expect(try problem(#"{"name":"Ann","age":3,"tags":["a",1]}"#, person) == "$.tags[1]: expected string, found integer")
+        #expect(try problem(#"{"name":"Ann","age":3,"address":{}}"#, person) == #"$.address: missing required property "city""#)
+        #expect(try problem(#"{"name":"Ann","age":3,"email":"not-mail"}"#, person) == "$.email: not a valid email")
+        #expect(try problem(#"{"name":"","age":3}"#, person) == "$.name: shorter than 1 characters")
+        let choice = #"{"anyOf":[{"type":"string","pattern":"^[A-Z]{3}$"},{"type":"integer"}]}"#
+        #expect(try problem(#""EUR""#, choice) == nil && problem("42", choice) == nil)
+        #expect(try problem(#""euro""#, choice) == "$: matches none of anyOf")
+        let one = #"{"oneOf":[{"type":"integer"},{"type":"number"}]}"#
+        #expect(try problem("1.5", one) == nil)
+        #expect(try problem("1", one) == "$: matches 2 of oneOf, not exactly one")
+        #expect(try problem("1", ##"{"$ref":"#/$defs/missing"}"##)?.contains("does not resolve") == true)
+        #expect(try problem("1", ##"{"$ref":"#"}"##)?.contains("too deeply") == true, "a cyclic schema is reported, not followed forever")
     }
 }
 
