@@ -289,6 +289,29 @@ public struct GatewayConfiguration: Sendable, Equatable {
         /// Key of keyed-hash pseudonyms (`pii: hash`), 32+ bytes; the same on every replica.
         public var pseudonymKey: String?
 
+        /// A guard that asks a service: the LLM judge (a model group of this gateway, asked
+        /// through its own routing) or OpenAI's moderations endpoint.
+        public struct Remote: Sendable, Equatable {
+            /// The judge's model group; the moderation model (default omni-moderation-latest).
+            public var model: String?
+            /// Moderations: the API base (default https://api.openai.com).
+            public var apiBase: String?
+            public var apiKey: String?
+            /// Default 3000.
+            public var timeoutMilliseconds = 3000
+            /// What a failure or a late answer does: false (default) records it and lets the request on; true blocks.
+            public var failClosed = false
+            /// Asked only when a cheaper tier found something without blocking (default true), or on every request.
+            public var onlyWhenUncertain = true
+
+            public init() {}
+        }
+
+        /// `llm_judge`: the judge tier's settings (needed when a policy lists it).
+        public var llmJudge: Remote?
+        /// `openai_moderation`: the moderations adapter's settings (needed when a policy lists it).
+        public var openAIModeration: Remote?
+
         public init() {}
     }
 

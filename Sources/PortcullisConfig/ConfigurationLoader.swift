@@ -309,12 +309,15 @@ public enum ConfigurationLoader {
     }
 
     /// Input guards that exist, for validating policies.
-    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "injection_classifier", "pii", "moderation"]
+    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "injection_classifier", "pii", "moderation", "llm_judge",
+                                                "openai_moderation"]
     /// Output guards that exist.
     static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation", "format"]
 
     private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
-        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key"]) else { return }
+        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key", "llm_judge", "openai_moderation"]) else { return }
+        guardrails.llmJudge = reader.child("llm_judge").map { decodeRemoteGuard($0, needsModel: true) }
+        guardrails.openAIModeration = reader.child("openai_moderation").map { decodeRemoteGuard($0, needsModel: false) }
         guardrails.enabled = reader.bool("enabled") ?? guardrails.enabled
         guardrails.pseudonymKey = reader.string("pseudonym_key")
         if let base = reader.child("default") {
@@ -331,10 +334,42 @@ public enum ConfigurationLoader {
                 guardrails.policies.append(decodeGuardPolicy(element, name: name, base: guardrails.defaultPolicy))
             }
         }
+        let all = [guardrails.defaultPolicy] + guardrails.policies
+        if guardrails.llmJudge == nil, all.contains(where: { $0.input.contains("llm_judge") }) {
+            reader.issue("llm_judge", "a policy lists the llm_judge guard: configure guardrails.llm_judge with the judge's model")
+        }
+        if guardrails.openAIModeration == nil, all.contains(where: { $0.input.contains("openai_moderation") }) {
+            reader.issue("openai_moderation", "a policy lists the openai_moderation guard: configure guardrails.openai_moderation")
+        }
         let hashing = ([guardrails.defaultPolicy] + guardrails.policies).contains { $0.pii == "hash" && $0.input.contains("pii") }
         if hashing && (guardrails.pseudonymKey?.utf8.count ?? 0) < 32 {
             reader.issue("pseudonym_key", "a policy hashes personal data (pii: hash): set a pseudonym_key of 32 or more bytes")
         }
+    }
+
+    private static func decodeRemoteGuard(_ reader: NodeReader, needsModel: Bool) -> GatewayConfiguration.Guardrails.Remote {
+        var remote = GatewayConfiguration.Guardrails.Remote()
+        guard reader.expectMapping(allowedKeys: ["model", "api_base", "api_key", "timeout_ms", "on_error", "when"]) else { return remote }
+        remote.model = reader.string("model")
+        if needsModel && remote.model == nil { reader.issue("model", "the judge needs a model (a model group of this gateway)") }
+        remote.apiBase = reader.string("api_base")
+        remote.apiKey = reader.string("api_key")
+        remote.timeoutMilliseconds = reader.integer("timeout_ms", in: 10...120_000) ?? remote.timeoutMilliseconds
+        if let onError = reader.string("on_error") {
+            switch onError {
+            case "allow": remote.failClosed = false
+            case "block": remote.failClosed = true
+            default: reader.issue("on_error", "must be allow (fail open) or block (fail closed); got '\(onError)'")
+            }
+        }
+        if let when = reader.string("when") {
+            switch when {
+            case "uncertain": remote.onlyWhenUncertain = true
+            case "always": remote.onlyWhenUncertain = false
+            default: reader.issue("when", "must be uncertain or always; got '\(when)'")
+            }
+        }
+        return remote
     }
 
     private static func decodeGuardPolicy(_ reader: NodeReader, name: String,

@@ -158,6 +158,13 @@ public protocol InputGuard: Sendable {
     var tier: GuardTier { get }
     /// Findings on `input` (empty: nothing to say).
     func inspect(_ input: GuardInput) async -> [GuardFinding]
+    /// Whether the cascade asks this guard only when an earlier tier found something it did
+    /// not block (the costly tiers). Default false.
+    var onlyWhenUncertain: Bool { get }
+}
+
+extension InputGuard {
+    public var onlyWhenUncertain: Bool { false }
 }
 
 /// Cascade tiers, cheapest first.

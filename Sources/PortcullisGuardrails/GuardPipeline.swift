@@ -81,7 +81,8 @@ public struct GuardOutcome: Sendable {
 }
 
 /// Runs guards as a cascade: cheaper tiers first; once a tier's findings block, costlier
-/// tiers are not asked.
+/// tiers are not asked, and those that only settle doubts are asked only when an earlier tier
+/// found something without blocking.
 public struct GuardCascade: Sendable {
     private let guards: [String: any InputGuard]
 
@@ -101,7 +102,10 @@ public struct GuardCascade: Sendable {
         while index < selected.count {
             let tier = selected[index].tier
             while index < selected.count && selected[index].tier == tier {
-                findings += await selected[index].inspect(input)
+                // A costly tier looks only where the cheaper ones were unsure (found, did not block).
+                if !selected[index].onlyWhenUncertain || !findings.isEmpty {
+                    findings += await selected[index].inspect(input)
+                }
                 index += 1
             }
             if findings.contains(where: { policy.action(for: $0) == .block }) { break }
@@ -118,9 +122,11 @@ extension GuardCascade {
     /// - Parameter injection: pass one instance to every policy's cascade: its rule trie is built once.
     public static func builtIn(validation: ValidationGuard = ValidationGuard(), injection: InjectionGuard = InjectionGuard(),
                                moderation: ModerationGuard = ModerationGuard(),
-                               classifier: ClassifierGuard? = try? ClassifierGuard.shipped.get()) -> GuardCascade {
+                               classifier: ClassifierGuard? = try? ClassifierGuard.shipped.get(),
+                               external: [any InputGuard] = []) -> GuardCascade {
         var guards: [any InputGuard] = [validation, injection, PIIGuard(), moderation]
         if let classifier { guards.append(classifier) }
+        guards += external
         return GuardCascade(guards: guards)
     }
 }

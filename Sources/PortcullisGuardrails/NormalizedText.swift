@@ -149,6 +149,7 @@ public struct NormalizedText: Sendable, Equatable {
         /// `lowered` followed by the folded words' bytes (spans into folds are shifted past `lowered`).
         var wordBytes: [UInt8] { lowered + folds }
 
+        @inline(__always)
         private mutating func take(_ value: UInt32) {
             let isLetter = NormalizedText.isLetter(value)
             let isDigit = value >= 0x30 && value <= 0x39
@@ -170,6 +171,7 @@ public struct NormalizedText: Sendable, Equatable {
             append(value)
         }
 
+        @inline(__always)
         private mutating func append(_ value: UInt32) {
             switch value {
             case 0..<0x80:
@@ -283,6 +285,7 @@ public struct NormalizedText: Sendable, Equatable {
     /// The lower-case of `value` for ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic
     /// capitals (and the value itself for their small letters and other characters of those
     /// blocks); nil where Unicode's full mapping is needed.
+    @inline(__always)
     static func fastLowercase(_ value: UInt32) -> UInt32? {
         switch value {
         case 0x41...0x5A, 0xC0...0xD6, 0xD8...0xDE, 0x391...0x3A1, 0x3A3...0x3AB, 0x410...0x42F: value + 0x20
@@ -294,6 +297,7 @@ public struct NormalizedText: Sendable, Equatable {
     }
 
     /// Whether `value` is a letter; range checks for the common scripts, Unicode properties otherwise.
+    @inline(__always)
     static func isLetter(_ value: UInt32) -> Bool {
         switch value {
         case 0x61...0x7A, 0x41...0x5A, 0xC0...0xD6, 0xD8...0xF6, 0xF8...0x24F, 0x386...0x3CE, 0x400...0x481, 0x48A...0x52F: true

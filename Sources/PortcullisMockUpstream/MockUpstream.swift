@@ -66,6 +66,7 @@ public final class MockUpstream: Sendable {
         router.post("/v1/chat/completions") { request, context in try await self.handle(request, context, api: .openAIChat) }
         router.post("/v1/completions") { request, context in try await self.handle(request, context, api: .openAICompletion) }
         router.post("/v1/embeddings") { request, context in try await self.handle(request, context, api: .openAIEmbedding) }
+        router.post("/v1/moderations") { request, context in try await self.handle(request, context, api: .openAIModeration) }
         router.post("/v1/messages") { request, context in try await self.handle(request, context, api: .anthropic) }
         router.post("/openai/deployments/{deployment}/chat/completions") { request, context in
             try await self.handle(request, context, api: .openAIChat)
@@ -114,7 +115,34 @@ public final class MockUpstream: Sendable {
     }
 
     enum API {
-        case openAIChat, openAICompletion, openAIEmbedding, anthropic
+        case openAIChat, openAICompletion, openAIEmbedding, anthropic, openAIModeration
+    }
+
+    /// Words the mock's moderation endpoint flags, with the category it reports.
+    static let moderationLexicon: [(word: String, category: String, score: Double)] = [
+        ("massacre", "violence", 0.97), ("vermin", "hate", 0.91), ("worthless idiot", "harassment", 0.86), ("cut myself", "self-harm", 0.95),
+    ]
+
+    /// `POST /v1/moderations` in OpenAI's shape: one result per input, with every category of
+    /// the schema present (false and a low score unless the lexicon finds it).
+    private static func moderation(_ object: JSONObject) -> Response {
+        let inputs = object["input"]?.arrayValue?.compactMap(\.stringValue) ?? object["input"]?.stringValue.map { [$0] } ?? []
+        let categories = ["harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent", "self-harm",
+                          "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence", "violence/graphic"]
+        let results: [JSONValue] = inputs.map { text in
+            let lowered = text.lowercased()
+            let hits = moderationLexicon.filter { lowered.contains($0.word) }
+            var flags = JSONObject()
+            var scores = JSONObject()
+            for category in categories {
+                let hit = hits.first { $0.category == category }
+                flags[category] = .bool(hit != nil)
+                scores[category] = .double(hit?.score ?? 0.0001)
+            }
+            return ["flagged": .bool(!hits.isEmpty), "categories": .object(flags), "category_scores": .object(scores)]
+        }
+        return json(["id": .string("modr-mock"), "model": .string(object["model"]?.stringValue ?? "omni-moderation-latest"),
+                     "results": .array(results)])
     }
 
     private func models() throws -> Response {
@@ -162,6 +190,7 @@ public final class MockUpstream: Sendable {
         guard let object = body?.objectValue else {
             return Self.json(["error": ["message": "mock: body is not a JSON object", "type": "invalid_request_error"]], status: .badRequest)
         }
+        if api == .openAIModeration { return Self.moderation(object) }
         let stream = object["stream"]?.boolValue ?? false
         let model = object["model"]?.stringValue ?? "mock-model"
         let script = MockScript(request: object, api: api, behaviour: behaviour, sequence: sequence, model: model)
@@ -172,7 +201,7 @@ public final class MockUpstream: Sendable {
             })
         }
         switch api {
-        case .openAIEmbedding:
+        case .openAIEmbedding, .openAIModeration:
             return Self.json(script.embeddingResponse())
         case .openAIChat, .openAICompletion, .anthropic:
             guard stream else { return Self.json(script.completeResponse()) }

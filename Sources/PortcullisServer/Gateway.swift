@@ -95,7 +95,8 @@ public struct Gateway: Sendable {
                                                                             message: "the injection_classifier guard cannot load its model: \(error)")])
         }
         let guarding = configuration.guardrails.enabled && governed
-            ? InputGuarding(configuration: configuration.guardrails, events: access.guardEvents) : nil
+            ? InputGuarding(configuration: configuration.guardrails, events: access.guardEvents,
+                            remote: try RemoteGuards.make(configuration.guardrails, router: modelRouter, http: client, logger: logger)) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                         guarding: guarding, dependencies: { [access] in access.dependencyState })
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,

@@ -25,7 +25,8 @@ public struct InputGuarding: Sendable {
     /// Key of the keyed-hash pseudonyms (`pii: hash`).
     private let pseudonymKey: SymmetricKey
 
-    public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog) {
+    /// - Parameter remote: the costly tiers (LLM judge, external services), shared by every policy that lists them.
+    public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog, remote: [any InputGuard] = []) {
         pseudonymKey = SymmetricKey(data: Array((configuration.pseudonymKey ?? "").utf8))
         let injection = InjectionGuard()
         let moderation = ModerationGuard()
@@ -48,7 +49,8 @@ public struct InputGuarding: Sendable {
                                      })
             let validation = ValidationGuard(maximumTokens: settings.maxInputTokens, maximumMessages: settings.maxMessages,
                                              maximumMessageCharacters: settings.maxMessageCharacters)
-            return Entry(policy: policy, cascade: .builtIn(validation: validation, injection: injection, moderation: moderation))
+            return Entry(policy: policy, cascade: .builtIn(validation: validation, injection: injection, moderation: moderation,
+                                                           external: remote))
         }
         policies = configuration.policies.map(entry)
         fallback = entry(configuration.defaultPolicy)
