@@ -217,6 +217,16 @@ for text in ["Hello!", "Hi", "Hey there", "Good morning!", "Thanks!", "Thank you
              "What can you do?", "Tell me a joke", "Good night", "See you", "Bye", "Help"]:
     rows.append({"text": text, "label": "benign", "lang": "en"})
 
+# Questions to the assistant about its own tastes and views: "your" without any instructions.
+compose("benign", "en", ["", "please ", "so, ", "just curious: "],
+        cross(["show me your", "tell me your", "what is your", "share your", "give me your", "describe your"],
+              ["favourite pasta recipe", "favourite book", "opinion on remote work", "best tip for learning Swift",
+               "recommendation for a sci-fi film", "thoughts on this paragraph", "favourite chess opening", "idea for a team name",
+               "best guess for the answer", "take on the new iPhone"]),
+        ["", "?", ", please.", " in one sentence."], 300)
+compose("benign", "ru", ["", "скажи, "], cross(["покажи свой", "расскажи свой", "какой твой"],
+        ["любимый рецепт", "любимый фильм", "совет для новичка", "вариант ответа"]), ["", "?"], 40)
+
 # Answer-format instructions: imperative, short, about the output — and ordinary.
 compose("benign", "en", ["", "please ", "now ", "and "],
         cross(["output only", "reply with just", "return only", "give me only", "show only", "print only", "respond with only",

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Weights of the injection classifier: logistic regression over hashed features, trained by
+/// Weights of the injection classifier: logistic regression over the presence of hashed features, trained by
 /// `scripts/train_classifier.py` and shipped as the resource `injection-classifier.bin`.
 ///
 /// File layout (little-endian): `PCYC`, version (u32 = 1), buckets (u32, a power of two),
@@ -53,51 +53,64 @@ public struct ClassifierModel: Sendable {
         return z < -30 ? 0 : 1 / (1 + exp(-Double(z)))
     }
 
-    /// The score before the logistic function: the highest window's bias plus feature weights.
+    /// The score before the logistic function: the highest window's bias plus the weights of
+    /// the distinct features in it (presence, not counts: a word repeated a hundred times
+    /// weighs what it weighs once).
     public func logit(_ text: NormalizedText) -> Float {
         let count = text.wordRanges.count
         guard count > 0 else { return bias }
-        // Each word's contribution: its own features and its pair with the word before.
-        var contribution = [Float](repeating: 0, count: count)
+        // Every word's features (its own, its pair with the word before, its character grams), flat.
+        var hashes: [Int] = []
+        hashes.reserveCapacity(count * 10)
+        var firstHash = [Int](repeating: 0, count: count + 1)
+        let mask = UInt32(buckets - 1)
         text.wordBytes.withUnsafeBufferPointer { bytes in
-            weights.withUnsafeBufferPointer { weights in
-                let mask = UInt32(buckets - 1)
-                var previous: Range<Int>?
-                for (index, range) in text.wordRanges.enumerated() {
-                    var sum: Float = 0
-                    sum += weights[Int(Self.hash(prefix: Self.wordPrefix, bytes, range) & mask)]
-                    if let previous {
-                        var hash = Self.hash(prefix: Self.pairPrefix, bytes, previous)
-                        hash = Self.mix(hash, 0x20)
-                        hash = Self.mix(hash, bytes, range)
-                        sum += weights[Int(hash & mask)]
-                    }
-                    sum += Self.characterGrams(bytes, range, weights: weights, mask: mask)
-                    contribution[index] = sum
-                    previous = range
+            var previous: Range<Int>?
+            for (index, range) in text.wordRanges.enumerated() {
+                firstHash[index] = hashes.count
+                hashes.append(Int(Self.hash(prefix: Self.wordPrefix, bytes, range) & mask))
+                if let previous {
+                    var hash = Self.hash(prefix: Self.pairPrefix, bytes, previous)
+                    hash = Self.mix(hash, 0x20)
+                    hash = Self.mix(hash, bytes, range)
+                    hashes.append(Int(hash & mask))
                 }
+                Self.characterGrams(bytes, range) { hashes.append(Int($0 & mask)) }
+                previous = range
             }
+            firstHash[count] = hashes.count
         }
-        if count <= window { return bias + contribution.reduce(0, +) }
+        var starts = [0]
+        if count > window {
+            starts = Array(stride(from: 0, through: count - window, by: window / 2))
+            if starts.last != count - window { starts.append(count - window) }
+        }
+        // A feature counts once per window: `seen[bucket]` holds the last window that counted it.
+        var seen = [Int32](repeating: -1, count: buckets)
         var best = -Float.infinity
-        var starts = Array(stride(from: 0, through: count - window, by: window / 2))
-        if starts.last != count - window { starts.append(count - window) }
-        for start in starts {
-            var sum = bias
-            for index in start..<(start + window) { sum += contribution[index] }
-            best = max(best, sum)
+        weights.withUnsafeBufferPointer { weights in
+            for (windowIndex, start) in starts.enumerated() {
+                var sum = bias
+                let stamp = Int32(truncatingIfNeeded: windowIndex)
+                for position in firstHash[start]..<firstHash[min(start + window, count)] {
+                    let bucket = hashes[position]
+                    if seen[bucket] != stamp {
+                        seen[bucket] = stamp
+                        sum += weights[bucket]
+                    }
+                }
+                best = max(best, sum)
+            }
         }
         return best
     }
 
-    /// The character 4-grams of the word padded with `<` and `>` (the whole padded word when it
-    /// has four characters or fewer), counted in Unicode scalars.
-    private static func characterGrams(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, weights: UnsafeBufferPointer<Float>,
-                                       mask: UInt32) -> Float {
+    /// The hashes of the character 4-grams of the word padded with `<` and `>` (the whole
+    /// padded word when it has four characters or fewer), counted in Unicode scalars.
+    private static func characterGrams(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ emit: (UInt32) -> Void) {
         // Where each scalar of the padded word starts: `<` is -1 and `>` is range.upperBound
         // (virtual positions); the word's scalars start at bytes that are not continuations.
-        // Words are short: up to 64 scalars are tracked on the stack, longer ones on the heap.
-        return withUnsafeTemporaryAllocation(of: Int.self, capacity: range.count + 3) { starts in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: range.count + 3) { starts in
             var scalars = 0
             starts[scalars] = -1
             scalars += 1
@@ -117,18 +130,17 @@ public struct ClassifierModel: Sendable {
             if scalars <= 4 {
                 var hash = gramPrefix
                 for i in 0..<scalars { hash = mixScalar(hash, i) }
-                return weights[Int(hash & mask)]
+                emit(hash)
+                return
             }
-            var sum: Float = 0
             for first in 0...(scalars - 4) {
                 var hash = gramPrefix
                 hash = mixScalar(hash, first)
                 hash = mixScalar(hash, first + 1)
                 hash = mixScalar(hash, first + 2)
                 hash = mixScalar(hash, first + 3)
-                sum += weights[Int(hash & mask)]
+                emit(hash)
             }
-            return sum
         }
     }
 

@@ -692,6 +692,9 @@ struct ClassifierTests {
         let findings = await guardrail.inspect(GuardInput(text: attack))
         #expect(findings.count == 1 && findings[0].risk == .high && findings[0].category == .promptInjection, "\(findings)")
         #expect(!(findings.first?.reason.contains("Ignore") ?? true), "the reason never quotes the text")
+        // Features count by presence: repeating a word the attacks use does not add up to an attack.
+        #expect(await guardrail.inspect(GuardInput(text: String(repeating: "word ", count: 100))).isEmpty)
+        #expect(model.logit(NormalizedText(String(repeating: "word ", count: 100))) == model.logit(NormalizedText("word word")))
     }
 
     @Test("a damaged or foreign weights file is refused with a reason")
