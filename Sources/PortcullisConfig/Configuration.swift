@@ -303,6 +303,17 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public var failClosed = false
             /// Asked only when a cheaper tier found something without blocking (default true), or on every request.
             public var onlyWhenUncertain = true
+            /// Azure Content Safety: the API version (default 2024-09-01) and the severity (0–7) at which a
+            /// category blocks (default 4; below it and above 0, medium risk).
+            public var apiVersion: String?
+            public var severity = 4
+            /// Bedrock ApplyGuardrail: region, guardrail id and version (default DRAFT), and credentials
+            /// (access key id in `api_key`).
+            public var region: String?
+            public var guardrailID: String?
+            public var guardrailVersion = "DRAFT"
+            public var secretAccessKey: String?
+            public var sessionToken: String?
 
             public init() {}
         }
@@ -311,6 +322,10 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var llmJudge: Remote?
         /// `openai_moderation`: the moderations adapter's settings (needed when a policy lists it).
         public var openAIModeration: Remote?
+        /// `azure_content_safety`: text analysis and Prompt Shields (needed when a policy lists it).
+        public var azureContentSafety: Remote?
+        /// `bedrock_guardrail`: AWS Bedrock ApplyGuardrail, signed with SigV4 (needed when a policy lists it).
+        public var bedrockGuardrail: Remote?
 
         public init() {}
     }

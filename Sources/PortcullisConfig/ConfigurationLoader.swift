@@ -310,14 +310,29 @@ public enum ConfigurationLoader {
 
     /// Input guards that exist, for validating policies.
     static let inputGuardNames: Set<String> = ["validation", "injection_rules", "injection_classifier", "pii", "moderation", "llm_judge",
-                                                "openai_moderation"]
+                                                "openai_moderation", "azure_content_safety", "bedrock_guardrail"]
     /// Output guards that exist.
     static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation", "format"]
 
     private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
-        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key", "llm_judge", "openai_moderation"]) else { return }
+        guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key", "llm_judge", "openai_moderation",
+                                                 "azure_content_safety", "bedrock_guardrail"]) else { return }
         guardrails.llmJudge = reader.child("llm_judge").map { decodeRemoteGuard($0, needsModel: true) }
         guardrails.openAIModeration = reader.child("openai_moderation").map { decodeRemoteGuard($0, needsModel: false) }
+        guardrails.azureContentSafety = reader.child("azure_content_safety").map { child in
+            let remote = decodeRemoteGuard(child, needsModel: false)
+            if remote.apiBase == nil { child.issue("api_base", "Azure Content Safety needs its endpoint (api_base)") }
+            if remote.apiKey == nil { child.issue("api_key", "Azure Content Safety needs a key (api_key)") }
+            return remote
+        }
+        guardrails.bedrockGuardrail = reader.child("bedrock_guardrail").map { child in
+            let remote = decodeRemoteGuard(child, needsModel: false)
+            for (key, value) in [("region", remote.region), ("guardrail_id", remote.guardrailID), ("api_key", remote.apiKey),
+                                 ("secret_access_key", remote.secretAccessKey)] where value == nil {
+                child.issue(key, "Bedrock ApplyGuardrail needs \(key)")
+            }
+            return remote
+        }
         guardrails.enabled = reader.bool("enabled") ?? guardrails.enabled
         guardrails.pseudonymKey = reader.string("pseudonym_key")
         if let base = reader.child("default") {
@@ -338,6 +353,11 @@ public enum ConfigurationLoader {
         if guardrails.llmJudge == nil, all.contains(where: { $0.input.contains("llm_judge") }) {
             reader.issue("llm_judge", "a policy lists the llm_judge guard: configure guardrails.llm_judge with the judge's model")
         }
+        for (name, configured) in [("azure_content_safety", guardrails.azureContentSafety != nil),
+                                   ("bedrock_guardrail", guardrails.bedrockGuardrail != nil)]
+            where !configured && all.contains(where: { $0.input.contains(name) }) {
+            reader.issue(name, "a policy lists the \(name) guard: configure guardrails.\(name)")
+        }
         if guardrails.openAIModeration == nil, all.contains(where: { $0.input.contains("openai_moderation") }) {
             reader.issue("openai_moderation", "a policy lists the openai_moderation guard: configure guardrails.openai_moderation")
         }
@@ -349,7 +369,16 @@ public enum ConfigurationLoader {
 
     private static func decodeRemoteGuard(_ reader: NodeReader, needsModel: Bool) -> GatewayConfiguration.Guardrails.Remote {
         var remote = GatewayConfiguration.Guardrails.Remote()
-        guard reader.expectMapping(allowedKeys: ["model", "api_base", "api_key", "timeout_ms", "on_error", "when"]) else { return remote }
+        guard reader.expectMapping(allowedKeys: ["model", "api_base", "api_key", "timeout_ms", "on_error", "when", "api_version", "severity",
+                                                 "region", "guardrail_id", "guardrail_version", "secret_access_key",
+                                                 "session_token"]) else { return remote }
+        remote.apiVersion = reader.string("api_version")
+        remote.severity = reader.integer("severity", in: 1...7) ?? remote.severity
+        remote.region = reader.string("region")
+        remote.guardrailID = reader.string("guardrail_id")
+        remote.guardrailVersion = reader.string("guardrail_version") ?? remote.guardrailVersion
+        remote.secretAccessKey = reader.string("secret_access_key")
+        remote.sessionToken = reader.string("session_token")
         remote.model = reader.string("model")
         if needsModel && remote.model == nil { reader.issue("model", "the judge needs a model (a model group of this gateway)") }
         remote.apiBase = reader.string("api_base")

@@ -67,6 +67,11 @@ public final class MockUpstream: Sendable {
         router.post("/v1/completions") { request, context in try await self.handle(request, context, api: .openAICompletion) }
         router.post("/v1/embeddings") { request, context in try await self.handle(request, context, api: .openAIEmbedding) }
         router.post("/v1/moderations") { request, context in try await self.handle(request, context, api: .openAIModeration) }
+        router.post("/contentsafety/text:shieldPrompt") { request, context in try await self.handle(request, context, api: .azureShield) }
+        router.post("/contentsafety/text:analyze") { request, context in try await self.handle(request, context, api: .azureAnalyze) }
+        router.post("/guardrail/{id}/version/{version}/apply") { request, context in
+            try await self.handle(request, context, api: .bedrockGuardrail)
+        }
         router.post("/v1/messages") { request, context in try await self.handle(request, context, api: .anthropic) }
         router.post("/openai/deployments/{deployment}/chat/completions") { request, context in
             try await self.handle(request, context, api: .openAIChat)
@@ -115,7 +120,50 @@ public final class MockUpstream: Sendable {
     }
 
     enum API {
-        case openAIChat, openAICompletion, openAIEmbedding, anthropic, openAIModeration
+        case openAIChat, openAICompletion, openAIEmbedding, anthropic, openAIModeration, azureShield, azureAnalyze, bedrockGuardrail
+    }
+
+    /// Phrases the mock's Prompt Shields and Bedrock prompt-attack filter treat as attacks.
+    static let attackPhrases = ["ignore all previous instructions", "ignore previous instructions", "disregard your rules"]
+
+    /// `text:shieldPrompt` in Azure's shape.
+    private static func azureShield(_ object: JSONObject) -> Response {
+        func attack(_ text: String?) -> Bool { attackPhrases.contains { text?.lowercased().contains($0) ?? false } }
+        let documents = object["documents"]?.arrayValue ?? []
+        return json(["userPromptAnalysis": ["attackDetected": .bool(attack(object["userPrompt"]?.stringValue))],
+                     "documentsAnalysis": .array(documents.map { ["attackDetected": .bool(attack($0.stringValue))] })])
+    }
+
+    /// `text:analyze` in Azure's shape (four severity levels: 0, 2, 4, 6).
+    private static func azureAnalyze(_ object: JSONObject) -> Response {
+        let text = object["text"]?.stringValue?.lowercased() ?? ""
+        let names: [String: String] = ["hate": "Hate", "harassment": "Hate", "violence": "Violence", "self-harm": "SelfHarm"]
+        var severities: [String: Int64] = ["Hate": 0, "SelfHarm": 0, "Sexual": 0, "Violence": 0]
+        for hit in moderationLexicon where text.contains(hit.word) {
+            if let name = names[hit.category] { severities[name] = hit.score > 0.9 ? 6 : 2 }
+        }
+        let analysis: [JSONValue] = ["Hate", "SelfHarm", "Sexual", "Violence"].map { ["category": .string($0), "severity": .integer(severities[$0]!)] }
+        return json(["blocklistsMatch": [], "categoriesAnalysis": .array(analysis)])
+    }
+
+    /// ApplyGuardrail in Bedrock's shape; refuses a request without a SigV4 Authorization header.
+    private static func bedrockGuardrail(_ object: JSONObject, authorization: String?) -> Response {
+        guard let authorization, authorization.hasPrefix("AWS4-HMAC-SHA256 Credential="), authorization.contains("Signature=") else {
+            return json(["message": "Missing Authentication Token"], status: .forbidden)
+        }
+        let texts = (object["content"]?.arrayValue ?? []).compactMap { $0.objectValue?["text"]?.objectValue?["text"]?.stringValue.map { $0.lowercased() } }
+        var filters: [JSONValue] = []
+        if texts.contains(where: { text in attackPhrases.contains { text.contains($0) } }) {
+            filters.append(["type": "PROMPT_ATTACK", "confidence": "HIGH", "action": "BLOCKED"])
+        }
+        if texts.contains(where: { text in moderationLexicon.contains { text.contains($0.word) } }) {
+            filters.append(["type": "VIOLENCE", "confidence": "HIGH", "action": "BLOCKED"])
+        }
+        let intervened = !filters.isEmpty
+        return json(["action": .string(intervened ? "GUARDRAIL_INTERVENED" : "NONE"),
+                     "outputs": intervened ? [["text": "Sorry, the model cannot answer this question."]] : [],
+                     "assessments": intervened ? [["contentPolicy": ["filters": .array(filters)]]] : [],
+                     "usage": ["contentPolicyUnits": .integer(Int64(texts.count))]])
     }
 
     /// Words the mock's moderation endpoint flags, with the category it reports.
@@ -169,7 +217,8 @@ public final class MockUpstream: Sendable {
             requestID: request.headers[HTTPField.Name("x-request-id")!],
             traceparent: request.headers[HTTPField.Name("traceparent")!],
             authorization: request.headers[.authorization],
-            apiKeyHeader: request.headers[HTTPField.Name("x-api-key")!] ?? request.headers[HTTPField.Name("api-key")!],
+            apiKeyHeader: request.headers[HTTPField.Name("x-api-key")!] ?? request.headers[HTTPField.Name("api-key")!]
+                ?? request.headers[HTTPField.Name("ocp-apim-subscription-key")!],
             anthropicVersion: request.headers[HTTPField.Name("anthropic-version")!],
             body: body,
             clientPort: context.clientPort)
@@ -190,7 +239,13 @@ public final class MockUpstream: Sendable {
         guard let object = body?.objectValue else {
             return Self.json(["error": ["message": "mock: body is not a JSON object", "type": "invalid_request_error"]], status: .badRequest)
         }
-        if api == .openAIModeration { return Self.moderation(object) }
+        switch api {
+        case .openAIModeration: return Self.moderation(object)
+        case .azureShield: return Self.azureShield(object)
+        case .azureAnalyze: return Self.azureAnalyze(object)
+        case .bedrockGuardrail: return Self.bedrockGuardrail(object, authorization: record.authorization)
+        default: break
+        }
         let stream = object["stream"]?.boolValue ?? false
         let model = object["model"]?.stringValue ?? "mock-model"
         let script = MockScript(request: object, api: api, behaviour: behaviour, sequence: sequence, model: model)
@@ -201,7 +256,7 @@ public final class MockUpstream: Sendable {
             })
         }
         switch api {
-        case .openAIEmbedding, .openAIModeration:
+        case .openAIEmbedding, .openAIModeration, .azureShield, .azureAnalyze, .bedrockGuardrail:
             return Self.json(script.embeddingResponse())
         case .openAIChat, .openAICompletion, .anthropic:
             guard stream else { return Self.json(script.completeResponse()) }

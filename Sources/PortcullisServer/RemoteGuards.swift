@@ -1,4 +1,6 @@
+import Foundation
 import Logging
+import NIOCore
 import PortcullisConfig
 import PortcullisCore
 import PortcullisGuardrails
@@ -38,7 +40,167 @@ enum RemoteGuards {
                 try await OpenAIModeration.findings(for: input, target: target, http: http, logger: logger)
             })
         }
+        if let azure = configuration.azureContentSafety, let endpoint = azure.apiBase, let key = azure.apiKey {
+            let target = DeploymentTarget(name: "azure_content_safety", provider: .azure, upstreamModel: "", apiBase: endpoint,
+                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: Double(azure.timeoutMilliseconds) / 1000,
+                                                                     total: Double(azure.timeoutMilliseconds) / 1000))
+            let adapter = AzureContentSafety(target: target, key: key, apiVersion: azure.apiVersion ?? "2024-09-01", severity: azure.severity)
+            guards.append(RemoteGuard(name: "azure_content_safety", onlyWhenUncertain: azure.onlyWhenUncertain,
+                                      timeout: .milliseconds(azure.timeoutMilliseconds), failClosed: azure.failClosed) { input in
+                try await adapter.findings(for: input, http: http, logger: logger)
+            })
+        }
+        if let bedrock = configuration.bedrockGuardrail, let region = bedrock.region, let id = bedrock.guardrailID,
+           let keyID = bedrock.apiKey, let secret = bedrock.secretAccessKey {
+            let base = bedrock.apiBase ?? "https://bedrock-runtime.\(region).amazonaws.com"
+            let target = DeploymentTarget(name: "bedrock_guardrail", provider: .openaiCompatible, upstreamModel: "", apiBase: base,
+                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: Double(bedrock.timeoutMilliseconds) / 1000,
+                                                                     total: Double(bedrock.timeoutMilliseconds) / 1000))
+            let adapter = BedrockGuardrail(target: target, guardrailID: id, version: bedrock.guardrailVersion,
+                                           signer: SigV4(accessKeyID: keyID, secretAccessKey: secret, sessionToken: bedrock.sessionToken,
+                                                         region: region, service: "bedrock"))
+            guards.append(RemoteGuard(name: "bedrock_guardrail", onlyWhenUncertain: bedrock.onlyWhenUncertain,
+                                      timeout: .milliseconds(bedrock.timeoutMilliseconds), failClosed: bedrock.failClosed) { input in
+                try await adapter.findings(for: input, http: http, logger: logger)
+            })
+        }
         return guards
+    }
+}
+
+/// Azure AI Content Safety: Prompt Shields (`text:shieldPrompt`: the user's text as
+/// `userPrompt`, tool results and other untrusted text as `documents`) and text analysis
+/// (`text:analyze`, each untrusted segment in pieces of at most 10,000 characters, four
+/// severity levels), asked together. An attack is a high-risk prompt-injection finding; a
+/// category at or above the configured severity a high-risk moderation finding, below it a
+/// medium one.
+struct AzureContentSafety {
+    let target: DeploymentTarget
+    let key: String
+    let apiVersion: String
+    let severity: Int
+
+    func findings(for input: GuardInput, http: UpstreamHTTPClient, logger: Logger) async throws -> [GuardFinding] {
+        let untrusted = input.segments.indices.filter { !input.segments[$0].isTrusted }
+        guard !untrusted.isEmpty else { return [] }
+        let user = untrusted.filter { input.segments[$0].role == .user }
+        let documents = untrusted.filter { input.segments[$0].role != .user }
+        let headers = [("content-type", "application/json"), ("ocp-apim-subscription-key", key)]
+        let context = UpstreamContext(requestID: "content-safety-" + FastRandom.hex(bytes: 8), logger: logger)
+        let shieldBody: JSONValue = .object([
+            "userPrompt": .string(user.map { input.segments[$0].text }.joined(separator: "\n\n")),
+            "documents": .array(documents.map { .string(input.segments[$0].text) }),
+        ])
+        async let shield = http.sendJSON(url: joinURL(target.apiBase, "/contentsafety/text:shieldPrompt?api-version=\(apiVersion)"),
+                                         headers: headers, body: shieldBody, target: target, context: context)
+        var analyses: [(segment: Int, answer: JSONValue)] = []
+        for segment in untrusted {
+            let text = input.segments[segment].text
+            var start = text.startIndex
+            while start < text.endIndex {
+                let end = text.index(start, offsetBy: 10_000, limitedBy: text.endIndex) ?? text.endIndex
+                let body: JSONValue = .object(["text": .string(String(text[start..<end])),
+                                               "categories": .array(["Hate", "SelfHarm", "Sexual", "Violence"].map(JSONValue.string)),
+                                               "outputType": "FourSeverityLevels"])
+                let answer = try await http.sendJSON(url: joinURL(target.apiBase, "/contentsafety/text:analyze?api-version=\(apiVersion)"),
+                                                     headers: headers, body: body, target: target, context: context)
+                analyses.append((segment, answer))
+                start = end
+            }
+        }
+        var findings: [GuardFinding] = []
+        let shielded = try await shield
+        guard let shieldObject = shielded.objectValue, shieldObject["userPromptAnalysis"] != nil || shieldObject["documentsAnalysis"] != nil else {
+            throw UpstreamFailure(reason: .malformed, message: "shieldPrompt answer without analyses", deployment: target.name)
+        }
+        if shieldObject["userPromptAnalysis"]?.objectValue?["attackDetected"]?.boolValue == true {
+            findings.append(GuardFinding(guardName: "azure_content_safety", category: .promptInjection, risk: .high, score: 1,
+                                         reason: "Azure Prompt Shields: user prompt attack", segment: user.first))
+        }
+        for (index, analysis) in (shieldObject["documentsAnalysis"]?.arrayValue ?? []).enumerated()
+            where analysis.objectValue?["attackDetected"]?.boolValue == true {
+            findings.append(GuardFinding(guardName: "azure_content_safety", category: .promptInjection, risk: .high, score: 1,
+                                         reason: "Azure Prompt Shields: document attack", segment: documents.indices.contains(index) ? documents[index] : nil))
+        }
+        for (segment, answer) in analyses {
+            guard let categories = answer.objectValue?["categoriesAnalysis"]?.arrayValue else {
+                throw UpstreamFailure(reason: .malformed, message: "text:analyze answer without categoriesAnalysis", deployment: target.name)
+            }
+            for category in categories.compactMap(\.objectValue) {
+                let level = Int(category["severity"]?.integerValue ?? 0)
+                guard level > 0, let name = category["category"]?.stringValue else { continue }
+                findings.append(GuardFinding(guardName: "azure_content_safety", category: .moderation, risk: level >= severity ? .high : .medium,
+                                             score: Double(level) / 7, reason: "Azure Content Safety: \(name) severity \(level)", segment: segment))
+            }
+        }
+        return findings
+    }
+}
+
+/// AWS Bedrock ApplyGuardrail (`POST /guardrail/{id}/version/{version}/apply`, source INPUT,
+/// every untrusted segment a text block), signed with SigV4 for the `bedrock` service. When
+/// the guardrail intervenes, each blocked assessment (content filters — a prompt attack is a
+/// prompt-injection finding, the rest moderation —, denied topics, words, sensitive
+/// information) is a high-risk finding.
+struct BedrockGuardrail {
+    let target: DeploymentTarget
+    let guardrailID: String
+    let version: String
+    let signer: SigV4
+
+    func findings(for input: GuardInput, http: UpstreamHTTPClient, logger: Logger) async throws -> [GuardFinding] {
+        let untrusted = input.segments.indices.filter { !input.segments[$0].isTrusted }
+        guard !untrusted.isEmpty else { return [] }
+        let body: JSONValue = .object([
+            "source": "INPUT",
+            "content": .array(untrusted.map { .object(["text": .object(["text": .string(input.segments[$0].text)])]) }),
+        ])
+        let bytes = Array(JSONWriter.buffer(body).readableBytesView)
+        let path = "/guardrail/\(SigV4.encode(guardrailID))/version/\(SigV4.encode(version))/apply"
+        let url = joinURL(target.apiBase, path)
+        guard let host = URLComponents(string: url).flatMap({ components in
+            components.host.map { host in components.port.map { "\(host):\($0)" } ?? host }
+        }) else {
+            throw UpstreamFailure(reason: .malformed, message: "bedrock_guardrail api_base has no host", deployment: target.name)
+        }
+        let signedPath = URLComponents(string: url)?.percentEncodedPath ?? path
+        var headers = [("content-type", "application/json"), ("host", host)]
+        headers += signer.sign(method: "POST", path: signedPath, query: "", headers: headers, body: bytes, date: Date())
+        let context = UpstreamContext(requestID: "bedrock-guardrail-" + FastRandom.hex(bytes: 8), logger: logger)
+        let answer = try await http.sendJSON(url: url, headers: headers.filter { $0.0 != "host" }, body: body, target: target, context: context)
+        guard let object = answer.objectValue, let action = object["action"]?.stringValue else {
+            throw UpstreamFailure(reason: .malformed, message: "ApplyGuardrail answer without action", deployment: target.name)
+        }
+        guard action == "GUARDRAIL_INTERVENED" else { return [] }
+        var findings: [GuardFinding] = []
+        func add(_ category: GuardCategory, _ reason: String) {
+            findings.append(GuardFinding(guardName: "bedrock_guardrail", category: category, risk: .high, score: 1, reason: "Bedrock guardrail: " + reason))
+        }
+        for assessment in object["assessments"]?.arrayValue?.compactMap(\.objectValue) ?? [] {
+            for filter in assessment["contentPolicy"]?.objectValue?["filters"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                where filter["action"]?.stringValue == "BLOCKED" {
+                let type = filter["type"]?.stringValue ?? "content"
+                add(type == "PROMPT_ATTACK" ? .promptInjection : .moderation, type.lowercased())
+            }
+            for topic in assessment["topicPolicy"]?.objectValue?["topics"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                where topic["action"]?.stringValue == "BLOCKED" {
+                add(.moderation, "denied topic \(topic["name"]?.stringValue ?? "")")
+            }
+            for key in ["customWords", "managedWordLists"] {
+                for word in assessment["wordPolicy"]?.objectValue?[key]?.arrayValue?.compactMap(\.objectValue) ?? []
+                    where word["action"]?.stringValue == "BLOCKED" {
+                    add(.moderation, "blocked word")
+                }
+            }
+            for key in ["piiEntities", "regexes"] {
+                for entity in assessment["sensitiveInformationPolicy"]?.objectValue?[key]?.arrayValue?.compactMap(\.objectValue) ?? []
+                    where ["BLOCKED", "ANONYMIZED"].contains(entity["action"]?.stringValue ?? "") {
+                    add(.pii, "sensitive information \(entity["type"]?.stringValue ?? entity["name"]?.stringValue ?? "")")
+                }
+            }
+        }
+        if findings.isEmpty { add(.moderation, "intervened") }
+        return findings
     }
 }
 
