@@ -85,21 +85,31 @@ public struct ClassifierModel: Sendable {
             starts = Array(stride(from: 0, through: count - window, by: window / 2))
             if starts.last != count - window { starts.append(count - window) }
         }
-        // A feature counts once per window: `seen[bucket]` holds the last window that counted it.
-        var seen = [Int32](repeating: -1, count: buckets)
+        // A feature counts once per window: `seen[bucket]` holds the last window (numbered from 1)
+        // that counted it.
         var best = -Float.infinity
-        weights.withUnsafeBufferPointer { weights in
-            for (windowIndex, start) in starts.enumerated() {
-                var sum = bias
-                let stamp = Int32(truncatingIfNeeded: windowIndex)
-                for position in firstHash[start]..<firstHash[min(start + window, count)] {
-                    let bucket = hashes[position]
-                    if seen[bucket] != stamp {
-                        seen[bucket] = stamp
-                        sum += weights[bucket]
+        withUnsafeTemporaryAllocation(of: UInt16.self, capacity: buckets) { seen in
+            seen.initialize(repeating: 0)
+            weights.withUnsafeBufferPointer { weights in
+                hashes.withUnsafeBufferPointer { hashes in
+                    var stamp: UInt16 = 0
+                    for start in starts {
+                        if stamp == UInt16.max {
+                            seen.update(repeating: 0)
+                            stamp = 0
+                        }
+                        stamp += 1
+                        var sum = bias
+                        for position in firstHash[start]..<firstHash[min(start + window, count)] {
+                            let bucket = hashes[position]
+                            if seen[bucket] != stamp {
+                                seen[bucket] = stamp
+                                sum += weights[bucket]
+                            }
+                        }
+                        best = max(best, sum)
                     }
                 }
-                best = max(best, sum)
             }
         }
         return best
