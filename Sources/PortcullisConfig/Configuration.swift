@@ -318,6 +318,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
             public init() {}
         }
 
+        /// A BPE vocabulary in tiktoken's format (e.g. cl100k_base.tiktoken): input tokens are
+        /// counted with it instead of estimated.
+        public var tokenizer: String?
         /// `llm_judge`: the judge tier's settings (needed when a policy lists it).
         public var llmJudge: Remote?
         /// `openai_moderation`: the moderations adapter's settings (needed when a policy lists it).

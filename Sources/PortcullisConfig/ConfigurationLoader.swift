@@ -316,7 +316,8 @@ public enum ConfigurationLoader {
 
     private static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
         guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key", "llm_judge", "openai_moderation",
-                                                 "azure_content_safety", "bedrock_guardrail"]) else { return }
+                                                 "azure_content_safety", "bedrock_guardrail", "tokenizer"]) else { return }
+        guardrails.tokenizer = reader.string("tokenizer")
         guardrails.llmJudge = reader.child("llm_judge").map { decodeRemoteGuard($0, needsModel: true) }
         guardrails.openAIModeration = reader.child("openai_moderation").map { decodeRemoteGuard($0, needsModel: false) }
         guardrails.azureContentSafety = reader.child("azure_content_safety").map { child in

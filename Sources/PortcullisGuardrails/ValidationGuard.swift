@@ -58,8 +58,11 @@ public struct ValidationGuard: InputGuard {
     public let maximumTokens: Int
     public let maximumMessages: Int
     public let maximumMessageCharacters: Int
+    /// Counts tokens when configured; the estimate otherwise.
+    public let tokenizer: BPETokenizer?
 
-    public init(maximumTokens: Int = 4096, maximumMessages: Int = 256, maximumMessageCharacters: Int = 100_000) {
+    public init(maximumTokens: Int = 4096, maximumMessages: Int = 256, maximumMessageCharacters: Int = 100_000, tokenizer: BPETokenizer? = nil) {
+        self.tokenizer = tokenizer
         self.maximumTokens = maximumTokens
         self.maximumMessages = maximumMessages
         self.maximumMessageCharacters = maximumMessageCharacters
@@ -81,11 +84,11 @@ public struct ValidationGuard: InputGuard {
                                              reason: "a message of \(characters) characters, more than the \(maximumMessageCharacters) allowed",
                                              segment: index))
             }
-            tokens += TokenEstimate.count(segment.text)
+            tokens += tokenizer?.count(segment.text) ?? TokenEstimate.count(segment.text)
         }
         if tokens > maximumTokens {
             findings.append(GuardFinding(guardName: name, category: .invalidInput, risk: .high, score: 1,
-                                         reason: "about \(tokens) input tokens, more than the \(maximumTokens) allowed"))
+                                         reason: "\(tokenizer == nil ? "about " : "")\(tokens) input tokens, more than the \(maximumTokens) allowed"))
         }
         return findings
     }

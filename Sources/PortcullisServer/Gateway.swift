@@ -84,19 +84,29 @@ public struct Gateway: Sendable {
         let policy = RetryPolicy(retries: routing.retries, initialBackoff: routing.initialBackoffMilliseconds / 1000,
                                  maximumBackoff: routing.maximumBackoffMilliseconds / 1000, maximumRetryAfter: routing.maximumRetryAfterSeconds)
         self.modelRouter = ModelRouter(groups: groups, retryPolicy: policy)
-        let access = try await AccessSystem.make(configuration: configuration, http: client, logger: logger)
-        self.access = access
-        let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
-                                               reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
+        // Everything that can refuse the configuration comes before the access system, which must be shut down once started.
         let policies = configuration.guardrails.policies + [configuration.guardrails.defaultPolicy]
         if configuration.guardrails.enabled, policies.contains(where: { $0.input.contains("injection_classifier") }),
            case .failure(let error) = ClassifierGuard.shipped {
             throw ConfigurationError(source: "configuration", issues: [.init(path: "guardrails",
                                                                             message: "the injection_classifier guard cannot load its model: \(error)")])
         }
+        var tokenizer: BPETokenizer?
+        if let path = configuration.guardrails.tokenizer {
+            do {
+                tokenizer = try BPETokenizer(path: path)
+            } catch {
+                throw ConfigurationError(source: "configuration", issues: [.init(path: "guardrails.tokenizer", message: "\(path): \(error)")])
+            }
+        }
+        let remoteGuards = try RemoteGuards.make(configuration.guardrails, router: modelRouter, http: client, logger: logger)
+        let access = try await AccessSystem.make(configuration: configuration, http: client, logger: logger)
+        self.access = access
+        let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
+                                               reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
         let guarding = configuration.guardrails.enabled && governed
             ? InputGuarding(configuration: configuration.guardrails, events: access.guardEvents,
-                            remote: try RemoteGuards.make(configuration.guardrails, router: modelRouter, http: client, logger: logger)) : nil
+                            remote: remoteGuards, tokenizer: tokenizer) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                         guarding: guarding, dependencies: { [access] in access.dependencyState })
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,

@@ -26,7 +26,8 @@ public struct InputGuarding: Sendable {
     private let pseudonymKey: SymmetricKey
 
     /// - Parameter remote: the costly tiers (LLM judge, external services), shared by every policy that lists them.
-    public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog, remote: [any InputGuard] = []) {
+    public init(configuration: GatewayConfiguration.Guardrails, events: GuardEventLog, remote: [any InputGuard] = [],
+                tokenizer: BPETokenizer? = nil) {
         pseudonymKey = SymmetricKey(data: Array((configuration.pseudonymKey ?? "").utf8))
         let injection = InjectionGuard()
         let moderation = ModerationGuard()
@@ -48,7 +49,7 @@ public struct InputGuarding: Sendable {
                                                       markedDocuments: settings.spotlightDocuments)
                                      })
             let validation = ValidationGuard(maximumTokens: settings.maxInputTokens, maximumMessages: settings.maxMessages,
-                                             maximumMessageCharacters: settings.maxMessageCharacters)
+                                             maximumMessageCharacters: settings.maxMessageCharacters, tokenizer: tokenizer)
             return Entry(policy: policy, cascade: .builtIn(validation: validation, injection: injection, moderation: moderation,
                                                            external: remote))
         }

@@ -1,5 +1,6 @@
 import Foundation
 import PortcullisCore
+import PortcullisGuardrails
 @testable import PortcullisServer
 import Testing
 
@@ -109,5 +110,57 @@ struct ExternalGuardTests {
                 #expect(violent.status == 400 && violent.headers["x-portcullis-guard-category"] == "moderation", "\(violent.body)")
             }
         }
+    }
+}
+
+@Suite("BPE token counting")
+struct BPETests {
+    /// Every single byte, then merges: he, ll, hell, hello, " w", or, " wor", " world", 12, 123, 45.
+    static func vocabulary() -> String {
+        var lines = (0...255).map { "\(Data([UInt8($0)]).base64EncodedString()) \($0)" }
+        for (index, token) in ["he", "ll", "hell", "hello", " w", "or", " wor", " world", "12", "123", "45"].enumerated() {
+            lines.append("\(Data(token.utf8).base64EncodedString()) \(256 + index)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    @Test("pieces in the vocabulary are one token; others merge lowest rank first; digits go in threes")
+    func counting() throws {
+        let tokenizer = try BPETokenizer(tiktoken: Self.vocabulary())
+        #expect(tokenizer.count("hello world!") == 3)
+        #expect(tokenizer.count("hellos") == 2, "he, ll, hell, hello, then s")
+        #expect(tokenizer.count(" wordy") == 3, "' wor', 'd', 'y'")
+        #expect(tokenizer.count("12345 12345") == 5, "123, 45, ' ', 123, 45")
+        #expect(tokenizer.count("6789") == 4, "678 and 9, no merges for them: one token per byte")
+        #expect(tokenizer.count("привет") == 12, "no merges: one token per byte")
+        #expect(tokenizer.count("") == 0)
+    }
+
+    @Test("a damaged vocabulary is refused with its line; one without every byte too")
+    func damaged() {
+        #expect { try BPETokenizer(tiktoken: Self.vocabulary() + "not-base64! x\n") } throws: { "\($0)".contains("line 268") }
+        #expect { try BPETokenizer(tiktoken: "aGk= 0\n") } throws: { "\($0)".contains("single byte") }
+    }
+
+    @Test("a configured vocabulary replaces the estimate in the validation guard")
+    func gatewayUsesVocabulary() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("vocab-\(UUID().uuidString).tiktoken").path
+        try Self.vocabulary().write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // The estimate reads "12345 12345" as 4 tokens, the vocabulary as 5.
+        #expect(TokenEstimate.count("12345 12345") == 4)
+        let yaml = """
+            models: [{ name: demo, deployments: [{ provider: demo }] }]
+            guardrails:
+              tokenizer: \(path)
+              default: { input: [validation], max_input_tokens: 4 }
+            """
+        try await withGateway(yaml: yaml) { gateway in
+            let refused = try await gateway.chat(key: nil, model: "demo", text: "12345 12345")
+            #expect(refused.status == 400 && refused.body.contains("5 input tokens, more than the 4 allowed"), "\(refused.body)")
+            #expect(try await gateway.chat(key: nil, model: "demo", text: "hello world!").status == 200)
+        }
+        let missing = "models: [{ name: demo, deployments: [{ provider: demo }] }]\nguardrails: { tokenizer: /nonexistent/vocab.tiktoken }"
+        await #expect { try await withGateway(yaml: missing) { _ in } } throws: { "\($0)".contains("guardrails.tokenizer") }
     }
 }
