@@ -98,15 +98,19 @@ public struct GuardSegment: Sendable, Equatable {
     /// Whether the text is the message's whole content (so a redaction can replace it); false
     /// for text joined from parts and for tool-call arguments.
     public var isWholeContent: Bool
+    /// For a tool call's arguments: the call's position in the message (a redaction replaces
+    /// the arguments, as long as they stay valid JSON).
+    public var toolCallIndex: Int?
     /// Whether the text comes from the caller's own instructions (system/developer) rather
     /// than a user, a tool result or a document.
     public var isTrusted: Bool { role == .system || role == .developer }
 
-    public init(role: ChatRole, messageIndex: Int?, text: String, isWholeContent: Bool = false) {
+    public init(role: ChatRole, messageIndex: Int?, text: String, isWholeContent: Bool = false, toolCallIndex: Int? = nil) {
         self.role = role
         self.messageIndex = messageIndex
         self.text = text
         self.isWholeContent = isWholeContent
+        self.toolCallIndex = toolCallIndex
     }
 }
 
@@ -131,7 +135,9 @@ public struct GuardInput: Sendable {
             case .parts(let parts)?: segments.append(GuardSegment(role: message.role, messageIndex: index, text: MessageContent.parts(parts).text))
             case nil: break
             }
-            for call in message.toolCalls { segments.append(GuardSegment(role: message.role, messageIndex: index, text: call.arguments)) }
+            for (position, call) in message.toolCalls.enumerated() {
+                segments.append(GuardSegment(role: message.role, messageIndex: index, text: call.arguments, toolCallIndex: position))
+            }
         }
         self.init(segments: segments)
     }

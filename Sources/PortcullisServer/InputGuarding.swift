@@ -75,11 +75,12 @@ public struct InputGuarding: Sendable {
         let input = GuardInput(request: request)
         var outcome = await entry.cascade.run(input, policy: entry.policy)
         guard !outcome.findings.isEmpty else { return prepare(Guarded(request: request), policy: entry.policy) }
-        // A redaction needs a span in a message's whole text; personal data elsewhere (image
-        // parts' text, tool-call arguments) cannot be cut out safely, so it blocks instead.
+        // A redaction needs a span in a message's whole text or in a tool call's arguments;
+        // personal data elsewhere (text joined from parts) cannot be cut out safely, so it blocks instead.
         for index in outcome.findings.indices where outcome.findingActions[index] == .redact {
             let finding = outcome.findings[index]
-            if finding.span == nil || finding.segment.map({ !input.segments[$0].isWholeContent }) ?? true {
+            let redactable = finding.segment.map { input.segments[$0].isWholeContent || input.segments[$0].toolCallIndex != nil } ?? false
+            if finding.span == nil || !redactable {
                 outcome.findingActions[index] = .block
                 if !outcome.isBlocked { outcome.decisive = finding }   // a block found before keeps its reason
                 outcome.action = .block
@@ -97,6 +98,18 @@ public struct InputGuarding: Sendable {
         }
         let vault = entry.policy.personalData == .tokenize ? PlaceholderVault() : nil
         let redacted = redact(request, input: input, outcome: outcome, action: entry.policy.personalData, vault: vault)
+        // Redacted tool-call arguments must still be the JSON they were; if not, refuse rather than send them broken.
+        for message in redacted.messages.indices {
+            for (position, call) in redacted.messages[message].toolCalls.enumerated()
+                where call.arguments != request.messages[message].toolCalls[position].arguments
+                    && (try? JSONParser.parse(request.messages[message].toolCalls[position].arguments)) != nil
+                    && (try? JSONParser.parse(call.arguments)) == nil {
+                throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+                                   message: "The request was blocked by the pii guardrail: personal data in tool-call arguments "
+                                       + "could not be redacted without breaking their JSON.",
+                                   param: "messages[\(message)]", headers: ["x-portcullis-guard-category": "pii"])
+            }
+        }
         return prepare(Guarded(request: redacted, vault: vault.flatMap { $0.isEmpty ? nil : $0 }), policy: entry.policy)
     }
 
@@ -170,7 +183,11 @@ public struct InputGuarding: Sendable {
                     ?? replacement(for: value, kind: span.kind, action: action)
                 bytes.replaceSubrange(span.range, with: Array(text.utf8))
             }
-            redacted.messages[message].content = .text(String(decoding: bytes, as: UTF8.self))
+            if let call = input.segments[segment].toolCallIndex {
+                redacted.messages[message].toolCalls[call].arguments = String(decoding: bytes, as: UTF8.self)
+            } else {
+                redacted.messages[message].content = .text(String(decoding: bytes, as: UTF8.self))
+            }
         }
         return redacted
     }
@@ -308,11 +325,13 @@ public final class GuardEventLog: Service, Sendable {
     }
 }
 
-/// Restores placeholders in streamed chat chunks, one restorer per choice; a choice's held-back
-/// tail goes out with its finishing chunk.
+/// Restores placeholders in streamed chat chunks, one restorer per choice and one per tool
+/// call's arguments; held-back tails go out with the choice's finishing chunk.
 final class ChunkRestorer: Sendable {
     private let vault: PlaceholderVault
     private let restorers = Mutex<[Int: StreamRestorer]>([:])
+    /// Tool calls' argument restorers by choice, then call index.
+    private let toolRestorers = Mutex<[Int: [Int: StreamRestorer]]>([:])
 
     init(vault: PlaceholderVault) {
         self.vault = vault
@@ -329,6 +348,27 @@ final class ChunkRestorer: Sendable {
                 if chunk.choices[position].finishReason != nil { text += restorer.flush() }
                 restorers[index] = restorer
                 if delta != nil || !text.isEmpty { chunk.choices[position].delta.content = text }
+            }
+        }
+        toolRestorers.withLock { restorers in
+            for position in chunk.choices.indices {
+                let choice = chunk.choices[position].index
+                var calls = restorers[choice] ?? [:]
+                for delta in chunk.choices[position].delta.toolCalls.indices {
+                    let call = chunk.choices[position].delta.toolCalls[delta]
+                    guard let fragment = call.arguments else { continue }
+                    var restorer = calls[call.index] ?? StreamRestorer(vault: vault)
+                    chunk.choices[position].delta.toolCalls[delta].arguments = restorer.feed(fragment)
+                    calls[call.index] = restorer
+                }
+                if chunk.choices[position].finishReason != nil {
+                    for (index, var restorer) in calls.sorted(by: { $0.key < $1.key }) {
+                        let tail = restorer.flush()
+                        if !tail.isEmpty { chunk.choices[position].delta.toolCalls.append(ToolCallDelta(index: index, arguments: tail)) }
+                    }
+                    calls = [:]
+                }
+                restorers[choice] = calls
             }
         }
         return chunk
@@ -396,6 +436,9 @@ extension PlaceholderVault {
         for index in completion.choices.indices {
             if case .text(let text)? = completion.choices[index].message.content {
                 completion.choices[index].message.content = .text(restore(text))
+            }
+            for call in completion.choices[index].message.toolCalls.indices {
+                completion.choices[index].message.toolCalls[call].arguments = restore(completion.choices[index].message.toolCalls[call].arguments)
             }
         }
         return completion

@@ -321,6 +321,41 @@ struct GatewayGuardrailTests {
         }
     }
 
+    @Test("tokenised personal data in tool-call arguments: placeholders upstream (still valid JSON), originals back in the model's tool calls, streamed or not")
+    func tokenisedToolArguments() async throws {
+        try await withMockUpstream { mock, port in
+            let yaml = """
+                routing: { health_check: { interval_seconds: 0 } }
+                models:
+                \(openAIModel("agent", port: port))
+                guardrails:
+                  default: { input: [pii], pii: tokenize }
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                // The model answers with a tool call whose arguments carry the placeholder it was given.
+                try await configureMock(port: port, #"{"tool_name":"send_mail","tool_arguments":"{\"to\":\"[EMAIL_1]\",\"body\":\"hi\"}"}"#)
+                let body = #"""
+                    {"model":"agent","stream":STREAM,"tools":[{"type":"function","function":{"name":"send_mail","parameters":{"type":"object"}}}],
+                     "messages":[{"role":"user","content":"mail the report"},
+                     {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"lookup","arguments":"{\"who\":\"ivan@example.ru\"}"}}]},
+                     {"role":"tool","tool_call_id":"c1","content":"found"}]}
+                    """#
+                let plain = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: body.replacingOccurrences(of: "STREAM", with: "false"))
+                let call = plain.json?.objectValue?["choices"]?.arrayValue?.first?.objectValue?["message"]?.objectValue?["tool_calls"]?.arrayValue?.first?.objectValue
+                #expect(call?["function"]?.objectValue?["arguments"]?.stringValue == #"{"to":"ivan@example.ru","body":"hi"}"#, "\(plain.body)")
+                let sentArguments = try await mockRequests(port: port).last?["body"]?.objectValue?["messages"]?.arrayValue?[1].objectValue?["tool_calls"]?
+                    .arrayValue?.first?.objectValue?["function"]?.objectValue?["arguments"]?.stringValue
+                #expect(sentArguments == #"{"who":"[EMAIL_1]"}"#, "\(String(describing: sentArguments))")
+
+                let streamed = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: body.replacingOccurrences(of: "STREAM", with: "true"))
+                let arguments = streamed.sseData.compactMap { try? JSONParser.parse($0) }.flatMap {
+                    $0.objectValue?["choices"]?.arrayValue?.first?.objectValue?["delta"]?.objectValue?["tool_calls"]?.arrayValue ?? []
+                }.compactMap { $0.objectValue?["function"]?.objectValue?["arguments"]?.stringValue }.joined()
+                #expect(arguments == #"{"to":"ivan@example.ru","body":"hi"}"#, "\(streamed.body)")
+            }
+        }
+    }
+
     /// The streamed text of an OpenAI chat stream, and its error event if it ended with one.
     static func streamed(_ result: HTTPResult) -> (text: String, error: String?) {
         var text = ""
