@@ -382,10 +382,19 @@ final class ChunkGuard: Sendable {
     private let inspector: OutputInspector
     private let guards = Mutex<[Int: StreamOutputGuard]>([:])
     private let record: @Sendable ([(finding: GuardFinding, action: GuardAction)]) -> Void
+    /// The JSON the request asked for, when the policy's `format` guard checks streams: each
+    /// choice's text is kept and checked when the choice finishes (no retry: the text is out).
+    private let format: ResponseFormat?
+    private let delivered = Mutex<[Int: String]>([:])
 
-    init(inspector: OutputInspector, record: @escaping @Sendable ([(finding: GuardFinding, action: GuardAction)]) -> Void) {
+    init(inspector: OutputInspector, format: ResponseFormat? = nil,
+         record: @escaping @Sendable ([(finding: GuardFinding, action: GuardAction)]) -> Void) {
         self.inspector = inspector
         self.record = record
+        switch format {
+        case .jsonObject?, .jsonSchema?: self.format = inspector.policy.output.guards.contains("format") ? format : nil
+        case .text?, nil: self.format = nil
+        }
     }
 
     func apply(_ chunk: ChatChunk) throws(GatewayError) -> ChatChunk {
@@ -416,7 +425,29 @@ final class ChunkGuard: Sendable {
                                message: "The answer was stopped by the \(blocked.category.rawValue) output guardrail (\(blocked.risk) risk, "
                                    + "policy '\(inspector.policy.name)').")
         }
+        if let format, let problem = checkFormat(chunk, format) {
+            let finding = GuardFinding(guardName: "format", category: .format, risk: .medium, score: 1, reason: problem)
+            record([(finding, .block)])
+            finish()
+            throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+                               message: "The answer is not the JSON the request's response_format asked for: \(problem).")
+        }
         return chunk
+    }
+
+    /// Keeps each choice's delivered text; when a choice finishes (not with a tool call), its
+    /// whole text is checked.
+    private func checkFormat(_ chunk: ChatChunk, _ format: ResponseFormat) -> String? {
+        delivered.withLock { delivered in
+            for choice in chunk.choices {
+                delivered[choice.index, default: ""] += choice.delta.content ?? ""
+                if let reason = choice.finishReason, reason != .toolCalls,
+                   let problem = FormatCheck.problem(in: delivered[choice.index] ?? "", format: format) {
+                    return problem
+                }
+            }
+            return nil
+        }
     }
 
     /// Records every choice's findings, once.

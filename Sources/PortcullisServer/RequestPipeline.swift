@@ -125,7 +125,7 @@ public struct RequestPipeline: Sendable {
             let restorer = guarded?.vault.map(ChunkRestorer.init)
             let principal = context.principal, requestID = context.requestID, events = guarding?.events
             let outputGuard = guarded?.output.map { inspector in
-                ChunkGuard(inspector: inspector) { found in
+                ChunkGuard(inspector: inspector, format: chat.responseFormat) { found in
                     events?.record(findings: found, policy: inspector.policy.name, model: chat.model, principal: principal, requestID: requestID)
                 }
             }

@@ -500,6 +500,15 @@ struct GatewayGuardrailTests {
                 #expect(try await mockRequests(port: port).count == before + 1)
                 let plain = try await gateway.chat(key: nil, model: "json", text: "hello")
                 #expect(plain.status == 200 && plain.headers["x-portcullis-guard-category"] == nil)
+
+                // Streams are checked when the choice finishes: valid JSON ends normally, anything else with the error event.
+                let streamBody = #"{"model":"json","stream":true,"response_format":{"type":"json_object"},"messages":[{"role":"user","content":"city?"}]}"#
+                try await configureMock(port: port, #"{"replies":["{\"city\": \"Paris\"}"],"chunk_chars":4}"#)
+                let good = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: streamBody)
+                #expect(Self.streamed(good).text == #"{"city": "Paris"}"# && Self.streamed(good).error == nil && good.body.contains("[DONE]"), "\(good.body)")
+                try await configureMock(port: port, #"{"replies":["The city is Paris."],"chunk_chars":4}"#)
+                let bad = try await gateway.call(.POST, "/v1/chat/completions", key: nil, body: streamBody)
+                #expect(Self.streamed(bad).error == "guardrail_blocked" && !bad.body.contains("[DONE]"), "\(bad.body)")
             }
         }
     }
