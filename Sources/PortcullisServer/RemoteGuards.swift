@@ -13,14 +13,26 @@ import PortcullisRouting
 enum RemoteGuards {
     static func make(_ configuration: GatewayConfiguration.Guardrails, router: ModelRouter, http: UpstreamHTTPClient,
                      logger: Logger) throws -> [any InputGuard] {
+        typealias Settings = GatewayConfiguration.Guardrails.Remote
+        /// The guard with the settings' deadline, failure mode and when it is asked.
+        func remote(_ name: String, _ settings: Settings, failureCategory: GuardCategory = .promptInjection,
+                    ask: @escaping @Sendable (GuardInput) async throws -> [GuardFinding]) -> RemoteGuard {
+            RemoteGuard(name: name, onlyWhenUncertain: settings.onlyWhenUncertain, timeout: .milliseconds(settings.timeoutMilliseconds),
+                        failClosed: settings.failClosed, failureCategory: failureCategory, ask: ask)
+        }
+        /// Where a service is called, with the settings' deadline for the whole exchange.
+        func target(_ name: String, _ settings: Settings, base: String, model: String = "", key: String? = nil) -> DeploymentTarget {
+            let seconds = Double(settings.timeoutMilliseconds) / 1000
+            return DeploymentTarget(name: name, provider: .openaiCompatible, upstreamModel: model, apiBase: base, apiKey: key,
+                                    timeouts: UpstreamTimeouts(connect: 5, firstByte: seconds, total: seconds))
+        }
         var guards: [any InputGuard] = []
         if let judge = configuration.llmJudge, let model = judge.model {
             guard router.groups[model] != nil else {
                 throw ConfigurationError(source: "configuration", issues: [.init(path: "guardrails.llm_judge.model",
                                                                                  message: "no model group named '\(model)'")])
             }
-            guards.append(RemoteGuard(name: "llm_judge", onlyWhenUncertain: judge.onlyWhenUncertain,
-                                      timeout: .milliseconds(judge.timeoutMilliseconds), failClosed: judge.failClosed) { input in
+            guards.append(remote("llm_judge", judge) { input in
                 let request = JudgePrompt.request(model: model, input: input, id: FastRandom.hex(bytes: 6))
                 let context = UpstreamContext(requestID: "judge-" + FastRandom.hex(bytes: 8), logger: logger)
                 let answer = try await router.execute(model: model, logger: logger) { deployment in
@@ -30,39 +42,24 @@ enum RemoteGuards {
             })
         }
         if let moderation = configuration.openAIModeration {
-            let target = DeploymentTarget(name: "openai_moderation", provider: .openai, upstreamModel: moderation.model ?? "omni-moderation-latest",
-                                          apiBase: moderation.apiBase ?? "https://api.openai.com", apiKey: moderation.apiKey,
-                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: Double(moderation.timeoutMilliseconds) / 1000,
-                                                                     total: Double(moderation.timeoutMilliseconds) / 1000))
-            guards.append(RemoteGuard(name: "openai_moderation", onlyWhenUncertain: moderation.onlyWhenUncertain,
-                                      timeout: .milliseconds(moderation.timeoutMilliseconds), failClosed: moderation.failClosed,
-                                      failureCategory: .moderation) { input in
-                try await OpenAIModeration.findings(for: input, target: target, http: http, logger: logger)
+            let service = target("openai_moderation", moderation, base: moderation.apiBase ?? "https://api.openai.com",
+                                 model: moderation.model ?? "omni-moderation-latest", key: moderation.apiKey)
+            guards.append(remote("openai_moderation", moderation, failureCategory: .moderation) { input in
+                try await OpenAIModeration.findings(for: input, target: service, http: http, logger: logger)
             })
         }
         if let azure = configuration.azureContentSafety, let endpoint = azure.apiBase, let key = azure.apiKey {
-            let target = DeploymentTarget(name: "azure_content_safety", provider: .azure, upstreamModel: "", apiBase: endpoint,
-                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: Double(azure.timeoutMilliseconds) / 1000,
-                                                                     total: Double(azure.timeoutMilliseconds) / 1000))
-            let adapter = AzureContentSafety(target: target, key: key, apiVersion: azure.apiVersion ?? "2024-09-01", severity: azure.severity)
-            guards.append(RemoteGuard(name: "azure_content_safety", onlyWhenUncertain: azure.onlyWhenUncertain,
-                                      timeout: .milliseconds(azure.timeoutMilliseconds), failClosed: azure.failClosed) { input in
-                try await adapter.findings(for: input, http: http, logger: logger)
-            })
+            let adapter = AzureContentSafety(target: target("azure_content_safety", azure, base: endpoint), key: key,
+                                             apiVersion: azure.apiVersion ?? "2024-09-01", severity: azure.severity)
+            guards.append(remote("azure_content_safety", azure) { input in try await adapter.findings(for: input, http: http, logger: logger) })
         }
         if let bedrock = configuration.bedrockGuardrail, let region = bedrock.region, let id = bedrock.guardrailID,
            let keyID = bedrock.apiKey, let secret = bedrock.secretAccessKey {
             let base = bedrock.apiBase ?? "https://bedrock-runtime.\(region).amazonaws.com"
-            let target = DeploymentTarget(name: "bedrock_guardrail", provider: .openaiCompatible, upstreamModel: "", apiBase: base,
-                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: Double(bedrock.timeoutMilliseconds) / 1000,
-                                                                     total: Double(bedrock.timeoutMilliseconds) / 1000))
-            let adapter = BedrockGuardrail(target: target, guardrailID: id, version: bedrock.guardrailVersion,
+            let adapter = BedrockGuardrail(target: target("bedrock_guardrail", bedrock, base: base), guardrailID: id, version: bedrock.guardrailVersion,
                                            signer: SigV4(accessKeyID: keyID, secretAccessKey: secret, sessionToken: bedrock.sessionToken,
                                                          region: region, service: "bedrock"))
-            guards.append(RemoteGuard(name: "bedrock_guardrail", onlyWhenUncertain: bedrock.onlyWhenUncertain,
-                                      timeout: .milliseconds(bedrock.timeoutMilliseconds), failClosed: bedrock.failClosed) { input in
-                try await adapter.findings(for: input, http: http, logger: logger)
-            })
+            guards.append(remote("bedrock_guardrail", bedrock) { input in try await adapter.findings(for: input, http: http, logger: logger) })
         }
         return guards
     }
