@@ -82,7 +82,7 @@ public struct GuardOutcome: Sendable {
 
 /// Runs guards as a cascade: cheaper tiers first; once a tier's findings block, costlier
 /// tiers are not asked, and those that only settle doubts are asked only when an earlier tier
-/// found something without blocking.
+/// found something it only flagged.
 public struct GuardCascade: Sendable {
     private let guards: [String: any InputGuard]
 
@@ -102,8 +102,9 @@ public struct GuardCascade: Sendable {
         while index < selected.count {
             let tier = selected[index].tier
             while index < selected.count && selected[index].tier == tier {
-                // A costly tier looks only where the cheaper ones were unsure (found, did not block).
-                if !selected[index].onlyWhenUncertain || !findings.isEmpty {
+                // A costly tier looks only where the cheaper ones were unsure: something was found and
+                // only flagged (a redaction of personal data is a decision, not a doubt).
+                if !selected[index].onlyWhenUncertain || findings.contains(where: { policy.action(for: $0) == .flag }) {
                     findings += await selected[index].inspect(input)
                 }
                 index += 1
