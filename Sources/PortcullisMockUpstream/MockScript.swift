@@ -26,7 +26,7 @@ struct MockScript {
             }
         case .openAICompletion:
             prompt = request["prompt"]?.stringValue ?? ""
-        case .openAIEmbedding, .openAIModeration, .azureShield, .azureAnalyze, .bedrockGuardrail:
+        case .openAIEmbedding:
             prompt = ""
         }
         var system = ""
@@ -37,7 +37,7 @@ struct MockScript {
                     .compactMap { $0.objectValue?["content"].map(MockScript.text(of:)) }.joined(separator: "\n")
             case .anthropic:
                 system = request["system"].map(MockScript.text(of:)) ?? ""
-            case .openAICompletion, .openAIEmbedding, .openAIModeration, .azureShield, .azureAnalyze, .bedrockGuardrail:
+            case .openAICompletion, .openAIEmbedding:
                 break
             }
         }
@@ -111,7 +111,7 @@ struct MockScript {
                     "model": .string(model),
                     "choices": [["text": .string(text), "index": 0, "logprobs": .null, "finish_reason": .string(openAIFinish)]],
                     "usage": openAIUsage]
-        case .openAIChat, .openAIEmbedding, .openAIModeration, .azureShield, .azureAnalyze, .bedrockGuardrail:
+        case .openAIChat, .openAIEmbedding:
             var message: JSONObject = ["role": "assistant", "content": toolName == nil ? .string(text) : .null, "refusal": .null]
             if let toolName {
                 message["tool_calls"] = [["id": "call_mock_1", "type": "function",
@@ -148,7 +148,7 @@ struct MockScript {
         switch api {
         case .anthropic: return anthropicEvents()
         case .openAICompletion: return completionEvents()
-        case .openAIChat, .openAIEmbedding, .openAIModeration, .azureShield, .azureAnalyze, .bedrockGuardrail: return chatEvents()
+        case .openAIChat, .openAIEmbedding: return chatEvents()
         }
     }
 

@@ -66,11 +66,11 @@ public final class MockUpstream: Sendable {
         router.post("/v1/chat/completions") { request, context in try await self.handle(request, context, api: .openAIChat) }
         router.post("/v1/completions") { request, context in try await self.handle(request, context, api: .openAICompletion) }
         router.post("/v1/embeddings") { request, context in try await self.handle(request, context, api: .openAIEmbedding) }
-        router.post("/v1/moderations") { request, context in try await self.handle(request, context, api: .openAIModeration) }
-        router.post("/contentsafety/text:shieldPrompt") { request, context in try await self.handle(request, context, api: .azureShield) }
-        router.post("/contentsafety/text:analyze") { request, context in try await self.handle(request, context, api: .azureAnalyze) }
+        router.post("/v1/moderations") { request, context in try await self.handle(request, context, service: .openAIModeration) }
+        router.post("/contentsafety/text:shieldPrompt") { request, context in try await self.handle(request, context, service: .azureShield) }
+        router.post("/contentsafety/text:analyze") { request, context in try await self.handle(request, context, service: .azureAnalyze) }
         router.post("/guardrail/{id}/version/{version}/apply") { request, context in
-            try await self.handle(request, context, api: .bedrockGuardrail)
+            try await self.handle(request, context, service: .bedrockGuardrail)
         }
         router.post("/v1/messages") { request, context in try await self.handle(request, context, api: .anthropic) }
         router.post("/openai/deployments/{deployment}/chat/completions") { request, context in
@@ -120,7 +120,12 @@ public final class MockUpstream: Sendable {
     }
 
     enum API {
-        case openAIChat, openAICompletion, openAIEmbedding, anthropic, openAIModeration, azureShield, azureAnalyze, bedrockGuardrail
+        case openAIChat, openAICompletion, openAIEmbedding, anthropic
+    }
+
+    /// The guard services the mock imitates (they answer from the request alone, not from a script).
+    enum Service {
+        case openAIModeration, azureShield, azureAnalyze, bedrockGuardrail
     }
 
     /// Phrases the mock's Prompt Shields and Bedrock prompt-attack filter treat as attacks.
@@ -208,7 +213,27 @@ public final class MockUpstream: Sendable {
         if milliseconds > 0 { try await Task.sleep(nanoseconds: UInt64(milliseconds * 1_000_000)) }
     }
 
-    private func handle(_ request: Request, _ context: MockRequestContext, api: API) async throws -> Response {
+    /// A request read, recorded and past the injected latency and errors: its JSON object, or
+    /// the response already decided.
+    private enum Received {
+        case answered(Response)
+        case body(JSONObject, MockBehaviour, sequence: Int, record: RecordedRequest)
+    }
+
+    private func handle(_ request: Request, _ context: MockRequestContext, service: Service) async throws -> Response {
+        switch try await receive(request, context, anthropicErrors: false) {
+        case .answered(let response): return response
+        case .body(let object, _, _, let record):
+            switch service {
+            case .openAIModeration: return Self.moderation(object)
+            case .azureShield: return Self.azureShield(object)
+            case .azureAnalyze: return Self.azureAnalyze(object)
+            case .bedrockGuardrail: return Self.bedrockGuardrail(object, authorization: record.authorization)
+            }
+        }
+    }
+
+    private func receive(_ request: Request, _ context: MockRequestContext, anthropicErrors: Bool) async throws -> Received {
         let buffer = try await request.body.collect(upTo: 64 << 20)
         let body = try? JSONParser.parse(buffer.readableBytesView)
         let record = RecordedRequest(
@@ -230,21 +255,24 @@ public final class MockUpstream: Sendable {
         if injectError {
             var headers = HTTPFields()
             if let retryAfter = behaviour.retryAfterSeconds { headers[.retryAfter] = String(Int(retryAfter.rounded(.up))) }
-            let envelope: JSONValue = api == .anthropic
+            let envelope: JSONValue = anthropicErrors
                 ? ["type": "error", "error": ["type": behaviour.errorStatus == 429 ? "rate_limit_error" : "api_error",
                                               "message": .string("mock injected error \(behaviour.errorStatus)")]]
                 : ["error": ["message": .string("mock injected error \(behaviour.errorStatus)"), "type": "server_error", "param": .null, "code": .null]]
-            return Self.json(envelope, status: .init(code: behaviour.errorStatus), extraHeaders: headers)
+            return .answered(Self.json(envelope, status: .init(code: behaviour.errorStatus), extraHeaders: headers))
         }
         guard let object = body?.objectValue else {
-            return Self.json(["error": ["message": "mock: body is not a JSON object", "type": "invalid_request_error"]], status: .badRequest)
+            return .answered(Self.json(["error": ["message": "mock: body is not a JSON object", "type": "invalid_request_error"]], status: .badRequest))
         }
-        switch api {
-        case .openAIModeration: return Self.moderation(object)
-        case .azureShield: return Self.azureShield(object)
-        case .azureAnalyze: return Self.azureAnalyze(object)
-        case .bedrockGuardrail: return Self.bedrockGuardrail(object, authorization: record.authorization)
-        default: break
+        return .body(object, behaviour, sequence: sequence, record: record)
+    }
+
+    private func handle(_ request: Request, _ context: MockRequestContext, api: API) async throws -> Response {
+        let object: JSONObject, behaviour: MockBehaviour, sequence: Int
+        switch try await receive(request, context, anthropicErrors: api == .anthropic) {
+        case .answered(let response): return response
+        case .body(let received, let receivedBehaviour, let receivedSequence, _):
+            (object, behaviour, sequence) = (received, receivedBehaviour, receivedSequence)
         }
         let stream = object["stream"]?.boolValue ?? false
         let model = object["model"]?.stringValue ?? "mock-model"
@@ -256,7 +284,7 @@ public final class MockUpstream: Sendable {
             })
         }
         switch api {
-        case .openAIEmbedding, .openAIModeration, .azureShield, .azureAnalyze, .bedrockGuardrail:
+        case .openAIEmbedding:
             return Self.json(script.embeddingResponse())
         case .openAIChat, .openAICompletion, .anthropic:
             guard stream else { return Self.json(script.completeResponse()) }
