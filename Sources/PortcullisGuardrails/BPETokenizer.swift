@@ -57,10 +57,20 @@ public struct BPETokenizer: Sendable {
         return total
     }
 
+    /// Pieces longer than this (a run of letters without a space) are counted in slices of it:
+    /// merging is quadratic in the piece's length, and a hostile 100,000-letter word must not
+    /// stall the guard. Tokens do not span slices, so the count can only come out higher.
+    static let longestPiece = 256
+
     /// The tokens of one piece: whole when the vocabulary has it, else merged from its bytes.
     func count(piece: [UInt8]) -> Int {
         if piece.isEmpty { return 0 }
         if ranks[piece] != nil { return 1 }
+        if piece.count > Self.longestPiece {
+            return stride(from: 0, to: piece.count, by: Self.longestPiece).reduce(0) { total, start in
+                total + count(piece: Array(piece[start..<min(start + Self.longestPiece, piece.count)]))
+            }
+        }
         // Boundaries of the current parts; merge the adjacent pair whose join has the lowest rank.
         var bounds = Array(0...piece.count)
         while bounds.count > 2 {

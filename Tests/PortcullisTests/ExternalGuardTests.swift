@@ -134,6 +134,8 @@ struct BPETests {
         #expect(tokenizer.count("6789") == 4, "678 and 9, no merges for them: one token per byte")
         #expect(tokenizer.count("привет") == 12, "no merges: one token per byte")
         #expect(tokenizer.count("") == 0)
+        // A 100,000-letter word is counted slice by slice (one token per byte here: no merges apply).
+        #expect(tokenizer.count(String(repeating: "x", count: 100_000)) == 100_000)
     }
 
     @Test("a damaged vocabulary is refused with its line; one without every byte too")
