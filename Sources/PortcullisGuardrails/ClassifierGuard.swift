@@ -59,27 +59,7 @@ public struct ClassifierModel: Sendable {
     public func logit(_ text: NormalizedText) -> Float {
         let count = text.wordRanges.count
         guard count > 0 else { return bias }
-        // Every word's features (its own, its pair with the word before, its character grams), flat.
-        var hashes: [Int] = []
-        hashes.reserveCapacity(count * 10)
-        var firstHash = [Int](repeating: 0, count: count + 1)
-        let mask = UInt32(buckets - 1)
-        text.wordBytes.withUnsafeBufferPointer { bytes in
-            var previous: Range<Int>?
-            for (index, range) in text.wordRanges.enumerated() {
-                firstHash[index] = hashes.count
-                hashes.append(Int(Self.hash(prefix: Self.wordPrefix, bytes, range) & mask))
-                if let previous {
-                    var hash = Self.hash(prefix: Self.pairPrefix, bytes, previous)
-                    hash = Self.mix(hash, 0x20)
-                    hash = Self.mix(hash, bytes, range)
-                    hashes.append(Int(hash & mask))
-                }
-                Self.characterGrams(bytes, range) { hashes.append(Int($0 & mask)) }
-                previous = range
-            }
-            firstHash[count] = hashes.count
-        }
+        let hashes = Self.featureHashes(text, mask: UInt32(buckets - 1))
         var starts = [0]
         if count > window {
             starts = Array(stride(from: 0, through: count - window, by: window / 2))
@@ -91,7 +71,7 @@ public struct ClassifierModel: Sendable {
         withUnsafeTemporaryAllocation(of: UInt16.self, capacity: buckets) { seen in
             seen.initialize(repeating: 0)
             weights.withUnsafeBufferPointer { weights in
-                hashes.withUnsafeBufferPointer { hashes in
+                hashes.features.withUnsafeBufferPointer { features in
                     var stamp: UInt16 = 0
                     for start in starts {
                         if stamp == UInt16.max {
@@ -100,8 +80,8 @@ public struct ClassifierModel: Sendable {
                         }
                         stamp += 1
                         var sum = bias
-                        for position in firstHash[start]..<firstHash[min(start + window, count)] {
-                            let bucket = hashes[position]
+                        for position in hashes.firstOfWord[start]..<hashes.firstOfWord[min(start + window, count)] {
+                            let bucket = Int(features[position])
                             if seen[bucket] != stamp {
                                 seen[bucket] = stamp
                                 sum += weights[bucket]
@@ -115,9 +95,93 @@ public struct ClassifierModel: Sendable {
         return best
     }
 
+    /// Every word's features (its own, its pair with the word before, its character grams) as
+    /// bucket numbers, flat, with where each word's begin. A word met again reuses the features
+    /// computed the first time (most words of a long text are repeats): a small open-addressed
+    /// table keyed by the word's hash, confirmed by its bytes.
+    static func featureHashes(_ text: NormalizedText, mask: UInt32) -> (features: [UInt32], firstOfWord: [Int]) {
+        let count = text.wordRanges.count
+        var features: [UInt32] = []
+        features.reserveCapacity(count * 10)
+        var firstOfWord = [Int](repeating: 0, count: count + 1)
+        var capacity = 16
+        while capacity < count && capacity < 1 << 16 { capacity <<= 1 }
+        // Per table slot: the word's hash, its first occurrence (word index + 1; 0 = empty), the
+        // FNV state of its pair prefix, and where its own features sit in `features`.
+        var slotHash = [UInt32](repeating: 0, count: capacity)
+        var slotWord = [Int32](repeating: 0, count: capacity)
+        var slotPairState = [UInt32](repeating: 0, count: capacity)
+        var slotFeatures = [Int32](repeating: 0, count: capacity)
+        var filled = 0
+        text.wordBytes.withUnsafeBufferPointer { bytes in
+            text.wordRanges.withUnsafeBufferPointer { words in
+                var previousPairState: UInt32?
+                for index in 0..<count {
+                    let range = words[index]
+                    firstOfWord[index] = features.count
+                    let wordHash = Self.hash(prefix: Self.wordPrefix, bytes, range)
+                    // Find the word, or the empty slot where it belongs.
+                    var slot = Int(wordHash) & (capacity - 1)
+                    var known = -1
+                    while slotWord[slot] != 0 {
+                        if slotHash[slot] == wordHash {
+                            let other = words[Int(slotWord[slot]) - 1]
+                            if other.count == range.count, memcmp(bytes.baseAddress! + other.lowerBound, bytes.baseAddress! + range.lowerBound,
+                                                                  range.count) == 0 {
+                                known = slot
+                                break
+                            }
+                        }
+                        slot = (slot + 1) & (capacity - 1)
+                    }
+                    features.append(wordHash & mask)
+                    if let previousPairState { features.append(Self.mix(previousPairState, bytes, range) & mask) }
+                    let pairState: UInt32
+                    if known >= 0 {
+                        // The grams follow the word's own feature at its first occurrence; their
+                        // count is the span up to the next word's first feature (less its pair).
+                        pairState = slotPairState[known]
+                        let first = Int(slotFeatures[known])
+                        let wordIndex = Int(slotWord[known]) - 1
+                        let firstGram = first + (wordIndex > 0 ? 2 : 1)
+                        let end = firstOfWord[wordIndex + 1]
+                        for position in firstGram..<end { features.append(features[position]) }
+                    } else {
+                        pairState = Self.mix(Self.hash(prefix: Self.pairPrefix, bytes, range), 0x20)
+                        let first = firstOfWord[index]
+                        Self.characterGrams(bytes, range) { features.append($0 & mask) }
+                        if filled * 4 < capacity * 3 {   // a full table stops learning words, the features stay right
+                            slotHash[slot] = wordHash
+                            slotWord[slot] = Int32(index + 1)
+                            slotPairState[slot] = pairState
+                            slotFeatures[slot] = Int32(first)
+                            filled += 1
+                        }
+                    }
+                    previousPairState = pairState
+                }
+            }
+        }
+        firstOfWord[count] = features.count
+        return (features, firstOfWord)
+    }
+
     /// The hashes of the character 4-grams of the word padded with `<` and `>` (the whole
     /// padded word when it has four characters or fewer), counted in Unicode scalars.
     private static func characterGrams(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, _ emit: (UInt32) -> Void) {
+        // ASCII words (most words): scalars are bytes; the padded word's 4-byte windows.
+        if range.count >= 3, !bytes[range].contains(where: { $0 >= 0x80 }) {
+            let low = range.lowerBound
+            let high = range.upperBound
+            emit(mix(mix(mix(mix(gramPrefix, 0x3C), bytes[low]), bytes[low + 1]), bytes[low + 2]))
+            var first = low
+            while first + 3 < high {
+                emit(mix(mix(mix(mix(gramPrefix, bytes[first]), bytes[first + 1]), bytes[first + 2]), bytes[first + 3]))
+                first += 1
+            }
+            emit(mix(mix(mix(mix(gramPrefix, bytes[high - 3]), bytes[high - 2]), bytes[high - 1]), 0x3E))
+            return
+        }
         // Where each scalar of the padded word starts: `<` is -1 and `>` is range.upperBound
         // (virtual positions); the word's scalars start at bytes that are not continuations.
         withUnsafeTemporaryAllocation(of: Int.self, capacity: range.count + 3) { starts in

@@ -41,19 +41,24 @@ public struct NormalizedText: Sendable, Equatable {
 
     public init(_ text: String) {
         // NFKC only when something it changes may be present: ASCII, the common European and
-        // Cyrillic letters and the usual dashes and quotes are already in compatibility-normal form.
+        // Cyrillic letters and the usual dashes and quotes are already in compatibility-normal
+        // form. The scan stops at the first scalar that may change, and starts again on the
+        // normalised text.
         var source = text
-        if !text.utf8.allSatisfy({ $0 < 0x80 }), text.unicodeScalars.contains(where: Self.mayNeedCompatibilityMapping) {
-            source = text.precomposedStringWithCompatibilityMapping
-        }
         var scan = Scan()
-        scan.run(source)
+        if !scan.run(source, stoppingForCompatibility: true) {
+            source = text.precomposedStringWithCompatibilityMapping
+            scan = Scan()
+            scan.run(source, stoppingForCompatibility: false)
+        }
+        scan.finish()
         invisibleCharacters = scan.invisible
         bidiControls = scan.bidi
         mixedScriptWords = scan.mixedScriptWords
-        Self.joinSpelledOut(&scan)
+        if scan.hasSpelledOutRun { Self.joinSpelledOut(&scan) }
         loweredBytes = scan.lowered
-        wordBytes = scan.wordBytes
+        // Without folded words the word bytes are `lowered` itself (shared storage, no copy).
+        wordBytes = scan.folds.isEmpty ? scan.lowered : scan.lowered + scan.folds
         wordRanges = scan.words
         decodedBlobs = Self.decodeBlobs(in: source)
     }
@@ -69,6 +74,10 @@ public struct NormalizedText: Sendable, Equatable {
         var invisible = 0
         var bidi = 0
         var mixedScriptWords = 0
+        /// Whether four or more one-letter words came in a row ("i g n o r e"): only then is
+        /// there anything to join.
+        var hasSpelledOutRun = false
+        private var singleLetterRun = 0
         // The word being read.
         private var wordStart = -1
         private var latin = false
@@ -76,13 +85,16 @@ public struct NormalizedText: Sendable, Equatable {
         private var hasLetter = false
         private var hasLeet = false
 
-        mutating func run(_ text: String) {
+        /// Reads `text`; false (and a partial scan) when `stoppingForCompatibility` and a scalar
+        /// NFKC may change was met.
+        @discardableResult
+        mutating func run(_ text: String, stoppingForCompatibility: Bool) -> Bool {
             lowered.reserveCapacity(text.utf8.count + 16)
             words.reserveCapacity(text.utf8.count / 5)
             // ASCII bytes (most of most prompts) are taken straight from the UTF-8; anything else
             // as a scalar.
             var text = text
-            text.withUTF8 { utf8 in
+            return text.withUTF8 { utf8 in
                 var index = 0
                 while index < utf8.count {
                     let byte = utf8[index]
@@ -100,11 +112,18 @@ public struct NormalizedText: Sendable, Equatable {
                     default: (value, length) = (UInt32(byte & 0x07), 4)
                     }
                     for offset in 1..<length { value = value << 6 | UInt32(utf8[index + offset] & 0x3F) }
+                    if stoppingForCompatibility && NormalizedText.mayNeedCompatibilityMapping(value) { return false }
                     takeScalar(value)
                     index += length
                 }
+                return true
             }
+        }
+
+        /// Ends the last word and points folded words past `lowered`.
+        mutating func finish() {
             finishWord()
+            if !folds.isEmpty { resolveFolds() }
         }
 
         /// An ASCII byte: lower-cased, cut into words as `take` does.
@@ -230,7 +249,13 @@ public struct NormalizedText: Sendable, Equatable {
                 appendFold(folded)
             } else {
                 words.append(low..<high)
+                if high - low == 1 || (high - low == 2 && lowered[low] & 0xE0 == 0xC0) {
+                    singleLetterRun += 1
+                    if singleLetterRun >= 4 { hasSpelledOutRun = true }
+                    return
+                }
             }
+            singleLetterRun = 0
         }
 
         /// A folded word: its bytes go to `folds`, its span is marked (negative) until the end,
@@ -254,16 +279,21 @@ public struct NormalizedText: Sendable, Equatable {
     /// Whether `lowered` contains `needle` (UTF-8 bytes).
     public func contains(_ needle: [UInt8]) -> Bool {
         guard !needle.isEmpty, needle.count <= loweredBytes.count else { return needle.isEmpty }
+        // memchr finds candidates for the needle's least common byte, memcmp confirms (memmem is
+        // not exposed to Swift here): anchoring on ":" or "<" rather than a common letter keeps
+        // the candidates few.
+        var anchor = 0
+        for index in needle.indices where Self.byteFrequency[Int(needle[index])] < Self.byteFrequency[Int(needle[anchor])] { anchor = index }
         return loweredBytes.withUnsafeBytes { haystack in
             needle.withUnsafeBytes { pattern in
-                // memchr finds candidates for the first byte, memcmp confirms (memmem is not exposed to Swift here).
                 guard let base = haystack.baseAddress, let first = pattern.baseAddress else { return false }
+                // The anchor byte can sit from `anchor` to `last + anchor`.
                 let last = haystack.count - pattern.count
-                var offset = 0
-                while offset <= last {
-                    guard let hit = memchr(base + offset, Int32(pattern[0]), last - offset + 1) else { return false }
+                var offset = anchor
+                while offset <= last + anchor {
+                    guard let hit = memchr(base + offset, Int32(pattern[anchor]), last + anchor - offset + 1) else { return false }
                     let position = base.distance(to: UnsafeRawPointer(hit))
-                    if memcmp(base + position, first, pattern.count) == 0 { return true }
+                    if memcmp(base + position - anchor, first, pattern.count) == 0 { return true }
                     offset = position + 1
                 }
                 return false
@@ -271,12 +301,30 @@ public struct NormalizedText: Sendable, Equatable {
         }
     }
 
+    /// How common each byte is in lower-cased prose (English letter frequencies, spaces, and
+    /// the lead and continuation bytes of Cyrillic); rough, for choosing a search anchor.
+    static let byteFrequency: [UInt8] = (0..<256).map { byte in
+        let letters: [Character: UInt8] = ["e": 90, "t": 80, "a": 75, "o": 74, "i": 70, "n": 69, "s": 63, "h": 60, "r": 59, "d": 42,
+                                           "l": 40, "c": 28, "u": 27, "m": 24, "w": 23, "f": 22, "g": 20, "y": 19, "p": 19, "b": 15,
+                                           "v": 10, "k": 8, "j": 2, "x": 2, "q": 1, "z": 1]
+        switch byte {
+        case 0x20, 0xD0, 0xD1: return 100
+        case 0x80...0xBF: return 30
+        case 0x2E, 0x2C: return 15
+        case 0x0A: return 10
+        case 0x30...0x39: return 5
+        case 0x61...0x7A: return letters[Character(Unicode.Scalar(UInt8(byte)))] ?? 1
+        default: return 1
+        }
+    }
+
     // MARK: case and letters, fast for the scripts the rules read
 
     /// Whether NFKC may change `scalar` (anything outside ASCII, Latin-1 letters, Latin
     /// Extended-A/B, Cyrillic, and the common dashes and quotes).
-    static func mayNeedCompatibilityMapping(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.value {
+    @inline(__always)
+    static func mayNeedCompatibilityMapping(_ value: UInt32) -> Bool {
+        switch value {
         case 0x00...0x7F, 0xAB, 0xBB, 0xC0...0x24F, 0x400...0x52F, 0x2010...0x2025: false
         default: true
         }
@@ -318,7 +366,6 @@ public struct NormalizedText: Sendable, Equatable {
 
     /// Joins runs of four or more one-letter words ("i g n o r e" → "ignore").
     private static func joinSpelledOut(_ scan: inout Scan) {
-        scan.resolveFolds()
         let bytes = scan.wordBytes
         func isSingleLetter(_ range: Range<Int>) -> Bool {
             switch range.count {
@@ -367,27 +414,37 @@ public struct NormalizedText: Sendable, Equatable {
     /// decode to mostly printable UTF-8.
     static func decodeBlobs(in text: String) -> [String] {
         var blobs: [String] = []
-        let utf8 = Array(text.utf8)
-        utf8.withUnsafeBufferPointer { bytes in
+        var text = text
+        text.withUTF8 { bytes in
             var start = 0
-            func flush(_ end: Int) {
-                defer { start = end + 1 }
-                guard end - start >= 16, blobs.count < 16 else { return }
-                let run = Array(bytes[start..<end])
+            var index = 0
+            while index < bytes.count {
+                guard isBlobByte[Int(bytes[index])] else {
+                    if index - start >= 16, blobs.count < 16 {
+                        let run = Array(bytes[start..<index])
+                        if let decoded = decodeHex(run) ?? decodeBase64(run), isMostlyText(decoded) { blobs.append(decoded) }
+                    }
+                    index += 1
+                    start = index
+                    continue
+                }
+                index += 1
+            }
+            if bytes.count - start >= 16, blobs.count < 16 {
+                let run = Array(bytes[start...])
                 if let decoded = decodeHex(run) ?? decodeBase64(run), isMostlyText(decoded) { blobs.append(decoded) }
             }
-            for index in 0..<bytes.count {
-                switch bytes[index] {
-                case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                     UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "="):
-                    continue
-                default:
-                    flush(index)
-                }
-            }
-            flush(bytes.count)
         }
         return blobs
+    }
+
+    /// The bytes of base64 (standard and URL-safe, with padding) and hex runs.
+    private static let isBlobByte: [Bool] = (0..<256).map { byte in
+        switch UInt8(byte) {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "+"), UInt8(ascii: "/"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "="): true
+        default: false
+        }
     }
 
     private static func decodeHex(_ run: [UInt8]) -> String? {

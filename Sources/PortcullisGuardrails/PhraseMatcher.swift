@@ -15,31 +15,20 @@ public struct PhraseMatcher: Sendable {
         }
     }
 
-    /// A trie node over UTF-8 bytes; few children each, so a linear scan beats hashing.
-    private struct Node: Sendable {
-        var childBytes: [UInt8] = []
-        var childNodes: [Int32] = []
-        /// Stem ids ending here.
-        var stems: [Int32] = []
+    /// The trie of stems over UTF-8 bytes and the phrases, laid out in one flat table for the hot
+    /// loop (`Layout` names the sections): node `n`'s edges are `edgeBytes/edgeTargets[edgeStart[n]
+    /// ..< edgeStart[n + 1]]` (few each, so a linear scan beats hashing); the (phrase, slot) pairs
+    /// satisfied by stems ending at `n` are `hitPhrases/hitSlots[hitStart[n] ..< hitStart[n + 1]]`;
+    /// `root[byte]` is the root's child (-1: none); per phrase its gap and last slot.
+    private let table: [Int32]
+    private let layout: Layout
+    private let ids: [Int]
+    private let phraseCount: Int
+    private let maximumSlots: Int
 
-        func child(_ byte: UInt8) -> Int32? {
-            for index in childBytes.indices where childBytes[index] == byte { return childNodes[index] }
-            return nil
-        }
+    private struct Layout: Sendable {
+        var root = 0, edgeStart = 0, edgeBytes = 0, edgeTargets = 0, hitStart = 0, hitPhrases = 0, hitSlots = 0, gaps = 0, lastSlots = 0
     }
-
-    private var nodes: [Node] = [Node()]
-    /// The root's children by byte (-1: none): every word starts there.
-    private var rootChildren = [Int32](repeating: -1, count: 256)
-    /// For each stem id, the (phrase, slot) pairs it satisfies.
-    private var stemSlots: [[(phrase: Int32, slot: Int16)]] = []
-    private var phrases: [Phrase] = []
-    private var stemIDs: [String: Int32] = [:]
-    /// Per phrase: allowed gap, index of its last slot, its id (flat, for the hot loop).
-    private var gaps: [Int] = []
-    private var lastSlots: [Int] = []
-    private var ids: [Int] = []
-    private var maximumSlots = 1
 
     /// Slot lists in which a stem of several words ("set aside") becomes a run of one-word
     /// slots: the slots without such stems first, then one variant per multi-word stem.
@@ -72,40 +61,79 @@ public struct PhraseMatcher: Sendable {
     }
 
     public init(phrases: [Phrase]) {
+        // Built as nodes with child lists, then laid out flat.
+        var children: [[(byte: UInt8, node: Int32)]] = [[]]
+        var nodeHits: [[(phrase: Int32, slot: Int32)]] = [[]]
+        var stemNodes: [String: Int] = [:]
+        func insert(_ stem: String) -> Int {
+            if let node = stemNodes[stem] { return node }
+            var node = 0
+            for byte in stem.utf8 {
+                if let next = children[node].first(where: { $0.byte == byte }) {
+                    node = Int(next.node)
+                } else {
+                    children.append([])
+                    nodeHits.append([])
+                    children[node].append((byte, Int32(children.count - 1)))
+                    node = children.count - 1
+                }
+            }
+            stemNodes[stem] = node
+            return node
+        }
+        var gaps: [Int32] = []
+        var lastSlots: [Int32] = []
+        var ids: [Int] = []
+        var maximumSlots = 1
         for (index, phrase) in phrases.enumerated() {
-            self.phrases.append(phrase)
-            gaps.append(phrase.gap)
-            lastSlots.append(phrase.slots.count - 1)
+            gaps.append(Int32(phrase.gap))
+            lastSlots.append(Int32(phrase.slots.count - 1))
             ids.append(phrase.id)
             maximumSlots = max(maximumSlots, phrase.slots.count)
             for (slot, stems) in phrase.slots.enumerated() {
-                for stem in stems {
-                    let id = insert(stem)
-                    stemSlots[Int(id)].append((Int32(index), Int16(slot)))
-                }
+                for stem in stems { nodeHits[insert(stem)].append((Int32(index), Int32(slot))) }
             }
         }
-        for (byte, child) in zip(nodes[0].childBytes, nodes[0].childNodes) { rootChildren[Int(byte)] = child }
-    }
-
-    private mutating func insert(_ stem: String) -> Int32 {
-        if let id = stemIDs[stem] { return id }
-        var node = 0
-        for byte in stem.utf8 {
-            if let next = nodes[node].child(byte) {
-                node = Int(next)
-            } else {
-                nodes.append(Node())
-                nodes[node].childBytes.append(byte)
-                nodes[node].childNodes.append(Int32(nodes.count - 1))
-                node = nodes.count - 1
+        var edgeStart: [Int32] = [0]
+        var edgeBytes: [Int32] = []
+        var edgeTargets: [Int32] = []
+        var hitStart: [Int32] = [0]
+        var hitPhrases: [Int32] = []
+        var hitSlots: [Int32] = []
+        for node in children.indices {
+            for edge in children[node] {
+                edgeBytes.append(Int32(edge.byte))
+                edgeTargets.append(edge.node)
             }
+            edgeStart.append(Int32(edgeBytes.count))
+            for hit in nodeHits[node] {
+                hitPhrases.append(hit.phrase)
+                hitSlots.append(hit.slot)
+            }
+            hitStart.append(Int32(hitPhrases.count))
         }
-        let id = Int32(stemSlots.count)
-        stemSlots.append([])
-        nodes[node].stems.append(id)
-        stemIDs[stem] = id
-        return id
+        var root = [Int32](repeating: -1, count: 256)
+        for edge in children[0] { root[Int(edge.byte)] = edge.node }
+        var table: [Int32] = []
+        var layout = Layout()
+        func section(_ values: [Int32]) -> Int {
+            defer { table += values }
+            return table.count
+        }
+        layout.root = section(root)
+        layout.edgeStart = section(edgeStart)
+        layout.edgeBytes = section(edgeBytes)
+        layout.edgeTargets = section(edgeTargets)
+        layout.hitStart = section(hitStart)
+        layout.hitPhrases = section(hitPhrases)
+        layout.hitSlots = section(hitSlots)
+        layout.gaps = section(gaps)
+        layout.lastSlots = section(lastSlots)
+        self.table = table
+        self.layout = layout
+        self.ids = ids
+        self.maximumSlots = maximumSlots
+        phraseCount = phrases.count
     }
 
     /// A match: the phrase and the word range it covers.
@@ -132,47 +160,62 @@ public struct PhraseMatcher: Sendable {
     /// Every phrase found in the words `words` (spans of `bytes`).
     public func matches(in bytes: [UInt8], words: [Range<Int>]) -> [Match] {
         let width = maximumSlots
-        var reachedAt = [Int32](repeating: -1, count: phrases.count * width)
-        var startedAt = [Int32](repeating: -1, count: phrases.count * width)
-        var found = [Bool](repeating: false, count: phrases.count)
+        let count = phraseCount * width
         var matches: [Match] = []
+        // Per (phrase, slot): the latest word that completed the phrase up to that slot
+        // (`reached`, the first `count` entries) and where that partial match began (`started`,
+        // the next `count`); -1 for none. Then per phrase whether it was found (1).
+        var state = [Int32](repeating: -1, count: 2 * count + phraseCount)
         var updates: [(index: Int, start: Int32)] = []
-        for (position, word) in words.enumerated() {
-            let here = Int32(position)
-            // Read only what earlier words reached; write after, so that one word never fills
-            // two consecutive slots of a phrase.
-            updates.removeAll(keepingCapacity: true)
-            var node = 0
-            for (offset, byte) in bytes[word].enumerated() {
-                let next = offset == 0 ? rootChildren[Int(byte)] : (nodes[node].child(byte) ?? -1)
-                guard next >= 0 else { break }
-                node = Int(next)
-                for stem in nodes[node].stems {
-                    for hit in stemSlots[Int(stem)] {
-                        let phraseIndex = Int(hit.phrase)
-                        guard !found[phraseIndex] else { continue }
-                        let slot = Int(hit.slot)
-                        let base = phraseIndex * width
-                        let start: Int32
-                        if slot == 0 {
-                            start = here
-                        } else {
-                            let previous = reachedAt[base + slot - 1]
-                            guard previous >= 0, previous < here, Int(here - previous) - 1 <= gaps[phraseIndex] else { continue }
-                            start = startedAt[base + slot - 1]
+        let layout = layout
+        bytes.withUnsafeBufferPointer { bytes in
+            table.withUnsafeBufferPointer { table in
+                state.withUnsafeMutableBufferPointer { state in
+                    for (position, word) in words.enumerated() where !word.isEmpty {
+                        let here = Int32(position)
+                        // Read only what earlier words reached; write after, so that one word never
+                        // fills two consecutive slots of a phrase.
+                        updates.removeAll(keepingCapacity: true)
+                        var offset = word.lowerBound
+                        var node = Int(table[layout.root + Int(bytes[offset])])
+                        while node >= 0 {
+                            for hit in Int(table[layout.hitStart + node])..<Int(table[layout.hitStart + node + 1]) {
+                                let phraseIndex = Int(table[layout.hitPhrases + hit])
+                                guard state[2 * count + phraseIndex] < 0 else { continue }
+                                let slot = Int(table[layout.hitSlots + hit])
+                                let index = phraseIndex * width + slot
+                                let start: Int32
+                                if slot == 0 {
+                                    start = here
+                                } else {
+                                    let previous = state[index - 1]
+                                    guard previous >= 0, here - previous - 1 <= table[layout.gaps + phraseIndex] else { continue }
+                                    start = state[count + index - 1]
+                                }
+                                if Int32(slot) == table[layout.lastSlots + phraseIndex] {
+                                    state[2 * count + phraseIndex] = 1
+                                    matches.append(Match(phraseID: ids[phraseIndex], words: Int(start)..<(position + 1)))
+                                } else {
+                                    updates.append((index, start))
+                                }
+                            }
+                            offset += 1
+                            guard offset < word.upperBound else { break }
+                            let byte = Int32(bytes[offset])
+                            var next = -1
+                            for edge in Int(table[layout.edgeStart + node])..<Int(table[layout.edgeStart + node + 1])
+                            where table[layout.edgeBytes + edge] == byte {
+                                next = Int(table[layout.edgeTargets + edge])
+                                break
+                            }
+                            node = next
                         }
-                        if slot == lastSlots[phraseIndex] {
-                            found[phraseIndex] = true
-                            matches.append(Match(phraseID: ids[phraseIndex], words: Int(start)..<(position + 1)))
-                        } else {
-                            updates.append((base + slot, start))
+                        for (index, start) in updates {
+                            state[index] = here
+                            state[count + index] = start
                         }
                     }
                 }
-            }
-            for (index, start) in updates {
-                reachedAt[index] = here
-                startedAt[index] = start
             }
         }
         return matches.sorted { $0.words.lowerBound < $1.words.lowerBound }

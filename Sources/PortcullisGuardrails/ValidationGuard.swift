@@ -9,7 +9,7 @@ public enum TokenEstimate {
         var tokens = 0
         var run = 0
         var runKind = 0   // 1 ASCII letters, 2 digits, 3 other letters
-        func close() {
+        @inline(__always) func close() {
             switch runKind {
             case 1: tokens += run <= 7 ? 1 : 1 + (run - 2) / 6
             case 2: tokens += (run + 2) / 3
@@ -19,31 +19,51 @@ public enum TokenEstimate {
             run = 0
             runKind = 0
         }
-        for scalar in text.unicodeScalars {
-            let value = scalar.value
-            let kind: Int
-            if (value >= 0x61 && value <= 0x7A) || (value >= 0x41 && value <= 0x5A) {
-                kind = 1
-            } else if value >= 0x30 && value <= 0x39 {
-                kind = 2
-            } else if value < 0x80 {
-                close()
-                if value > 0x20 { tokens += 1 }   // punctuation and symbols; whitespace joins the next token
-                continue
-            } else if (value >= 0x4E00 && value <= 0x9FFF) || (value >= 0x3040 && value <= 0x30FF) || (value >= 0xAC00 && value <= 0xD7AF) {
-                close()
-                tokens += 1
-                continue
-            } else if NormalizedText.isLetter(value) {
-                kind = 3
-            } else {
-                close()
-                if !(value == 0xA0 || (value >= 0x2000 && value <= 0x200B) || value == 0x3000 || value == 0x202F) { tokens += 1 }
-                continue
+        var text = text
+        text.withUTF8 { utf8 in
+            var index = 0
+            while index < utf8.count {
+                let byte = utf8[index]
+                let value: UInt32
+                // ASCII straight from the bytes; anything else decoded (a String's UTF-8 is valid).
+                if byte < 0x80 {
+                    value = UInt32(byte)
+                    index += 1
+                } else if byte < 0xE0 {
+                    value = UInt32(byte & 0x1F) << 6 | UInt32(utf8[index + 1] & 0x3F)
+                    index += 2
+                } else if byte < 0xF0 {
+                    value = UInt32(byte & 0x0F) << 12 | UInt32(utf8[index + 1] & 0x3F) << 6 | UInt32(utf8[index + 2] & 0x3F)
+                    index += 3
+                } else {
+                    value = UInt32(byte & 0x07) << 18 | UInt32(utf8[index + 1] & 0x3F) << 12 | UInt32(utf8[index + 2] & 0x3F) << 6
+                        | UInt32(utf8[index + 3] & 0x3F)
+                    index += 4
+                }
+                let kind: Int
+                if (value >= 0x61 && value <= 0x7A) || (value >= 0x41 && value <= 0x5A) {
+                    kind = 1
+                } else if value >= 0x30 && value <= 0x39 {
+                    kind = 2
+                } else if value < 0x80 {
+                    close()
+                    if value > 0x20 { tokens += 1 }   // punctuation and symbols; whitespace joins the next token
+                    continue
+                } else if (value >= 0x4E00 && value <= 0x9FFF) || (value >= 0x3040 && value <= 0x30FF) || (value >= 0xAC00 && value <= 0xD7AF) {
+                    close()
+                    tokens += 1
+                    continue
+                } else if NormalizedText.isLetter(value) {
+                    kind = 3
+                } else {
+                    close()
+                    if !(value == 0xA0 || (value >= 0x2000 && value <= 0x200B) || value == 0x3000 || value == 0x202F) { tokens += 1 }
+                    continue
+                }
+                if kind != runKind { close() }
+                runKind = kind
+                run += 1
             }
-            if kind != runKind { close() }
-            runKind = kind
-            run += 1
         }
         close()
         return tokens
