@@ -116,6 +116,12 @@ public struct GatewayConfiguration: Sendable, Equatable {
         /// Seconds a database operation may take, waiting for a connection included, before
         /// it fails as unavailable. Default 5.
         public var timeoutSeconds: Double = 5
+        /// With Redis: each replica leases a limit's 1/`leaseFraction` ahead and admits locally
+        /// while the lease lasts (no round trip per request); 0 leases nothing (every admission
+        /// exact, one round trip). Limits below it are always exact. Default 16.
+        public var leaseFraction: Int = 16
+        /// Seconds an unused lease is kept before it is given back. Default 1.
+        public var leaseSeconds: Double = 1
 
         public init() {}
     }

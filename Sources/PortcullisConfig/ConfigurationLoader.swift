@@ -157,7 +157,8 @@ public enum ConfigurationLoader {
         }
         if let auth = root.child("auth") { decodeAuth(auth, into: &configuration.auth) }
         if let storage = root.child("storage"), storage.expectMapping(allowedKeys: ["database", "pool_size", "redis", "flush_interval_seconds",
-                                                                                        "probe_interval_seconds", "timeout_seconds"]) {
+                                                                                        "probe_interval_seconds", "timeout_seconds", "lease_fraction",
+                                                                                        "lease_seconds"]) {
             if let database = storage.string("database") {
                 if StorageLocation(database) == nil {
                     storage.issue("database", "must be sqlite:PATH, a file path, or a postgres:// URL; got '\(database)'")
@@ -179,6 +180,8 @@ public enum ConfigurationLoader {
             configuration.storage.flushIntervalSeconds = storage.number("flush_interval_seconds", in: 0.01...3600) ?? configuration.storage.flushIntervalSeconds
             configuration.storage.probeIntervalSeconds = storage.number("probe_interval_seconds", in: 0.05...300) ?? configuration.storage.probeIntervalSeconds
             configuration.storage.timeoutSeconds = storage.number("timeout_seconds", in: 0.1...600) ?? configuration.storage.timeoutSeconds
+            configuration.storage.leaseFraction = storage.integer("lease_fraction", in: 0...1_000_000) ?? configuration.storage.leaseFraction
+            configuration.storage.leaseSeconds = storage.number("lease_seconds", in: 0.05...60) ?? configuration.storage.leaseSeconds
         }
         if let limits = root.child("limits") { decodeLimits(limits, into: &configuration.limits) }
         if let guardrails = root.child("guardrails") { decodeGuardrails(guardrails, into: &configuration.guardrails) }

@@ -84,12 +84,23 @@ public struct AccessSystem: Sendable {
                                      logger: logger)
         var redis: RedisClient?
         var resilient: ResilientSharedState?
+        var leaseFlusher: LeaseFlusher?
         let bus: any ControlBus
         let state: any SharedState
         if let url = configuration.storage.redis {
             let client = RedisClient(configuration: try RedisConfiguration(url: url))
             redis = client
-            let shared = ResilientSharedState(primary: RedisSharedState(client: client))
+            let remote = RedisSharedState(client: client)
+            let primary: any SharedState
+            if configuration.storage.leaseFraction > 0 {
+                let leasing = LeasingSharedState(remote: remote, fraction: Int64(configuration.storage.leaseFraction),
+                                                 lifetime: configuration.storage.leaseSeconds)
+                leaseFlusher = LeaseFlusher(state: leasing, interval: min(0.1, configuration.storage.leaseSeconds / 2))
+                primary = leasing
+            } else {
+                primary = remote
+            }
+            let shared = ResilientSharedState(primary: primary)
             resilient = shared
             state = shared
             bus = RedisControlBus(client: client)
@@ -139,6 +150,8 @@ public struct AccessSystem: Sendable {
         services.append(HealthProbe(store: store, health: health, redis: redis, sharedState: resilient,
                                     interval: configuration.storage.probeIntervalSeconds))
         if let redis { services.append(RedisCloser(client: redis)) }
+        // After the closer: services shut down in reverse order, so leases go back before Redis closes.
+        if let leaseFlusher { services.append(leaseFlusher) }
         return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
                             admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
                             rotationGrace: configuration.auth.rotationGraceSeconds, controlListener: controlListener, guardEvents: guardEvents,
@@ -190,6 +203,23 @@ struct RedisCloser: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await client.shutdown()
+    }
+}
+
+/// Reports leased spend and gives back expired leases every `interval`; at shutdown gives
+/// back every lease, so that a stopped replica holds no room.
+struct LeaseFlusher: Service {
+    let state: LeasingSharedState
+    let interval: Double
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
+                try? await state.flush(now: Date().timeIntervalSince1970)
+            }
+        }
+        try? await state.flush(now: .infinity)
     }
 }
 

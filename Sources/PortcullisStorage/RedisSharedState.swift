@@ -130,14 +130,23 @@ public final class RedisSharedState: SharedState {
         """)
 
     /// Every part of one settlement in one round trip: `a cost ttl` adds to a window (key: the
-    /// current window), `s reserved actual ttl` settles a reservation that still exists.
+    /// current window; a negative cost gives room back to a window that still exists, down to
+    /// zero at most), `s reserved actual ttl` settles a reservation that still exists.
     static let settleAllScript = RedisScript("""
         local k = 1
         local a = 1
         while a <= #ARGV do
           if ARGV[a] == 'a' then
-            redis.call('INCRBY', KEYS[k], ARGV[a + 1])
-            redis.call('PEXPIRE', KEYS[k], ARGV[a + 2])
+            local cost = tonumber(ARGV[a + 1])
+            if cost >= 0 then
+              redis.call('INCRBY', KEYS[k], cost)
+              redis.call('PEXPIRE', KEYS[k], ARGV[a + 2])
+            elseif redis.call('EXISTS', KEYS[k]) == 1 then
+              -- Room given back: never below zero, and nothing on a window Redis no longer has.
+              if redis.call('INCRBY', KEYS[k], cost) < 0 then
+                redis.call('SET', KEYS[k], 0, 'KEEPTTL')
+              end
+            end
             a = a + 3
           else
             if redis.call('EXISTS', KEYS[k]) == 1 then
@@ -154,6 +163,171 @@ public final class RedisSharedState: SharedState {
         end
         return 1
         """)
+
+    /// An admission that also leases room ahead (see `LeasingSharedState`): ARGV holds one group
+    /// per check, `w cost limit weight ttl extra` (keys: current and previous window) or
+    /// `r amount cap ttl mustExist extra` (key: the entry); a cost of 0 (a lease already holds
+    /// it) always passes. Each check that passes is granted its
+    /// cost plus up to `extra`, never more than a quarter of the room left after the cost, so
+    /// that replicas leasing at once leave each other room and leases shrink near a limit.
+    /// Answers `{ok, …}` with `pass current previous grant` per window and `state grant` per
+    /// reservation (`1 | 0 | -1`); applies the grants only when ok is 1.
+    static let leaseScript = RedisScript("""
+        local out = {0}
+        local grants = {}
+        local ok = 1
+        local k = 1
+        local a = 1
+        while a <= #ARGV do
+          local cost = tonumber(ARGV[a + 1])
+          local extra = tonumber(ARGV[a + 5])
+          if ARGV[a] == 'w' then
+            local current = tonumber(redis.call('GET', KEYS[k]) or '0')
+            local previous = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+            local room = tonumber(ARGV[a + 2]) - (previous * tonumber(ARGV[a + 3]) + current) - cost
+            local pass = 1
+            local grant = 0
+            if room < 0 and cost > 0 then
+              pass = 0
+              ok = 0
+            else
+              grant = cost + math.max(0, math.min(extra, math.floor(room / 4)))
+            end
+            grants[#grants + 1] = grant
+            out[#out + 1] = pass
+            out[#out + 1] = current
+            out[#out + 1] = previous
+            out[#out + 1] = grant
+            k = k + 2
+          else
+            local state = 1
+            local grant = 0
+            if ARGV[a + 4] == '1' and redis.call('EXISTS', KEYS[k]) == 0 then
+              state = -1
+            else
+              local entry = redis.call('HMGET', KEYS[k], 'spent', 'reserved')
+              local room = tonumber(ARGV[a + 2]) - tonumber(entry[1] or '0') - tonumber(entry[2] or '0') - cost
+              if room < 0 and cost > 0 then
+                state = 0
+              else
+                grant = cost + math.max(0, math.min(extra, math.floor(room / 4)))
+              end
+            end
+            if state ~= 1 then
+              ok = 0
+            end
+            grants[#grants + 1] = grant
+            out[#out + 1] = state
+            out[#out + 1] = grant
+            k = k + 1
+          end
+          a = a + 6
+        end
+        if ok == 1 then
+          k = 1
+          a = 1
+          local g = 1
+          while a <= #ARGV do
+            if ARGV[a] == 'w' then
+              redis.call('INCRBY', KEYS[k], grants[g])
+              redis.call('PEXPIRE', KEYS[k], ARGV[a + 4])
+              k = k + 2
+            else
+              redis.call('HINCRBY', KEYS[k], 'reserved', grants[g])
+              redis.call('PEXPIRE', KEYS[k], ARGV[a + 3])
+              k = k + 1
+            end
+            g = g + 1
+            a = a + 6
+          end
+        end
+        out[1] = ok
+        return out
+        """)
+
+    /// One check's answer to `lease`: the outcome as `admit` gives it, and how much was
+    /// granted (the check's own cost included; 0 when it did not pass or nothing was applied).
+    public struct LeaseAnswer: Sendable, Equatable {
+        public var outcome: LimitOutcome
+        public var granted: Int64
+    }
+
+    /// `admit`, granting each check up to `extras[i]` more than it costs (see `leaseScript`).
+    public func lease(_ checks: [LimitCheck], extras: [Int64], affinity: String, now: Double) async throws -> [LeaseAnswer] {
+        var keys: [String] = []
+        var arguments: [RESPArgument] = []
+        var fractions: [Double] = []
+        for (check, extra) in zip(checks, extras) {
+            switch check {
+            case .window(let key, let cost, let limit, let window):
+                let (index, fraction) = SlidingWindow.position(now: now, window: window)
+                keys += ["\(windowKey(key)):\(index)", "\(windowKey(key)):\(index - 1)"]
+                arguments += ["w", .int(cost), .int(limit), .double(1 - fraction), milliseconds(2 * window), .int(extra)]
+                fractions.append(fraction)
+            case .reserve(let key, let amount, let cap, let ttl, let mustExist):
+                keys.append(budgetKey(key))
+                arguments += ["r", .int(amount), .int(cap), milliseconds(ttl), mustExist ? "1" : "0", .int(extra)]
+            }
+        }
+        let reply = try await client.evaluate(Self.leaseScript, keys: keys, arguments: arguments, affinity: affinity)
+        guard let values = reply.array, let ok = values.first?.integer else {
+            throw RedisError(.unexpectedReply, "lease script answered \(reply)")
+        }
+        var answers: [LeaseAnswer] = []
+        var position = 1
+        var windows = 0
+        func next() throws -> Int64 {
+            guard position < values.count, let value = values[position].integer else { throw RedisError(.unexpectedReply, "lease script answered \(reply)") }
+            position += 1
+            return value
+        }
+        for check in checks {
+            switch check {
+            case .window(_, let cost, let limit, let window):
+                let passes = try next() == 1
+                let current = try next()
+                let previous = try next()
+                let grant = try next()
+                let decision = SlidingWindow.decide(previous: previous, current: current, cost: cost, limit: limit, window: window,
+                                                    fraction: fractions[windows], admitted: passes)
+                answers.append(LeaseAnswer(outcome: .window(decision), granted: ok == 1 ? grant : 0))
+                windows += 1
+            case .reserve:
+                let state = try next()
+                let grant = try next()
+                answers.append(LeaseAnswer(outcome: .reserve(state == 1 ? true : (state == 0 ? false : nil)), granted: ok == 1 ? grant : 0))
+            }
+        }
+        return answers
+    }
+
+    /// What a replica gives back or reports of its leases, in one script without waiting for
+    /// the reply: `window(key, index, delta)` adds `delta` (negative: unused room returned) to
+    /// fixed window `index`; `budget(key, release, spent)` releases `release` of the reservation
+    /// and records `spent` (nothing when the entry is gone).
+    public enum LeaseReturn: Sendable, Equatable {
+        case window(key: String, index: Int64, delta: Int64, window: Double)
+        case budget(key: String, release: Int64, spent: Int64, ttl: Double)
+    }
+
+    public func giveBack(_ returns: [LeaseReturn], affinity: String) async throws {
+        guard !returns.isEmpty else { return }
+        var keys: [String] = []
+        var arguments: [RESPArgument] = []
+        for item in returns {
+            switch item {
+            case .window(let key, let index, let delta, let window):
+                keys.append("\(windowKey(key)):\(index)")
+                arguments += ["a", .int(delta), milliseconds(2 * window)]
+            case .budget(let key, let release, let spent, let ttl):
+                keys.append(budgetKey(key))
+                arguments += ["s", .int(release), .int(spent), milliseconds(ttl)]
+            }
+        }
+        try await client.evaluateWithoutReply(Self.settleAllScript, keys: keys, arguments: arguments, affinity: affinity) { [self] _ in
+            settleFailures.add(1, ordering: .relaxed)
+        }
+    }
 
     private func windowKey(_ key: String) -> String { "\(prefix):rate:{\(key)}" }
     private func budgetKey(_ key: String) -> String { "\(prefix):budget:{\(key)}" }
