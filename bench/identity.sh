@@ -5,7 +5,8 @@
 #   core      --reference-core: no credential, no limits, no budget, no usage accounting
 #   governed  a virtual API key with RPM, TPM and concurrency limits and a monthly budget,
 #             embedded default (SQLite, in-process state)
-#   redis     the same, limits and budgets in Redis
+#   redis     the same, limits and budgets in Redis (leased ahead per replica, the default)
+#   exact     the same in Redis with leasing off (lease_fraction: 0): one round trip per admission
 # Measurements alternate between the three, ROUNDS times, one connection each, so that drift
 # of the machine falls on all alike; the report gives the median p50 and p99 of each and the
 # difference to the core.
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-3}"; ROUNDS="${2:-7}"
-MOCK_PORT=19011; CORE_PORT=19012; GOVERNED_PORT=19013; REDIS_GATEWAY_PORT=19014; REDIS_PORT=19015
+MOCK_PORT=19011; CORE_PORT=19012; GOVERNED_PORT=19013; REDIS_GATEWAY_PORT=19014; REDIS_PORT=19015; EXACT_PORT=19016
 WORK="$(mktemp -d /tmp/portcullis-identity.XXXXXX)"
 RESULTS="bench/results/identity.txt"
 log() { printf '[identity] %s\n' "$*" >&2; }
@@ -24,26 +25,28 @@ source bench/lib.sh
 NO_GUARDS="guardrails: { enabled: false }"
 gateway_yaml "$GOVERNED_PORT" "" "$NO_GUARDS" > "$WORK/governed.yaml"
 gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" "$NO_GUARDS" > "$WORK/redis.yaml"
+gateway_yaml "$EXACT_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\", lease_fraction: 0" "$NO_GUARDS" > "$WORK/exact.yaml"
 gateway_yaml "$CORE_PORT" "" "$NO_GUARDS" | grep -v master_key > "$WORK/core.yaml"
 taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!)
 taskset -c 0 "$BIN" serve --config "$WORK/governed.yaml" & PIDS+=($!)
 taskset -c 0 "$BIN" serve --config "$WORK/redis.yaml" & PIDS+=($!)
-for port in $MOCK_PORT $CORE_PORT $GOVERNED_PORT $REDIS_GATEWAY_PORT; do wait_port "$port"; done
+taskset -c 0 "$BIN" serve --config "$WORK/exact.yaml" & PIDS+=($!)
+for port in $MOCK_PORT $CORE_PORT $GOVERNED_PORT $REDIS_GATEWAY_PORT $EXACT_PORT; do wait_port "$port"; done
 
-declare -A KEYS=([core]="" [governed]="$(create_key $GOVERNED_PORT)" [redis]="$(create_key $REDIS_GATEWAY_PORT)")
-declare -A PORTS=([core]=$CORE_PORT [governed]=$GOVERNED_PORT [redis]=$REDIS_GATEWAY_PORT)
-for path in governed redis; do [[ "${KEYS[$path]}" == pck_* ]] || { log "no key from $path"; exit 1; }; done
+declare -A KEYS=([core]="" [governed]="$(create_key $GOVERNED_PORT)" [redis]="$(create_key $REDIS_GATEWAY_PORT)" [exact]="$(create_key $EXACT_PORT)")
+declare -A PORTS=([core]=$CORE_PORT [governed]=$GOVERNED_PORT [redis]=$REDIS_GATEWAY_PORT [exact]=$EXACT_PORT)
+for path in governed redis exact; do [[ "${KEYS[$path]}" == pck_* ]] || { log "no key from $path"; exit 1; }; done
 
 run() { # path seconds → RESULT line; a measurement with any non-2xx answer is refused
   BENCH_KEY="${KEYS[$1]}" taskset -c 1 wrk -t1 -c1 -d"$2s" --timeout 5s -s bench/chat.lua "http://127.0.0.1:${PORTS[$1]}/v1/chat/completions" | grep '^RESULT'
 }
 
 log "warming up"
-for path in core governed redis; do run "$path" 2 >/dev/null; done
+for path in core governed redis exact; do run "$path" 2 >/dev/null; done
 
 declare -A P50 P99
 for round in $(seq "$ROUNDS"); do
-  for path in core governed redis; do
+  for path in core governed redis exact; do
     line="$(run "$path" "$DURATION")"
     [ "$(field errors "$line")" = 0 ] || { log "$path answered errors: $line"; exit 1; }
     P50[$path]+="$(field p50_us "$line") "; P99[$path]+="$(field p99_us "$line") "
@@ -59,7 +62,7 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } EN
   echo
   printf '%-10s %10s %10s %14s\n' path p50_us p99_us p50_over_core
   core50="$(median "${P50[core]}")"
-  for path in core governed redis; do
+  for path in core governed redis exact; do
     p50="$(median "${P50[$path]}")"; p99="$(median "${P99[$path]}")"
     printf '%-10s %10s %10s %14s\n' "$path" "$p50" "$p99" "$((p50 - core50))"
   done
