@@ -69,66 +69,6 @@ public final class RedisSharedState: SharedState {
         return 1
         """)
 
-    /// Every check of one admission in one round trip, all or nothing. ARGV holds one group per
-    /// check: `w cost limit weight ttl` (keys: current and previous window) or
-    /// `r amount cap ttl mustExist` (key: the entry). Answers `{ok, outcome…}` with `pass current
-    /// previous` per window and `1 | 0 | -1` per reservation; applies only when ok is 1.
-    static let admitScript = RedisScript("""
-        local out = {0}
-        local ok = 1
-        local k = 1
-        local a = 1
-        while a <= #ARGV do
-          if ARGV[a] == 'w' then
-            local current = tonumber(redis.call('GET', KEYS[k]) or '0')
-            local previous = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
-            local pass = 1
-            if previous * tonumber(ARGV[a + 3]) + current + tonumber(ARGV[a + 1]) > tonumber(ARGV[a + 2]) then
-              pass = 0
-              ok = 0
-            end
-            out[#out + 1] = pass
-            out[#out + 1] = current
-            out[#out + 1] = previous
-            k = k + 2
-          else
-            local state = 1
-            if ARGV[a + 4] == '1' and redis.call('EXISTS', KEYS[k]) == 0 then
-              state = -1
-            else
-              local entry = redis.call('HMGET', KEYS[k], 'spent', 'reserved')
-              if tonumber(entry[1] or '0') + tonumber(entry[2] or '0') + tonumber(ARGV[a + 1]) > tonumber(ARGV[a + 2]) then
-                state = 0
-              end
-            end
-            if state ~= 1 then
-              ok = 0
-            end
-            out[#out + 1] = state
-            k = k + 1
-          end
-          a = a + 5
-        end
-        if ok == 1 then
-          k = 1
-          a = 1
-          while a <= #ARGV do
-            if ARGV[a] == 'w' then
-              redis.call('INCRBY', KEYS[k], ARGV[a + 1])
-              redis.call('PEXPIRE', KEYS[k], ARGV[a + 4])
-              k = k + 2
-            else
-              redis.call('HINCRBY', KEYS[k], 'reserved', ARGV[a + 1])
-              redis.call('PEXPIRE', KEYS[k], ARGV[a + 3])
-              k = k + 1
-            end
-            a = a + 5
-          end
-        end
-        out[1] = ok
-        return out
-        """)
-
     /// Every part of one settlement in one round trip: `a cost ttl` adds to a window (key: the
     /// current window; a negative cost gives room back to a window that still exists, down to
     /// zero at most), `s reserved actual ttl` settles a reservation that still exists.
@@ -164,7 +104,8 @@ public final class RedisSharedState: SharedState {
         return 1
         """)
 
-    /// An admission that also leases room ahead (see `LeasingSharedState`): ARGV holds one group
+    /// Every check of one admission in one round trip, all or nothing, leasing room ahead
+    /// (see `LeasingSharedState`; `admit` leases nothing ahead). ARGV holds one group
     /// per check, `w cost limit weight ttl extra` (keys: current and previous window) or
     /// `r amount cap ttl mustExist extra` (key: the entry); a cost of 0 (a lease already holds
     /// it) always passes. Each check that passes is granted its
@@ -332,52 +273,10 @@ public final class RedisSharedState: SharedState {
     private func windowKey(_ key: String) -> String { "\(prefix):rate:{\(key)}" }
     private func budgetKey(_ key: String) -> String { "\(prefix):budget:{\(key)}" }
 
+    /// Every check of one admission in one round trip, all or nothing: `lease` with nothing
+    /// leased ahead.
     public func admit(_ checks: [LimitCheck], affinity: String, now: Double) async throws -> [LimitOutcome] {
-        var keys: [String] = []
-        var arguments: [RESPArgument] = []
-        var fractions: [Double] = []
-        for check in checks {
-            switch check {
-            case .window(let key, let cost, let limit, let window):
-                let (index, fraction) = SlidingWindow.position(now: now, window: window)
-                keys += ["\(windowKey(key)):\(index)", "\(windowKey(key)):\(index - 1)"]
-                arguments += ["w", .int(cost), .int(limit), .double(1 - fraction), milliseconds(2 * window)]
-                fractions.append(fraction)
-            case .reserve(let key, let amount, let cap, let ttl, let mustExist):
-                keys.append(budgetKey(key))
-                arguments += ["r", .int(amount), .int(cap), milliseconds(ttl), mustExist ? "1" : "0"]
-            }
-        }
-        let reply = try await client.evaluate(Self.admitScript, keys: keys, arguments: arguments, affinity: affinity)
-        guard let values = reply.array, !values.isEmpty else { throw RedisError(.unexpectedReply, "admission script answered \(reply)") }
-        var outcomes: [LimitOutcome] = []
-        var position = 1
-        var windows = 0
-        func next() throws -> Int64 {
-            guard position < values.count, let value = values[position].integer else {
-                throw RedisError(.unexpectedReply, "admission script answered \(reply)")
-            }
-            position += 1
-            return value
-        }
-        for check in checks {
-            switch check {
-            case .window(_, let cost, let limit, let window):
-                let passes = try next() == 1
-                let current = try next()
-                let previous = try next()
-                outcomes.append(.window(SlidingWindow.decide(previous: previous, current: current, cost: cost, limit: limit, window: window,
-                                                             fraction: fractions[windows], admitted: passes)))
-                windows += 1
-            case .reserve:
-                switch try next() {
-                case 1: outcomes.append(.reserve(true))
-                case 0: outcomes.append(.reserve(false))
-                default: outcomes.append(.reserve(nil))
-                }
-            }
-        }
-        return outcomes
+        try await lease(checks, extras: Array(repeating: 0, count: checks.count), affinity: affinity, now: now).map(\.outcome)
     }
 
     public func settle(_ settlements: [LimitSettlement], affinity: String, now: Double) async throws {
