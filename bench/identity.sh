@@ -27,29 +27,38 @@ gateway_yaml "$GOVERNED_PORT" "" "$NO_GUARDS" > "$WORK/governed.yaml"
 gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" "$NO_GUARDS" > "$WORK/redis.yaml"
 gateway_yaml "$EXACT_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\", lease_fraction: 0" "$NO_GUARDS" > "$WORK/exact.yaml"
 gateway_yaml "$CORE_PORT" "" "$NO_GUARDS" | grep -v master_key > "$WORK/core.yaml"
-taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!)
-taskset -c 0 "$BIN" serve --config "$WORK/governed.yaml" & PIDS+=($!)
-taskset -c 0 "$BIN" serve --config "$WORK/redis.yaml" & PIDS+=($!)
-taskset -c 0 "$BIN" serve --config "$WORK/exact.yaml" & PIDS+=($!)
+declare -A PID
+taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!); PID[core]=$!
+taskset -c 0 "$BIN" serve --config "$WORK/governed.yaml" & PIDS+=($!); PID[governed]=$!
+taskset -c 0 "$BIN" serve --config "$WORK/redis.yaml" & PIDS+=($!); PID[redis]=$!
+taskset -c 0 "$BIN" serve --config "$WORK/exact.yaml" & PIDS+=($!); PID[exact]=$!
 for port in $MOCK_PORT $CORE_PORT $GOVERNED_PORT $REDIS_GATEWAY_PORT $EXACT_PORT; do wait_port "$port"; done
 
 declare -A KEYS=([core]="" [governed]="$(create_key $GOVERNED_PORT)" [redis]="$(create_key $REDIS_GATEWAY_PORT)" [exact]="$(create_key $EXACT_PORT)")
 declare -A PORTS=([core]=$CORE_PORT [governed]=$GOVERNED_PORT [redis]=$REDIS_GATEWAY_PORT [exact]=$EXACT_PORT)
 for path in governed redis exact; do [[ "${KEYS[$path]}" == pck_* ]] || { log "no key from $path"; exit 1; }; done
 
-run() { # path seconds → RESULT line; a measurement with any non-2xx answer is refused
-  BENCH_KEY="${KEYS[$1]}" taskset -c 1 wrk -t1 -c1 -d"$2s" --timeout 5s -s bench/chat.lua "http://127.0.0.1:${PORTS[$1]}/v1/chat/completions" | grep '^RESULT'
+# CPU time (user + system, clock ticks) a gateway process has used so far.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+run() { # path seconds → RESULT line plus cpu_us (the gateway's CPU per request); a measurement with any non-2xx answer is refused
+  local before after line
+  before="$(ticks "${PID[$1]}")"
+  line="$(BENCH_KEY="${KEYS[$1]}" taskset -c 1 wrk -t1 -c1 -d"$2s" --timeout 5s -s bench/chat.lua "http://127.0.0.1:${PORTS[$1]}/v1/chat/completions" | grep '^RESULT')"
+  after="$(ticks "${PID[$1]}")"
+  echo "$line cpu_us=$(( (after - before) * TICK_US / $(field requests "$line") ))"
 }
 
 log "warming up"
 for path in core governed redis exact; do run "$path" 2 >/dev/null; done
 
-declare -A P50 P99
+declare -A P50 P99 CPU
 for round in $(seq "$ROUNDS"); do
   for path in core governed redis exact; do
     line="$(run "$path" "$DURATION")"
     [ "$(field errors "$line")" = 0 ] || { log "$path answered errors: $line"; exit 1; }
-    P50[$path]+="$(field p50_us "$line") "; P99[$path]+="$(field p99_us "$line") "
+    P50[$path]+="$(field p50_us "$line") "; P99[$path]+="$(field p99_us "$line") "; CPU[$path]+="$(field cpu_us "$line") "
     log "round $round $path: $line"
   done
 done
@@ -60,12 +69,13 @@ median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } EN
   echo "command: bench/identity.sh $DURATION $ROUNDS   (release; gateways on core 0, mock and wrk on core 1; 1 connection;"
   echo "         $ROUNDS alternating rounds of ${DURATION}s, medians)"
   echo
-  printf '%-10s %10s %10s %14s\n' path p50_us p99_us p50_over_core
-  core50="$(median "${P50[core]}")"
+  printf '%-10s %10s %10s %14s %12s %14s\n' path p50_us p99_us p50_over_core cpu_us_req cpu_over_core
+  core50="$(median "${P50[core]}")"; corecpu="$(median "${CPU[core]}")"
   for path in core governed redis exact; do
-    p50="$(median "${P50[$path]}")"; p99="$(median "${P99[$path]}")"
-    printf '%-10s %10s %10s %14s\n' "$path" "$p50" "$p99" "$((p50 - core50))"
+    p50="$(median "${P50[$path]}")"; p99="$(median "${P99[$path]}")"; cpu="$(median "${CPU[$path]}")"
+    printf '%-10s %10s %10s %14s %12s %14s\n' "$path" "$p50" "$p99" "$((p50 - core50))" "$cpu" "$((cpu - corecpu))"
   done
+  echo "(cpu_us_req: the gateway process's user + system CPU per request, from /proc, median over the rounds)"
   echo
   echo "ceiling: identity + limits add at most 100 us p50 over the core (issue 3)"
 } | tee "$RESULTS"
