@@ -78,6 +78,22 @@ struct ConfigurationTests {
         }
     }
 
+    @Test("lease settings: defaults, 0 turns leasing off, out-of-range values are refused with their key")
+    func leaseSettings() throws {
+        let models = "models:\n  - name: a\n    deployments: [{ provider: demo }]\n"
+        let defaults = try ConfigurationLoader.parse(yaml: models, environment: [:])
+        #expect(defaults.storage.leaseFraction == 16 && defaults.storage.leaseSeconds == 1)
+        let off = try ConfigurationLoader.parse(yaml: "storage: { lease_fraction: 0, lease_seconds: 2.5 }\n" + models, environment: [:])
+        #expect(off.storage.leaseFraction == 0 && off.storage.leaseSeconds == 2.5)
+        do {
+            _ = try ConfigurationLoader.parse(yaml: "storage: { lease_fraction: -1, lease_seconds: 0 }\n" + models, environment: [:])
+            Issue.record("accepted a negative lease fraction")
+        } catch let error as ConfigurationError {
+            let paths = Set(error.issues.map(\.path))
+            #expect(paths.contains("storage.lease_fraction") && paths.contains("storage.lease_seconds"), "\(paths)")
+        }
+    }
+
     @Test("YAML syntax errors carry the line")
     func syntax() {
         do {
