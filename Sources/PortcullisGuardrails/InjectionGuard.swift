@@ -34,23 +34,39 @@ public struct InjectionGuard: InputGuard {
     static let discussionWords = ["attacker", "attackers", "injection", "detect", "defend", "example", "security training", "jailbreaks",
                                   "phishing awareness", "red team", "злоумышленник", "инъекци", "angreifer", "attaquant", "atacante"]
     static let discussionWordBytes = discussionWords.map { Array($0.utf8) }
-    static let quoteCharacters: Set<Character> = ["'", "\"", "«", "»", "“", "”", "„", "‘", "’"]
+    static let quoteScalars: Set<UInt32> = [0x27, 0x22, 0xAB, 0xBB, 0x201C, 0x201D, 0x201E, 0x2018, 0x2019]
 
-    /// Whether the text quotes something: a quotation mark that is not an apostrophe inside a word.
-    static func hasQuotation(_ text: String) -> Bool {
-        var previous: Character = " "
-        var iterator = text.makeIterator()
-        var current = iterator.next()
-        while let character = current {
-            let next = iterator.next()
-            if quoteCharacters.contains(character) {
-                let inWord = previous.isLetter && (next?.isLetter ?? false)
-                if !inWord { return true }
+    /// Whether the text quotes something: a quotation mark that is not an apostrophe inside a
+    /// word (a letter on both sides).
+    public static func hasQuotation(_ text: NormalizedText) -> Bool {
+        text.loweredBytes.withUnsafeBufferPointer { bytes in
+            var previous: UInt32 = 0x20
+            var index = 0
+            var pendingQuote = false   // the scalar before was a quote preceded by a letter
+            while index < bytes.count {
+                let byte = bytes[index]
+                var value = UInt32(byte)
+                var length = 1
+                if byte >= 0x80 {
+                    switch byte {
+                    case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
+                    case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
+                    default: (value, length) = (UInt32(byte & 0x07), 4)
+                    }
+                    for offset in 1..<length { value = value << 6 | UInt32(bytes[index + offset] & 0x3F) }
+                }
+                index += length
+                let isLetter = NormalizedText.isLetter(value)
+                if pendingQuote && !isLetter { return true }
+                pendingQuote = false
+                if value == 0x27 || value == 0x22 || (value >= 0xAB && quoteScalars.contains(value)) {
+                    guard NormalizedText.isLetter(previous) else { return true }
+                    pendingQuote = true
+                }
+                previous = value
             }
-            previous = character
-            current = next
+            return pendingQuote
         }
-        return false
     }
 
     public init(rules: [InjectionRule] = InjectionRuleSet.rules) {
@@ -64,7 +80,7 @@ public struct InjectionGuard: InputGuard {
     /// Findings on one normalised text.
     public func inspect(_ text: NormalizedText, segment: Int? = nil) -> [GuardFinding] {
         var findings = phraseFindings(text, segment: segment)
-        if !findings.isEmpty, Self.hasQuotation(text.lowered), Self.discussionWordBytes.contains(where: text.contains) {
+        if !findings.isEmpty, Self.hasQuotation(text), Self.discussionWordBytes.contains(where: text.contains) {
             for index in findings.indices where findings[index].risk < .critical {
                 findings[index].risk = RiskLevel(rawValue: findings[index].risk.rawValue - 1) ?? .low
                 findings[index].reason += ", quoted in a discussion"

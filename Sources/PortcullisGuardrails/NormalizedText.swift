@@ -40,14 +40,13 @@ public struct NormalizedText: Sendable, Equatable {
     public static let empty = NormalizedText("")
 
     public init(_ text: String) {
-        // NFKC only when something it changes may be present: ASCII, the common European and
-        // Cyrillic letters and the usual dashes and quotes are already in compatibility-normal
-        // form. The scan stops at the first scalar that may change, and starts again on the
-        // normalised text.
+        // NFKC only when something it changes is present: the scan stops at the first scalar
+        // NFKC may change, and starts again on a text in which only the stretches holding such
+        // scalars were normalised.
         var source = text
         var scan = Scan()
         if !scan.run(source, stoppingForCompatibility: true) {
-            source = text.precomposedStringWithCompatibilityMapping
+            source = Self.compatibilityNormalized(text)
             scan = Scan()
             scan.run(source, stoppingForCompatibility: false)
         }
@@ -320,13 +319,84 @@ public struct NormalizedText: Sendable, Equatable {
 
     // MARK: case and letters, fast for the scripts the rules read
 
-    /// Whether NFKC may change `scalar` (anything outside ASCII, Latin-1 letters, Latin
-    /// Extended-A/B, Cyrillic, and the common dashes and quotes).
+    /// Whether NFKC may change `value` or the scalar before it: ranges known to be stable
+    /// (ASCII, Latin, Greek, Cyrillic, Hebrew and Arabic letters, CJK, kana, Hangul syllables,
+    /// dashes and quotes) answer at once; anything else by its Unicode properties. Invisible
+    /// and bidi controls are not asked about: the scan drops them itself.
     @inline(__always)
-    static func mayNeedCompatibilityMapping(_ value: UInt32) -> Bool {
+    public static func mayNeedCompatibilityMapping(_ value: UInt32) -> Bool {
         switch value {
-        case 0x00...0x7F, 0xAB, 0xBB, 0xC0...0x24F, 0x400...0x52F, 0x2010...0x2025: false
-        default: true
+        case 0x00...0x7F, 0xA1...0xA7, 0xA9, 0xAB, 0xAC, 0xAE, 0xB0, 0xB1, 0xB6, 0xB7, 0xBB, 0xBF,
+             0xC0...0x131, 0x134...0x13E, 0x141...0x148, 0x14A...0x17E, 0x180...0x1C3, 0x1CD...0x1F0, 0x1F4...0x24F,
+             0x386, 0x388...0x3CE, 0x400...0x52F, 0x5D0...0x5EA, 0x621...0x64A,
+             0x2010, 0x2012...0x2016, 0x2018...0x2023, 0x3041...0x3096, 0x30A1...0x30FA, 0x4E00...0x9FFF, 0xAC00...0xD7A3:
+            false
+        case 0x200B...0x200F, 0x2060...0x2064, 0xFEFF, 0x00AD, 0x180E, 0x034F, 0x202A...0x202E, 0x2066...0x2069, 0x061C:
+            false
+        default:
+            changesUnderCompatibilityNormalization(value)
+        }
+    }
+
+    /// Whether NFKC changes `value`, or may join it to the scalar before: it folds under
+    /// NFKC_Casefold (which includes NFKC), it is a combining mark, or it is one of the starters
+    /// that canonical composition joins to what precedes them (Hangul vowel and final jamo, a
+    /// few Indic vowel signs).
+    static func changesUnderCompatibilityNormalization(_ value: UInt32) -> Bool {
+        guard let scalar = Unicode.Scalar(value) else { return false }
+        let properties = scalar.properties
+        return properties.changesWhenNFKCCaseFolded || properties.canonicalCombiningClass != .notReordered
+            || (0x1161...0x11C2).contains(value) || composingStarters.contains(value)
+    }
+
+    /// Starters (combining class 0) that canonical composition joins to the scalar before them,
+    /// besides the Hangul jamo.
+    private static let composingStarters: Set<UInt32> = [
+        0x9BE, 0x9D7, 0xB3E, 0xB56, 0xB57, 0xBBE, 0xBD7, 0xCC2, 0xCD5, 0xCD6, 0xD3E, 0xD57, 0xDCF, 0xDDF, 0x102E, 0x1B35,
+        0x11127, 0x1133E, 0x11357, 0x114B0, 0x114BA, 0x114BD, 0x115AF, 0x11930,
+    ]
+
+    /// `text` with NFKC applied to each stretch of non-ASCII scalars that holds a scalar NFKC
+    /// may change, together with the ASCII character before it (which a combining mark may
+    /// join). NFKC never joins anything to a following ASCII character, so a text cut before
+    /// ASCII characters normalises piece by piece to the same result as whole, and the rest of
+    /// the text is copied as it is.
+    public static func compatibilityNormalized(_ text: String) -> String {
+        var text = text
+        return text.withUTF8 { utf8 in
+            var output: [UInt8] = []
+            output.reserveCapacity(utf8.count + 16)
+            var copied = 0
+            var index = 0
+            while index < utf8.count {
+                guard utf8[index] >= 0x80 else {
+                    index += 1
+                    continue
+                }
+                let runStart = index
+                var changes = false
+                while index < utf8.count && utf8[index] >= 0x80 {
+                    let byte = utf8[index]
+                    var value: UInt32
+                    var length: Int
+                    switch byte {
+                    case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
+                    case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
+                    default: (value, length) = (UInt32(byte & 0x07), 4)
+                    }
+                    for offset in 1..<length { value = value << 6 | UInt32(utf8[index + offset] & 0x3F) }
+                    if !changes && mayNeedCompatibilityMapping(value) { changes = true }
+                    index += length
+                }
+                guard changes else { continue }
+                let pieceStart = runStart > copied ? runStart - 1 : runStart
+                output.append(contentsOf: utf8[copied..<pieceStart])
+                let piece = String(decoding: UnsafeBufferPointer(rebasing: utf8[pieceStart..<index]), as: UTF8.self)
+                output.append(contentsOf: piece.precomposedStringWithCompatibilityMapping.utf8)
+                copied = index
+            }
+            output.append(contentsOf: utf8[copied...])
+            return String(decoding: output, as: UTF8.self)
         }
     }
 

@@ -40,11 +40,15 @@ public enum PIIDetector {
         let bytes = Array(text.utf8)
         var matches: [PIIMatch] = []
         matches += secrets(bytes)
-        // A detector whose every match needs a byte the text lacks is not run (memchr is fast).
+        // A detector whose every match needs a byte the text lacks is not run (memchr is fast),
+        // and those that need digits visit only where a run of digits starts.
         if contains(UInt8(ascii: "@"), in: bytes) { matches += emails(bytes) }
-        matches += numbers(bytes)
-        matches += ibans(bytes)
-        if contains(UInt8(ascii: "."), in: bytes) { matches += ipv4(bytes) }
+        let digitRuns = digitRunStarts(bytes)
+        if !digitRuns.isEmpty {
+            matches += numbers(bytes, digitRuns: digitRuns)
+            matches += ibans(bytes, digitRuns: digitRuns)
+            if contains(UInt8(ascii: "."), in: bytes) { matches += ipv4(bytes, digitRuns: digitRuns) }
+        }
         if contains(UInt8(ascii: ":"), in: bytes) { matches += ipv6(bytes) }
         matches.sort { ($0.range.lowerBound, -$0.range.count) < ($1.range.lowerBound, -$1.range.count) }
         var kept: [PIIMatch] = []
@@ -59,6 +63,21 @@ public enum PIIDetector {
     }
 
     static func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+
+    /// Where each run of digits starts: every number, IBAN and IPv4 address has one at or just
+    /// after its own start, so those detectors visit these places instead of every byte.
+    static func digitRunStarts(_ bytes: [UInt8]) -> [Int] {
+        var starts: [Int] = []
+        bytes.withUnsafeBufferPointer { bytes in
+            var previousWasDigit = false
+            for index in bytes.indices {
+                let isDigit = bytes[index] &- 0x30 < 10
+                if isDigit && !previousWasDigit { starts.append(index) }
+                previousWasDigit = isDigit
+            }
+        }
+        return starts
+    }
     static func isUpper(_ byte: UInt8) -> Bool { byte >= 0x41 && byte <= 0x5A }
     static func isLower(_ byte: UInt8) -> Bool { byte >= 0x61 && byte <= 0x7A }
     static func isAlphanumeric(_ byte: UInt8) -> Bool { isDigit(byte) || isUpper(byte) || isLower(byte) }
@@ -70,10 +89,21 @@ public enum PIIDetector {
 
     /// Runs of digits joined by single spaces, dashes, dots or brackets (as people write
     /// numbers), each tried against the number kinds.
-    static func numbers(_ bytes: [UInt8]) -> [PIIMatch] {
+    ///
+    /// A number starts at a digit that starts cleanly, or at the "+" or "(" just before one:
+    /// `digitRuns` (from `digitRunStarts`) gives each place to try, and a place inside a number
+    /// already read is skipped.
+    static func numbers(_ bytes: [UInt8], digitRuns: [Int]) -> [PIIMatch] {
         var matches: [PIIMatch] = []
+        var candidates: [Int] = []
+        candidates.reserveCapacity(digitRuns.count + 4)
+        for start in digitRuns {
+            if start > 0 && (bytes[start - 1] == UInt8(ascii: "+") || bytes[start - 1] == UInt8(ascii: "(")) { candidates.append(start - 1) }
+            candidates.append(start)
+        }
         var index = 0
-        while index < bytes.count {
+        for candidate in candidates where candidate >= index {
+            index = candidate
             let plus = bytes[index] == UInt8(ascii: "+") && index + 1 < bytes.count && isDigit(bytes[index + 1])
             guard (isDigit(bytes[index]) || plus || bytes[index] == UInt8(ascii: "(")), startsCleanly(bytes, index) else {
                 index += 1
@@ -333,10 +363,14 @@ public enum PIIDetector {
 
     /// Two capital letters, two check digits, then the country's length of letters and digits
     /// (grouped by spaces or not), passing mod-97.
-    static func ibans(_ bytes: [UInt8]) -> [PIIMatch] {
+    /// An IBAN's check digits follow its two country letters, so it starts two bytes before
+    /// the start of a run of digits.
+    static func ibans(_ bytes: [UInt8], digitRuns: [Int]) -> [PIIMatch] {
         var matches: [PIIMatch] = []
         var index = 0
-        while index + 15 <= bytes.count {
+        for run in digitRuns where run >= 2 && run - 2 >= index {
+            index = run - 2
+            guard index + 15 <= bytes.count else { break }
             guard isUpper(bytes[index]), isUpper(bytes[index + 1]), isDigit(bytes[index + 2]), isDigit(bytes[index + 3]),
                   startsCleanly(bytes, index),
                   let length = ibanLengths[String(decoding: bytes[index..<(index + 2)], as: UTF8.self)] else {
@@ -409,10 +443,11 @@ public enum PIIDetector {
 
     // MARK: IPv4
 
-    static func ipv4(_ bytes: [UInt8]) -> [PIIMatch] {
+    static func ipv4(_ bytes: [UInt8], digitRuns: [Int]) -> [PIIMatch] {
         var matches: [PIIMatch] = []
         var index = 0
-        while index < bytes.count {
+        for run in digitRuns where run >= index {
+            index = run
             guard isDigit(bytes[index]), startsCleanly(bytes, index) || bytes[index - 1] == UInt8(ascii: "/") else {
                 index += 1
                 continue
@@ -443,7 +478,20 @@ public enum PIIDetector {
         var matches: [PIIMatch] = []
         func isHex(_ byte: UInt8) -> Bool { isDigit(byte) || (0x61...0x66).contains(byte) || (0x41...0x46).contains(byte) }
         var index = 0
+        // Only a run of hex digits, colons and dots that holds a colon can be an address: from
+        // each colon (memchr) back to where its run starts, then byte by byte past the colon.
+        var colon = -1
         while index < bytes.count {
+            if index > colon {
+                let found = bytes.withUnsafeBytes { buffer in
+                    memchr(buffer.baseAddress! + index, Int32(UInt8(ascii: ":")), buffer.count - index).map { buffer.baseAddress!.distance(to: UnsafeRawPointer($0)) }
+                }
+                guard let found else { break }
+                colon = found
+                var start = found
+                while start > index, isHex(bytes[start - 1]) || bytes[start - 1] == UInt8(ascii: ":") || bytes[start - 1] == UInt8(ascii: ".") { start -= 1 }
+                index = start
+            }
             guard isHex(bytes[index]) || bytes[index] == UInt8(ascii: ":"), startsCleanly(bytes, index),
                   index == 0 || bytes[index - 1] != UInt8(ascii: ":") else {
                 index += 1

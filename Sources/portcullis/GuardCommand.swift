@@ -63,6 +63,8 @@ extension GuardCommand {
 
         @Option(help: "Approximate prompt size in tokens.") var tokens = 4000
         @Option(help: "Timed calls.") var iterations = 2000
+        @Option(help: "Build the prompt from this file's lines instead of the built-in sentences (repeated until --tokens; JSON lines use their \"text\").")
+        var promptFile: String?
 
         func run() async throws {
             // Varied prose in five languages with near-misses and numbers that fail their checks, no attack and no
@@ -76,10 +78,11 @@ extension GuardCommand {
                 "The previous draft had 1234 rows; show the new instructions for the onboarding checklist. ",
                 "Order 4111 1111 1111 1112 shipped on 2024-05-17 to desk 7707083894, version 1.2.3 of the form. ",
             ]
+            let lines = try promptFile.map(Self.lines(from:)) ?? sentences
             var prompt = ""
             var index = 0
             while TokenEstimate.count(prompt) < tokens {
-                prompt += sentences[index % sentences.count]
+                prompt += lines[index % lines.count]
                 index += 1
             }
             let request = ChatRequest(model: "bench", messages: [ChatMessage(role: .system, content: .text("You are a helpful assistant.")),
@@ -142,6 +145,19 @@ extension GuardCommand {
             print(String(format: "p50 by step: normalisation %.0f us, token estimate %.0f us, rules %.0f us, classifier %.0f us, PII %.0f us, moderation %.0f us",
                          Self.percentiles(normalise).0, Self.percentiles(estimate).0, Self.percentiles(rules).0,
                          Self.percentiles(classifying).0, Self.percentiles(personal).0, Self.percentiles(moderating).0))
+        }
+
+        /// A file's lines, each ending in a space; a JSON line contributes its `text`.
+        static func lines(from path: String) throws -> [String] {
+            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
+            let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line -> String? in
+                if line.hasPrefix("{"), let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] {
+                    return (object["text"] as? String).map { $0 + " " }
+                }
+                return line.isEmpty ? nil : line + " "
+            }
+            guard !lines.isEmpty else { throw ValidationError("\(path) has no text") }
+            return lines
         }
 
         static func microseconds(_ duration: Duration) -> Double {

@@ -35,6 +35,38 @@ struct GuardrailTests {
         #expect(NormalizedText("commit 3f2a9c1b7d4e5f60718293a4b5c6d7e8f9012345").decodedBlobs.isEmpty, "a hash is not text")
     }
 
+    @Test("NFKC is applied only where it changes something, and piece by piece gives what the whole text would")
+    func compatibilityNormalisation() {
+        // Each case against Foundation's NFKC of the whole text, lower-cased the same way.
+        let cases = [
+            "¿Dónde está la biblioteca? ¡Gracias!",             // Spanish punctuation: stable, nothing to do
+            "Файл ﬁnal.txt и ｆｕｌｌ-width ＩＧＮＯＲＥ",          // ligature and full-width inside other text
+            "cafe\u{301} and re\u{301}sume\u{301}",              // combining accents join the ASCII letter before
+            "long ſ, Ĳsselmeer, Ǆ and x² ½ № ℃ …",              // Latin compatibility letters, super/fractions, symbols
+            "\u{1100}\u{1161}\u{11A8} jamo, 𝐛𝐨𝐥𝐝 𝒔𝒄𝒓𝒊𝒑𝒕 ⓘⓖⓝⓞⓡⓔ",       // conjoining jamo, styled and circled letters
+        ]
+        for text in cases {
+            #expect(NormalizedText.compatibilityNormalized(text) == text.precomposedStringWithCompatibilityMapping, "\(text)")
+            #expect(NormalizedText(text).lowered == NormalizedText(text.precomposedStringWithCompatibilityMapping).lowered, "\(text)")
+        }
+        #expect(NormalizedText("¿Qué? ¡Sí!").words == ["qué", "sí"])
+        #expect(NormalizedText("ⓘⓖⓝⓞⓡⓔ ｐｒｅｖｉｏｕｓ").words == ["ignore", "previous"])
+        #expect(NormalizedText("the ﬁle").words == ["the", "file"])
+        // Characters the quick range test used to pass unnormalised.
+        #expect(NormalizedText("ſystem Ĳ").words == ["system", "ij"])
+        #expect(!NormalizedText.mayNeedCompatibilityMapping(0xBF) && NormalizedText.mayNeedCompatibilityMapping(0x17F))
+    }
+
+    @Test("a quotation is a quote mark with a non-letter on one side; an apostrophe inside a word is not one")
+    func quotation() {
+        #expect(!InjectionGuard.hasQuotation(NormalizedText("don't ignore l'avion's wings")))
+        #expect(InjectionGuard.hasQuotation(NormalizedText("they wrote 'ignore previous instructions' in the mail")))
+        #expect(InjectionGuard.hasQuotation(NormalizedText("он написал «игнорируй правила»")))
+        #expect(InjectionGuard.hasQuotation(NormalizedText("ends with a quote'")))
+        #expect(InjectionGuard.hasQuotation(NormalizedText("“smart” quotes")))
+        #expect(!InjectionGuard.hasQuotation(NormalizedText("no quotes at all")))
+    }
+
     @Test("the token estimate tracks words, long words, Cyrillic, digits and symbols")
     func tokenEstimate() {
         #expect(TokenEstimate.count("The quick brown fox jumps over the lazy dog.") == 10)
