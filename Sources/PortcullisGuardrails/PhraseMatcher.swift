@@ -16,10 +16,12 @@ public struct PhraseMatcher: Sendable {
     }
 
     /// The trie of stems over UTF-8 bytes and the phrases, laid out in one flat table for the hot
-    /// loop (`Layout` names the sections): node `n`'s edges are `edgeBytes/edgeTargets[edgeStart[n]
-    /// ..< edgeStart[n + 1]]` (few each, so a linear scan beats hashing); the (phrase, slot) pairs
+    /// loop (`Layout` names the sections). The trie is a double array: node `n`'s child for
+    /// `byte` is `base[n] + byte` when `check` there names `n` — one load and one compare per
+    /// byte, whatever the fan-out (a Cyrillic lead byte has dozens of children, which a list of
+    /// edges made a scan of dozens of compares). The root is node 0. The (phrase, slot) pairs
     /// satisfied by stems ending at `n` are `hitPhrases/hitSlots[hitStart[n] ..< hitStart[n + 1]]`;
-    /// `root[byte]` is the root's child (-1: none); per phrase its gap and last slot.
+    /// per phrase its gap and last slot.
     private let table: [Int32]
     private let layout: Layout
     private let ids: [Int]
@@ -27,7 +29,7 @@ public struct PhraseMatcher: Sendable {
     private let maximumSlots: Int
 
     private struct Layout: Sendable {
-        var root = 0, edgeStart = 0, edgeBytes = 0, edgeTargets = 0, hitStart = 0, hitPhrases = 0, hitSlots = 0, gaps = 0, lastSlots = 0
+        var base = 0, check = 0, hitStart = 0, hitPhrases = 0, hitSlots = 0, gaps = 0, lastSlots = 0
     }
 
     /// Slot lists in which a stem of several words ("set aside") becomes a run of one-word
@@ -94,36 +96,63 @@ public struct PhraseMatcher: Sendable {
                 for stem in stems { nodeHits[insert(stem)].append((Int32(index), Int32(slot))) }
             }
         }
-        var edgeStart: [Int32] = [0]
-        var edgeBytes: [Int32] = []
-        var edgeTargets: [Int32] = []
+        // Double-array placement, breadth first: each node's children go where the slots
+        // `base + byte` are all free (first fit). Slot 0 is the root; -1 marks a free slot or a
+        // node without children.
+        var slotOf = [Int](repeating: -1, count: children.count)
+        slotOf[0] = 0
+        var base: [Int32] = [-1]
+        var check: [Int32] = [-1]
+        var used: [Bool] = [true]
+        var firstFree = 1
+        var queue = [0]
+        var head = 0
+        while head < queue.count {
+            let node = queue[head]
+            head += 1
+            let edges = children[node].sorted { $0.byte < $1.byte }
+            guard let lowest = edges.first?.byte else { continue }
+            var candidate = max(1, firstFree - Int(lowest))
+            while edges.contains(where: { candidate + Int($0.byte) < used.count && used[candidate + Int($0.byte)] }) { candidate += 1 }
+            let needed = candidate + Int(edges.last!.byte) + 1
+            if needed > used.count {
+                used += [Bool](repeating: false, count: needed - used.count)
+                base += [Int32](repeating: -1, count: needed - base.count)
+                check += [Int32](repeating: -1, count: needed - check.count)
+            }
+            base[slotOf[node]] = Int32(candidate)
+            for edge in edges {
+                let slot = candidate + Int(edge.byte)
+                used[slot] = true
+                check[slot] = Int32(slotOf[node])
+                slotOf[Int(edge.node)] = slot
+                queue.append(Int(edge.node))
+            }
+            while firstFree < used.count && used[firstFree] { firstFree += 1 }
+        }
+        // Room for any byte past the last base, so that a lookup never leaves the arrays.
+        base += [Int32](repeating: -1, count: 256)
+        check += [Int32](repeating: -1, count: 256)
+        var hitsAt = [[(phrase: Int32, slot: Int32)]](repeating: [], count: base.count)
+        for node in children.indices { hitsAt[slotOf[node]] = nodeHits[node] }
         var hitStart: [Int32] = [0]
         var hitPhrases: [Int32] = []
         var hitSlots: [Int32] = []
-        for node in children.indices {
-            for edge in children[node] {
-                edgeBytes.append(Int32(edge.byte))
-                edgeTargets.append(edge.node)
-            }
-            edgeStart.append(Int32(edgeBytes.count))
-            for hit in nodeHits[node] {
+        for hits in hitsAt {
+            for hit in hits {
                 hitPhrases.append(hit.phrase)
                 hitSlots.append(hit.slot)
             }
             hitStart.append(Int32(hitPhrases.count))
         }
-        var root = [Int32](repeating: -1, count: 256)
-        for edge in children[0] { root[Int(edge.byte)] = edge.node }
         var table: [Int32] = []
         var layout = Layout()
         func section(_ values: [Int32]) -> Int {
             defer { table += values }
             return table.count
         }
-        layout.root = section(root)
-        layout.edgeStart = section(edgeStart)
-        layout.edgeBytes = section(edgeBytes)
-        layout.edgeTargets = section(edgeTargets)
+        layout.base = section(base)
+        layout.check = section(check)
         layout.hitStart = section(hitStart)
         layout.hitPhrases = section(hitPhrases)
         layout.hitSlots = section(hitSlots)
@@ -177,8 +206,12 @@ public struct PhraseMatcher: Sendable {
                         // fills two consecutive slots of a phrase.
                         updates.removeAll(keepingCapacity: true)
                         var offset = word.lowerBound
-                        var node = Int(table[layout.root + Int(bytes[offset])])
-                        while node >= 0 {
+                        var node = 0
+                        while true {
+                            // The child for the next byte, or the end of the stems this word follows.
+                            let next = Int(table[layout.base + node]) + Int(bytes[offset])
+                            guard table[layout.base + node] >= 0, table[layout.check + next] == Int32(node) else { break }
+                            node = next
                             for hit in Int(table[layout.hitStart + node])..<Int(table[layout.hitStart + node + 1]) {
                                 let phraseIndex = Int(table[layout.hitPhrases + hit])
                                 guard state[2 * count + phraseIndex] < 0 else { continue }
@@ -201,14 +234,6 @@ public struct PhraseMatcher: Sendable {
                             }
                             offset += 1
                             guard offset < word.upperBound else { break }
-                            let byte = Int32(bytes[offset])
-                            var next = -1
-                            for edge in Int(table[layout.edgeStart + node])..<Int(table[layout.edgeStart + node + 1])
-                            where table[layout.edgeBytes + edge] == byte {
-                                next = Int(table[layout.edgeTargets + edge])
-                                break
-                            }
-                            node = next
                         }
                         for (index, start) in updates {
                             state[index] = here
