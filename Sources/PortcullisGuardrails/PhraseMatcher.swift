@@ -19,9 +19,10 @@ public struct PhraseMatcher: Sendable {
     /// loop (`Layout` names the sections). The trie is a double array: node `n`'s child for
     /// `byte` is `base[n] + byte` when `check` there names `n` — one load and one compare per
     /// byte, whatever the fan-out (a Cyrillic lead byte has dozens of children, which a list of
-    /// edges made a scan of dozens of compares). The root is node 0. The (phrase, slot) pairs
-    /// satisfied by stems ending at `n` are `hitPhrases/hitSlots[hitStart[n] ..< hitStart[n + 1]]`;
-    /// per phrase its gap and last slot.
+    /// edges made a scan of dozens of compares). The root is node 0. Each node is one 16-byte
+    /// record, `nodes[4n ..< 4n + 4]` = base, check, first hit, end of hits, so a step touches
+    /// one cache line. The (phrase, slot) pairs satisfied by stems ending at `n` are
+    /// `hitPhrases/hitSlots[first hit ..< end of hits]`; per phrase its gap and last slot.
     private let table: [Int32]
     private let layout: Layout
     private let ids: [Int]
@@ -29,7 +30,7 @@ public struct PhraseMatcher: Sendable {
     private let maximumSlots: Int
 
     private struct Layout: Sendable {
-        var base = 0, check = 0, hitStart = 0, hitPhrases = 0, hitSlots = 0, gaps = 0, lastSlots = 0
+        var nodes = 0, hitPhrases = 0, hitSlots = 0, gaps = 0, lastSlots = 0
     }
 
     /// Slot lists in which a stem of several words ("set aside") becomes a run of one-word
@@ -135,15 +136,16 @@ public struct PhraseMatcher: Sendable {
         check += [Int32](repeating: -1, count: 256)
         var hitsAt = [[(phrase: Int32, slot: Int32)]](repeating: [], count: base.count)
         for node in children.indices { hitsAt[slotOf[node]] = nodeHits[node] }
-        var hitStart: [Int32] = [0]
+        var records: [Int32] = []
+        records.reserveCapacity(4 * base.count)
         var hitPhrases: [Int32] = []
         var hitSlots: [Int32] = []
-        for hits in hitsAt {
+        for (slot, hits) in hitsAt.enumerated() {
+            records += [base[slot], check[slot], Int32(hitPhrases.count), Int32(hitPhrases.count + hits.count)]
             for hit in hits {
                 hitPhrases.append(hit.phrase)
                 hitSlots.append(hit.slot)
             }
-            hitStart.append(Int32(hitPhrases.count))
         }
         var table: [Int32] = []
         var layout = Layout()
@@ -151,9 +153,7 @@ public struct PhraseMatcher: Sendable {
             defer { table += values }
             return table.count
         }
-        layout.base = section(base)
-        layout.check = section(check)
-        layout.hitStart = section(hitStart)
+        layout.nodes = section(records)
         layout.hitPhrases = section(hitPhrases)
         layout.hitSlots = section(hitSlots)
         layout.gaps = section(gaps)
@@ -209,10 +209,11 @@ public struct PhraseMatcher: Sendable {
                         var node = 0
                         while true {
                             // The child for the next byte, or the end of the stems this word follows.
-                            let next = Int(table[layout.base + node]) + Int(bytes[offset])
-                            guard table[layout.base + node] >= 0, table[layout.check + next] == Int32(node) else { break }
+                            let base = Int(table[layout.nodes + 4 * node])
+                            let next = base + Int(bytes[offset])
+                            guard base >= 0, table[layout.nodes + 4 * next + 1] == Int32(node) else { break }
                             node = next
-                            for hit in Int(table[layout.hitStart + node])..<Int(table[layout.hitStart + node + 1]) {
+                            for hit in Int(table[layout.nodes + 4 * node + 2])..<Int(table[layout.nodes + 4 * node + 3]) {
                                 let phraseIndex = Int(table[layout.hitPhrases + hit])
                                 guard state[2 * count + phraseIndex] < 0 else { continue }
                                 let slot = Int(table[layout.hitSlots + hit])
