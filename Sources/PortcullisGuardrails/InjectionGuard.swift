@@ -7,8 +7,8 @@
 public struct InjectionGuard: InputGuard {
     public let name = "injection_rules"
     public let tier = GuardTier.rules
-    private let rules: [InjectionRule]
-    private let matcher: PhraseMatcher
+    /// The built-in rules, each multi-word stem expanded (indexed by a match's phrase id).
+    private var rules: [InjectionRule] { BuiltInPhrases.compiled.first }
 
     /// Literal markers of chat templates and role headers that user text has no business carrying.
     static let roleMarkers: [(marker: String, reason: String)] = [
@@ -27,7 +27,7 @@ public struct InjectionGuard: InputGuard {
         ("новые инструкции:", "instruction header"), ("новые указания:", "instruction header"),
     ]
 
-    static let roleMarkerBytes: [(marker: [UInt8], reason: String)] = roleMarkers.map { (Array($0.marker.utf8), $0.reason) }
+    public static let roleMarkerBytes: [(marker: [UInt8], reason: String)] = roleMarkers.map { (Array($0.marker.utf8), $0.reason) }
 
     /// Words of texts that talk about attacks rather than make them; a phrase in quotes in
     /// such a text counts one risk level lower.
@@ -37,41 +37,41 @@ public struct InjectionGuard: InputGuard {
     static let quoteScalars: Set<UInt32> = [0x27, 0x22, 0xAB, 0xBB, 0x201C, 0x201D, 0x201E, 0x2018, 0x2019]
 
     /// Whether the text quotes something: a quotation mark that is not an apostrophe inside a
-    /// word (a letter on both sides).
+    /// word (a letter on both sides). Only the bytes that can begin a quotation mark (`'`, `"`,
+    /// and the lead bytes of «», “”„‘’) are looked at closely.
     public static func hasQuotation(_ text: NormalizedText) -> Bool {
         text.loweredBytes.withUnsafeBufferPointer { bytes in
-            var previous: UInt32 = 0x20
-            var index = 0
-            var pendingQuote = false   // the scalar before was a quote preceded by a letter
-            while index < bytes.count {
+            /// The scalar starting at `index` and its length in bytes.
+            func scalar(at index: Int) -> (value: UInt32, length: Int) {
                 let byte = bytes[index]
-                var value = UInt32(byte)
-                var length = 1
-                if byte >= 0x80 {
-                    switch byte {
-                    case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
-                    case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
-                    default: (value, length) = (UInt32(byte & 0x07), 4)
-                    }
-                    for offset in 1..<length { value = value << 6 | UInt32(bytes[index + offset] & 0x3F) }
+                guard byte >= 0x80 else { return (UInt32(byte), 1) }
+                var value: UInt32
+                var length: Int
+                switch byte {
+                case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
+                case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
+                default: (value, length) = (UInt32(byte & 0x07), 4)
                 }
-                index += length
-                let isLetter = NormalizedText.isLetter(value)
-                if pendingQuote && !isLetter { return true }
-                pendingQuote = false
-                if value == 0x27 || value == 0x22 || (value >= 0xAB && quoteScalars.contains(value)) {
-                    guard NormalizedText.isLetter(previous) else { return true }
-                    pendingQuote = true
-                }
-                previous = value
+                for offset in 1..<length { value = value << 6 | UInt32(bytes[index + offset] & 0x3F) }
+                return (value, length)
             }
-            return pendingQuote
+            for index in bytes.indices {
+                let byte = bytes[index]
+                guard byte == 0x27 || byte == 0x22 || byte == 0xC2 || byte == 0xE2 else { continue }
+                let (value, length) = scalar(at: index)
+                guard quoteScalars.contains(value) else { continue }
+                // The scalar before: back over continuation bytes to its first byte.
+                var previousStart = index - 1
+                while previousStart > 0 && bytes[previousStart] & 0xC0 == 0x80 { previousStart -= 1 }
+                let letterBefore = previousStart >= 0 && NormalizedText.isLetter(scalar(at: previousStart).value)
+                let letterAfter = index + length < bytes.count && NormalizedText.isLetter(scalar(at: index + length).value)
+                if !(letterBefore && letterAfter) { return true }
+            }
+            return false
         }
     }
 
-    public init(rules: [InjectionRule] = InjectionRuleSet.rules) {
-        (self.rules, self.matcher) = PhraseMatcher.compile(rules)
-    }
+    public init() {}
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
         input.findingsInUntrusted { inspect($0, segment: $1) }
@@ -125,7 +125,8 @@ public struct InjectionGuard: InputGuard {
     private func phraseFindings(_ text: NormalizedText, segment: Int?) -> [GuardFinding] {
         var findings: [GuardFinding] = []
         var seen: Set<String> = []
-        for match in matcher.matches(in: text.wordBytes, words: text.wordRanges) {
+        let rules = rules
+        for match in text.builtInPhraseMatches where match.phraseID < rules.count {
             let rule = rules[match.phraseID]
             let reason = "\(rule.category.rawValue) rule \(rule.name)"
             guard seen.insert(reason).inserted else { continue }

@@ -29,8 +29,8 @@ struct ModerationRule: PhraseRule {
 public struct ModerationGuard: InputGuard {
     public let name = "moderation"
     public let tier = GuardTier.rules
-    private let rules: [ModerationRule]
-    private let matcher: PhraseMatcher
+    /// The lexicon, each multi-word stem expanded (a match's phrase id less the injection rules' count).
+    private var expanded: [ModerationRule] { BuiltInPhrases.compiled.second }
 
     static let enPeople = ["you", "him", "her", "them", "everyone", "everybody", "family", "kids", "children", "wife", "husband",
                            "boss", "teacher", "neighbo", "people", "person"]
@@ -115,9 +115,7 @@ public struct ModerationGuard: InputGuard {
                        [["иди", "пошёл", "пошел", "чтоб", "чтобы", "лучше"], ["сдохни", "сдох", "удавись", "повесься", "убейся"]]),
     ]
 
-    public init() {
-        (self.rules, self.matcher) = PhraseMatcher.compile(Self.rules)
-    }
+    public init() {}
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
         input.findingsInUntrusted { inspect($0, segment: $1) }
@@ -131,8 +129,10 @@ public struct ModerationGuard: InputGuard {
     func inspect(_ text: NormalizedText, segment: Int?) -> [GuardFinding] {
         var findings: [GuardFinding] = []
         var seen: Set<String> = []
-        for match in matcher.matches(in: text.wordBytes, words: text.wordRanges) {
-            let rule = rules[match.phraseID]
+        let offset = BuiltInPhrases.compiled.first.count
+        let rules = expanded
+        for match in text.builtInPhraseMatches where match.phraseID >= offset {
+            let rule = rules[match.phraseID - offset]
             let reason = "\(rule.kind) rule \(rule.language).\(rule.name)"
             guard seen.insert(reason).inserted else { continue }
             let score = rule.risk >= .high ? 0.85 : 0.6

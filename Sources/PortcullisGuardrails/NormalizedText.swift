@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,6 +39,30 @@ public struct NormalizedText: Sendable, Equatable {
 
     /// An empty view (for text the guards do not read).
     public static let empty = NormalizedText("")
+
+    /// The built-in phrase rules' matches in `words`, found on first use and kept: the
+    /// injection rules and the moderation lexicon share one trie and one walk over the words.
+    var builtInPhraseMatches: [PhraseMatcher.Match] {
+        memo.matches.withLock { matches in
+            if let matches { return matches }
+            let found = BuiltInPhrases.compiled.matcher.matches(in: wordBytes, words: wordRanges)
+            matches = found
+            return found
+        }
+    }
+
+    private let memo = Memo()
+
+    /// What the guards work out once per text (a reference, so copies of the text share it).
+    private final class Memo: Sendable {
+        let matches = Mutex<[PhraseMatcher.Match]?>(nil)
+    }
+
+    public static func == (left: NormalizedText, right: NormalizedText) -> Bool {
+        left.wordRanges == right.wordRanges && left.wordBytes == right.wordBytes && left.invisibleCharacters == right.invisibleCharacters
+            && left.bidiControls == right.bidiControls && left.mixedScriptWords == right.mixedScriptWords
+            && left.decodedBlobs == right.decodedBlobs && left.loweredBytes == right.loweredBytes
+    }
 
     public init(_ text: String) {
         // NFKC only when something it changes is present: the scan stops at the first scalar
@@ -584,4 +609,9 @@ public struct NormalizedText: Sendable, Equatable {
         }
         return total >= 8 && printable * 10 >= total * 9
     }
+}
+
+/// The built-in injection rules and moderation lexicon, compiled together once.
+enum BuiltInPhrases {
+    static let compiled = PhraseMatcher.compile(InjectionRuleSet.rules, ModerationGuard.rules)
 }

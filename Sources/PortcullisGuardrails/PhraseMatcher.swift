@@ -24,6 +24,8 @@ public struct PhraseMatcher: Sendable {
     /// one cache line. The (phrase, slot) pairs satisfied by stems ending at `n` are
     /// `hitPhrases/hitSlots[first hit ..< end of hits]`; per phrase its gap and last slot.
     private let table: [Int32]
+    /// The phrases it was built from.
+    let phrases: [Phrase]
     private let layout: Layout
     private let ids: [Int]
     private let phraseCount: Int
@@ -63,7 +65,18 @@ public struct PhraseMatcher: Sendable {
         return (expanded, PhraseMatcher(phrases: phrases))
     }
 
+    /// Compiles two rule sets into one matcher, so that one walk over a text's words serves
+    /// both: the first set's phrases have ids `0 ..< first.count`, the second's follow.
+    static func compile<First: PhraseRule, Second: PhraseRule>(_ first: [First], _ second: [Second])
+        -> (first: [First], second: [Second], matcher: PhraseMatcher) {
+        let (firstRules, firstMatcher) = compile(first)
+        let (secondRules, secondMatcher) = compile(second)
+        let phrases = firstMatcher.phrases + secondMatcher.phrases.map { Phrase(id: $0.id + firstRules.count, slots: $0.slots, gap: $0.gap) }
+        return (firstRules, secondRules, PhraseMatcher(phrases: phrases))
+    }
+
     public init(phrases: [Phrase]) {
+        self.phrases = phrases
         // Built as nodes with child lists, then laid out flat.
         var children: [[(byte: UInt8, node: Int32)]] = [[]]
         var nodeHits: [[(phrase: Int32, slot: Int32)]] = [[]]
