@@ -60,20 +60,44 @@ public struct ClassifierModel: Sendable {
         let count = text.wordRanges.count
         guard count > 0 else { return bias }
         let hashes = Self.featureHashes(text, mask: UInt32(buckets - 1))
-        var starts = [0]
-        if count > window {
-            starts = Array(stride(from: 0, through: count - window, by: window / 2))
-            if starts.last != count - window { starts.append(count - window) }
-        }
-        // A feature counts once per window: `seen[bucket]` holds the last window (numbered from 1)
-        // that counted it.
+        let half = window / 2
+        // Windows start every half window, and the last one ends at the last word. Cut into blocks
+        // of half a window, window k is blocks k and k + 1, so each block is read once: its
+        // distinct features' weights, and separately those of them the block before lacked.
+        let blocks = count > window && window % 2 == 0 ? (count - window) / half + 2 : 0
+        // `seen[bucket]`: the stamp of the last block (or window) that counted the bucket; stamps
+        // count up from 1, and when they run out the array is cleared and they start again.
         var best = -Float.infinity
         withUnsafeTemporaryAllocation(of: UInt16.self, capacity: buckets) { seen in
             seen.initialize(repeating: 0)
             weights.withUnsafeBufferPointer { weights in
                 hashes.features.withUnsafeBufferPointer { features in
                     var stamp: UInt16 = 0
-                    for start in starts {
+                    func positions(ofBlock block: Int) -> Range<Int> { hashes.firstOfWord[block * half]..<hashes.firstOfWord[(block + 1) * half] }
+                    var previousSum: Float = 0
+                    for block in 0..<blocks {
+                        if stamp >= UInt16.max - 1 {
+                            // Start the stamps again, the block before keeping its mark.
+                            seen.update(repeating: 0)
+                            for position in positions(ofBlock: block - 1) { seen[Int(features[position])] = 1 }
+                            stamp = 1
+                        }
+                        stamp += 1
+                        var sum: Float = 0
+                        var new: Float = 0
+                        for position in positions(ofBlock: block) {
+                            let bucket = Int(features[position])
+                            let last = seen[bucket]
+                            guard last != stamp else { continue }
+                            seen[bucket] = stamp
+                            sum += weights[bucket]
+                            if last != stamp - 1 { new += weights[bucket] }
+                        }
+                        if block > 0 { best = max(best, bias + previousSum + new) }
+                        previousSum = sum
+                    }
+                    /// One window read as a whole, with a stamp of its own.
+                    func whole(from start: Int) -> Float {
                         if stamp == UInt16.max {
                             seen.update(repeating: 0)
                             stamp = 0
@@ -87,12 +111,41 @@ public struct ClassifierModel: Sendable {
                                 sum += weights[bucket]
                             }
                         }
-                        best = max(best, sum)
+                        return sum
+                    }
+                    if blocks > 0 {
+                        // The last window, when it does not start on a block.
+                        let lastStart = count - window
+                        if lastStart % half != 0 { best = max(best, whole(from: lastStart)) }
+                    } else {
+                        // The text fits one window, or an odd window cannot be cut in halves.
+                        var starts = [0]
+                        if count > window {
+                            starts = Array(stride(from: 0, through: count - window, by: max(1, half)))
+                            if starts.last != count - window { starts.append(count - window) }
+                        }
+                        for start in starts { best = max(best, whole(from: start)) }
                     }
                 }
             }
         }
         return best
+    }
+
+    /// `logit` the plain way: every window read whole into a set (for checking the block sums).
+    public func logitReadingEachWindow(_ text: NormalizedText) -> Float {
+        let count = text.wordRanges.count
+        guard count > 0 else { return bias }
+        let hashes = Self.featureHashes(text, mask: UInt32(buckets - 1))
+        var starts = [0]
+        if count > window {
+            starts = Array(stride(from: 0, through: count - window, by: max(1, window / 2)))
+            if starts.last != count - window { starts.append(count - window) }
+        }
+        return starts.map { start in
+            let buckets = Set(hashes.features[hashes.firstOfWord[start]..<hashes.firstOfWord[min(start + window, count)]])
+            return buckets.reduce(bias) { $0 + weights[Int($1)] }
+        }.max() ?? bias
     }
 
     /// Every word's features (its own, its pair with the word before, its character grams) as
