@@ -71,7 +71,10 @@ public struct InjectionGuard: InputGuard {
         }
     }
 
-    public init() {}
+    /// Compiles the shared rules now (once per process), not on the first request.
+    public init() {
+        _ = BuiltInPhrases.compiled
+    }
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
         input.findingsInUntrusted { inspect($0, segment: $1) }

@@ -115,7 +115,10 @@ public struct ModerationGuard: InputGuard {
                        [["иди", "пошёл", "пошел", "чтоб", "чтобы", "лучше"], ["сдохни", "сдох", "удавись", "повесься", "убейся"]]),
     ]
 
-    public init() {}
+    /// Compiles the shared rules now (once per process), not on the first request.
+    public init() {
+        _ = BuiltInPhrases.compiled
+    }
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
         input.findingsInUntrusted { inspect($0, segment: $1) }
