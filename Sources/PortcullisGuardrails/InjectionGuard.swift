@@ -41,20 +41,7 @@ public struct InjectionGuard: InputGuard {
     /// and the lead bytes of «», “”„‘’) are looked at closely.
     public static func hasQuotation(_ text: NormalizedText) -> Bool {
         text.loweredBytes.withUnsafeBufferPointer { bytes in
-            /// The scalar starting at `index` and its length in bytes.
-            func scalar(at index: Int) -> (value: UInt32, length: Int) {
-                let byte = bytes[index]
-                guard byte >= 0x80 else { return (UInt32(byte), 1) }
-                var value: UInt32
-                var length: Int
-                switch byte {
-                case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
-                case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
-                default: (value, length) = (UInt32(byte & 0x07), 4)
-                }
-                for offset in 1..<length { value = value << 6 | UInt32(bytes[index + offset] & 0x3F) }
-                return (value, length)
-            }
+            func scalar(at index: Int) -> (value: UInt32, length: Int) { NormalizedText.scalar(in: bytes, at: index) }
             for index in bytes.indices {
                 let byte = bytes[index]
                 guard byte == 0x27 || byte == 0x22 || byte == 0xC2 || byte == 0xE2 else { continue }

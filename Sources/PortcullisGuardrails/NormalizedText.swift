@@ -127,15 +127,7 @@ public struct NormalizedText: Sendable, Equatable {
                         index += 1
                         continue
                     }
-                    // A String's UTF-8 is valid: the lead byte says how many continuation bytes follow.
-                    var value: UInt32
-                    var length: Int
-                    switch byte {
-                    case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
-                    case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
-                    default: (value, length) = (UInt32(byte & 0x07), 4)
-                    }
-                    for offset in 1..<length { value = value << 6 | UInt32(utf8[index + offset] & 0x3F) }
+                    let (value, length) = NormalizedText.scalar(in: utf8, at: index)
                     if stoppingForCompatibility && NormalizedText.mayNeedCompatibilityMapping(value) { return false }
                     takeScalar(value)
                     index += length
@@ -344,6 +336,23 @@ public struct NormalizedText: Sendable, Equatable {
 
     // MARK: case and letters, fast for the scripts the rules read
 
+    /// The scalar whose UTF-8 starts at `index` of valid UTF-8 (a String's), and its length in
+    /// bytes: the lead byte says how many continuation bytes follow.
+    @inline(__always)
+    static func scalar(in utf8: UnsafeBufferPointer<UInt8>, at index: Int) -> (value: UInt32, length: Int) {
+        let byte = utf8[index]
+        var value: UInt32
+        var length: Int
+        switch byte {
+        case 0..<0x80: return (UInt32(byte), 1)
+        case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
+        case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
+        default: (value, length) = (UInt32(byte & 0x07), 4)
+        }
+        for offset in 1..<length { value = value << 6 | UInt32(utf8[index + offset] & 0x3F) }
+        return (value, length)
+    }
+
     /// Whether NFKC may change `value` or the scalar before it: ranges known to be stable
     /// (ASCII, Latin, Greek, Cyrillic, Hebrew and Arabic letters, CJK, kana, Hangul syllables,
     /// dashes and quotes) answer at once; anything else by its Unicode properties. Invisible
@@ -401,15 +410,7 @@ public struct NormalizedText: Sendable, Equatable {
                 let runStart = index
                 var changes = false
                 while index < utf8.count && utf8[index] >= 0x80 {
-                    let byte = utf8[index]
-                    var value: UInt32
-                    var length: Int
-                    switch byte {
-                    case 0xC0..<0xE0: (value, length) = (UInt32(byte & 0x1F), 2)
-                    case 0xE0..<0xF0: (value, length) = (UInt32(byte & 0x0F), 3)
-                    default: (value, length) = (UInt32(byte & 0x07), 4)
-                    }
-                    for offset in 1..<length { value = value << 6 | UInt32(utf8[index + offset] & 0x3F) }
+                    let (value, length) = scalar(in: utf8, at: index)
                     if !changes && mayNeedCompatibilityMapping(value) { changes = true }
                     index += length
                 }
