@@ -58,6 +58,7 @@ public struct NormalizedText: Sendable, Equatable {
         let matches = Mutex<[PhraseMatcher.Match]?>(nil)
     }
 
+    /// Equal when what the guards read is equal; the memo of work done on it is not compared.
     public static func == (left: NormalizedText, right: NormalizedText) -> Bool {
         left.wordRanges == right.wordRanges && left.wordBytes == right.wordBytes && left.invisibleCharacters == right.invisibleCharacters
             && left.bidiControls == right.bidiControls && left.mixedScriptWords == right.mixedScriptWords

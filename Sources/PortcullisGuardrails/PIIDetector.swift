@@ -363,6 +363,7 @@ public enum PIIDetector {
 
     /// Two capital letters, two check digits, then the country's length of letters and digits
     /// (grouped by spaces or not), passing mod-97.
+    ///
     /// An IBAN's check digits follow its two country letters, so it starts two bytes before
     /// the start of a run of digits.
     static func ibans(_ bytes: [UInt8], digitRuns: [Int]) -> [PIIMatch] {
