@@ -27,7 +27,7 @@ public struct InjectionGuard: InputGuard {
         ("новые инструкции:", "instruction header"), ("новые указания:", "instruction header"),
     ]
 
-    public static let roleMarkerBytes: [(marker: [UInt8], reason: String)] = roleMarkers.map { (Array($0.marker.utf8), $0.reason) }
+    static let roleMarkerBytes: [(marker: [UInt8], reason: String)] = roleMarkers.map { (Array($0.marker.utf8), $0.reason) }
 
     /// Words of texts that talk about attacks rather than make them; a phrase in quotes in
     /// such a text counts one risk level lower.
