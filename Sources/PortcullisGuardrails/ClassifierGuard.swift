@@ -119,12 +119,7 @@ public struct ClassifierModel: Sendable {
                         if lastStart % half != 0 { best = max(best, whole(from: lastStart)) }
                     } else {
                         // The text fits one window, or an odd window cannot be cut in halves.
-                        var starts = [0]
-                        if count > window {
-                            starts = Array(stride(from: 0, through: count - window, by: max(1, half)))
-                            if starts.last != count - window { starts.append(count - window) }
-                        }
-                        for start in starts { best = max(best, whole(from: start)) }
+                        for start in windowStarts(count) { best = max(best, whole(from: start)) }
                     }
                 }
             }
@@ -132,17 +127,21 @@ public struct ClassifierModel: Sendable {
         return best
     }
 
+    /// Where the windows over `count` words start: every half window, and the last one ends at
+    /// the last word (one window from 0 when the text fits it).
+    func windowStarts(_ count: Int) -> [Int] {
+        guard count > window else { return [0] }
+        var starts = Array(stride(from: 0, through: count - window, by: max(1, window / 2)))
+        if starts.last != count - window { starts.append(count - window) }
+        return starts
+    }
+
     /// `logit` the plain way: every window read whole into a set (for checking the block sums).
     public func logitReadingEachWindow(_ text: NormalizedText) -> Float {
         let count = text.wordRanges.count
         guard count > 0 else { return bias }
         let hashes = Self.featureHashes(text, mask: UInt32(buckets - 1))
-        var starts = [0]
-        if count > window {
-            starts = Array(stride(from: 0, through: count - window, by: max(1, window / 2)))
-            if starts.last != count - window { starts.append(count - window) }
-        }
-        return starts.map { start in
+        return windowStarts(count).map { start in
             let buckets = Set(hashes.features[hashes.firstOfWord[start]..<hashes.firstOfWord[min(start + window, count)]])
             return buckets.reduce(bias) { $0 + weights[Int($1)] }
         }.max() ?? bias

@@ -34,9 +34,8 @@ public enum TokenEstimate {
             var index = 0
             while index < utf8.count {
                 let byte = utf8[index]
-                let value: UInt32
-                // ASCII straight from the bytes, a run of letters or digits in one tight loop;
-                // anything else decoded (a String's UTF-8 is valid).
+                // ASCII letters and digits a run at a time in one tight loop; anything else a
+                // scalar at a time.
                 if byte < 0x80 {
                     let kind = Int(asciiKinds[Int(byte)])
                     if kind != 0 {
@@ -48,19 +47,9 @@ public enum TokenEstimate {
                         index = end
                         continue
                     }
-                    value = UInt32(byte)
-                    index += 1
-                } else if byte < 0xE0 {
-                    value = UInt32(byte & 0x1F) << 6 | UInt32(utf8[index + 1] & 0x3F)
-                    index += 2
-                } else if byte < 0xF0 {
-                    value = UInt32(byte & 0x0F) << 12 | UInt32(utf8[index + 1] & 0x3F) << 6 | UInt32(utf8[index + 2] & 0x3F)
-                    index += 3
-                } else {
-                    value = UInt32(byte & 0x07) << 18 | UInt32(utf8[index + 1] & 0x3F) << 12 | UInt32(utf8[index + 2] & 0x3F) << 6
-                        | UInt32(utf8[index + 3] & 0x3F)
-                    index += 4
                 }
+                let (value, length) = NormalizedText.scalar(in: utf8, at: index)
+                index += length
                 let kind: Int
                 if (value >= 0x61 && value <= 0x7A) || (value >= 0x41 && value <= 0x5A) {
                     kind = 1
