@@ -15,24 +15,30 @@ public struct PhraseMatcher: Sendable {
         }
     }
 
-    /// The trie of stems over UTF-8 bytes and the phrases, laid out in one flat table for the hot
-    /// loop (`Layout` names the sections). The trie is a double array: node `n`'s child for
-    /// `byte` is `base[n] + byte` when `check` there names `n` — one load and one compare per
-    /// byte, whatever the fan-out (a Cyrillic lead byte has dozens of children, which a list of
-    /// edges made a scan of dozens of compares). The root is node 0. Each node is one 16-byte
-    /// record, `nodes[4n ..< 4n + 4]` = base, check, first hit, end of hits, so a step touches
-    /// one cache line. The (phrase, slot) pairs satisfied by stems ending at `n` are
-    /// `hitPhrases/hitSlots[first hit ..< end of hits]`; per phrase its gap and last slot.
-    private let table: [Int32]
+    /// The trie of stems over UTF-8 bytes, a double array: node `n`'s child for `byte` is
+    /// `base[n] + byte` when `check` there names `n` — one load and one compare per byte, whatever
+    /// the fan-out (a Cyrillic lead byte has dozens of children, which a list of edges made a
+    /// scan of dozens of compares). The root is node 0. Each node is one 16-byte record,
+    /// `nodes[4n ..< 4n + 4]` = base, check, first hit, end of hits, so a step touches one cache
+    /// line; the (phrase, slot) pairs satisfied by stems ending at `n` are
+    /// `hits[first hit ..< end of hits]`.
+    private let nodes: [Int32]
+    /// Each a (phrase, slot) pair with what the hot loop needs of its phrase, in one record.
+    private let hits: [Hit]
     /// The phrases it was built from.
     let phrases: [Phrase]
-    private let layout: Layout
     private let ids: [Int]
     private let phraseCount: Int
     private let maximumSlots: Int
 
-    private struct Layout: Sendable {
-        var nodes = 0, hitPhrases = 0, hitSlots = 0, gaps = 0, lastSlots = 0
+    /// A stem's place in a phrase: `state` is the (phrase, slot) pair's number
+    /// (`phrase * maximumSlots + slot`).
+    private struct Hit: Sendable {
+        var state: Int32
+        var phrase: Int32
+        var slot: Int32
+        var gap: Int16
+        var isLast: Bool
     }
 
     /// Slot lists in which a stem of several words ("set aside") becomes a run of one-word
@@ -97,13 +103,9 @@ public struct PhraseMatcher: Sendable {
             stemNodes[stem] = node
             return node
         }
-        var gaps: [Int32] = []
-        var lastSlots: [Int32] = []
         var ids: [Int] = []
         var maximumSlots = 1
         for (index, phrase) in phrases.enumerated() {
-            gaps.append(Int32(phrase.gap))
-            lastSlots.append(Int32(phrase.slots.count - 1))
             ids.append(phrase.id)
             maximumSlots = max(maximumSlots, phrase.slots.count)
             for (slot, stems) in phrase.slots.enumerated() {
@@ -151,28 +153,17 @@ public struct PhraseMatcher: Sendable {
         for node in children.indices { hitsAt[slotOf[node]] = nodeHits[node] }
         var records: [Int32] = []
         records.reserveCapacity(4 * base.count)
-        var hitPhrases: [Int32] = []
-        var hitSlots: [Int32] = []
-        for (slot, hits) in hitsAt.enumerated() {
-            records += [base[slot], check[slot], Int32(hitPhrases.count), Int32(hitPhrases.count + hits.count)]
-            for hit in hits {
-                hitPhrases.append(hit.phrase)
-                hitSlots.append(hit.slot)
+        var hits: [Hit] = []
+        for (slot, nodeHits) in hitsAt.enumerated() {
+            records += [base[slot], check[slot], Int32(hits.count), Int32(hits.count + nodeHits.count)]
+            for hit in nodeHits {
+                let phrase = phrases[Int(hit.phrase)]
+                hits.append(Hit(state: hit.phrase * Int32(maximumSlots) + hit.slot, phrase: hit.phrase, slot: hit.slot,
+                                gap: Int16(clamping: phrase.gap), isLast: Int(hit.slot) == phrase.slots.count - 1))
             }
         }
-        var table: [Int32] = []
-        var layout = Layout()
-        func section(_ values: [Int32]) -> Int {
-            defer { table += values }
-            return table.count
-        }
-        layout.nodes = section(records)
-        layout.hitPhrases = section(hitPhrases)
-        layout.hitSlots = section(hitSlots)
-        layout.gaps = section(gaps)
-        layout.lastSlots = section(lastSlots)
-        self.table = table
-        self.layout = layout
+        nodes = records
+        self.hits = hits
         self.ids = ids
         self.maximumSlots = maximumSlots
         phraseCount = phrases.count
@@ -201,57 +192,55 @@ public struct PhraseMatcher: Sendable {
 
     /// Every phrase found in the words `words` (spans of `bytes`).
     public func matches(in bytes: [UInt8], words: [Range<Int>]) -> [Match] {
-        let width = maximumSlots
-        let count = phraseCount * width
         var matches: [Match] = []
-        // Per (phrase, slot): the latest word that completed the phrase up to that slot
-        // (`reached`, the first `count` entries) and where that partial match began (`started`,
-        // the next `count`); -1 for none. Then per phrase whether it was found (1).
-        var state = [Int32](repeating: -1, count: 2 * count + phraseCount)
-        var updates: [(index: Int, start: Int32)] = []
-        let layout = layout
+        // Per (phrase, slot): the latest word that completed the phrase up to that slot and where
+        // that partial match began, side by side (`state[2 * pair]`, `state[2 * pair + 1]`); -1 for none.
+        var state = [Int32](repeating: -1, count: 2 * phraseCount * maximumSlots)
+        var found = [Bool](repeating: false, count: phraseCount)
+        var updates: [(pair: Int, start: Int32)] = []
         bytes.withUnsafeBufferPointer { bytes in
-            table.withUnsafeBufferPointer { table in
-                state.withUnsafeMutableBufferPointer { state in
-                    for (position, word) in words.enumerated() where !word.isEmpty {
-                        let here = Int32(position)
-                        // Read only what earlier words reached; write after, so that one word never
-                        // fills two consecutive slots of a phrase.
-                        updates.removeAll(keepingCapacity: true)
-                        var offset = word.lowerBound
-                        var node = 0
-                        while true {
-                            // The child for the next byte, or the end of the stems this word follows.
-                            let base = Int(table[layout.nodes + 4 * node])
-                            let next = base + Int(bytes[offset])
-                            guard base >= 0, table[layout.nodes + 4 * next + 1] == Int32(node) else { break }
-                            node = next
-                            for hit in Int(table[layout.nodes + 4 * node + 2])..<Int(table[layout.nodes + 4 * node + 3]) {
-                                let phraseIndex = Int(table[layout.hitPhrases + hit])
-                                guard state[2 * count + phraseIndex] < 0 else { continue }
-                                let slot = Int(table[layout.hitSlots + hit])
-                                let index = phraseIndex * width + slot
-                                let start: Int32
-                                if slot == 0 {
-                                    start = here
-                                } else {
-                                    let previous = state[index - 1]
-                                    guard previous >= 0, here - previous - 1 <= table[layout.gaps + phraseIndex] else { continue }
-                                    start = state[count + index - 1]
-                                }
-                                if Int32(slot) == table[layout.lastSlots + phraseIndex] {
-                                    state[2 * count + phraseIndex] = 1
-                                    matches.append(Match(phraseID: ids[phraseIndex], words: Int(start)..<(position + 1)))
-                                } else {
-                                    updates.append((index, start))
+            nodes.withUnsafeBufferPointer { nodes in
+                hits.withUnsafeBufferPointer { hits in
+                    state.withUnsafeMutableBufferPointer { state in
+                        for (position, word) in words.enumerated() {
+                            let here = Int32(position)
+                            // Read only what earlier words reached; write after, so that one word never
+                            // fills two consecutive slots of a phrase.
+                            var offset = word.lowerBound
+                            var node = 0
+                            while offset < word.upperBound {
+                                // The child for the next byte, or the end of the stems this word follows.
+                                let base = Int(nodes[4 * node])
+                                let next = base + Int(bytes[offset])
+                                guard base >= 0, nodes[4 * next + 1] == Int32(node) else { break }
+                                node = next
+                                offset += 1
+                                for hitIndex in Int(nodes[4 * node + 2])..<Int(nodes[4 * node + 3]) {
+                                    let hit = hits[hitIndex]
+                                    let pair = Int(hit.state)
+                                    let start: Int32
+                                    if hit.slot == 0 {
+                                        start = here
+                                    } else {
+                                        let previous = state[2 * pair - 2]
+                                        guard previous >= 0, here - previous - 1 <= Int32(hit.gap) else { continue }
+                                        start = state[2 * pair - 1]
+                                    }
+                                    if hit.isLast {
+                                        guard !found[Int(hit.phrase)] else { continue }
+                                        found[Int(hit.phrase)] = true
+                                        matches.append(Match(phraseID: ids[Int(hit.phrase)], words: Int(start)..<(position + 1)))
+                                    } else {
+                                        updates.append((pair, start))
+                                    }
                                 }
                             }
-                            offset += 1
-                            guard offset < word.upperBound else { break }
-                        }
-                        for (index, start) in updates {
-                            state[index] = here
-                            state[count + index] = start
+                            guard !updates.isEmpty else { continue }
+                            for (pair, start) in updates {
+                                state[2 * pair] = here
+                                state[2 * pair + 1] = start
+                            }
+                            updates.removeAll(keepingCapacity: true)
                         }
                     }
                 }
