@@ -159,9 +159,13 @@ public struct OutputInspector: Sendable {
         return nil
     }
 
-    /// The replacement for a redacted span of `kind` in an answer.
-    static func replacement(_ finding: GuardFinding, action: PersonalDataAction) -> String {
-        action == .remove ? "" : "[" + finding.reason.prefix { $0 != " " }.uppercased() + "]"
+    /// The replacement for a redacted span of `kind` in an answer. In a JSON text (tool-call
+    /// arguments) a span outside a string — a card number written as a number — becomes a string
+    /// (or `null` when removed), so that the arguments stay JSON.
+    static func replacement(_ finding: GuardFinding, action: PersonalDataAction, json: JSONStringTracker? = nil) -> String {
+        let label = "[" + finding.reason.prefix { $0 != " " }.uppercased() + "]"
+        guard let json, !json.inString else { return action == .remove ? "" : label }
+        return action == .remove ? "null" : "\"" + label + "\""
     }
 
     /// What to do with a whole answer.
@@ -173,26 +177,57 @@ public struct OutputInspector: Sendable {
     }
 
     /// Inspects a whole answer: blocked, or delivered with redactions; every finding is returned for the record.
-    public func review(_ text: String) -> (verdict: Verdict, findings: [(finding: GuardFinding, action: GuardAction)]) {
+    /// - Parameter json: the text is JSON (a tool call's arguments), and redactions keep it JSON.
+    public func review(_ text: String, json: Bool = false) -> (verdict: Verdict, findings: [(finding: GuardFinding, action: GuardAction)]) {
         let findings = inspect(text)
         if let block = findings.filter({ $0.action == .block }).max(by: { ($0.finding.risk, $0.finding.score) < ($1.finding.risk, $1.finding.score) }) {
             return (.block(block.finding), findings)
         }
-        return (.deliver(redact(text, findings: findings)), findings)
+        return (.deliver(redact(text, findings: findings, json: json)), findings)
     }
 
-    func redact(_ text: String, findings: [(finding: GuardFinding, action: GuardAction)]) -> String {
+    func redact(_ text: String, findings: [(finding: GuardFinding, action: GuardAction)], json: Bool) -> String {
         let spans = findings.filter { $0.action == .redact && $0.finding.span != nil }
+            .sorted { $0.finding.span!.lowerBound < $1.finding.span!.lowerBound }
         guard !spans.isEmpty else { return text }
         var bytes = Array(text.utf8)
-        var lastStart = Int.max
-        for entry in spans.sorted(by: { $0.finding.span!.lowerBound > $1.finding.span!.lowerBound }) {
+        // Each span's replacement, worked out front to back (in JSON, whether it starts inside a
+        // string), then applied back to front so that earlier offsets stay valid; a span that
+        // overlaps the one before it is left to that one.
+        var replacements: [(span: Range<Int>, text: [UInt8])] = []
+        var tracker = JSONStringTracker()
+        var scanned = 0
+        for entry in spans {
             let span = entry.finding.span!
-            guard span.upperBound <= lastStart, span.upperBound <= bytes.count else { continue }
-            bytes.replaceSubrange(span, with: Array(Self.replacement(entry.finding, action: policy.output.personalData).utf8))
-            lastStart = span.lowerBound
+            guard span.upperBound <= bytes.count, span.lowerBound >= (replacements.last?.span.upperBound ?? 0) else { continue }
+            tracker.advance(over: bytes[scanned..<span.lowerBound])
+            scanned = span.lowerBound
+            let text = Self.replacement(entry.finding, action: policy.output.personalData, json: json ? tracker : nil)
+            replacements.append((span, Array(text.utf8)))
         }
+        for (span, text) in replacements.reversed() { bytes.replaceSubrange(span, with: text) }
         return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Whether the next byte of a JSON text is inside a string: as much of a JSON reader as it takes
+/// to replace a value in tool-call arguments without breaking them.
+public struct JSONStringTracker: Sendable {
+    public private(set) var inString = false
+    private var escaped = false
+
+    public init() {}
+
+    public mutating func advance(over bytes: some Sequence<UInt8>) {
+        for byte in bytes {
+            if escaped {
+                escaped = false
+            } else if inString && byte == 0x5C {
+                escaped = true
+            } else if byte == 0x22 {
+                inString.toggle()
+            }
+        }
     }
 }
 
@@ -209,10 +244,14 @@ public struct StreamOutputGuard: Sendable {
     /// Findings already recorded, by reason and absolute offset, so that a span is recorded once.
     private var seen: Set<String> = []
     private var offset = 0
+    /// For a JSON text (tool-call arguments): where everything released so far left off.
+    private var json: JSONStringTracker?
     public private(set) var findings: [(finding: GuardFinding, action: GuardAction)] = []
 
-    public init(inspector: OutputInspector) {
+    /// - Parameter json: the stream is a JSON text (a tool call's arguments), and redactions keep it JSON.
+    public init(inspector: OutputInspector, json: Bool = false) {
         self.inspector = inspector
+        self.json = json ? JSONStringTracker() : nil
     }
 
     public enum Step: Sendable, Equatable {
@@ -261,13 +300,24 @@ public struct StreamOutputGuard: Sendable {
         }
         cut = max(cut, context)
         var out = Array(window[context..<cut])
-        // Redact spans wholly inside what is released now (offsets relative to `context`), from the end.
-        for entry in redactions.sorted(by: { $0.finding.span!.lowerBound > $1.finding.span!.lowerBound }) {
+        // Redact spans wholly inside what is released now (offsets relative to `context`): each
+        // one's replacement worked out front to back (in JSON, whether it starts inside a string),
+        // then applied from the end.
+        var replacements: [(span: Range<Int>, text: [UInt8])] = []
+        var tracker = json
+        var scanned = context
+        for entry in redactions.sorted(by: { $0.finding.span!.lowerBound < $1.finding.span!.lowerBound }) {
             let span = entry.finding.span!
-            guard span.upperBound <= cut else { continue }
-            let local = (span.lowerBound - context)..<(span.upperBound - context)
-            out.replaceSubrange(local, with: Array(OutputInspector.replacement(entry.finding, action: inspector.policy.output.personalData).utf8))
+            guard span.upperBound <= cut, span.lowerBound >= (replacements.last?.span.upperBound ?? context) else { continue }
+            tracker?.advance(over: window[scanned..<span.lowerBound])
+            scanned = span.lowerBound
+            let text = OutputInspector.replacement(entry.finding, action: inspector.policy.output.personalData, json: tracker)
+            replacements.append((span, Array(text.utf8)))
         }
+        for (span, text) in replacements.reversed() {
+            out.replaceSubrange((span.lowerBound - context)..<(span.upperBound - context), with: text)
+        }
+        json?.advance(over: window[context..<cut])
         pending = Array(window[cut...])
         offset += cut - context
         released = Array((released + window[context..<cut]).suffix(max(inspector.policy.output.holdBack, 256)))
@@ -290,9 +340,32 @@ public struct StreamOutputGuard: Sendable {
         var runStart = window.count
         while runStart > context, !Self.isSpace(window[runStart - 1]) { runStart -= 1 }
         if window.count - runStart <= OutputPolicy.maximumHeldRun { cut = min(cut, runStart) }
+        let numberStart = Self.numberStart(window, context: context, runStart: runStart)
+        if window.count - numberStart <= OutputPolicy.maximumHeldRun { cut = min(cut, numberStart) }
         if cut <= context { return context }
         while cut > context, cut < window.count, window[cut] & 0xC0 == 0x80 { cut -= 1 }
         return cut
+    }
+
+    /// Where a number that may still be growing begins: groups holding digits, joined by single
+    /// spaces ("4111 1111 1111 1", "+7 912 345-67-", "DE89 3704 0044") are held back together,
+    /// so that a card, phone or IBAN written with spaces is inspected whole, however small the
+    /// window. `runStart` is where the unfinished run at the end (possibly empty) begins.
+    static func numberStart(_ window: [UInt8], context: Int, runStart: Int) -> Int {
+        func isNumberByte(_ byte: UInt8) -> Bool {
+            PIIDetector.isAlphanumeric(byte) || byte == 0x2B || byte == 0x28 || byte == 0x29 || byte == 0x2D || byte == 0x2E || byte == 0x2F
+        }
+        func hasDigit(_ bytes: ArraySlice<UInt8>) -> Bool { bytes.contains { $0 >= 0x30 && $0 <= 0x39 } }
+        let trailing = window[runStart...]
+        guard trailing.allSatisfy(isNumberByte), trailing.isEmpty || hasDigit(trailing) else { return runStart }
+        var start = runStart
+        while start - 2 >= context, window[start - 1] == 0x20, isNumberByte(window[start - 2]) {
+            var groupStart = start - 2
+            while groupStart > context, isNumberByte(window[groupStart - 1]) { groupStart -= 1 }
+            guard hasDigit(window[groupStart..<(start - 1)]) else { break }
+            start = groupStart
+        }
+        return start
     }
 
     static func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x09 || byte == 0x0D }

@@ -37,13 +37,20 @@ struct OutputGuardTests {
     func splitValuesAreRedacted() {
         let secret = "ghp_" + String(repeating: "a1B2c3D4e5", count: 4).prefix(36)
         let answer = "Sure. Your card 4111 1111 1111 1111 is on file, write to ivan.petrov@example.ru, and use token \(secret) carefully. Done."
-        let inspector = Self.inspector(["pii"])
-        for size in [1, 2, 3, 5, 7, 11, 64, 500] {
-            let (text, blocked) = stream(pieces(answer, size: size), through: inspector)
-            #expect(blocked == nil)
-            #expect(text == "Sure. Your card [PAYMENT_CARD] is on file, write to [EMAIL], and use token [SECRET] carefully. Done.",
-                    "chunks of \(size): \(text)")
+        // The smallest window (16 bytes) is shorter than a card written in groups: the groups are held back together.
+        for holdBack in [16, 64] {
+            let inspector = Self.inspector(["pii"], holdBack: holdBack)
+            for size in [1, 2, 3, 5, 7, 11, 64, 500] {
+                let (text, blocked) = stream(pieces(answer, size: size), through: inspector)
+                #expect(blocked == nil)
+                #expect(text == "Sure. Your card [PAYMENT_CARD] is on file, write to [EMAIL], and use token [SECRET] carefully. Done.",
+                        "window \(holdBack), chunks of \(size): \(text)")
+            }
+            let spaced = "Wire it to DE89 3704 0044 0532 0130 00 or call +7 (912) 345-67-89 today, thanks."
+            let (text, _) = stream(pieces(spaced, size: 2), through: inspector)
+            #expect(text == "Wire it to [IBAN] or call [PHONE] today, thanks.", "window \(holdBack): \(text)")
         }
+        let inspector = Self.inspector(["pii"])
         // Nothing personal: the stream is the answer, whatever the chunking.
         let plain = "Привет! The build 2.14.1 finished in 4 111 ms; see https://example.com/docs for 42 details."
         for size in [1, 4, 9] { #expect(stream(pieces(plain, size: size), through: inspector).text == plain) }
@@ -81,6 +88,29 @@ struct OutputGuardTests {
         let paraphrase = "I can help with billing questions, but mortgage rates are something I cannot talk about."
         #expect(inspector.review(paraphrase).verdict == .deliver(paraphrase))
         #expect(stream(pieces(verbatim, size: 5), through: inspector).blocked?.category == .systemPromptLeak)
+    }
+
+    @Test("tool-call arguments: values in strings and bare numbers are redacted and the arguments stay JSON, whole and streamed")
+    func toolCallArguments() throws {
+        let arguments = #"{"to":"ivan.petrov@example.ru","note":"card \"4111 1111 1111 1111\" ok","card":4111111111111111,"n":[1,2]}"#
+        let masked = #"{"to":"[EMAIL]","note":"card \"[PAYMENT_CARD]\" ok","card":"[PAYMENT_CARD]","n":[1,2]}"#
+        let removed = #"{"to":"","note":"card \"\" ok","card":null,"n":[1,2]}"#
+        for (action, expected) in [(PersonalDataAction.mask, masked), (.remove, removed)] {
+            let inspector = Self.inspector(["pii"], pii: action, holdBack: 16)
+            #expect(inspector.review(arguments, json: true).verdict == .deliver(expected))
+            #expect(try JSONSerialization.jsonObject(with: Data(expected.utf8)) is [String: Any], "still JSON: \(expected)")
+            for size in [1, 3, 7, 200] {
+                var guardrail = StreamOutputGuard(inspector: inspector, json: true)
+                var delivered = ""
+                for piece in pieces(arguments, size: size) {
+                    if case .release(let text) = guardrail.feed(piece) { delivered += text }
+                }
+                if case .release(let text) = guardrail.finish() { delivered += text }
+                #expect(delivered == expected, "\(action), pieces of \(size): \(delivered)")
+            }
+        }
+        // As plain text the same span is replaced without quotes.
+        #expect(Self.inspector(["pii"]).review("card 4111111111111111").verdict == .deliver("card [PAYMENT_CARD]"))
     }
 
     @Test("whole answers: redacted or blocked, with every finding returned for the record")
