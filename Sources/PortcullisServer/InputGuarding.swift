@@ -147,16 +147,30 @@ public struct InputGuarding: Sendable {
         var blocked: GuardCategory?
         var recorded: [(finding: GuardFinding, action: GuardAction)] = []
         for index in completion.choices.indices {
-            guard case .text(let text)? = completion.choices[index].message.content else { continue }
-            let (verdict, findings) = inspector.review(text)
-            recorded += findings
-            switch verdict {
-            case .deliver(let delivered): completion.choices[index].message.content = .text(delivered)
-            case .block(let finding):
+            // The text, then each tool call's arguments (JSON, kept JSON when redacted): a block
+            // in any of them withholds the whole choice.
+            var block: GuardFinding?
+            if case .text(let text)? = completion.choices[index].message.content {
+                let (verdict, findings) = inspector.review(text)
+                recorded += findings
+                switch verdict {
+                case .deliver(let delivered): completion.choices[index].message.content = .text(delivered)
+                case .block(let finding): block = finding
+                }
+            }
+            for call in completion.choices[index].message.toolCalls.indices where block == nil {
+                let (verdict, findings) = inspector.review(completion.choices[index].message.toolCalls[call].arguments, json: true)
+                recorded += findings
+                switch verdict {
+                case .deliver(let delivered): completion.choices[index].message.toolCalls[call].arguments = delivered
+                case .block(let finding): block = finding
+                }
+            }
+            if let block {
                 completion.choices[index].message.content = nil
                 completion.choices[index].message.toolCalls = []
                 completion.choices[index].finishReason = .contentFilter
-                blocked = blocked ?? finding.category
+                blocked = blocked ?? block.category
             }
         }
         events.record(findings: recorded, policy: inspector.policy.name, model: completion.model, principal: principal, requestID: requestID)
@@ -380,7 +394,13 @@ final class ChunkRestorer: Sendable {
 /// the answer is never read). Findings are recorded when the stream ends or is blocked.
 final class ChunkGuard: Sendable {
     private let inspector: OutputInspector
-    private let guards = Mutex<[Int: StreamOutputGuard]>([:])
+    /// One guard per choice's text and per tool call's arguments.
+    private let guards = Mutex<[StreamKey: StreamOutputGuard]>([:])
+    struct StreamKey: Hashable {
+        var choice: Int
+        /// The tool call's index; nil for the text.
+        var call: Int?
+    }
     private let record: @Sendable ([(finding: GuardFinding, action: GuardAction)]) -> Void
     /// The JSON the request asked for, when the policy's `format` guard checks streams: each
     /// choice's text is kept and checked when the choice finishes (no retry: the text is out).
@@ -403,20 +423,44 @@ final class ChunkGuard: Sendable {
         guards.withLock { guards in
             for position in chunk.choices.indices {
                 let index = chunk.choices[position].index
-                var streamGuard = guards[index] ?? StreamOutputGuard(inspector: inspector)
+                let finishing = chunk.choices[position].finishReason != nil
+                /// Feeds `delta` to the guard of `key` (ending it when the choice finishes): what may be delivered now.
+                func pass(_ delta: String?, key: StreamKey, json: Bool) -> String {
+                    var streamGuard = guards[key] ?? StreamOutputGuard(inspector: inspector, json: json)
+                    var text = ""
+                    var step = streamGuard.feed(delta ?? "")
+                    if case .release(let released) = step, finishing {
+                        text = released
+                        step = streamGuard.finish()
+                    }
+                    switch step {
+                    case .release(let released): text += released
+                    case .block(let finding): blocked = blocked ?? finding
+                    }
+                    guards[key] = streamGuard
+                    return text
+                }
                 let delta = chunk.choices[position].delta.content
-                var text = ""
-                var step = streamGuard.feed(delta ?? "")
-                if case .release(let released) = step, chunk.choices[position].finishReason != nil {
-                    text = released
-                    step = streamGuard.finish()
-                }
-                switch step {
-                case .release(let released): text += released
-                case .block(let finding): blocked = blocked ?? finding
-                }
-                guards[index] = streamGuard
+                let text = pass(delta, key: StreamKey(choice: index, call: nil), json: false)
                 if delta != nil || !text.isEmpty { chunk.choices[position].delta.content = text }
+                // Tool calls' arguments stream in fragments of JSON: each call is held back and
+                // inspected like text, and whatever is still held when the choice ends goes out
+                // with the finishing chunk.
+                var calls = Set<Int>()
+                for call in chunk.choices[position].delta.toolCalls.indices {
+                    let callIndex = chunk.choices[position].delta.toolCalls[call].index
+                    calls.insert(callIndex)
+                    let fragment = chunk.choices[position].delta.toolCalls[call].arguments
+                    let released = pass(fragment, key: StreamKey(choice: index, call: callIndex), json: true)
+                    if fragment != nil || !released.isEmpty { chunk.choices[position].delta.toolCalls[call].arguments = released }
+                }
+                if finishing {
+                    for key in guards.keys.sorted(by: { ($0.call ?? -1) < ($1.call ?? -1) })
+                    where key.choice == index && key.call != nil && !calls.contains(key.call!) {
+                        let rest = pass(nil, key: key, json: true)
+                        if !rest.isEmpty { chunk.choices[position].delta.toolCalls.append(ToolCallDelta(index: key.call!, arguments: rest)) }
+                    }
+                }
             }
         }
         if let blocked {

@@ -456,6 +456,52 @@ struct GatewayGuardrailTests {
         }
     }
 
+    @Test("output guards read tool calls: personal data in the arguments is masked in whole and streamed answers, which stay JSON")
+    func toolCallArgumentsAreGuarded() async throws {
+        try await withMockUpstream { mock, port in
+            let yaml = """
+                routing: { health_check: { interval_seconds: 0 } }
+                models:
+                \(openAIModel("agent", port: port))
+                guardrails:
+                  default: { output: [pii], stream_hold_back: 16 }
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                try await configureMock(port: port, #"{"tool_name":"send_mail","tool_arguments":"{\"to\":\"ivan.petrov@example.ru\",\"card\":4111111111111111}"}"#)
+                let tools = #""tools":[{"type":"function","function":{"name":"send_mail","parameters":{"type":"object"}}}]"#
+                let expected: JSONValue = ["to": "[EMAIL]", "card": "[PAYMENT_CARD]"]
+
+                let whole = try await gateway.call(.POST, "/v1/chat/completions", key: nil,
+                                                   body: #"{"model":"agent","messages":[{"role":"user","content":"mail it"}],"# + tools + "}")
+                let call = whole.json?.objectValue?["choices"]?.arrayValue?.first?.objectValue?["message"]?.objectValue?["tool_calls"]?
+                    .arrayValue?.first?.objectValue?["function"]?.objectValue
+                #expect(whole.status == 200 && call?["name"]?.stringValue == "send_mail", "\(whole.body)")
+                #expect(try call?["arguments"]?.stringValue.map { try JSONParser.parse($0) } == expected, "\(whole.body)")
+                #expect(!whole.body.contains("4111") && !whole.body.contains("ivan.petrov"))
+
+                let streamed = try await gateway.call(.POST, "/v1/chat/completions", key: nil,
+                                                      body: #"{"model":"agent","stream":true,"messages":[{"role":"user","content":"mail it"}],"# + tools + "}")
+                var arguments = ""
+                for data in streamed.sseData {
+                    let delta = (try? JSONParser.parse(data))?.objectValue?["choices"]?.arrayValue?.first?.objectValue?["delta"]?.objectValue
+                    for call in delta?["tool_calls"]?.arrayValue ?? [] {
+                        arguments += call.objectValue?["function"]?.objectValue?["arguments"]?.stringValue ?? ""
+                    }
+                }
+                #expect(streamed.status == 200 && streamed.sseData.last == "[DONE]", "\(streamed.body)")
+                #expect(try JSONParser.parse(arguments) == expected, "\(arguments)")
+                #expect(!streamed.body.contains("4111") && !streamed.body.contains("ivan.petrov"), "no piece of a value reaches the client")
+
+                let anthropic = try await gateway.call(.POST, "/v1/messages", key: nil, body: """
+                    {"model":"agent","max_tokens":100,"messages":[{"role":"user","content":"mail it"}],
+                     "tools":[{"name":"send_mail","input_schema":{"type":"object"}}]}
+                    """)
+                let use = anthropic.json?.objectValue?["content"]?.arrayValue?.first { $0.objectValue?["type"]?.stringValue == "tool_use" }
+                #expect(use?.objectValue?["input"] == expected, "\(anthropic.body)")
+            }
+        }
+    }
+
     @Test("spotlighting: tool results reach the upstream delimited, with the instruction in the system prompt")
     func spotlightingThroughTheGateway() async throws {
         try await withMockUpstream { mock, port in
