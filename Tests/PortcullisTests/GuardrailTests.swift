@@ -456,7 +456,7 @@ struct GatewayGuardrailTests {
         }
     }
 
-    @Test("output guards read tool calls: personal data in the arguments is masked in whole and streamed answers, which stay JSON")
+    @Test("output guards read tool calls: personal data in the arguments is masked in whole and streamed answers (OpenAI and Anthropic), which stay JSON")
     func toolCallArgumentsAreGuarded() async throws {
         try await withMockUpstream { mock, port in
             let yaml = """
@@ -498,6 +498,16 @@ struct GatewayGuardrailTests {
                     """)
                 let use = anthropic.json?.objectValue?["content"]?.arrayValue?.first { $0.objectValue?["type"]?.stringValue == "tool_use" }
                 #expect(use?.objectValue?["input"] == expected, "\(anthropic.body)")
+                let anthropicStream = try await gateway.call(.POST, "/v1/messages", key: nil, body: """
+                    {"model":"agent","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"mail it"}],
+                     "tools":[{"name":"send_mail","input_schema":{"type":"object"}}]}
+                    """)
+                let partials = anthropicStream.sseData.compactMap { data -> String? in
+                    let delta = (try? JSONParser.parse(data))?.objectValue?["delta"]?.objectValue
+                    return delta?["type"]?.stringValue == "input_json_delta" ? delta?["partial_json"]?.stringValue : nil
+                }
+                #expect(try JSONParser.parse(partials.joined()) == expected, "\(anthropicStream.body)")
+                #expect(!anthropicStream.body.contains("4111") && !anthropicStream.body.contains("ivan.petrov"))
             }
         }
     }
