@@ -187,26 +187,32 @@ public struct OutputInspector: Sendable {
     }
 
     func redact(_ text: String, findings: [(finding: GuardFinding, action: GuardAction)], json: Bool) -> String {
-        let spans = findings.filter { $0.action == .redact && $0.finding.span != nil }
-            .sorted { $0.finding.span!.lowerBound < $1.finding.span!.lowerBound }
-        guard !spans.isEmpty else { return text }
         var bytes = Array(text.utf8)
-        // Each span's replacement, worked out front to back (in JSON, whether it starts inside a
-        // string), then applied back to front so that earlier offsets stay valid; a span that
-        // overlaps the one before it is left to that one.
-        var replacements: [(span: Range<Int>, text: [UInt8])] = []
-        var tracker = JSONStringTracker()
-        var scanned = 0
-        for entry in spans {
-            let span = entry.finding.span!
-            guard span.upperBound <= bytes.count, span.lowerBound >= (replacements.last?.span.upperBound ?? 0) else { continue }
-            tracker.advance(over: bytes[scanned..<span.lowerBound])
-            scanned = span.lowerBound
-            let text = Self.replacement(entry.finding, action: policy.output.personalData, json: json ? tracker : nil)
-            replacements.append((span, Array(text.utf8)))
-        }
+        let replacements = Self.replacements(findings, in: bytes, within: 0..<bytes.count, json: json ? JSONStringTracker() : nil,
+                                             action: policy.output.personalData)
+        guard !replacements.isEmpty else { return text }
         for (span, text) in replacements.reversed() { bytes.replaceSubrange(span, with: text) }
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// What replaces each span to redact that lies within `range` of `bytes`, front to back (apply
+    /// them from the end, so that earlier offsets stay valid); a span overlapping the one before it
+    /// is left to that one. In JSON (`json` is the reader's state at `range`'s start) each knows
+    /// whether it starts inside a string.
+    static func replacements(_ findings: [(finding: GuardFinding, action: GuardAction)], in bytes: [UInt8], within range: Range<Int>,
+                             json: JSONStringTracker?, action: PersonalDataAction) -> [(span: Range<Int>, text: [UInt8])] {
+        let spans = findings.filter { $0.action == .redact }.compactMap { entry in entry.finding.span.map { (entry.finding, $0) } }
+            .filter { range.contains($0.1.lowerBound) && $0.1.upperBound <= range.upperBound }
+            .sorted { $0.1.lowerBound < $1.1.lowerBound }
+        var replacements: [(span: Range<Int>, text: [UInt8])] = []
+        var tracker = json
+        var scanned = range.lowerBound
+        for (finding, span) in spans where span.lowerBound >= (replacements.last?.span.upperBound ?? range.lowerBound) {
+            tracker?.advance(over: bytes[scanned..<span.lowerBound])
+            scanned = span.lowerBound
+            replacements.append((span, Array(replacement(finding, action: action, json: tracker).utf8)))
+        }
+        return replacements
     }
 }
 
@@ -300,20 +306,9 @@ public struct StreamOutputGuard: Sendable {
         }
         cut = max(cut, context)
         var out = Array(window[context..<cut])
-        // Redact spans wholly inside what is released now (offsets relative to `context`): each
-        // one's replacement worked out front to back (in JSON, whether it starts inside a string),
-        // then applied from the end.
-        var replacements: [(span: Range<Int>, text: [UInt8])] = []
-        var tracker = json
-        var scanned = context
-        for entry in redactions.sorted(by: { $0.finding.span!.lowerBound < $1.finding.span!.lowerBound }) {
-            let span = entry.finding.span!
-            guard span.upperBound <= cut, span.lowerBound >= (replacements.last?.span.upperBound ?? context) else { continue }
-            tracker?.advance(over: window[scanned..<span.lowerBound])
-            scanned = span.lowerBound
-            let text = OutputInspector.replacement(entry.finding, action: inspector.policy.output.personalData, json: tracker)
-            replacements.append((span, Array(text.utf8)))
-        }
+        // Redact spans wholly inside what is released now (offsets relative to `context`), from the end.
+        let replacements = OutputInspector.replacements(redactions, in: window, within: context..<cut, json: json,
+                                                        action: inspector.policy.output.personalData)
         for (span, text) in replacements.reversed() {
             out.replaceSubrange((span.lowerBound - context)..<(span.upperBound - context), with: text)
         }

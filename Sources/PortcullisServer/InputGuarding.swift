@@ -455,10 +455,10 @@ final class ChunkGuard: Sendable {
                     if fragment != nil || !released.isEmpty { chunk.choices[position].delta.toolCalls[call].arguments = released }
                 }
                 if finishing {
-                    for key in guards.keys.sorted(by: { ($0.call ?? -1) < ($1.call ?? -1) })
-                    where key.choice == index && key.call != nil && !calls.contains(key.call!) {
-                        let rest = pass(nil, key: key, json: true)
-                        if !rest.isEmpty { chunk.choices[position].delta.toolCalls.append(ToolCallDelta(index: key.call!, arguments: rest)) }
+                    let held = guards.keys.compactMap { $0.choice == index ? $0.call : nil }.filter { !calls.contains($0) }.sorted()
+                    for call in held {
+                        let rest = pass(nil, key: StreamKey(choice: index, call: call), json: true)
+                        if !rest.isEmpty { chunk.choices[position].delta.toolCalls.append(ToolCallDelta(index: call, arguments: rest)) }
                     }
                 }
             }
