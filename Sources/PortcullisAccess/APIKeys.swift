@@ -30,6 +30,14 @@ public struct APIKeyRecord: Sendable, Equatable {
     public var metadata: JSONObject
     /// When the key was last used (unix seconds), as of the last usage flush.
     public var lastUsedAt: Int64?
+    /// The keys that minted this one, its issuer first (empty for keys an admin issued): their
+    /// budgets also pay for this key's calls.
+    public var issuerChain: [String] = []
+    /// Whether revoking the issuer revokes this key too.
+    public var revokedWithIssuer = false
+    /// When the secret that authenticated this record stops working (a rotated-out secret in
+    /// its grace period); nil for the current secret. Not stored: set by `authenticate`.
+    public var secretValidUntil: Int64?
 
     public init(keyID: String, name: String?, userID: String?, teamID: String?, role: Role, allowedModels: [String],
                 requestsPerMinute: Int64?, tokensPerMinute: Int64?, maximumConcurrency: Int64?, budgetMicros: Int64?,
@@ -64,6 +72,12 @@ public struct NewAPIKey: Sendable {
     public var budgetMicros: Int64?
     /// Lifetime in seconds; nil uses the default of 90 days.
     public var lifetime: Double?
+    /// The latest expiry allowed (unix seconds): the issuer's own, for a minted key.
+    public var latestExpiry: Int64?
+    /// The keys that mint this one, issuer first.
+    public var issuerChain: [String] = []
+    /// Whether revoking the issuer revokes this key too.
+    public var revokedWithIssuer = false
     public var metadata: JSONObject
 
     public init(name: String? = nil, userID: String? = nil, teamID: String? = nil, role: Role = .user, allowedModels: [String] = [],
@@ -142,6 +156,16 @@ public struct APIKeyStore: Sendable {
         Migration(version: 101, name: "api key last use") { _ in
             ["ALTER TABLE portcullis_api_keys ADD COLUMN last_used_at BIGINT"]
         },
+        Migration(version: 110, name: "api key issuers and rotated secrets") { _ in
+            [
+                "ALTER TABLE portcullis_api_keys ADD COLUMN issuer_key_id TEXT",
+                "ALTER TABLE portcullis_api_keys ADD COLUMN issuer_chain TEXT",
+                "ALTER TABLE portcullis_api_keys ADD COLUMN revoke_with_issuer BIGINT",
+                // Rotated-out secrets still in their grace period: [{"hash": …, "until": …}, …].
+                "ALTER TABLE portcullis_api_keys ADD COLUMN previous_secrets TEXT",
+                "CREATE INDEX portcullis_api_keys_issuer ON portcullis_api_keys (issuer_key_id)",
+            ]
+        },
     ]
 
     func hash(_ secret: Substring) -> String {
@@ -168,54 +192,81 @@ public struct APIKeyStore: Sendable {
         let keyID = Self.randomHex(bytes: 8)
         let secret = Self.randomHex(bytes: 32)
         let created = Int64(now.timeIntervalSince1970)
-        let expires = created + Int64(spec.lifetime ?? Self.defaultLifetime)
-        let record = APIKeyRecord(keyID: keyID, name: spec.name, userID: spec.userID, teamID: spec.teamID, role: spec.role,
+        let expires = min(created + Int64(spec.lifetime ?? Self.defaultLifetime), spec.latestExpiry ?? .max)
+        var record = APIKeyRecord(keyID: keyID, name: spec.name, userID: spec.userID, teamID: spec.teamID, role: spec.role,
                                   allowedModels: spec.allowedModels, requestsPerMinute: spec.requestsPerMinute,
                                   tokensPerMinute: spec.tokensPerMinute, maximumConcurrency: spec.maximumConcurrency,
                                   budgetMicros: spec.budgetMicros, expiresAt: expires, createdAt: created, revokedAt: nil, metadata: spec.metadata)
+        record.issuerChain = spec.issuerChain
+        record.revokedWithIssuer = spec.revokedWithIssuer
         try await store.execute("""
             INSERT INTO portcullis_api_keys (key_id, secret_hash, name, user_id, team_id, role, allowed_models, rpm_limit, tpm_limit,
-                concurrency_limit, budget_micros, expires_at, created_at, metadata)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                concurrency_limit, budget_micros, expires_at, created_at, metadata, issuer_key_id, issuer_chain, revoke_with_issuer)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
             """, [.text(keyID), .text(hash(Substring(secret))), Self.optional(spec.name), Self.optional(spec.userID),
                   Self.optional(spec.teamID), .text(spec.role.rawValue),
                   .text(JSONWriter.string(.array(spec.allowedModels.map(JSONValue.string)))),
                   Self.optional(spec.requestsPerMinute), Self.optional(spec.tokensPerMinute), Self.optional(spec.maximumConcurrency),
-                  Self.optional(spec.budgetMicros), .integer(expires), .integer(created), .text(JSONWriter.string(.object(spec.metadata)))])
+                  Self.optional(spec.budgetMicros), .integer(expires), .integer(created), .text(JSONWriter.string(.object(spec.metadata))),
+                  Self.optional(spec.issuerChain.first), .text(JSONWriter.string(.array(spec.issuerChain.map(JSONValue.string)))),
+                  .integer(spec.revokedWithIssuer ? 1 : 0)])
         return IssuedAPIKey(record: record, key: "\(Self.prefix)\(keyID)_\(secret)")
     }
 
     /// The key's record when `text` is a valid, unexpired, unrevoked key (its current secret,
-    /// or its previous one within the rotation grace period); nil otherwise.
+    /// or a rotated-out one within its grace period, which `secretValidUntil` then gives); nil otherwise.
     public func authenticate(_ text: String, now: Date = Date()) async throws -> APIKeyRecord? {
         guard let (id, secret) = Self.parse(text) else { return nil }
         let rows = try await store.query("SELECT * FROM portcullis_api_keys WHERE key_id = $1", [.text(String(id))])
         guard let row = rows.first else { return nil }
         let presented = Array(hash(secret).utf8)
         let nowSeconds = Int64(now.timeIntervalSince1970)
-        var matches = Self.constantTimeEquals(presented, Array((row["secret_hash"].text ?? "").utf8))
-        if !matches, let previous = row["previous_secret_hash"].text, let until = row["previous_valid_until"].integer, nowSeconds < until {
-            matches = Self.constantTimeEquals(presented, Array(previous.utf8))
+        var validUntil: Int64?
+        if !Self.constantTimeEquals(presented, Array((row["secret_hash"].text ?? "").utf8)) {
+            guard let until = Self.previousSecrets(row).first(where: { nowSeconds < $0.until && Self.constantTimeEquals(presented, Array($0.hash.utf8)) })?.until
+            else { return nil }
+            validUntil = until
         }
-        guard matches else { return nil }
-        let record = Self.record(row)
+        var record = Self.record(row)
         if record.revokedAt != nil { return nil }
         if let expires = record.expiresAt, nowSeconds >= expires { return nil }
+        record.secretValidUntil = validUntil
         return record
     }
 
-    /// Issues a new secret for the key; the old one keeps working for `grace` seconds.
+    /// Rotated-out secrets of a row with the end of their grace (the list, and the single
+    /// previous secret that keys rotated before the list existed have).
+    static func previousSecrets(_ row: SQLRow) -> [(hash: String, until: Int64)] {
+        var secrets: [(hash: String, until: Int64)] = []
+        if let text = row["previous_secrets"].text, let list = (try? JSONParser.parse(text))?.arrayValue {
+            for entry in list {
+                guard let object = entry.objectValue, let hash = object["hash"]?.stringValue, let until = object["until"]?.integerValue else { continue }
+                secrets.append((hash, until))
+            }
+        }
+        if let hash = row["previous_secret_hash"].text, let until = row["previous_valid_until"].integer, !secrets.contains(where: { $0.hash == hash }) {
+            secrets.append((hash, until))
+        }
+        return secrets
+    }
+
+    /// Issues a new secret for the key; the current one keeps working for `grace` seconds, and
+    /// secrets rotated out earlier keep the grace they were given.
     public func rotate(keyID: String, grace: Double, now: Date = Date()) async throws -> IssuedAPIKey? {
         let secret = Self.randomHex(bytes: 32)
+        let nowSeconds = Int64(now.timeIntervalSince1970)
         let until = Int64(now.timeIntervalSince1970 + grace)
         let newHash = hash(Substring(secret))
         let row: SQLRow? = try await store.transaction { transaction in
             let rows = try await transaction.query("SELECT * FROM portcullis_api_keys WHERE key_id = $1 AND revoked_at IS NULL", [.text(keyID)])
             guard let current = rows.first else { return nil }
+            var previous = Self.previousSecrets(current).filter { $0.until > nowSeconds }
+            if let currentHash = current["secret_hash"].text, until > nowSeconds { previous.append((currentHash, until)) }
+            let list = JSONValue.array(previous.map { ["hash": .string($0.hash), "until": .integer($0.until)] })
             try await transaction.execute("""
-                UPDATE portcullis_api_keys SET previous_secret_hash = secret_hash, previous_valid_until = $2, secret_hash = $3
+                UPDATE portcullis_api_keys SET previous_secret_hash = NULL, previous_valid_until = NULL, previous_secrets = $2, secret_hash = $3
                 WHERE key_id = $1
-                """, [.text(keyID), .integer(until), .text(newHash)])
+                """, [.text(keyID), .text(JSONWriter.string(list)), .text(newHash)])
             return current
         }
         guard let row else { return nil }
@@ -228,6 +279,22 @@ public struct APIKeyStore: Sendable {
         let rows = try await store.query("UPDATE portcullis_api_keys SET revoked_at = $2 WHERE key_id = $1 AND revoked_at IS NULL RETURNING key_id",
                                          [.text(keyID), .integer(Int64(now.timeIntervalSince1970))])
         return !rows.isEmpty
+    }
+
+    /// Revokes, at once, the active keys minted by `keyID` (and those minted by them, in turn)
+    /// that are revoked with their issuer; returns their ids.
+    public func revokeMinted(by keyID: String, now: Date = Date()) async throws -> [String] {
+        var revoked: [String] = []
+        var issuers = [keyID]
+        while let issuer = issuers.popLast() {
+            let rows = try await store.query("""
+                UPDATE portcullis_api_keys SET revoked_at = $2 WHERE issuer_key_id = $1 AND revoke_with_issuer = 1 AND revoked_at IS NULL RETURNING key_id
+                """, [.text(issuer), .integer(Int64(now.timeIntervalSince1970))])
+            let ids = rows.compactMap { $0["key_id"].text }
+            revoked += ids
+            issuers += ids
+        }
+        return revoked
     }
 
     /// The key `keyID`, active or not.
@@ -280,6 +347,8 @@ public struct APIKeyStore: Sendable {
                             expiresAt: row["expires_at"].integer, createdAt: row["created_at"].integer ?? 0,
                             revokedAt: row["revoked_at"].integer, metadata: metadata)
         result.lastUsedAt = row["last_used_at"].integer
+        result.issuerChain = (try? JSONParser.parse(row["issuer_chain"].text ?? "[]"))?.arrayValue?.compactMap(\.stringValue) ?? []
+        result.revokedWithIssuer = row["revoke_with_issuer"].integer == 1
         return result
     }
 }

@@ -76,6 +76,14 @@ public final class Admission: Sendable {
         return subjects
     }
 
+    /// The limits of the caller's own credential: a key's, over its role's defaults (what a key
+    /// it mints may not exceed).
+    public func ownLimits(of principal: Principal) -> RateLimits {
+        let roleDefault = roleLimits[principal.role] ?? RateLimits()
+        return RateLimits(requestsPerMinute: principal.requestsPerMinute, tokensPerMinute: principal.tokensPerMinute,
+                          concurrency: principal.maximumConcurrency).over(roleDefault)
+    }
+
     /// Admits the request or throws `429` saying which limit and when to retry.
     ///
     /// Every window, concurrency slot and budget is decided at once and all or nothing (one
@@ -155,7 +163,9 @@ public final class Admission: Sendable {
                 }
             case (.tokens(let subject, let limit), .window(let decision)):
                 if tightestTokens.map({ decision.remaining < $0.decision.remaining }) ?? true { tightestTokens = (limit, decision) }
-                if !decision.allowed {
+                if estimatedTokens > limit {
+                    refuse(subject * 3 + 1, Self.neverFits(subjects[subject].name, tokens: estimatedTokens, limit: limit))
+                } else if !decision.allowed {
                     refuse(subject * 3 + 1, Self.limited(subjects[subject].name, "tokens per minute", limit, retryAfter: decision.retryAfter, headers: [:]))
                 }
                 ticket.tokenWindows.append("\(subjects[subject].name):tpm")
@@ -199,6 +209,10 @@ public final class Admission: Sendable {
     private func budgets(for principal: Principal) async -> [BudgetRecord] {
         var found: [BudgetRecord] = []
         if let keyID = principal.keyID, let budget = await directory.budget(scope: .key, subject: keyID) { found.append(budget) }
+        // A minted key spends from its issuers' budgets as well: minting cannot create money.
+        for issuer in principal.issuerChain {
+            if let budget = await directory.budget(scope: .key, subject: issuer) { found.append(budget) }
+        }
         if let userID = principal.userID, let budget = await directory.budget(scope: .user, subject: userID) { found.append(budget) }
         if let teamID = principal.teamID, let budget = await directory.budget(scope: .team, subject: teamID) { found.append(budget) }
         return found
@@ -250,6 +264,14 @@ public final class Admission: Sendable {
         let scope = subject.split(separator: ":").first.map(String.init) ?? subject
         return GatewayError(status: 429, kind: .rateLimited, code: "rate_limit_exceeded",
                             message: "Rate limit reached for this \(scope): \(limit) \(what). Retry after \(seconds) s.", headers: headers)
+    }
+
+    /// A request larger than a tokens-per-minute limit: waiting never helps, so no `Retry-After`.
+    static func neverFits(_ subject: String, tokens: Int64, limit: Int64) -> GatewayError {
+        let scope = subject.split(separator: ":").first.map(String.init) ?? subject
+        return GatewayError(status: 429, kind: .rateLimited, code: "request_exceeds_limit",
+                            message: "This request needs about \(tokens) tokens, more than this \(scope)'s limit of \(limit) tokens per minute: "
+                                + "it can never fit. Send a shorter request or ask for a higher limit.")
     }
 
     /// OpenAI's reset format: `1m30s`, `12s`, `250ms`.

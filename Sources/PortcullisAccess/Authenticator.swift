@@ -87,7 +87,7 @@ public final class Authenticator: Sendable {
             throw Self.storeUnavailable
         }
         guard let record else { throw GatewayError.unauthenticated("The API key is not valid, has expired or was revoked.") }
-        cache.store(record, for: text)
+        cache.store(record, for: text, now: now.timeIntervalSince1970)
         return try accept(record, now: seconds)
     }
 
@@ -97,6 +97,10 @@ public final class Authenticator: Sendable {
     private func accept(_ record: APIKeyRecord, now: Int64) throws -> Principal {
         if let expires = record.expiresAt, now >= expires {
             throw GatewayError.unauthenticated("The API key has expired.")
+        }
+        // A rotated-out secret ends with its grace period, cached or not, on every replica.
+        if let until = record.secretValidUntil, now >= until {
+            throw GatewayError.unauthenticated("The API key was rotated and its previous secret's grace period has ended.")
         }
         recorder?.touch(keyID: record.keyID, now: now)
         return Principal(key: record)
@@ -120,7 +124,9 @@ public final class IPPolicyEngine: Sendable {
     private let deny: [CIDR]
     private let adminAllow: [CIDR]
     private let trustedProxies: [CIDR]
-    private let dynamic = Mutex<(allow: [CIDR], deny: [CIDR])>(([], []))
+    /// Rules managed through the admin API, each with its expiry (unix seconds; `.max` for none),
+    /// so a rule stops applying the second it expires, not at the next reload.
+    private let dynamic = Mutex<(allow: [(CIDR, Int64)], deny: [(CIDR, Int64)])>(([], []))
     private let stale = Atomic<Bool>(false)
     /// Wakes the refresher when the rules went stale (buffering one wake-up is enough).
     public let staleSignals: AsyncStream<Void>
@@ -146,8 +152,10 @@ public final class IPPolicyEngine: Sendable {
     /// Replaces the dynamic rules (those not expired).
     public func update(_ rules: [IPRuleRecord], now: Int64 = Int64(Date().timeIntervalSince1970)) {
         let active = rules.filter { ($0.expiresAt ?? .max) > now }
-        let allow = active.filter { $0.action == .allow }.compactMap { CIDR($0.cidr) }
-        let deny = active.filter { $0.action == .deny }.compactMap { CIDR($0.cidr) }
+        func entries(_ action: IPRuleRecord.Action) -> [(CIDR, Int64)] {
+            active.filter { $0.action == action }.compactMap { rule in CIDR(rule.cidr).map { ($0, rule.expiresAt ?? .max) } }
+        }
+        let allow = entries(.allow), deny = entries(.deny)
         dynamic.withLock { $0 = (allow, deny) }
     }
 
@@ -168,8 +176,10 @@ public final class IPPolicyEngine: Sendable {
     private func isTrustedProxy(_ address: IPAddress) -> Bool { trustedProxies.contains { $0.contains(address) } }
 
     /// Nil when `address` may call (an admin route when `admin`), else the refusal.
-    public func check(_ address: IPAddress?, admin: Bool) -> GatewayError? {
-        let (dynamicAllow, dynamicDeny) = dynamic.withLock { $0 }
+    public func check(_ address: IPAddress?, admin: Bool, now: Int64 = Int64(Date().timeIntervalSince1970)) -> GatewayError? {
+        let (dynamicAllow, dynamicDeny) = dynamic.withLock { rules in
+            (rules.allow.compactMap { $0.1 > now ? $0.0 : nil }, rules.deny.compactMap { $0.1 > now ? $0.0 : nil })
+        }
         let anyRules = !allow.isEmpty || !deny.isEmpty || !dynamicAllow.isEmpty || !dynamicDeny.isEmpty || (admin && !adminAllow.isEmpty)
         guard anyRules else { return nil }
         guard let address else { return Self.refusal }

@@ -367,6 +367,14 @@ public struct Directory: Sendable {
         case .user: "user_id"
         case .team: "team_id"
         }
+        if scope == .key {
+            // A key's budget also pays for the keys it minted (theirs, in turn, for their own).
+            let rows = try await store.query("""
+                SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent FROM portcullis_usage_daily
+                WHERE (key_id = $1 OR key_id IN (SELECT key_id FROM portcullis_api_keys WHERE issuer_chain LIKE $3)) AND day >= $2
+                """, [.text(subject), .text(startDay), .text("%\"\(subject)\"%")])
+            return rows.first?["spent"].integer ?? 0
+        }
         let rows = try await store.query("SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent FROM portcullis_usage_daily WHERE \(column) = $1 AND day >= $2",
                                          [.text(subject), .text(startDay)])
         return rows.first?["spent"].integer ?? 0

@@ -1,3 +1,4 @@
+import Foundation
 import PortcullisRedis
 import ServiceLifecycle
 import Synchronization
@@ -33,9 +34,12 @@ public final class ValidatedKeyCache: Sendable {
         }
     }
 
-    /// Remembers a record validated for `key`.
-    public func store(_ record: APIKeyRecord, for key: String) {
-        let expiry = ContinuousClock.now + ttl
+    /// Remembers a record validated for `key`, never past the end of its secret's grace period.
+    public func store(_ record: APIKeyRecord, for key: String, now: Double = Date().timeIntervalSince1970) {
+        var expiry = ContinuousClock.now + ttl
+        if let until = record.secretValidUntil {
+            expiry = min(expiry, ContinuousClock.now + .milliseconds(Int64(max(0, (Double(until) - now) * 1000))))
+        }
         entries.withLock { entries in
             if entries.count >= capacity, let oldest = entries.min(by: { $0.value.expiresAt < $1.value.expiresAt })?.key {
                 entries[oldest] = nil

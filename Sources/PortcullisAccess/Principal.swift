@@ -30,6 +30,10 @@ public struct Principal: Sendable, Equatable {
     public var maximumConcurrency: Int64?
     /// The key's own spend cap in micro-units of the price currency.
     public var budgetMicros: Int64?
+    /// The keys that minted this key, issuer first: their budgets pay for its calls too.
+    public var issuerChain: [String] = []
+    /// When the credential stops working (unix seconds), if known.
+    public var expiresAt: Int64?
 
     public init(credential: Credential, userID: String?, teamID: String?, role: Role, multiFactor: Bool, allowedModels: [String] = [],
                 requestsPerMinute: Int64? = nil, tokensPerMinute: Int64? = nil, maximumConcurrency: Int64? = nil, budgetMicros: Int64? = nil) {
@@ -50,6 +54,8 @@ public struct Principal: Sendable, Equatable {
         self.init(credential: .apiKey(id: key.keyID), userID: key.userID, teamID: key.teamID, role: key.role,
                   multiFactor: false, allowedModels: key.allowedModels, requestsPerMinute: key.requestsPerMinute,
                   tokensPerMinute: key.tokensPerMinute, maximumConcurrency: key.maximumConcurrency, budgetMicros: key.budgetMicros)
+        self.issuerChain = key.issuerChain
+        self.expiresAt = key.expiresAt
     }
 
     /// The master key's principal: an admin, treated as multi-factor (it is a bootstrap secret).

@@ -50,6 +50,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var keyCacheSeconds: Double = 60
         /// Seconds a rotated key's old secret keeps working. Default 86400 (one day).
         public var rotationGraceSeconds: Double = 86_400
+        /// Whether revoking a developer's key also revokes the keys minted with it. Default true.
+        public var revokeMintedKeysWithIssuer: Bool = true
         /// When the database cannot be reached: `true` keeps serving credentials validated
         /// before (from the cache), `false` refuses every key until it returns. Default true.
         public var failOpen: Bool = true

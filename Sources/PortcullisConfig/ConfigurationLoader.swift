@@ -210,7 +210,7 @@ public enum ConfigurationLoader {
 
     private static func decodeAuth(_ auth: NodeReader, into settings: inout GatewayConfiguration.Auth) {
         guard auth.expectMapping(allowedKeys: ["master_key", "required", "key_pepper", "key_cache_seconds", "rotation_grace_seconds",
-                                               "fail_open", "oidc", "mfa_required_roles"]) else { return }
+                                               "revoke_minted_keys_with_issuer", "fail_open", "oidc", "mfa_required_roles"]) else { return }
         if let key = auth.string("master_key") { settings.masterKey = key.isEmpty ? nil : key }
         settings.required = auth.bool("required") ?? settings.required
         if let pepper = auth.string("key_pepper"), !pepper.isEmpty {
@@ -219,6 +219,7 @@ public enum ConfigurationLoader {
         settings.keyCacheSeconds = auth.number("key_cache_seconds", in: 0...3600) ?? settings.keyCacheSeconds
         settings.rotationGraceSeconds = auth.number("rotation_grace_seconds", in: 0...(90 * 86_400)) ?? settings.rotationGraceSeconds
         settings.failOpen = auth.bool("fail_open") ?? settings.failOpen
+        settings.revokeMintedKeysWithIssuer = auth.bool("revoke_minted_keys_with_issuer") ?? settings.revokeMintedKeysWithIssuer
         if let roles = auth.child("mfa_required_roles") {
             settings.mfaRequiredRoles = roleList(roles)
         }

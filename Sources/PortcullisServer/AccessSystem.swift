@@ -26,6 +26,8 @@ public struct AccessSystem: Sendable {
     public let health: DatabaseHealth
     public let sharedState: ResilientSharedState?
     public let rotationGrace: Double
+    /// Whether keys a developer mints are revoked with the developer's key.
+    public let revokeMintedKeysWithIssuer: Bool
     public let controlListener: ControlListener
     public let guardEvents: GuardEventLog
     /// Long-lived parts to run as services, in start order (stopped in reverse).
@@ -46,8 +48,13 @@ public struct AccessSystem: Sendable {
         case .sqlite(let path):
             let memory = path == ":memory:"
             let sqlite = try await SQLiteStore.open(path: memory ? nil : path, logger: logger)
-            try await MigrationRunner.migrate(sqlite, migrations)
-            initialRules = try await Directory(store: sqlite).ipRules()
+            do {
+                try await MigrationRunner.migrate(sqlite, migrations)
+                initialRules = try await Directory(store: sqlite).ipRules()
+            } catch {
+                await sqlite.close()   // a refused start must not leave the connection open
+                throw error
+            }
             store = sqlite
             if let configured = configuration.auth.keyPepper {
                 pepper = Array(configured.utf8)
@@ -154,7 +161,8 @@ public struct AccessSystem: Sendable {
         if let leaseFlusher { services.append(leaseFlusher) }
         return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
                             admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
-                            rotationGrace: configuration.auth.rotationGraceSeconds, controlListener: controlListener, guardEvents: guardEvents,
+                            rotationGrace: configuration.auth.rotationGraceSeconds,
+                            revokeMintedKeysWithIssuer: configuration.auth.revokeMintedKeysWithIssuer, controlListener: controlListener, guardEvents: guardEvents,
                             services: services,
                             redis: redis)
     }

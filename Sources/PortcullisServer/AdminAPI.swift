@@ -82,17 +82,16 @@ struct AdminAPI: Sendable {
             userID = principal.userID
             teamID = teamID ?? principal.teamID
         }
-        let models = try fields.stringOrStrings("models") ?? []
         let lifetimeDays = try fields.number("expires_in_days", in: 0.0001...3650)
         let budget = try fields.number("budget", in: 0...1_000_000_000)
         let periodName = try fields.string("budget_period") ?? "month"
         guard let period = BudgetPeriod(rawValue: periodName) else { throw GatewayError.invalidParameter("budget_period", "budget_period must be day or month") }
+        var spec = NewAPIKey(name: try fields.string("name"), userID: userID, teamID: teamID, role: role,
+                             allowedModels: try fields.stringOrStrings("models") ?? [], budgetMicros: budget.map { Int64(($0 * 1_000_000).rounded()) },
+                             lifetime: lifetimeDays.map { $0 * 86_400 }, metadata: try fields.object("metadata") ?? JSONObject())
         let limits = try Self.rateLimits(fields)
-        let spec = NewAPIKey(name: try fields.string("name"), userID: userID, teamID: teamID, role: role, allowedModels: models,
-                             requestsPerMinute: limits.requestsPerMinute, tokensPerMinute: limits.tokensPerMinute,
-                             maximumConcurrency: limits.concurrency,
-                             budgetMicros: budget.map { Int64(($0 * 1_000_000).rounded()) }, lifetime: lifetimeDays.map { $0 * 86_400 },
-                             metadata: try fields.object("metadata") ?? JSONObject())
+        (spec.requestsPerMinute, spec.tokensPerMinute, spec.maximumConcurrency) = (limits.requestsPerMinute, limits.tokensPerMinute, limits.concurrency)
+        if !principal.has(.manageAllKeys) { try await boundByIssuer(&spec, issuer: principal) }
         let issued = try await access.keys.create(spec)
         if let micros = spec.budgetMicros {
             try await access.directory.setBudget(BudgetRecord(scope: .key, subject: issued.record.keyID, period: period, capMicros: micros))
@@ -101,6 +100,39 @@ struct AdminAPI: Sendable {
         var object = Self.keyObject(issued.record)
         object["key"] = .string(issued.key)
         return Self.json(.object(object), status: .created)
+    }
+
+    /// A key minted by a caller who does not manage every key gets no more than the caller has:
+    /// models within the caller's, limits no higher, a budget no larger (and the caller's budget
+    /// pays for it too), an expiry no later. An omitted bound is inherited; an exceeded one is refused.
+    private func boundByIssuer(_ spec: inout NewAPIKey, issuer: Principal) async throws {
+        func exceeds(_ param: String, _ what: String) -> GatewayError {
+            GatewayError(status: 403, kind: .permission, code: "exceeds_issuer_bounds",
+                         message: "A key you mint cannot have more than your own credential: \(what).", param: param)
+        }
+        if !issuer.allowedModels.isEmpty {
+            if spec.allowedModels.isEmpty {
+                spec.allowedModels = issuer.allowedModels
+            } else if let outside = spec.allowedModels.first(where: { !issuer.allowedModels.contains($0) }) {
+                throw exceeds("models", "the model '\(String(outside.prefix(64)))' is not one you may use")
+            }
+        }
+        let own = access.admission.ownLimits(of: issuer)
+        func bound(_ value: inout Int64?, _ cap: Int64?, _ param: String) throws {
+            guard let cap else { return }
+            guard let requested = value else { value = cap; return }
+            if requested > cap { throw exceeds(param, "\(param) \(requested) is above your \(cap)") }
+        }
+        try bound(&spec.requestsPerMinute, own.requestsPerMinute, "rpm")
+        try bound(&spec.tokensPerMinute, own.tokensPerMinute, "tpm")
+        try bound(&spec.maximumConcurrency, own.concurrency, "concurrency")
+        if let issuerKeyID = issuer.keyID {
+            let budget = await access.directoryCache.budget(scope: .key, subject: issuerKeyID)?.capMicros ?? issuer.budgetMicros
+            try bound(&spec.budgetMicros, budget, "budget")
+            spec.issuerChain = [issuerKeyID] + issuer.issuerChain
+            spec.revokedWithIssuer = access.revokeMintedKeysWithIssuer
+        }
+        spec.latestExpiry = issuer.expiresAt
     }
 
     func listKeys(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
@@ -122,7 +154,13 @@ struct AdminAPI: Sendable {
         let mayAll = modifying ? principal.has(.manageAllKeys) : principal.has(.readAdministration)
         guard let record, mayAll || (principal.has(.manageOwnKeys) && record.userID != nil && record.userID == principal.userID) else {
             if !mayAll && !principal.has(.manageOwnKeys) { try principal.require(.manageOwnKeys) }
-            throw GatewayError(status: 404, kind: .notFound, code: "key_not_found", message: "There is no key '\(id)' you may see.")
+            throw GatewayError(status: 404, kind: .notFound, code: "key_not_found", message: "There is no key '\(String(id.prefix(64)))' you may see.")
+        }
+        // Rotating a key hands out its secret, and revoking it acts with its authority: only for
+        // keys of a role the caller could issue.
+        if modifying && !principal.role.grantableRoles.contains(record.role) {
+            throw GatewayError(status: 403, kind: .permission, code: "permission_denied",
+                               message: "The \(principal.role.rawValue) role may not manage \(record.role.rawValue) keys.")
         }
         return record
     }
@@ -152,10 +190,15 @@ struct AdminAPI: Sendable {
     func revokeKey(_ id: String, _ context: GatewayRequestContext) async throws -> Response {
         _ = try await visibleKey(id, context.principal, modifying: true)
         let revoked = try await access.keys.revoke(keyID: id)
-        access.authenticator.cache.invalidate(keyID: id)
-        try? await access.bus.publish(.keyRevoked(id))
-        if revoked { try await record(context, "key.revoke", target: id, [:]) }
-        return Self.json(["key_id": .string(id), "revoked": true])
+        let minted = try await access.keys.revokeMinted(by: id)
+        for keyID in [id] + minted {
+            access.authenticator.cache.invalidate(keyID: keyID)
+            try? await access.bus.publish(.keyRevoked(keyID))
+        }
+        if revoked || !minted.isEmpty {
+            try await record(context, "key.revoke", target: id, ["minted_keys_revoked": .array(minted.map(JSONValue.string))])
+        }
+        return Self.json(["key_id": .string(id), "revoked": true, "minted_keys_revoked": .array(minted.map(JSONValue.string))])
     }
 
     // MARK: Users and teams
@@ -372,12 +415,7 @@ struct AdminAPI: Sendable {
     }
 
     static func body(_ request: Request, optional: Bool = false) async throws -> JSONObject {
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: 1 << 20)
-        } catch is NIOTooManyBytesError {
-            throw GatewayError.bodyTooLarge(limit: 1 << 20)
-        }
+        let buffer = try await RequestPipeline.collectBody(request, limit: 1 << 20)
         if optional && buffer.readableBytes == 0 { return JSONObject() }
         let value: JSONValue
         do {
@@ -410,7 +448,8 @@ struct AdminAPI: Sendable {
          "rpm": optional(record.requestsPerMinute), "tpm": optional(record.tokensPerMinute), "concurrency": optional(record.maximumConcurrency),
          "budget": record.budgetMicros.map { .double(Double($0) / 1_000_000) } ?? .null,
          "expires_at": optional(record.expiresAt), "created_at": .integer(record.createdAt), "revoked_at": optional(record.revokedAt),
-         "last_used_at": optional(record.lastUsedAt), "metadata": .object(record.metadata)]
+         "last_used_at": optional(record.lastUsedAt), "metadata": .object(record.metadata),
+         "issuer_key_id": optional(record.issuerChain.first), "revoked_with_issuer": .bool(record.revokedWithIssuer)]
     }
 
     static func userObject(_ user: UserRecord) -> JSONValue {
