@@ -120,9 +120,19 @@ extension GatewayError {
     public static func modelNotFound(_ model: String, available: [String]) -> GatewayError {
         let list = available.sorted().joined(separator: ", ")
         return GatewayError(status: 404, kind: .notFound, code: "model_not_found",
-                            message: "The model '\(model)' does not exist. Available models: \(list.isEmpty ? "(none)" : list).",
+                            message: "The model '\(echo(model))' does not exist. Available models: \(list.isEmpty ? "(none)" : list).",
                             param: "model")
     }
+
+    /// Client input as an error message may repeat it: at most `limit` characters, marked when cut.
+    public static func echo(_ text: String, limit: Int = 64) -> String {
+        guard text.count > limit else { return text }
+        return String(text.prefix(limit)) + "… (\(text.utf8.count) bytes)"
+    }
+
+    /// 400: the body's HTTP framing is broken or it ended before its declared length.
+    public static let malformedBody = GatewayError(status: 400, kind: .invalidRequest, code: "malformed_body",
+        message: "The request body could not be read: its chunked encoding or Content-Length is invalid, or it ended early.")
 
     /// 413: the body exceeds the configured limit.
     public static func bodyTooLarge(limit: Int) -> GatewayError {

@@ -169,11 +169,15 @@ public struct Gateway: Sendable {
 
     /// The application with its services (health checks, upstream pool), ready to run.
     public func makeApplication(logger: Logger, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        Application(
+        var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services
+        // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
+        if let settlements = pipeline.governance?.settlements { services.append(settlements) }
+        services.append(healthChecker)
+        return Application(
             router: makeRouter(),
             server: try makeServerBuilder(),
             configuration: .init(address: .hostname(configuration.server.host, port: configuration.server.port), serverName: "Portcullis"),
-            services: [UpstreamClientService(client: upstreamClient)] + access.services + [healthChecker],
+            services: services,
             onServerRunning: onServerRunning,
             logger: logger
         )

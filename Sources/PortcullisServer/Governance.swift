@@ -2,6 +2,7 @@ import Foundation
 import PortcullisAccess
 import PortcullisCore
 import PortcullisRouting
+import ServiceLifecycle
 import Synchronization
 
 /// Limits, budgets and usage accounting around model calls.
@@ -10,11 +11,14 @@ public struct Governance: Sendable {
     public let recorder: UsageRecorder
     /// Output tokens assumed for a budget reservation when a request sets no `max_tokens`.
     public let reserveOutputTokens: Int
+    /// Where settlements go that cannot run where they arose.
+    public let settlements: SettlementQueue
 
-    public init(admission: Admission, recorder: UsageRecorder, reserveOutputTokens: Int) {
+    public init(admission: Admission, recorder: UsageRecorder, reserveOutputTokens: Int, settlements: SettlementQueue = SettlementQueue()) {
         self.admission = admission
         self.recorder = recorder
         self.reserveOutputTokens = reserveOutputTokens
+        self.settlements = settlements
     }
 
     /// Admits a call (rate limits, concurrency, worst-case budget reservation) or throws the `429`.
@@ -90,40 +94,108 @@ final class Grant: Sendable {
         guard !finished.exchange(true, ordering: .relaxed) else { return }
         await governance.admission.release(ticket.withLock { $0 })
     }
+
+    deinit {
+        // Every path settles or releases; should one be missed, what it holds is still given back.
+        guard !finished.load(ordering: .relaxed) else { return }
+        let admission = governance.admission, ticket = ticket.withLock { $0 }
+        governance.settlements.enqueue { await admission.release(ticket) }
+    }
 }
 
-/// Watches a streamed chat answer: counts its output, ends it cleanly when a hard budget
-/// would be crossed, and settles the grant when it ends.
-final class ChatStreamMeter: Sendable {
+/// Watches a streamed answer: counts its output, ends it cleanly when a hard budget would
+/// be crossed, and settles the grant exactly once however the stream ends.
+///
+/// The response body normally calls `finish`. When it never runs (the client left before the
+/// response head could be written) or stops without finishing, the meter's `deinit` hands the
+/// settlement to the governance's `SettlementQueue`: a concurrency slot or budget reservation
+/// is never left held until its TTL.
+final class StreamMeter: Sendable {
     private struct State {
         var characters = 0
         var usage: Usage?
     }
 
     private let state = Mutex(State())
-    let grant: Grant?
+    private let finished = Atomic<Bool>(false)
+    let grant: Grant
+    let price: TokenPrice
 
-    init(grant: Grant?) {
+    init(grant: Grant, price: TokenPrice) {
         self.grant = grant
+        self.price = price
     }
 
-    /// Counts `chunk`; false when the stream must stop before it.
+    /// Counts `characters` of output (and the usage the provider reported, if any); false when
+    /// the stream must stop before them.
+    func admit(characters: Int, usage: Usage?) async -> Bool {
+        let total = state.withLock { state in
+            state.characters += characters
+            if let usage { state.usage = usage }
+            return state.characters
+        }
+        guard characters > 0 else { return true }
+        return await grant.allowsOutput(tokens: Int64(total / 4))
+    }
+
+    /// Counts a chat chunk's text and tool-call arguments.
     func admit(_ chunk: ChatChunk) async -> Bool {
         let characters = chunk.choices.reduce(0) { sum, choice in
             sum + (choice.delta.content?.count ?? 0) + choice.delta.toolCalls.reduce(0) { $0 + ($1.arguments?.count ?? 0) }
         }
-        let total = state.withLock { state in
-            state.characters += characters
-            if let usage = chunk.usage { state.usage = usage }
-            return state.characters
-        }
-        guard let grant, characters > 0 else { return true }
-        return await grant.allowsOutput(tokens: Int64(total / 4))
+        return await admit(characters: characters, usage: chunk.usage)
     }
 
     /// Settles the grant with what was streamed.
-    func finish(price: TokenPrice) async {
-        let (usage, characters) = state.withLock { ($0.usage, $0.characters) }
-        await grant?.settle(usage: usage, price: price, estimatedOutputTokens: Int64((characters + 3) / 4))
+    func finish() async {
+        guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        await Self.settle(grant, state.withLock { ($0.usage, $0.characters) }, price: price)
+    }
+
+    private static func settle(_ grant: Grant, _ counted: (usage: Usage?, characters: Int), price: TokenPrice) async {
+        await grant.settle(usage: counted.usage, price: price, estimatedOutputTokens: Int64((counted.characters + 3) / 4))
+    }
+
+    deinit {
+        guard !finished.load(ordering: .acquiring) else { return }
+        let grant = self.grant, price = self.price
+        let counted = state.withLock { ($0.usage, $0.characters) }
+        grant.governance.settlements.enqueue { await Self.settle(grant, counted, price: price) }
+    }
+}
+
+/// Runs settlements that could not run where they arose (a stream whose body was dropped):
+/// a `Service`, so the work is part of the application's lifecycle and is drained, not lost,
+/// when the gateway shuts down.
+public final class SettlementQueue: Service, Sendable {
+    public typealias Job = @Sendable () async -> Void
+    private let jobs: AsyncStream<Job>
+    private let continuation: AsyncStream<Job>.Continuation
+    private let pending = Atomic<Int>(0)
+
+    public init() {
+        (jobs, continuation) = AsyncStream.makeStream(of: Job.self)
+    }
+
+    /// Queues `job`; it runs soon, on the queue's service task.
+    func enqueue(_ job: @escaping Job) {
+        pending.add(1, ordering: .relaxed)
+        continuation.yield(job)
+    }
+
+    /// Jobs queued and not finished yet.
+    public var pendingCount: Int { pending.load(ordering: .relaxed) }
+
+    public func run() async throws {
+        let continuation = self.continuation
+        await withGracefulShutdownHandler {
+            for await job in jobs {
+                await job()
+                pending.subtract(1, ordering: .relaxed)
+            }
+        } onGracefulShutdown: {
+            // Ends the sequence after the jobs already queued: they still run.
+            continuation.finish()
+        }
     }
 }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 import PortcullisAccess
 import PortcullisCore
 import PortcullisStorage
@@ -61,6 +62,7 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
             return GatewayError(status: 503, kind: .overloaded, code: "storage_unavailable",
                                 message: "The gateway's database cannot be reached right now; try again shortly.", headers: ["Retry-After": "5"])
         }
+        if error is HTTPParserError { return .malformedBody }
         if let httpError = error as? HTTPError {
             switch httpError.status.code {
             case 404:

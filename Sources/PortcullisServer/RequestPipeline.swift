@@ -80,10 +80,8 @@ public struct RequestPipeline: Sendable {
                         try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)
                     }
                 }
-                let price = routed.deployment.price
-                var response = StreamResponses.completion(routed, includeUsage: completion.includeUsage, logger: context.logger) { usage, characters in
-                    await grant?.settle(usage: usage, price: price, estimatedOutputTokens: Int64((characters + 3) / 4))   // 13. settle
-                }
+                let meter = grant.map { StreamMeter(grant: $0, price: routed.deployment.price) }                          // 13. settle at the end
+                var response = StreamResponses.completion(routed, includeUsage: completion.includeUsage, meter: meter, logger: context.logger)
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
@@ -135,7 +133,7 @@ public struct RequestPipeline: Sendable {
                         try await deployment.adapter.streamChat(chat, target: deployment.target, context: upstream)
                     }
                 }
-                let meter = grant.map { ChatStreamMeter(grant: $0) }                                                      // 13. settle at the end
+                let meter = grant.map { StreamMeter(grant: $0, price: routed.deployment.price) }                                                    // 13. settle at the end
                 var response: Response
                 switch dialect {                                                                                         // respond
                 case .openAI:
@@ -243,7 +241,7 @@ public struct RequestPipeline: Sendable {
         let principal = context.principal
         guard principal.mayUse(model: model) else {
             throw GatewayError(status: 403, kind: .permission, code: "model_not_allowed",
-                               message: "This credential may not use the model '\(model)'.", param: "model")
+                               message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
         }
         guard let governance else { return nil }
         return try await governance.admit(principal, model: model, group: router.groups[model], promptBytes: bodySize, maxTokens: maxTokens)
@@ -263,16 +261,26 @@ public struct RequestPipeline: Sendable {
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maximumBodyBytes {
             throw GatewayError.bodyTooLarge(limit: maximumBodyBytes)
         }
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: maximumBodyBytes)
-        } catch is NIOTooManyBytesError {
-            throw GatewayError.bodyTooLarge(limit: maximumBodyBytes)
-        }
+        let buffer = try await Self.collectBody(request, limit: maximumBodyBytes)
         do {
             return (try JSONParser.parse(buffer.readableBytesView), buffer.readableBytes)
         } catch {
             throw GatewayError.invalidJSON(error)
+        }
+    }
+
+    /// The whole body within `limit` bytes. A body that cannot be read (a malformed chunk size,
+    /// fewer bytes than its `Content-Length` before the client half-closed) is the client's
+    /// error, a 400 with a stable code, never a 500.
+    static func collectBody(_ request: Request, limit: Int) async throws -> ByteBuffer {
+        do {
+            return try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw GatewayError.bodyTooLarge(limit: limit)
+        } catch let error as GatewayError {
+            throw error
+        } catch {
+            throw GatewayError.malformedBody
         }
     }
 
@@ -324,7 +332,9 @@ public struct RequestPipeline: Sendable {
 
     /// `GET /v1/models/{id}`.
     public func model(_ id: String, for principal: Principal) throws -> Response {
-        guard let group = router.groups[id], principal.mayUse(model: id) else { throw GatewayError.modelNotFound(id, available: router.modelNames) }
+        guard let group = router.groups[id], principal.mayUse(model: id) else {
+            throw GatewayError.modelNotFound(id, available: router.modelNames.filter(principal.mayUse(model:)))   // never the models it may not use
+        }
         return Self.json(modelObject(group))
     }
 

@@ -6,6 +6,7 @@ import NIOCore
 import PortcullisCore
 import PortcullisProviders
 import PortcullisRouting
+import Synchronization
 
 /// Frames canonical chat chunks as OpenAI `chat.completion.chunk` events.
 struct OpenAIChunkFraming: Sendable {
@@ -55,33 +56,20 @@ enum StreamResponses {
         case failed(GatewayError)
         /// The gate stopped it (a hard budget would be crossed).
         case stopped
+        /// A write to the client failed: it went away (FIN, RST) or the server is closing.
+        case clientGone
     }
 
-    /// Pulls the remaining events and writes their frames; `gate` may stop the stream before an element.
+    /// Pulls the remaining events and writes their frames; `gate` may stop the stream before an
+    /// element. Never throws: a failed write ends the pump as `.clientGone`, and the rest of the
+    /// upstream stream is dropped, which closes its connection.
     static func pump<Element: Sendable>(
         _ primed: PrimedStream<Element>, writer: inout any ResponseBodyWriter, deployment: Deployment,
         gate: (Element) async -> Bool = { _ in true }, frame: (Element) throws(GatewayError) -> [ByteBuffer]
-    ) async throws -> PumpEnd {
-        guard await gate(primed.first) else { return .stopped }
-        do {
-            for buffer in try frame(primed.first) { try await writer.write(buffer) }
-        } catch let error as GatewayError {
-            return .failed(error)
-        }
-        guard var rest = primed.takeRest() else { return .completed }
+    ) async -> PumpEnd {
+        var rest = primed.takeRest()
+        var element = primed.first
         while true {
-            let next: Element?
-            do {
-                next = try await rest.next()
-            } catch let failure as UpstreamFailure {
-                deployment.record(failure)
-                return .failed(ModelRouter.clientError(for: failure))
-            } catch let error as GatewayError {
-                return .failed(error)
-            } catch {
-                return .failed(GatewayError.internalFailure)
-            }
-            guard let element = next else { return .completed }
             guard await gate(element) else { return .stopped }
             // An output guard's block ends the stream with its terminal error event.
             let buffers: [ByteBuffer]
@@ -90,8 +78,58 @@ enum StreamResponses {
             } catch {
                 return .failed(error)
             }
-            for buffer in buffers { try await writer.write(buffer) }
+            do {
+                for buffer in buffers { try await writer.write(buffer) }
+            } catch {
+                return .clientGone
+            }
+            guard var iterator = rest else { return .completed }
+            let next: Element?
+            do {
+                next = try await iterator.next()
+            } catch let failure as UpstreamFailure {
+                deployment.record(failure)
+                return .failed(ModelRouter.clientError(for: failure))
+            } catch let error as GatewayError {
+                return .failed(error)
+            } catch {
+                return .failed(GatewayError.internalFailure)
+            }
+            rest = iterator
+            guard let next else { return .completed }
+            element = next
         }
+    }
+
+    /// Ends a pumped stream: writes what closes it for the client (unless the client is gone),
+    /// then settles through `meter` on every path, and logs how it ended.
+    static func close(_ end: PumpEnd, writer: inout any ResponseBodyWriter, meter: StreamMeter?, deployment: Deployment, logger: Logger,
+                      closing: (PumpEnd) -> [ByteBuffer]) async throws {
+        var clientGone = false
+        if case .clientGone = end {
+            clientGone = true
+        } else {
+            switch end {
+            case .stopped:
+                logger.notice("stream ended at the budget", metadata: ["deployment": "\(deployment.name)"])
+            case .failed(let failure):
+                logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
+            case .completed, .clientGone:
+                break
+            }
+            do {
+                for buffer in closing(end) { try await writer.write(buffer) }
+            } catch {
+                clientGone = true
+            }
+        }
+        await meter?.finish()
+        if clientGone {
+            logger.notice("stream ended: the client went away", metadata: ["deployment": "\(deployment.name)", "outcome": "client_disconnected"])
+            StreamDisconnects.count.add(1, ordering: .relaxed)
+            return
+        }
+        try await writer.finish(nil)
     }
 
     /// The chunk that ends a stream cut short by a budget: `finish_reason: length`.
@@ -101,89 +139,87 @@ enum StreamResponses {
     }
 
     /// An OpenAI-framed chat stream; `meter` counts it, may end it at a budget, and settles it.
-    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: ChatStreamMeter?,
+    static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: StreamMeter?,
                            restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
-            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
+            let end = await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
                 let inspected = try outputGuard?.apply(chunk) ?? chunk
                 return framing.frame(restorer?.restore(inspected) ?? inspected).map { [$0] } ?? []
             }
             outputGuard?.finish()
-            switch end {
-            case .completed:
-                try await writer.write(SSEWriter.done)
-            case .stopped:
-                logger.notice("stream ended at the budget", metadata: ["deployment": "\(deployment.name)"])
-                if let frame = framing.frame(budgetStop(after: primed.first)) { try await writer.write(frame) }
-                try await writer.write(SSEWriter.done)
-            case .failed(let failure):
-                logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
-                try await writer.write(SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope())))
+            try await close(end, writer: &writer, meter: meter, deployment: deployment, logger: logger) { end in
+                switch end {
+                case .completed, .clientGone:
+                    return [SSEWriter.done]
+                case .stopped:
+                    return (framing.frame(budgetStop(after: primed.first)).map { [$0] } ?? []) + [SSEWriter.done]
+                case .failed(let failure):
+                    return [SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope()))]
+                }
             }
-            await meter?.finish(price: deployment.price)
-            try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
     }
 
-    /// An OpenAI-framed legacy completion stream; `onEnd` receives the usage the provider reported.
-    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, logger: Logger,
-                           onEnd: @escaping @Sendable (Usage?, Int) async -> Void) -> Response {
+    /// An OpenAI-framed legacy completion stream; `meter` counts its text and settles it.
+    static func completion(_ routed: Routed<PrimedStream<JSONValue>>, includeUsage: Bool, meter: StreamMeter?, logger: Logger) -> Response {
         let framing = CompletionChunkFraming(includeUsage: includeUsage)
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
-            var usage: Usage?
-            var characters = 0
-            let end = try await pump(primed, writer: &writer, deployment: deployment) { object in
-                if let reported = try? OpenAIWire.decodeUsage(object.objectValue?["usage"]) { usage = reported }
+            let end = await pump(primed, writer: &writer, deployment: deployment, gate: { object in
+                let usage = try? OpenAIWire.decodeUsage(object.objectValue?["usage"])
+                var characters = 0
                 for choice in object.objectValue?["choices"]?.arrayValue ?? [] { characters += choice.objectValue?["text"]?.stringValue?.count ?? 0 }
-                return framing.frame(object).map { [$0] } ?? []
+                return await meter?.admit(characters: characters, usage: usage ?? nil) ?? true
+            }) { object in
+                framing.frame(object).map { [$0] } ?? []
             }
-            switch end {
-            case .completed, .stopped:
-                try await writer.write(SSEWriter.done)
-            case .failed(let failure):
-                logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
-                try await writer.write(SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope())))
+            try await close(end, writer: &writer, meter: meter, deployment: deployment, logger: logger) { end in
+                switch end {
+                case .completed, .stopped, .clientGone:
+                    return [SSEWriter.done]
+                case .failed(let failure):
+                    return [SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope()))]
+                }
             }
-            await onEnd(usage, characters)
-            try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
     }
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
-    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: ChatStreamMeter?,
+    static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: StreamMeter?,
                               restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             var encoder = AnthropicStreamEncoder(model: model)
-            let end = try await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
+            let end = await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
                 let inspected = try outputGuard?.apply(chunk) ?? chunk
                 return encoder.encode(restorer?.restore(inspected) ?? inspected)
             }
             outputGuard?.finish()
-            switch end {
-            case .completed:
-                for buffer in encoder.finish() { try await writer.write(buffer) }
-            case .stopped:
-                logger.notice("stream ended at the budget", metadata: ["deployment": "\(deployment.name)"])
-                for buffer in encoder.encode(budgetStop(after: primed.first)) { try await writer.write(buffer) }
-                for buffer in encoder.finish() { try await writer.write(buffer) }
-            case .failed(let failure):
-                logger.warning("stream failed after first byte", metadata: ["deployment": "\(deployment.name)", "code": "\(failure.code)"])
-                try await writer.write(AnthropicStreamEncoder.errorEvent(failure))
+            try await close(end, writer: &writer, meter: meter, deployment: deployment, logger: logger) { end in
+                switch end {
+                case .completed, .clientGone:
+                    return encoder.finish()
+                case .stopped:
+                    return encoder.encode(budgetStop(after: primed.first)) + encoder.finish()
+                case .failed(let failure):
+                    return [AnthropicStreamEncoder.errorEvent(failure)]
+                }
             }
-            await meter?.finish(price: deployment.price)
-            try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
     }
+}
+
+/// Streams that ended because the client went away (exported on `/metrics`).
+enum StreamDisconnects {
+    static let count = Atomic<Int>(0)
 }
 
 /// Headers that tell the client which model group and deployment served it (names only, never secrets).
