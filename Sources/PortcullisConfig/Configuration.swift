@@ -18,6 +18,14 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public var http2: Bool = true
         /// Seconds to let in-flight requests finish on shutdown. Default 30.
         public var shutdownGraceSeconds: Double = 30
+        /// Seconds from a connection's first byte to a complete request head. Default 10.
+        public var headerTimeoutSeconds: Double = 10
+        /// Seconds a request body may go without a byte. Default 30.
+        public var bodyIdleTimeoutSeconds: Double = 30
+        /// Seconds a kept-alive connection may wait for its next request. Default 75.
+        public var keepAliveIdleTimeoutSeconds: Double = 75
+        /// Client connections open at once; past it the oldest idle one is closed, else the new one refused. Default 10000.
+        public var maximumConnections: Int = 10_000
 
         public init() {}
     }

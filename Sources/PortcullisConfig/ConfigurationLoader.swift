@@ -138,12 +138,20 @@ public enum ConfigurationLoader {
     private static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
         guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level",
                                                "guardrails"]) else { return }
-        if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds"]) {
+        if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds",
+                                                                                   "timeouts", "max_connections"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
             configuration.server.port = server.integer("port", in: 0...65535) ?? configuration.server.port
             configuration.server.maxBodyBytes = server.integer("max_body_bytes", in: 1024...1_073_741_824) ?? configuration.server.maxBodyBytes
             configuration.server.http2 = server.bool("http2") ?? configuration.server.http2
             configuration.server.shutdownGraceSeconds = server.number("shutdown_grace_seconds", in: 0...3600) ?? configuration.server.shutdownGraceSeconds
+            configuration.server.maximumConnections = server.integer("max_connections", in: 1...1_000_000) ?? configuration.server.maximumConnections
+            if let timeouts = server.child("timeouts"), timeouts.expectMapping(allowedKeys: ["header_seconds", "body_idle_seconds", "keep_alive_idle_seconds"]) {
+                configuration.server.headerTimeoutSeconds = timeouts.number("header_seconds", in: 0.1...3600) ?? configuration.server.headerTimeoutSeconds
+                configuration.server.bodyIdleTimeoutSeconds = timeouts.number("body_idle_seconds", in: 0.1...3600) ?? configuration.server.bodyIdleTimeoutSeconds
+                configuration.server.keepAliveIdleTimeoutSeconds = timeouts.number("keep_alive_idle_seconds", in: 0.1...86_400)
+                    ?? configuration.server.keepAliveIdleTimeoutSeconds
+            }
             if let tls = server.child("tls"), tls.expectMapping(allowedKeys: ["certificate", "private_key"]) {
                 let certificate = tls.requiredString("certificate")
                 let key = tls.requiredString("private_key")

@@ -40,6 +40,8 @@ public struct Gateway: Sendable {
     public let pipeline: RequestPipeline
     public let healthChecker: HealthChecker
     public let access: AccessSystem
+    /// Client connections: how many are open, what the timeouts closed.
+    public let connections: ConnectionGovernor
 
     /// - Parameter governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
     public init(configuration: GatewayConfiguration, logger: Logger, governed: Bool = true) async throws {
@@ -109,6 +111,10 @@ public struct Gateway: Sendable {
                             remote: remoteGuards, tokenizer: tokenizer) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                         guarding: guarding, dependencies: { [access] in access.dependencyState })
+        let server = configuration.server
+        self.connections = ConnectionGovernor(limits: ConnectionLimits(
+            headerTimeout: server.headerTimeoutSeconds, bodyIdleTimeout: server.bodyIdleTimeoutSeconds,
+            keepAliveIdleTimeout: server.keepAliveIdleTimeoutSeconds, maximumConnections: server.maximumConnections))
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,
                                            probeTimeout: routing.healthCheckTimeoutSeconds, logger: logger)
     }
@@ -127,7 +133,7 @@ public struct Gateway: Sendable {
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
-        let metrics = GatewayMetrics(access: access, router: modelRouter)
+        let metrics = GatewayMetrics(access: access, router: modelRouter, connections: connections)
         // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
         router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }
         let api = router.group()
@@ -154,17 +160,35 @@ public struct Gateway: Sendable {
         return router
     }
 
-    /// The server channel: plain HTTP/1.1, or TLS 1.3 with HTTP/2 offered by ALPN.
+    /// The server channel: plain HTTP/1.1, or TLS 1.3 with HTTP/2 offered by ALPN; either way
+    /// bounded by `connections` (a connection cap and header, body and idle timeouts).
     public func makeServerBuilder() throws -> HTTPServerBuilder {
-        guard let tls = configuration.server.tls else { return .http1() }
+        let governor = connections
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [ConnectionTimeoutHandler(governor: governor)])
+        guard let tls = configuration.server.tls else {
+            return HTTPServerBuilder { responder in
+                GovernedChildChannel(base: HTTP1Channel(responder: responder, configuration: http1), governor: governor, isPlainHTTP: true)
+            }
+        }
         let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
         let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
-        var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
-        tlsConfiguration.minimumTLSVersion = .tlsv13
+        var settings = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+        settings.minimumTLSVersion = .tlsv13
+        let tlsConfiguration = settings
         if configuration.server.http2 {
-            return try .http2Upgrade(tlsConfiguration: tlsConfiguration)
+            // HTTP/2 closes a connection with no open stream after the keep-alive idle time; its
+            // streams, like HTTP/1.1 requests, carry the header and body timeouts.
+            let http2 = HTTP2ChannelConfiguration(idleTimeout: .nanoseconds(Int64(governor.limits.keepAliveIdleTimeout * 1_000_000_000)),
+                                                  streamConfiguration: http1)
+            return HTTPServerBuilder { responder in
+                GovernedChildChannel(base: try HTTP2UpgradeChannel(tlsConfiguration: tlsConfiguration, configuration: http2, responder: responder),
+                                     governor: governor, isPlainHTTP: false)
+            }
         }
-        return try .tls(.http1(), tlsConfiguration: tlsConfiguration)
+        return HTTPServerBuilder { responder in
+            GovernedChildChannel(base: try TLSChannel(HTTP1Channel(responder: responder, configuration: http1), tlsConfiguration: tlsConfiguration),
+                                 governor: governor, isPlainHTTP: false)
+        }
     }
 
     /// The application with its services (health checks, upstream pool), ready to run.

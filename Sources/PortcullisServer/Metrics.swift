@@ -4,6 +4,7 @@ import PortcullisAccess
 import NIOCore
 import PortcullisRouting
 import PortcullisStorage
+import Synchronization
 
 /// Writes the Prometheus text exposition format (version 0.0.4).
 struct PrometheusText {
@@ -51,6 +52,7 @@ struct PrometheusText {
 struct GatewayMetrics: Sendable {
     let access: AccessSystem
     let router: ModelRouter
+    var connections: ConnectionGovernor? = nil
 
     func exposition() -> String {
         var out = PrometheusText()
@@ -80,6 +82,20 @@ struct GatewayMetrics: Sendable {
                    deployments.map { ([("deployment", $0.name)], $0.isSelectable() ? 1 : 0) })
         out.family("portcullis_circuit_open", "gauge", "1 while the deployment's circuit breaker is open or half open.",
                    deployments.map { ([("deployment", $0.name)], $0.circuitState == "closed" ? 0 : 1) })
+        if let connections {
+            out.family("portcullis_connections_open", "gauge", "Client connections open now.", value: Double(connections.openCount))
+            out.family("portcullis_connections_refused_total", "counter", "Connections refused at the connection cap with none idle to close.",
+                       value: Double(connections.refused.load(ordering: .relaxed)))
+            out.family("portcullis_connections_evicted_total", "counter", "Idle connections closed to make room under the connection cap.",
+                       value: Double(connections.evicted.load(ordering: .relaxed)))
+            out.family("portcullis_connection_timeouts_total", "counter", "Connections closed by a timeout, by which one.", [
+                ([("timeout", "header")], Double(connections.headerTimeouts.load(ordering: .relaxed))),
+                ([("timeout", "body_idle")], Double(connections.bodyTimeouts.load(ordering: .relaxed))),
+                ([("timeout", "keep_alive_idle")], Double(connections.idleTimeouts.load(ordering: .relaxed))),
+            ])
+        }
+        out.family("portcullis_stream_client_disconnects_total", "counter", "Streams that ended because the client went away.",
+                   value: Double(StreamDisconnects.count.load(ordering: .relaxed)))
         return out.text
     }
 

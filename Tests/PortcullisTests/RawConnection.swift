@@ -17,6 +17,12 @@ final class RawConnection: Sendable {
             received.withLock { $0 += buffer.readableBytesView }
         }
 
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            // With half-closure allowed, the server's FIN arrives as an event, not as inactivity.
+            if let event = event as? ChannelEvent, event == .inputClosed { closed.store(true, ordering: .relaxed) }
+            context.fireUserInboundEventTriggered(event)
+        }
+
         func channelInactive(context: ChannelHandlerContext) {
             closed.store(true, ordering: .relaxed)
             context.fireChannelInactive()

@@ -1,0 +1,345 @@
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// How long a client connection may take at each step, and how many may be open at once.
+public struct ConnectionLimits: Sendable, Equatable {
+    /// Seconds from a connection's first byte (or its opening) to a complete request head.
+    public var headerTimeout: Double = 10
+    /// Seconds a request body may go without a byte arriving.
+    public var bodyIdleTimeout: Double = 30
+    /// Seconds a kept-alive connection may wait for its next request.
+    public var keepAliveIdleTimeout: Double = 75
+    /// Connections open at once; past it the oldest idle one is closed, or the new one refused.
+    public var maximumConnections: Int = 10_000
+
+    public init(headerTimeout: Double = 10, bodyIdleTimeout: Double = 30, keepAliveIdleTimeout: Double = 75, maximumConnections: Int = 10_000) {
+        self.headerTimeout = headerTimeout
+        self.bodyIdleTimeout = bodyIdleTimeout
+        self.keepAliveIdleTimeout = keepAliveIdleTimeout
+        self.maximumConnections = maximumConnections
+    }
+}
+
+/// When a connection's next deadline is, as a state machine without I/O: each event says
+/// which timer to arm (replacing the one armed before) or that none runs.
+struct ConnectionTimeoutState: Equatable {
+    enum Timer: Equatable, Sendable {
+        case header, bodyIdle, keepAliveIdle
+    }
+
+    enum Action: Equatable {
+        case arm(Timer)
+        case disarm
+        case none
+    }
+
+    enum Phase: Equatable {
+        /// Waiting for (the rest of) a request head.
+        case awaitingHead
+        /// A head arrived; its body has not ended.
+        case readingBody
+        /// The request is complete and its response is being written (a stream may take minutes).
+        case responding
+        /// The response ended before the request body did (an early refusal): the body is still drained.
+        case drainingBody
+        /// Between requests on a kept-alive connection.
+        case idle
+    }
+
+    private(set) var phase: Phase = .awaitingHead
+
+    /// A connection opened: its first head is due.
+    static let opening = Action.arm(.header)
+
+    /// Bytes arrived on the connection (before any decoding).
+    mutating func bytesArrived() -> Action {
+        guard phase == .idle else { return .none }
+        phase = .awaitingHead
+        return .arm(.header)
+    }
+
+    mutating func headReceived() -> Action {
+        phase = .readingBody
+        return .arm(.bodyIdle)
+    }
+
+    mutating func bodyReceived() -> Action {
+        switch phase {
+        case .readingBody, .drainingBody: return .arm(.bodyIdle)
+        case .awaitingHead, .responding, .idle: return .none
+        }
+    }
+
+    mutating func requestEnded() -> Action {
+        switch phase {
+        case .drainingBody:
+            phase = .idle
+            return .arm(.keepAliveIdle)
+        case .readingBody, .awaitingHead:
+            phase = .responding
+            return .disarm
+        case .responding, .idle:
+            return .none
+        }
+    }
+
+    mutating func responseEnded() -> Action {
+        switch phase {
+        case .responding:
+            phase = .idle
+            return .arm(.keepAliveIdle)
+        case .readingBody:
+            phase = .drainingBody
+            return .none
+        case .awaitingHead, .drainingBody, .idle:
+            return .none
+        }
+    }
+}
+
+/// Counts and bounds the open client connections, and what the timeouts closed.
+public final class ConnectionGovernor: Sendable {
+    private struct Entry {
+        var channel: any Channel
+        /// Since when the connection waits between requests (nil while a request is in progress).
+        var idleSince: NIODeadline?
+    }
+
+    public let limits: ConnectionLimits
+    private let open = Mutex<[ObjectIdentifier: Entry]>([:])
+    /// Connections refused because the maximum was reached and none was idle.
+    public let refused = Atomic<Int>(0)
+    /// Idle connections closed to make room for a new one.
+    public let evicted = Atomic<Int>(0)
+    /// Connections closed by each timeout.
+    public let headerTimeouts = Atomic<Int>(0)
+    public let bodyTimeouts = Atomic<Int>(0)
+    public let idleTimeouts = Atomic<Int>(0)
+
+    public init(limits: ConnectionLimits) {
+        self.limits = limits
+    }
+
+    /// Connections open now.
+    public var openCount: Int { open.withLock { $0.count } }
+
+    /// Takes a new connection in: true when there is room (made, if need be, by closing the
+    /// connection idle the longest); false when it must be refused.
+    func admit(_ channel: any Channel) -> Bool {
+        let id = ObjectIdentifier(channel)
+        let (admitted, victim) = open.withLock { open -> (Bool, (any Channel)?) in
+            var victim: (any Channel)?
+            if open.count >= limits.maximumConnections {
+                guard let oldest = open.filter({ $0.value.idleSince != nil }).min(by: { $0.value.idleSince! < $1.value.idleSince! }) else {
+                    return (false, nil)
+                }
+                victim = oldest.value.channel
+                open[oldest.key] = nil
+            }
+            // Until its first byte a connection is as good as idle: opening sockets and sending nothing holds no slot.
+            open[id] = Entry(channel: channel, idleSince: .now())
+            return (true, victim)
+        }
+        if let victim {
+            evicted.add(1, ordering: .relaxed)
+            victim.close(promise: nil)
+        }
+        if !admitted { refused.add(1, ordering: .relaxed) }
+        return admitted
+    }
+
+    func setIdle(_ channel: any Channel, _ idle: Bool) {
+        let id = ObjectIdentifier(channel)
+        open.withLock { open in
+            guard open[id] != nil else { return }
+            open[id]?.idleSince = idle ? .now() : nil
+        }
+    }
+
+    func remove(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        _ = open.withLock { $0.removeValue(forKey: id) }
+    }
+
+    func count(_ timer: ConnectionTimeoutState.Timer) {
+        switch timer {
+        case .header: headerTimeouts.add(1, ordering: .relaxed)
+        case .bodyIdle: bodyTimeouts.add(1, ordering: .relaxed)
+        case .keepAliveIdle: idleTimeouts.add(1, ordering: .relaxed)
+        }
+    }
+}
+
+/// First in a connection's pipeline (before TLS and HTTP decoding): tells the timeout handler
+/// that bytes arrived, so a head that trickles in on a kept-alive connection is held to the
+/// header timeout, not the idle one.
+final class ConnectionActivityHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    weak var timeouts: ConnectionTimeoutHandler?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        timeouts?.bytesArrived()
+        context.fireChannelRead(data)
+    }
+}
+
+/// After HTTP decoding: closes a connection whose head, body or next request is late,
+/// answering `408` where a request was under way.
+final class ConnectionTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let governor: ConnectionGovernor
+    private var state = ConnectionTimeoutState()
+    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+    private var sawBytes = false
+
+    init(governor: ConnectionGovernor) {
+        self.governor = governor
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let activity = try? context.pipeline.syncOperations.handler(type: ConnectionActivityHandler.self) {
+            activity.timeouts = self
+        }
+        arm(.header, context: context)   // the connection stays evictable until its first byte
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        self.context = nil
+    }
+
+    func bytesArrived() {
+        if !sawBytes, let context {
+            sawBytes = true
+            governor.setIdle(context.channel, false)
+        }
+        apply(state.bytesArrived())
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head: apply(state.headReceived())
+        case .body: apply(state.bodyReceived())
+        case .end: apply(state.requestEnded())
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if case .end = unwrapOutboundIn(data) { apply(state.responseEnded()) }
+        context.write(data, promise: promise)
+    }
+
+    private func apply(_ action: ConnectionTimeoutState.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            return
+        case .disarm:
+            timer?.cancel()
+            timer = nil
+            governor.setIdle(context.channel, false)
+        case .arm(let kind):
+            governor.setIdle(context.channel, kind == .keepAliveIdle)
+            arm(kind, context: context)
+        }
+    }
+
+    private func arm(_ kind: ConnectionTimeoutState.Timer, context: ChannelHandlerContext) {
+        timer?.cancel()
+        let seconds = switch kind {
+        case .header: governor.limits.headerTimeout
+        case .bodyIdle: governor.limits.bodyIdleTimeout
+        case .keepAliveIdle: governor.limits.keepAliveIdleTimeout
+        }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: .nanoseconds(Int64(seconds * 1_000_000_000))) {
+            loopBound.value.expire(kind)
+        }
+    }
+
+    private func expire(_ kind: ConnectionTimeoutState.Timer) {
+        guard let context else { return }
+        timer = nil
+        governor.count(kind)
+        if kind != .keepAliveIdle {
+            // The client is told why; it may have sent part of a request.
+            var head = HTTPResponse(status: .requestTimeout)
+            head.headerFields[.connection] = "close"
+            head.headerFields[.contentLength] = "0"
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        context.close(promise: nil)
+    }
+}
+
+/// Answers a connection refused at the cap: a `503` on plain HTTP (nothing on TLS), then closes.
+final class RefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    let isPlainHTTP: Bool
+
+    init(isPlainHTTP: Bool) {
+        self.isPlainHTTP = isPlainHTTP
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard isPlainHTTP else {
+            context.close(promise: nil)
+            return
+        }
+        let refusal = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n"
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(NIOAny(ByteBuffer(string: refusal))).whenComplete { _ in loopBound.value.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}
+
+/// A server child channel that bounds connections and their timeouts around another one
+/// (HTTP/1.1, TLS or HTTP/2): it admits the connection, puts the activity handler first, then
+/// lets `base` build the rest. The timeout handler itself goes in through `base`'s
+/// `additionalChannelHandlers`, after HTTP decoding.
+struct GovernedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+    let base: Base
+    let governor: ConnectionGovernor
+    /// Whether the connection speaks plain HTTP (a refused one then gets a `503`).
+    let isPlainHTTP: Bool
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        guard governor.admit(channel) else {
+            // The channel is not active yet: the refusal is written once it is, and nothing it sends is read.
+            do {
+                try channel.pipeline.syncOperations.addHandler(RefusalHandler(isPlainHTTP: isPlainHTTP), position: .first)
+            } catch {
+                channel.close(promise: nil)
+            }
+            return base.setup(channel: channel, logger: logger)
+        }
+        let governor = self.governor
+        channel.closeFuture.whenComplete { _ in governor.remove(channel) }
+        do {
+            try channel.pipeline.syncOperations.addHandler(ConnectionActivityHandler(), position: .first)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return base.setup(channel: channel, logger: logger)
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
