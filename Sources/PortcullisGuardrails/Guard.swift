@@ -1,3 +1,4 @@
+import Foundation
 import PortcullisCore
 
 /// What a finding is about. Stable names: they appear in client errors, guard events and metrics.
@@ -126,20 +127,86 @@ public struct GuardInput: Sendable {
         self.normalized = segments.map { $0.isTrusted ? .empty : NormalizedText($0.text) }
     }
 
-    /// The segments of a chat request: every message's text parts, in order.
+    /// The segments of a chat request: everything in it that reaches the model as text.
+    ///
+    /// Every message's text parts and tool-call arguments, in order; then what else a model
+    /// reads: parts the gateway passes through (an Anthropic `document` with a text source,
+    /// any other block's strings), image URLs that are not inline data, tool names and
+    /// descriptions with the strings of their parameter schemas, the `response_format`
+    /// schema's strings, and the pass-through request and message fields (`documents`,
+    /// `prediction`, …) except those that only steer the API (`metadata`, `store`, …).
     public init(request: ChatRequest) {
         var segments: [GuardSegment] = []
         for (index, message) in request.messages.enumerated() {
             switch message.content {
             case .text(let text)?: segments.append(GuardSegment(role: message.role, messageIndex: index, text: text, isWholeContent: true))
-            case .parts(let parts)?: segments.append(GuardSegment(role: message.role, messageIndex: index, text: MessageContent.parts(parts).text))
+            case .parts(let parts)?:
+                segments.append(GuardSegment(role: message.role, messageIndex: index, text: MessageContent.parts(parts).text))
+                var passedThrough: [String] = []
+                for part in parts {
+                    switch part {
+                    case .text: break
+                    case .image(let url, _): if !url.hasPrefix("data:") { passedThrough.append(Self.readable(url: url)) }
+                    case .other(let object): Self.collectStrings(.object(object), into: &passedThrough)
+                    }
+                }
+                if !passedThrough.isEmpty {
+                    segments.append(GuardSegment(role: message.role, messageIndex: index, text: passedThrough.joined(separator: "\n")))
+                }
             case nil: break
             }
             for (position, call) in message.toolCalls.enumerated() {
                 segments.append(GuardSegment(role: message.role, messageIndex: index, text: call.arguments, toolCallIndex: position))
             }
+            var extra: [String] = []
+            Self.collectStrings(.object(message.extra), into: &extra)
+            if !extra.isEmpty { segments.append(GuardSegment(role: message.role, messageIndex: index, text: extra.joined(separator: "\n"))) }
         }
+        var declared: [String] = []
+        for tool in request.tools {
+            declared.append(tool.name)
+            if let description = tool.description { declared.append(description) }
+            if let parameters = tool.parameters { Self.collectStrings(parameters, into: &declared) }
+        }
+        if case .jsonSchema(_, _, let original)? = request.responseFormat { Self.collectStrings(.object(original), into: &declared) }
+        Self.collectStrings(.object(request.extra), into: &declared)
+        Self.collectStrings(.object(request.anthropicExtra), into: &declared)
+        if !declared.isEmpty { segments.append(GuardSegment(role: .user, messageIndex: nil, text: declared.joined(separator: "\n"))) }
         self.init(segments: segments)
+    }
+
+    /// Fields whose strings steer the API and never reach the model as text.
+    static let nonTextFields: Set<String> = [
+        "type", "media_type", "cache_control", "metadata", "store", "service_tier", "user", "safety_identifier", "prompt_cache_key",
+        "reasoning_effort", "modalities", "format", "$ref", "$schema", "id", "tool_use_id", "detail", "voice", "strict",
+    ]
+
+    /// Appends every string inside `value` that a model would read; inline base64 data is left out.
+    static func collectStrings(_ value: JSONValue, into strings: inout [String], depth: Int = 0) {
+        guard depth < 32 else { return }
+        if let text = value.stringValue {
+            strings.append(text)
+        } else if let array = value.arrayValue {
+            for element in array { collectStrings(element, into: &strings, depth: depth + 1) }
+        } else if let object = value.objectValue {
+            // A source's `data` is text only when the source says so (an Anthropic text document).
+            let dataIsText = object["type"]?.stringValue == "text"
+            for (key, member) in object where !nonTextFields.contains(key) && (key != "data" || dataIsText) {
+                if key == "url", let url = member.stringValue {
+                    if !url.hasPrefix("data:") { strings.append(readable(url: url)) }
+                    continue
+                }
+                collectStrings(member, into: &strings, depth: depth + 1)
+            }
+        }
+    }
+
+    /// A URL as words: percent-escapes decoded and the usual separators made spaces, so an
+    /// instruction hidden in a query string reads as one.
+    static func readable(url: String) -> String {
+        var text = url.replacingOccurrences(of: "+", with: " ")
+        text = text.removingPercentEncoding ?? text
+        return String(text.map { "/?&=#_-.".contains($0) ? " " : $0 })
     }
 
     /// `inspect`'s findings on every untrusted segment's normalised text, with its index.

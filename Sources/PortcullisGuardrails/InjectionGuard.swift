@@ -63,6 +63,35 @@ public struct InjectionGuard: InputGuard {
         _ = BuiltInPhrases.compiled
     }
 
+    /// Reversible disguises of a text that the rules read through.
+    enum Transform: String {
+        case reversed, rot13
+
+        func apply(to text: String) -> String {
+            switch self {
+            case .reversed:
+                var scalars = String.UnicodeScalarView()
+                scalars.append(contentsOf: text.unicodeScalars.reversed())
+                return String(scalars)
+            case .rot13:
+                var bytes = Array(text.utf8)
+                for index in bytes.indices {
+                    let byte = bytes[index]
+                    if byte >= 0x61 && byte <= 0x7A { bytes[index] = (byte - 0x61 + 13) % 26 + 0x61 }
+                    if byte >= 0x41 && byte <= 0x5A { bytes[index] = (byte - 0x41 + 13) % 26 + 0x41 }
+                }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+        }
+    }
+
+    /// Words of the attacks' vocabulary as each disguise writes them (lower case).
+    static let transformCues: [(Transform, [[UInt8]])] = [
+        (.reversed, ["erongi", "suoiverp", "snoitcurtsni", "tpmorp", "dragersid", "edirrevo", "kaerbliaj",
+                     "йуриронги", "еищудыдерп", "иицкуртсни", "тпморп", "ьдубаз"].map { Array($0.utf8) }),
+        (.rot13, ["vtaber", "cerivbhf", "vafgehpgvba", "flfgrz", "cebzcg", "qvfertneq", "bireevqr", "wnvyoernx"].map { Array($0.utf8) }),
+    ]
+
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
         input.findingsInUntrusted { inspect($0, segment: $1) }
     }
@@ -100,6 +129,17 @@ public struct InjectionGuard: InputGuard {
                 var raised = finding
                 raised.risk = .critical
                 raised.reason = "encoded: " + finding.reason
+                findings.append(raised)
+            }
+        }
+        // Text written backwards or in rot13 is read again decoded, when a word of the attacks'
+        // vocabulary shows it is (the cue keeps the second walk off ordinary text).
+        for (transform, cues) in Self.transformCues where cues.contains(where: text.contains) {
+            let decoded = NormalizedText(transform.apply(to: text.lowered))
+            for finding in phraseFindings(decoded, segment: segment) where finding.category != .encoding {
+                var raised = finding
+                raised.risk = .critical
+                raised.reason = "\(transform.rawValue): " + finding.reason
                 findings.append(raised)
             }
         }

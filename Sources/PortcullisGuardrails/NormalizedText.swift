@@ -480,10 +480,21 @@ public struct NormalizedText: Sendable, Equatable {
         result.reserveCapacity(scan.words.count)
         var run: [Range<Int>] = []
         var joined = false
+        let loweredCount = scan.lowered.count
         func flush(_ scan: inout Scan) {
             if run.count >= 4 {
+                // A wider gap between two letters ("i g n o r e   a l l") is a word boundary:
+                // each spelled-out word becomes a word of its own.
                 var letters: [UInt8] = []
-                for range in run { letters.append(contentsOf: bytes[range]) }
+                for (position, range) in run.enumerated() {
+                    if position > 0, !letters.isEmpty, range.upperBound <= loweredCount, run[position - 1].upperBound <= loweredCount,
+                       range.lowerBound - run[position - 1].upperBound >= 2 {
+                        scan.appendFold(letters)
+                        result.append(scan.words.removeLast())
+                        letters.removeAll(keepingCapacity: true)
+                    }
+                    letters.append(contentsOf: bytes[range])
+                }
                 scan.appendFold(letters)
                 result.append(scan.words.removeLast())
                 joined = true

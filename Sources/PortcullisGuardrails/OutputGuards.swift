@@ -337,6 +337,15 @@ public struct StreamOutputGuard: Sendable {
         if window.count - runStart <= OutputPolicy.maximumHeldRun { cut = min(cut, runStart) }
         let numberStart = Self.numberStart(window, context: context, runStart: runStart)
         if window.count - numberStart <= OutputPolicy.maximumHeldRun { cut = min(cut, numberStart) }
+        // A number whose groups are joined by disguised spaces (no-break, zero-width, line
+        // breaks, dots) or written in full-width digits is held back as one too.
+        if let folded = FoldedText(window) {
+            let foldedContext = folded.folded(position: context)
+            var foldedRun = folded.bytes.count
+            while foldedRun > foldedContext, !Self.isSpace(folded.bytes[foldedRun - 1]) { foldedRun -= 1 }
+            let start = folded.original(position: Self.numberStart(folded.bytes, context: foldedContext, runStart: foldedRun))
+            if window.count - start <= OutputPolicy.maximumHeldRun { cut = min(cut, max(start, context)) }
+        }
         if cut <= context { return context }
         while cut > context, cut < window.count, window[cut] & 0xC0 == 0x80 { cut -= 1 }
         return cut

@@ -113,6 +113,50 @@ public struct InputGuarding: Sendable {
         return prepare(Guarded(request: redacted, vault: vault.flatMap { $0.isEmpty ? nil : $0 }), policy: entry.policy)
     }
 
+    /// Stage 6 for `/v1/completions`: each prompt string is inspected as a user message under
+    /// the caller's policy (pass-through fields too), so the legacy API is guarded like chat.
+    /// Returns the request with redactions applied and the output inspector for its answer.
+    public func check(_ completion: CompletionRequest, principal: Principal, requestID: String) async throws
+        -> (request: CompletionRequest, output: OutputInspector?) {
+        let prompts: [String]
+        if let text = completion.prompt.stringValue {
+            prompts = [text]
+        } else {
+            prompts = (completion.prompt.arrayValue ?? []).compactMap(\.stringValue)   // token arrays carry no text to read
+        }
+        var chat = ChatRequest(model: completion.model, messages: prompts.map { ChatMessage(role: .user, content: .text($0)) })
+        chat.extra = completion.extra
+        let guarded = try await check(chat, principal: principal, requestID: requestID)
+        var request = completion
+        let redacted = guarded.request.messages.filter { $0.role == .user }.compactMap { $0.content?.text }
+        if redacted != prompts, redacted.count == prompts.count {
+            request.prompt = completion.prompt.stringValue != nil ? .string(redacted[0]) : .array(redacted.map(JSONValue.string))
+        }
+        return (request, guarded.output)
+    }
+
+    /// Stage 12 for a whole `/v1/completions` answer: each choice's `text` inspected; a block
+    /// withholds it (`finish_reason: content_filter`), redactions are applied.
+    func review(completion answer: JSONValue, inspector: OutputInspector, model: String, principal: Principal, requestID: String) -> JSONValue {
+        guard var object = answer.objectValue, var choices = object["choices"]?.arrayValue else { return answer }
+        var recorded: [(finding: GuardFinding, action: GuardAction)] = []
+        for index in choices.indices {
+            guard var choice = choices[index].objectValue, let text = choice["text"]?.stringValue else { continue }
+            let (verdict, findings) = inspector.review(text)
+            recorded += findings
+            switch verdict {
+            case .deliver(let delivered): choice["text"] = .string(delivered)
+            case .block:
+                choice["text"] = ""
+                choice["finish_reason"] = "content_filter"
+            }
+            choices[index] = .object(choice)
+        }
+        object["choices"] = .array(choices)
+        events.record(findings: recorded, policy: inspector.policy.name, model: model, principal: principal, requestID: requestID)
+        return .object(object)
+    }
+
     /// Stage 8, transform: the enforced system prompt first, the canary planted in it,
     /// untrusted content isolated; and the output guards for the answer.
     func prepare(_ guarded: Guarded, policy: GuardPolicy) -> Guarded {

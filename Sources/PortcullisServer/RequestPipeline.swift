@@ -70,14 +70,20 @@ public struct RequestPipeline: Sendable {
     /// `POST /v1/completions`.
     public func completions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                   // 5. decode
-        let completion = try OpenAIWire.decodeCompletionRequest(body.json)
-        let grant = try await admit(context, model: completion.model, bodySize: body.size, maxTokens: completion.maxTokens)   // 3–4. authorise, admit
+        let decoded = try OpenAIWire.decodeCompletionRequest(body.json)
+        let grant = try await admit(context, model: decoded.model, bodySize: body.size, maxTokens: decoded.maxTokens)   // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
+            var completion = decoded
+            var output: OutputInspector?
+            if let guarding {                                                                                        // 6. guard in, 7. redact
+                (completion, output) = try await guarding.check(decoded, principal: context.principal, requestID: context.requestID)
+            }
             if completion.stream {
-                let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in   // 10. route
+                let request = completion
+                let routed = try await router.execute(model: request.model, logger: context.logger) { deployment in      // 10. route
                     try await Self.prime(deployment: deployment) {                                                       // 11. provider
-                        try await deployment.adapter.streamCompletion(completion, target: deployment.target, context: upstream)
+                        try await deployment.adapter.streamCompletion(request, target: deployment.target, context: upstream)
                     }
                 }
                 let meter = grant.map { StreamMeter(grant: $0, price: routed.deployment.price) }                          // 13. settle at the end
@@ -85,8 +91,13 @@ public struct RequestPipeline: Sendable {
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
-            let routed = try await router.execute(model: completion.model, logger: context.logger) { deployment in       // 10. route
-                try await deployment.adapter.completion(completion, target: deployment.target, context: upstream)       // 11. provider
+            let request = completion
+            var routed = try await router.execute(model: request.model, logger: context.logger) { deployment in          // 10. route
+                try await deployment.adapter.completion(request, target: deployment.target, context: upstream)          // 11. provider
+            }
+            if let output, let guarding {                                                                              // 12. guard out
+                routed.value = guarding.review(completion: routed.value, inspector: output, model: request.model,
+                                               principal: context.principal, requestID: context.requestID)
             }
             return await settleAndRespond(routed, grant: grant)                                                         // 13. settle
         } catch {

@@ -204,3 +204,42 @@ struct ModerationAndIsolationTests {
         }
     }
 }
+
+@Suite("Disguised identifiers in answers")
+struct DisguisedIdentifierTests {
+    static let disguises: [(name: String, card: String)] = [
+        ("no-break spaces", "4111\u{00A0}1111\u{00A0}1111\u{00A0}1111"),
+        ("narrow no-break spaces", "4111\u{202F}1111\u{202F}1111\u{202F}1111"),
+        ("zero-width spaces", "4111\u{200B}1111\u{200B}1111\u{200B}1111"),
+        ("line breaks", "4111\n1111\n1111\n1111"),
+        ("dots", "4111.1111.1111.1111"),
+        ("full-width digits", "４１１１ １１１１ １１１１ １１１１"),
+        ("full-width, no spaces", "４１１１１１１１１１１１１１１１"),
+    ]
+
+    @Test("a card written with no-break or zero-width spaces, line breaks, dots or full-width digits is masked, whole and streamed")
+    func disguisedCardsAreMasked() {
+        let inspector = OutputGuardTests.inspector(["pii"], holdBack: 16)
+        for (name, card) in Self.disguises {
+            let answer = "Your card \(card) is on file."
+            let (verdict, _) = inspector.review(answer)
+            guard case .deliver(let delivered) = verdict else { Issue.record("\(name): blocked"); continue }
+            #expect(delivered == "Your card [PAYMENT_CARD] is on file.", "\(name), whole: \(delivered)")
+            for size in [1, 2, 3, 7, 64] {
+                let (text, _) = stream(pieces(answer, size: size), through: inspector)
+                #expect(text == "Your card [PAYMENT_CARD] is on file.", "\(name), chunks of \(size): \(text)")
+            }
+        }
+    }
+
+    @Test("ordinary numbers with dots and line breaks are left alone")
+    func ordinaryNumbersStay() {
+        let inspector = OutputGuardTests.inspector(["pii"])
+        for text in ["Version 2024.1234 shipped.", "pi is 3.14159265358979 roughly", "Lines:\n12\n34\n56", "Цена\u{00A0}1\u{00A0}200 рублей",
+                     "Build 1.2.3\nsteps: 4\u{200B}5"] {
+            let (verdict, findings) = inspector.review(text)
+            #expect(findings.isEmpty, "\(text): \(findings.map(\.finding.reason))")
+            if case .deliver(let delivered) = verdict { #expect(delivered == text) } else { Issue.record("\(text) blocked") }
+        }
+    }
+}
