@@ -1,113 +1,101 @@
 #!/usr/bin/env bash
-# Gateway overhead benchmark, release build, all on loopback.
+# Gateway throughput and latency benchmark, release build, all on loopback.
 #
-# Measures in one run, with the same mock upstream and the same load generator:
-#   direct      wrk → mock upstream
-#   nginx       wrk → nginx (1 worker, pinned to core 0, keep-alive upstream pool) → mock
-#   core        wrk → Portcullis without identity, limits or budgets (--reference-core) → mock
-#   portcullis  wrk → Portcullis with a virtual API key, RPM/TPM/concurrency limits and a budget,
-#               embedded default (SQLite, in-process state) → mock
-#   redis       the same as portcullis with limits and budgets in Redis (redis-server on core 1)
-# at 1 and 64 connections, and prints requests/s, p50, p99 and the ratios the issue asks for.
-# The mock and wrk share core 1, identically for all three paths.
+# The upstream is nginx answering every request with one fixed chat completion (bench/lib.sh),
+# on core 1 with wrk; everything measured is pinned to core 0. In one run:
+#   direct    wrk → the nginx mock (the ceiling: must be ≥ 4× the fastest proxy, else the run is invalid)
+#   nginx     wrk → nginx reverse proxy (1 worker, keep-alive upstream pool) → mock: the reference
+#   core      wrk → Portcullis --reference-core (no identity, limits or guards) → mock
+#   limits    wrk → Portcullis, virtual key + in-process limits and budget, guards off
+#   default   wrk → Portcullis, the default security path: virtual key, limits, budget, default input guards
+#   redis     wrk → the default security path with limits and budgets in Redis (leased ahead)
+# at 64 connections (req/s) and 1 connection (p50, p99). Any non-2xx answer, connect, read or
+# timeout error counts as a failure and marks the measurement FAILED. Every limit is set far
+# above what is sent, so the bench measures the path, not the limiter. Also reports the
+# default gateway's resident memory before and after the run.
 #
 # Usage: bench/run.sh [seconds-per-measurement]   (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
-MOCK_PORT=19001; NGINX_PORT=19002; GATEWAY_PORT=19003; CORE_PORT=19004; REDIS_GATEWAY_PORT=19005; REDIS_PORT=19006
+MOCK_PORT=19001; NGINX_PORT=19002; DEFAULT_PORT=19003; CORE_PORT=19004; REDIS_GATEWAY_PORT=19005; REDIS_PORT=19006; LIMITS_PORT=19007
 WORK="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
 RESULTS="bench/results/latest.txt"
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 source bench/lib.sh
-need nginx nginx-light
 
-gateway_yaml "$GATEWAY_PORT" > "$WORK/gateway.yaml"
-gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/gateway-redis.yaml"
-# The reference: the same gateway without credentials, limits, budgets or accounting.
+gateway_yaml "$DEFAULT_PORT" > "$WORK/default.yaml"
+gateway_yaml "$LIMITS_PORT" "" "guardrails: { enabled: false }" > "$WORK/limits.yaml"
+gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/redis.yaml"
+# The reference core: the same gateway without credentials, limits, budgets or accounting.
 gateway_yaml "$CORE_PORT" | grep -v master_key > "$WORK/core.yaml"
-taskset -c 0 "$BIN" serve --config "$WORK/gateway.yaml" &
-PIDS+=($!)
-taskset -c 0 "$BIN" serve --config "$WORK/gateway-redis.yaml" &
-PIDS+=($!)
-taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core &
-PIDS+=($!)
+declare -A PID
+for name in default limits redis; do
+  taskset -c 0 "$BIN" serve --config "$WORK/$name.yaml" & PID[$name]=$!; PIDS+=($!)
+done
+taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!)
+nginx -c "$(nginx_conf proxy 01 "upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
+  server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }")"
 
-mkdir -p "$WORK/nginx"
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-worker_cpu_affinity 01;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log crit;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
-  fastcgi_temp_path $WORK/nginx/fastcgi;
-  uwsgi_temp_path $WORK/nginx/uwsgi;
-  scgi_temp_path $WORK/nginx/scgi;
-  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    location / {
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-    }
-  }
-}
-NGINX
-nginx -c "$WORK/nginx.conf"
+for port in $MOCK_PORT $NGINX_PORT $DEFAULT_PORT $LIMITS_PORT $CORE_PORT $REDIS_GATEWAY_PORT; do wait_port "$port"; done
 
-wait_port "$MOCK_PORT"; wait_port "$GATEWAY_PORT"; wait_port "$NGINX_PORT"; wait_port "$CORE_PORT"; wait_port "$REDIS_GATEWAY_PORT"
-
-declare -A KEYS=([$GATEWAY_PORT]="$(create_key $GATEWAY_PORT)" [$REDIS_GATEWAY_PORT]="$(create_key $REDIS_GATEWAY_PORT)")
+declare -A KEYS=([$DEFAULT_PORT]="$(create_key $DEFAULT_PORT)" [$LIMITS_PORT]="$(create_key $LIMITS_PORT)"
+                 [$REDIS_GATEWAY_PORT]="$(create_key $REDIS_GATEWAY_PORT)")
 for port in "${!KEYS[@]}"; do [[ "${KEYS[$port]}" == pck_* ]] || { log "no key from the gateway on $port"; exit 1; }; done
+declare -A PORT=([direct]=$MOCK_PORT [nginx]=$NGINX_PORT [core]=$CORE_PORT [limits]=$LIMITS_PORT [default]=$DEFAULT_PORT [redis]=$REDIS_GATEWAY_PORT)
+PATHS=(direct nginx core limits default redis)
 
-measure() { # name port connections → "rps p50 p99"
+rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+measure() { # name connections → "RESULT rps=… p50_us=… p99_us=… errors=… requests=…"
   local line
-  line="$(BENCH_KEY="${KEYS[$2]:-}" taskset -c 1 wrk -t1 -c"$3" -d"${DURATION}s" --timeout 5s -s bench/chat.lua \
-    "http://127.0.0.1:$2/v1/chat/completions" | grep '^RESULT')"
-  log "$1 c=$3: $line"
+  line="$(BENCH_KEY="${KEYS[${PORT[$1]}]:-}" taskset -c 1 wrk -t1 -c"$2" -d"${DURATION}s" --timeout 5s -s bench/chat.lua \
+    "http://127.0.0.1:${PORT[$1]}/v1/chat/completions" | grep '^RESULT')"
+  log "$1 c=$2: $line"
   echo "$line"
 }
 
 log "warming up"
-for port in $MOCK_PORT $NGINX_PORT $CORE_PORT $GATEWAY_PORT $REDIS_GATEWAY_PORT; do
-  BENCH_KEY="${KEYS[$port]:-}" taskset -c 1 wrk -t1 -c16 -d2s -s bench/chat.lua "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
+for path in "${PATHS[@]}"; do
+  BENCH_KEY="${KEYS[${PORT[$path]}]:-}" taskset -c 1 wrk -t1 -c16 -d2s -s bench/chat.lua "http://127.0.0.1:${PORT[$path]}/v1/chat/completions" >/dev/null
 done
+RSS_BEFORE="$(rss_kb "${PID[default]}")"
 
 declare -A R
-for c in 1 64; do
-  R[direct_$c]="$(measure direct $MOCK_PORT $c)"
-  R[nginx_$c]="$(measure nginx $NGINX_PORT $c)"
-  R[core_$c]="$(measure core $CORE_PORT $c)"
-  R[portcullis_$c]="$(measure portcullis $GATEWAY_PORT $c)"
-  R[redis_$c]="$(measure redis $REDIS_GATEWAY_PORT $c)"
+for c in 64 1; do
+  for path in "${PATHS[@]}"; do R[${path}_$c]="$(measure "$path" "$c")"; done
 done
+RSS_AFTER="$(rss_kb "${PID[default]}")"
 
+failed=0
 {
   echo "Portcullis gateway benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${DURATION}s per measurement"
-  echo "command: bench/run.sh $DURATION   (release build; gateway and nginx pinned to core 0; mock and wrk on core 1)"
+  echo "command: bench/run.sh $DURATION   (release build; everything measured pinned to core 0; the nginx mock and wrk on core 1)"
   echo
-  printf '%-12s %5s %12s %10s %10s %8s\n' path conns req/s p50_us p99_us errors
-  for c in 1 64; do
-    for path in direct nginx core portcullis redis; do
+  printf '%-8s %5s %12s %10s %10s %9s %10s\n' path conns req/s p50_us p99_us failures requests
+  for c in 64 1; do
+    for path in "${PATHS[@]}"; do
       line="${R[${path}_$c]}"
-      printf '%-12s %5s %12s %10s %10s %8s\n' "$path" "$c" "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" "$(field errors "$line")"
+      errors="$(field errors "$line")"
+      mark=""; if [ "$errors" != 0 ]; then mark=" FAILED"; failed=1; fi
+      printf '%-8s %5s %12s %10s %10s %9s %10s%s\n' "$path" "$c" "$(field rps "$line")" "$(field p50_us "$line")" \
+        "$(field p99_us "$line")" "$errors" "$(field requests "$line")" "$mark"
     done
   done
   echo
-  awk -v p="$(field rps "${R[portcullis_64]}")" -v n="$(field rps "${R[nginx_64]}")" -v d="$(field rps "${R[direct_64]}")" \
-    'BEGIN { printf "64 connections: portcullis/nginx req/s = %.2f (floor 0.50); portcullis/direct = %.2f; nginx/direct = %.2f\n", p/n, p/d, n/d }'
-  awk -v p="$(field p99_us "${R[portcullis_1]}")" -v d="$(field p99_us "${R[direct_1]}")" -v p5="$(field p50_us "${R[portcullis_1]}")" -v d5="$(field p50_us "${R[direct_1]}")" \
-    'BEGIN { printf "1 connection: added latency p50 = %d us, p99 = %d us (ceiling 1000 us)\n", p5-d5, p-d }'
-  for governed in portcullis redis; do
-    awk -v name="$governed" -v g="$(field p50_us "${R[${governed}_1]}")" -v c="$(field p50_us "${R[core_1]}")" \
-        -v gr="$(field rps "${R[${governed}_64]}")" -v cr="$(field rps "${R[core_64]}")" \
-      'BEGIN { printf "identity + limits + budget (%s): p50 %+d us over the core at 1 connection (ceiling 100 us); req/s at 64 connections = %.2f of the core\n", name, g-c, gr/cr }'
+  rps() { field rps "${R[$1_64]}"; }
+  fastest="$(printf '%s\n' "$(rps nginx)" "$(rps core)" "$(rps limits)" "$(rps default)" "$(rps redis)" | sort -g | tail -1)"
+  awk -v d="$(rps direct)" -v f="$fastest" 'BEGIN {
+    printf "validity: direct-to-mock %.0f req/s = %.1fx the fastest proxy (%.0f): %s\n", d, d / f, f, (d >= 4 * f ? "valid" : "INVALID: the mock is too close to the proxies, the ratios measure it")
+  }'
+  for path in core limits default redis; do
+    awk -v name="$path" -v p="$(rps "$path")" -v n="$(rps nginx)" 'BEGIN { printf "64 connections: %-7s / nginx req/s = %.3f\n", name, p / n }'
   done
+  echo "targets (issue 15): default >= 0.30, core >= 0.45, redis >= 0.25"
+  awk -v g5="$(field p50_us "${R[default_1]}")" -v n5="$(field p50_us "${R[nginx_1]}")" \
+      -v g9="$(field p99_us "${R[default_1]}")" -v n9="$(field p99_us "${R[nginx_1]}")" \
+    'BEGIN { printf "1 connection, default path over nginx: p50 %+d us (target <= 150), p99 %+d us (target <= 400)\n", g5 - n5, g9 - n9 }'
+  awk -v b="$RSS_BEFORE" -v a="$RSS_AFTER" 'BEGIN { printf "default gateway RSS: %.1f MB after warm-up, %.1f MB after the run (%+.1f%%)\n", b / 1024, a / 1024, (a - b) * 100 / b }'
+  [ "$failed" = 0 ] || echo "FAILED: some answers were not 2xx or did not arrive (see the failures column)"
 } | tee "$RESULTS"

@@ -27,6 +27,10 @@ public final class Deployment: Sendable {
     public let price: TokenPrice
     private let breaker: Mutex<CircuitBreaker>
     private let healthy = Atomic<Bool>(true)
+    /// When the deployment last failed (a health check or a call that counts), wall-clock seconds; 0: never.
+    private let lastFailure = Mutex<Double>(0)
+    /// Requests sent here in panic: every deployment of the group was marked down.
+    public let panicSelections = Atomic<Int>(0)
 
     public init(target: DeploymentTarget, adapter: any ProviderAdapter, weight: Double = 1, price: TokenPrice = TokenPrice(),
                 breaker: CircuitBreaker.Configuration = CircuitBreaker.Configuration()) {
@@ -54,6 +58,15 @@ public final class Deployment: Sendable {
         isHealthy && breaker.withLock { $0.isAvailable(now: now) }
     }
 
+    /// When the deployment last failed (0: never).
+    public var lastFailureTime: Double { lastFailure.withLock { $0 } }
+
+    /// Whether panic routing may send a request here although a health check failed: its
+    /// circuit admits requests (an open circuit keeps traffic off until its own probe).
+    func isPanicCandidate(now: Double) -> Bool {
+        weight > 0 && breaker.withLock { $0.isAvailable(now: now) }
+    }
+
     /// Claims the right to send one request (the single half-open probe, when half-open).
     public func admit(now: Double = Deployment.now()) -> Bool {
         breaker.withLock { $0.admit(now: now) }
@@ -69,6 +82,7 @@ public final class Deployment: Sendable {
         breaker.withLock { breaker in
             if failure.countsAgainstDeployment {
                 breaker.recordFailure(now: Deployment.now())
+                lastFailure.withLock { $0 = Deployment.now() }
             } else {
                 breaker.releaseProbe()
             }
@@ -82,6 +96,7 @@ public final class Deployment: Sendable {
 
     /// Sets the health-check outcome.
     public func setHealth(_ isHealthy: Bool) {
+        if !isHealthy { lastFailure.withLock { $0 = Deployment.now() } }
         healthy.store(isHealthy, ordering: .relaxed)
     }
 }

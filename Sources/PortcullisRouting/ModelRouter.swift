@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PortcullisCore
 import PortcullisProviders
+import Synchronization
 
 /// What a routed call returned, and who served it.
 public struct Routed<Value> {
@@ -12,6 +13,9 @@ public struct Routed<Value> {
     public var group: String
     /// How many upstream attempts it took.
     public var attempts: Int
+    /// Whether it was served in panic: every deployment of its group was marked down by health
+    /// checks, so the one that failed longest ago was tried anyway.
+    public var panic = false
 }
 
 /// Chooses deployments for a model, with weighted balancing, retries with backoff,
@@ -37,8 +41,13 @@ public struct ModelRouter: Sendable {
     /// Every deployment of every group.
     public var allDeployments: [Deployment] { groups.values.flatMap(\.deployments) }
 
-    /// Picks a deployment of `group` by weight among selectable ones, preferring those not yet tried.
-    func choose(in group: ModelGroup, excluding tried: Set<ObjectIdentifier>, random: Double) -> Deployment? {
+    /// Picks a deployment of `group` by weight among selectable ones, preferring those not yet
+    /// tried. When none is selectable because health checks marked them all down, it panics
+    /// (as Envoy's healthy-panic threshold does): the untried deployment that failed longest
+    /// ago is tried anyway, so a gateway started a moment before its upstream, or a health
+    /// check that fails while calls would succeed, does not refuse everything. Open circuits
+    /// are not overridden: they have their own half-open probe.
+    func choose(in group: ModelGroup, excluding tried: Set<ObjectIdentifier>, random: Double) -> (deployment: Deployment, panic: Bool)? {
         let now = Deployment.now()
         let selectable = group.deployments.filter { $0.isSelectable(now: now) && $0.weight > 0 }
         let fresh = selectable.filter { !tried.contains(ObjectIdentifier($0)) }
@@ -54,8 +63,14 @@ public struct ModelRouter: Sendable {
                 }
                 point -= deployment.weight
             }
-            if chosen.admit(now: now) { return chosen }
+            if chosen.admit(now: now) { return (chosen, false) }
             pool.removeAll { $0 === chosen }
+        }
+        guard selectable.isEmpty else { return nil }
+        let candidates = group.deployments.filter { !$0.isHealthy && !tried.contains(ObjectIdentifier($0)) && $0.isPanicCandidate(now: now) }
+        for deployment in candidates.sorted(by: { $0.lastFailureTime < $1.lastFailureTime }) where deployment.admit(now: now) {
+            deployment.panicSelections.add(1, ordering: .relaxed)
+            return (deployment, true)
         }
         return nil
     }
@@ -83,17 +98,18 @@ public struct ModelRouter: Sendable {
             var tried = Set<ObjectIdentifier>()
             var attempt = 0
             while attempt <= retryPolicy.retries {
-                guard let deployment = choose(in: group, excluding: tried, random: FastRandom.unit()) else { break }
+                guard let (deployment, panic) = choose(in: group, excluding: tried, random: FastRandom.unit()) else { break }
                 tried.insert(ObjectIdentifier(deployment))
                 attempts += 1
                 do {
                     let value = try await operation(deployment)
                     deployment.recordSuccess()
-                    if group.name != primary.name || attempts > 1 {
-                        logger.info("routed after failover", metadata: ["model": "\(model)", "group": "\(group.name)",
-                                                                        "deployment": "\(deployment.name)", "attempts": "\(attempts)"])
+                    if group.name != primary.name || attempts > 1 || panic {
+                        logger.info(panic ? "routed in panic: every deployment was marked down" : "routed after failover",
+                                    metadata: ["model": "\(model)", "group": "\(group.name)", "deployment": "\(deployment.name)",
+                                               "attempts": "\(attempts)"])
                     }
-                    return Routed(value: value, deployment: deployment, group: group.name, attempts: attempts)
+                    return Routed(value: value, deployment: deployment, group: group.name, attempts: attempts, panic: panic)
                 } catch let failure as UpstreamFailure {
                     deployment.record(failure)
                     lastFailure = failure

@@ -82,6 +82,9 @@ struct GatewayMetrics: Sendable {
                    deployments.map { ([("deployment", $0.name)], $0.isSelectable() ? 1 : 0) })
         out.family("portcullis_circuit_open", "gauge", "1 while the deployment's circuit breaker is open or half open.",
                    deployments.map { ([("deployment", $0.name)], $0.circuitState == "closed" ? 0 : 1) })
+        out.family("portcullis_panic_routed_total", "counter",
+                   "Requests sent to a deployment although health checks had marked every deployment of its group down.",
+                   deployments.map { ([("deployment", $0.name)], Double($0.panicSelections.load(ordering: .relaxed))) })
         if let connections {
             out.family("portcullis_connections_open", "gauge", "Client connections open now.", value: Double(connections.openCount))
             out.family("portcullis_connections_refused_total", "counter", "Connections refused at the connection cap with none idle to close.",

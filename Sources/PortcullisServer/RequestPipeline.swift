@@ -326,7 +326,7 @@ public struct RequestPipeline: Sendable {
         var headers = HTTPFields()
         Self.addLimitHeaders(grant, to: &headers)
         headers[.contentType] = "application/json"
-        RoutingHeaders.add(to: &headers, deployment: routed.deployment, group: routed.group, attempts: routed.attempts)
+        RoutingHeaders.add(to: &headers, routed)
         if let usage {
             headers[HTTPField.Name("x-portcullis-cost")!] = String(format: "%.8f", routed.deployment.price.cost(of: usage))
         }

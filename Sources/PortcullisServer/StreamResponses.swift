@@ -39,12 +39,12 @@ struct CompletionChunkFraming: Sendable {
 
 /// Builds streaming responses that forward events as they arrive and end failed streams with a clean terminal error event.
 enum StreamResponses {
-    static func headers(routed deployment: Deployment, group: String, attempts: Int) -> HTTPFields {
+    static func headers<Value>(_ routed: Routed<Value>) -> HTTPFields {
         var headers = HTTPFields()
         headers[.contentType] = "text/event-stream; charset=utf-8"
         headers[.cacheControl] = "no-cache"
         headers[HTTPField.Name("x-accel-buffering")!] = "no"
-        RoutingHeaders.add(to: &headers, deployment: deployment, group: group, attempts: attempts)
+        RoutingHeaders.add(to: &headers, routed)
         return headers
     }
 
@@ -161,7 +161,7 @@ enum StreamResponses {
                 }
             }
         }
-        return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
+        return Response(status: .ok, headers: headers(routed), body: body)
     }
 
     /// An OpenAI-framed legacy completion stream; `meter` counts its text and settles it.
@@ -187,7 +187,7 @@ enum StreamResponses {
                 }
             }
         }
-        return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
+        return Response(status: .ok, headers: headers(routed), body: body)
     }
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
@@ -213,7 +213,7 @@ enum StreamResponses {
                 }
             }
         }
-        return Response(status: .ok, headers: headers(routed: deployment, group: routed.group, attempts: routed.attempts), body: body)
+        return Response(status: .ok, headers: headers(routed), body: body)
     }
 }
 
@@ -224,9 +224,11 @@ enum StreamDisconnects {
 
 /// Headers that tell the client which model group and deployment served it (names only, never secrets).
 enum RoutingHeaders {
-    static func add(to headers: inout HTTPFields, deployment: Deployment, group: String, attempts: Int) {
-        headers[HTTPField.Name("x-portcullis-model-group")!] = group
-        headers[HTTPField.Name("x-portcullis-deployment")!] = deployment.name
-        headers[HTTPField.Name("x-portcullis-attempts")!] = String(attempts)
+    static func add<Value>(to headers: inout HTTPFields, _ routed: Routed<Value>) {
+        headers[HTTPField.Name("x-portcullis-model-group")!] = routed.group
+        headers[HTTPField.Name("x-portcullis-deployment")!] = routed.deployment.name
+        headers[HTTPField.Name("x-portcullis-attempts")!] = String(routed.attempts)
+        // Every deployment of the group was marked down by health checks; this one was tried anyway.
+        if routed.panic { headers[HTTPField.Name("x-portcullis-panic-routing")!] = "true" }
     }
 }

@@ -253,8 +253,30 @@ struct FailoverTests {
             }
             #expect(ready.status == 503)
             #expect(ready.json?.objectValue?["healthy_deployments"] == 0)
+            // Every deployment is marked down, so the request is tried anyway (panic) and fails for real.
             let refused = try await gateway.post("/v1/chat/completions", #"{"model":"dead","messages":[{"role":"user","content":"x"}]}"#)
-            #expect(refused.status == 503)
+            #expect(refused.status == 502 && refused.errorCode == "upstream_connection_failed", "\(refused.body)")
+        }
+    }
+
+    @Test("a gateway started before its only upstream serves it at once (panic routing), and says so in a header and a metric")
+    func panicRoutingAfterEarlyStart() async throws {
+        let port = try freeLoopbackPort()
+        let yaml = "routing: { retries: 0, health_check: { interval_seconds: 30, timeout_seconds: 0.5 } }\nmodels:\n" + openAIModel("gpt", port: port)
+        try await withGateway(yaml: yaml) { gateway in
+            var ready = try await gateway.get("/health/ready")
+            for _ in 0..<50 where ready.status == 200 {
+                try await Task.sleep(nanoseconds: 100_000_000)
+                ready = try await gateway.get("/health/ready")
+            }
+            #expect(ready.status == 503, "the first health check found nothing listening")
+            try await withMockUpstream(onPort: port) { _ in
+                let served = try await gateway.post("/v1/chat/completions", Self.chat)
+                #expect(served.status == 200, "\(served.body)")
+                #expect(served.headers["x-portcullis-panic-routing"] == "true")
+                let metrics = try await gateway.get("/metrics").body
+                #expect(metrics.contains(#"portcullis_panic_routed_total{deployment="gpt/openai_compatible[0]"} 1"#), "\(metrics)")
+            }
         }
     }
 

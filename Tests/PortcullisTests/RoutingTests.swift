@@ -163,6 +163,34 @@ struct ModelRouterTests {
         #expect(provider.calls.load(ordering: .relaxed) == 2)
     }
 
+    @Test("panic routing: when health checks marked every deployment down, the one that failed longest ago is tried, and said to be")
+    func panicRouting() async throws {
+        let older = Self.deployment("older", ScriptedProvider([]))
+        let newer = Self.deployment("newer", ScriptedProvider([]))
+        older.setHealth(false)
+        try await Task.sleep(nanoseconds: 5_000_000)
+        newer.setHealth(false)
+        let router = Self.instant(ModelRouter(groups: [ModelGroup(name: "m", deployments: [newer, older])]))
+        let routed = try await Self.call(router)
+        #expect(routed.panic && routed.deployment.name == "older", "\(routed.deployment.name)")
+        #expect(older.panicSelections.load(ordering: .relaxed) == 1)
+
+        // The panic choice fails: the next one down is tried, not the same one again.
+        let failing = Self.deployment("failing", ScriptedProvider([.status(503)]))
+        let other = Self.deployment("other", ScriptedProvider([]))
+        failing.setHealth(false)
+        try await Task.sleep(nanoseconds: 5_000_000)
+        other.setHealth(false)
+        let retrying = Self.instant(ModelRouter(groups: [ModelGroup(name: "m", deployments: [other, failing])], retryPolicy: RetryPolicy(retries: 2)))
+        let second = try await Self.call(retrying)
+        #expect(second.panic && second.deployment.name == "other" && second.attempts == 2)
+
+        // Once one is healthy again, routing is ordinary.
+        newer.setHealth(true)
+        let healthy = try await Self.call(router)
+        #expect(!healthy.panic && healthy.deployment.name == "newer")
+    }
+
     @Test("unknown model: 404 listing what exists")
     func unknownModel() async throws {
         let router = ModelRouter(groups: [ModelGroup(name: "b", deployments: []), ModelGroup(name: "a", deployments: [])])
