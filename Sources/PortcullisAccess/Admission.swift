@@ -183,7 +183,7 @@ public final class Admission: Sendable {
                     refuse(1_000_000 + index, Self.budgetExceeded(budget.record, amount: worstCaseMicros, now: now, end: budget.end))
                 }
             default:
-                throw GatewayError(status: 500, kind: .internalError, code: "admission_mismatch", message: "The shared state answered an admission out of order.")
+                throw GatewayError(status: 500, kind: .internalError, code: .admissionMismatch, message: "The shared state answered an admission out of order.")
             }
         }
         // Headers tell the tightest window of each kind.
@@ -219,7 +219,7 @@ public final class Admission: Sendable {
     }
 
     static func budgetExceeded(_ budget: BudgetRecord, amount: Int64, now: Double, end: Double) -> GatewayError {
-        GatewayError(status: 429, kind: .rateLimited, code: "budget_exceeded",
+        GatewayError(status: 429, kind: .rateLimited, code: .budgetExceeded,
                      message: "The \(budget.scope.rawValue) budget for this \(budget.period.rawValue) is exhausted "
                          + "(cap \(money(budget.capMicros))); this request could cost up to \(money(amount)).",
                      headers: ["Retry-After": String(Int((end - now).rounded(.up)))])
@@ -262,14 +262,14 @@ public final class Admission: Sendable {
         let seconds = max(1, Int(retryAfter.rounded(.up)))
         headers["Retry-After"] = String(seconds)
         let scope = subject.split(separator: ":").first.map(String.init) ?? subject
-        return GatewayError(status: 429, kind: .rateLimited, code: "rate_limit_exceeded",
+        return GatewayError(status: 429, kind: .rateLimited, code: .rateLimitExceeded,
                             message: "Rate limit reached for this \(scope): \(limit) \(what). Retry after \(seconds) s.", headers: headers)
     }
 
     /// A request larger than a tokens-per-minute limit: waiting never helps, so no `Retry-After`.
     static func neverFits(_ subject: String, tokens: Int64, limit: Int64) -> GatewayError {
         let scope = subject.split(separator: ":").first.map(String.init) ?? subject
-        return GatewayError(status: 429, kind: .rateLimited, code: "request_exceeds_limit",
+        return GatewayError(status: 429, kind: .rateLimited, code: .requestExceedsLimit,
                             message: "This request needs about \(tokens) tokens, more than this \(scope)'s limit of \(limit) tokens per minute: "
                                 + "it can never fit. Send a shorter request or ask for a higher limit.")
     }

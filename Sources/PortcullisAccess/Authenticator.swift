@@ -49,10 +49,10 @@ public final class Authenticator: Sendable {
             do {
                 principal = try await tokens.verify(presented, now: now.timeIntervalSince1970)
             } catch let rejection as TokenRejection {
-                throw GatewayError(status: 401, kind: .authentication, code: "invalid_token", message: rejection.message)
+                throw GatewayError(status: 401, kind: .authentication, code: .invalidToken, message: rejection.message)
             }
             if mfaRequiredRoles.contains(principal.role) && !principal.multiFactor {
-                throw GatewayError(status: 403, kind: .permission, code: "mfa_required",
+                throw GatewayError(status: 403, kind: .permission, code: .mfaRequired,
                                    message: "The \(principal.role.rawValue) role requires multi-factor authentication; sign in again with MFA.")
             }
             return principal
@@ -91,7 +91,7 @@ public final class Authenticator: Sendable {
         return try accept(record, now: seconds)
     }
 
-    static let storeUnavailable = GatewayError(status: 503, kind: .overloaded, code: "credential_store_unavailable",
+    static let storeUnavailable = GatewayError(status: 503, kind: .overloaded, code: .credentialStoreUnavailable,
                                                message: "API keys cannot be checked right now; try again shortly.", headers: ["Retry-After": "5"])
 
     private func accept(_ record: APIKeyRecord, now: Int64) throws -> Principal {
@@ -190,5 +190,5 @@ public final class IPPolicyEngine: Sendable {
         return nil
     }
 
-    static let refusal = GatewayError(status: 403, kind: .permission, code: "ip_not_allowed", message: "Requests from this address are not allowed.")
+    static let refusal = GatewayError(status: 403, kind: .permission, code: .ipNotAllowed, message: "Requests from this address are not allowed.")
 }

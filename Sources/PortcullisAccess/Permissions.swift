@@ -50,7 +50,7 @@ extension Principal {
             throw GatewayError.unauthenticated()
         }
         guard has(permission) else {
-            throw GatewayError(status: 403, kind: .permission, code: "permission_denied",
+            throw GatewayError(status: 403, kind: .permission, code: .permissionDenied,
                                message: "The \(role.rawValue) role may not do this (\(permission.rawValue) is required).")
         }
     }

@@ -53,8 +53,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public var status: Int
     /// The error family.
     public var kind: GatewayErrorKind
-    /// A stable code, e.g. `invalid_json`, `model_not_found`, `upstream_unavailable`.
-    public var code: String
+    /// The stable code, from the one catalog (`ErrorCode`).
+    public var code: ErrorCode
     /// Human-readable explanation.
     public var message: String
     /// The request parameter at fault, when one is.
@@ -62,7 +62,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     /// Extra response headers such as `Retry-After`.
     public var headers: [String: String]
 
-    public init(status: Int, kind: GatewayErrorKind, code: String, message: String, param: String? = nil, headers: [String: String] = [:]) {
+    public init(status: Int, kind: GatewayErrorKind, code: ErrorCode, message: String, param: String? = nil, headers: [String: String] = [:]) {
         self.status = status
         self.kind = kind
         self.code = code
@@ -71,7 +71,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         self.headers = headers
     }
 
-    public var description: String { "\(status) \(code): \(message)" }
+    public var description: String { "\(status) \(code.rawValue): \(message)" }
 
     /// The OpenAI envelope: `{"error":{"message","type","param","code"}}`.
     public func openAIEnvelope() -> JSONValue {
@@ -80,7 +80,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
                 "message": .string(message),
                 "type": .string(kind.openAIType),
                 "param": param.map(JSONValue.string) ?? .null,
-                "code": .string(code),
+                "code": .string(code.rawValue),
             ])
         ])
     }
@@ -89,7 +89,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public func anthropicEnvelope(requestID: String?) -> JSONValue {
         var object: JSONObject = [
             "type": "error",
-            "error": .object(["type": .string(kind.anthropicType), "message": .string(message), "code": .string(code)]),
+            "error": .object(["type": .string(kind.anthropicType), "message": .string(message), "code": .string(code.rawValue)]),
         ]
         if let requestID { object["request_id"] = .string(requestID) }
         return .object(object)
@@ -107,19 +107,19 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
 extension GatewayError {
     /// 400: the body is not JSON; says where.
     public static func invalidJSON(_ error: JSONParseError) -> GatewayError {
-        GatewayError(status: 400, kind: .invalidRequest, code: "invalid_json",
+        GatewayError(status: 400, kind: .invalidRequest, code: .invalidJson,
                      message: "The request body is not valid JSON: \(error.description) (byte offset \(error.offset)).")
     }
 
     /// 400: a field is missing or has the wrong shape.
     public static func invalidParameter(_ param: String, _ message: String) -> GatewayError {
-        GatewayError(status: 400, kind: .invalidRequest, code: "invalid_parameter", message: message, param: param)
+        GatewayError(status: 400, kind: .invalidRequest, code: .invalidParameter, message: message, param: param)
     }
 
     /// 404: no such model; lists what exists.
     public static func modelNotFound(_ model: String, available: [String]) -> GatewayError {
         let list = available.sorted().joined(separator: ", ")
-        return GatewayError(status: 404, kind: .notFound, code: "model_not_found",
+        return GatewayError(status: 404, kind: .notFound, code: .modelNotFound,
                             message: "The model '\(echo(model))' does not exist. Available models: \(list.isEmpty ? "(none)" : list).",
                             param: "model")
     }
@@ -131,26 +131,26 @@ extension GatewayError {
     }
 
     /// 400: the body's HTTP framing is broken or it ended before its declared length.
-    public static let malformedBody = GatewayError(status: 400, kind: .invalidRequest, code: "malformed_body",
+    public static let malformedBody = GatewayError(status: 400, kind: .invalidRequest, code: .malformedBody,
         message: "The request body could not be read: its chunked encoding or Content-Length is invalid, or it ended early.")
 
     /// 413: the body exceeds the configured limit.
     public static func bodyTooLarge(limit: Int) -> GatewayError {
-        GatewayError(status: 413, kind: .requestTooLarge, code: "request_too_large",
+        GatewayError(status: 413, kind: .requestTooLarge, code: .requestTooLarge,
                      message: "The request body exceeds the limit of \(limit) bytes.")
     }
 
     /// 401: credentials missing or wrong.
     public static func unauthenticated(_ message: String = "Missing or invalid API key. Send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>'.") -> GatewayError {
-        GatewayError(status: 401, kind: .authentication, code: "invalid_api_key", message: message)
+        GatewayError(status: 401, kind: .authentication, code: .invalidApiKey, message: message)
     }
 
     /// 400: the model cannot serve this kind of request.
     public static func unsupported(_ message: String, param: String? = nil) -> GatewayError {
-        GatewayError(status: 400, kind: .invalidRequest, code: "unsupported_operation", message: message, param: param)
+        GatewayError(status: 400, kind: .invalidRequest, code: .unsupportedOperation, message: message, param: param)
     }
 
     /// 500 that exposes no internals.
-    public static let internalFailure = GatewayError(status: 500, kind: .internalError, code: "internal_error",
+    public static let internalFailure = GatewayError(status: 500, kind: .internalError, code: .internalError,
                                                      message: "The gateway hit an internal error. The request id identifies it in the logs.")
 }

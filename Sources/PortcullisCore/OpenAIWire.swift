@@ -497,7 +497,7 @@ public enum OpenAIWire {
 
     /// An error for an upstream body that does not follow the documented schema.
     public static func malformedUpstream(_ detail: String) -> GatewayError {
-        GatewayError(status: 502, kind: .upstream, code: "upstream_malformed_response",
+        GatewayError(status: 502, kind: .upstream, code: .upstreamMalformedResponse,
                      message: "The upstream provider returned a response the gateway could not read (\(detail)).")
     }
 }

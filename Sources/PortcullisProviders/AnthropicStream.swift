@@ -198,6 +198,6 @@ public struct AnthropicStreamEncoder: Sendable {
     public static func errorEvent(_ error: GatewayError) -> ByteBuffer {
         SSEWriter.event("error", JSONWriter.bytes(["type": "error", "error": ["type": .string(error.kind.anthropicType),
                                                                              "message": .string(error.message),
-                                                                             "code": .string(error.code)]]))
+                                                                             "code": .string(error.code.rawValue)]]))
     }
 }

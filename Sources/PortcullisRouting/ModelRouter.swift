@@ -130,7 +130,7 @@ public struct ModelRouter: Sendable {
             }
         }
         if let lastFailure { throw Self.clientError(for: lastFailure, attempts: attempts) }
-        throw GatewayError(status: 503, kind: .overloaded, code: "no_healthy_deployment",
+        throw GatewayError(status: 503, kind: .overloaded, code: .noHealthyDeployment,
                            message: "No healthy deployment is available for model '\(model)'"
                                + (primary.fallbacks.isEmpty ? "" : " or its fallbacks") + ": circuits are open or health checks fail.")
     }
@@ -143,22 +143,22 @@ public struct ModelRouter: Sendable {
         case .status(429):
             var headers: [String: String] = [:]
             if let retryAfter = failure.retryAfter { headers["retry-after"] = String(Int(retryAfter.rounded(.up))) }
-            return GatewayError(status: 429, kind: .rateLimited, code: "upstream_rate_limited", message: base, headers: headers)
+            return GatewayError(status: 429, kind: .rateLimited, code: .upstreamRateLimited, message: base, headers: headers)
         case .status(401), .status(403):
-            return GatewayError(status: 502, kind: .upstream, code: "upstream_auth_failed",
+            return GatewayError(status: 502, kind: .upstream, code: .upstreamAuthFailed,
                                 message: "Deployment '\(failure.deployment)' rejected the gateway's credentials (check the configured API key).")
         case .status(let code) where code >= 400 && code < 500:
-            return GatewayError(status: code, kind: code == 404 ? .notFound : .invalidRequest, code: "upstream_rejected_request", message: base)
+            return GatewayError(status: code, kind: code == 404 ? .notFound : .invalidRequest, code: .upstreamRejectedRequest, message: base)
         case .status(503), .status(529):
-            return GatewayError(status: 503, kind: .overloaded, code: "upstream_unavailable", message: base)
+            return GatewayError(status: 503, kind: .overloaded, code: .upstreamUnavailable, message: base)
         case .status:
-            return GatewayError(status: 502, kind: .upstream, code: "upstream_error", message: base)
+            return GatewayError(status: 502, kind: .upstream, code: .upstreamError, message: base)
         case .timeout:
-            return GatewayError(status: 504, kind: .timeout, code: "upstream_timeout", message: base)
+            return GatewayError(status: 504, kind: .timeout, code: .upstreamTimeout, message: base)
         case .connection:
-            return GatewayError(status: 502, kind: .upstream, code: "upstream_connection_failed", message: base)
+            return GatewayError(status: 502, kind: .upstream, code: .upstreamConnectionFailed, message: base)
         case .malformed:
-            return GatewayError(status: 502, kind: .upstream, code: "upstream_malformed_response", message: base)
+            return GatewayError(status: 502, kind: .upstream, code: .upstreamMalformedResponse, message: base)
         }
     }
 }

@@ -67,17 +67,17 @@ struct AdminAPI: Sendable {
             throw GatewayError.invalidParameter("role", "role must be one of user, developer, admin, auditor")
         }
         guard principal.role.grantableRoles.contains(role) else {
-            throw GatewayError(status: 403, kind: .permission, code: "permission_denied",
+            throw GatewayError(status: 403, kind: .permission, code: .permissionDenied,
                                message: "The \(principal.role.rawValue) role may not issue \(role.rawValue) keys.", param: "role")
         }
         var userID = try fields.string("user_id")
         var teamID = try fields.string("team_id")
         if !principal.has(.manageAllKeys) {
             guard userID == nil || userID == principal.userID else {
-                throw GatewayError(status: 403, kind: .permission, code: "permission_denied", message: "Developers issue keys for themselves only.", param: "user_id")
+                throw GatewayError(status: 403, kind: .permission, code: .permissionDenied, message: "Developers issue keys for themselves only.", param: "user_id")
             }
             guard teamID == nil || teamID == principal.teamID else {
-                throw GatewayError(status: 403, kind: .permission, code: "permission_denied", message: "Developers issue keys for their own team only.", param: "team_id")
+                throw GatewayError(status: 403, kind: .permission, code: .permissionDenied, message: "Developers issue keys for their own team only.", param: "team_id")
             }
             userID = principal.userID
             teamID = teamID ?? principal.teamID
@@ -107,7 +107,7 @@ struct AdminAPI: Sendable {
     /// pays for it too), an expiry no later. An omitted bound is inherited; an exceeded one is refused.
     private func boundByIssuer(_ spec: inout NewAPIKey, issuer: Principal) async throws {
         func exceeds(_ param: String, _ what: String) -> GatewayError {
-            GatewayError(status: 403, kind: .permission, code: "exceeds_issuer_bounds",
+            GatewayError(status: 403, kind: .permission, code: .exceedsIssuerBounds,
                          message: "A key you mint cannot have more than your own credential: \(what).", param: param)
         }
         if !issuer.allowedModels.isEmpty {
@@ -154,12 +154,12 @@ struct AdminAPI: Sendable {
         let mayAll = modifying ? principal.has(.manageAllKeys) : principal.has(.readAdministration)
         guard let record, mayAll || (principal.has(.manageOwnKeys) && record.userID != nil && record.userID == principal.userID) else {
             if !mayAll && !principal.has(.manageOwnKeys) { try principal.require(.manageOwnKeys) }
-            throw GatewayError(status: 404, kind: .notFound, code: "key_not_found", message: "There is no key '\(String(id.prefix(64)))' you may see.")
+            throw GatewayError(status: 404, kind: .notFound, code: .keyNotFound, message: "There is no key '\(String(id.prefix(64)))' you may see.")
         }
         // Rotating a key hands out its secret, and revoking it acts with its authority: only for
         // keys of a role the caller could issue.
         if modifying && !principal.role.grantableRoles.contains(record.role) {
-            throw GatewayError(status: 403, kind: .permission, code: "permission_denied",
+            throw GatewayError(status: 403, kind: .permission, code: .permissionDenied,
                                message: "The \(principal.role.rawValue) role may not manage \(record.role.rawValue) keys.")
         }
         return record
@@ -175,7 +175,7 @@ struct AdminAPI: Sendable {
         let body = try await Self.body(request, optional: true)
         let grace = try FieldReader(body).number("grace_seconds", in: 0...(90 * 86_400)) ?? access.rotationGrace
         guard let issued = try await access.keys.rotate(keyID: id, grace: grace) else {
-            throw GatewayError(status: 409, kind: .invalidRequest, code: "key_revoked", message: "The key '\(id)' is revoked and cannot be rotated.")
+            throw GatewayError(status: 409, kind: .invalidRequest, code: .keyRevoked, message: "The key '\(id)' is revoked and cannot be rotated.")
         }
         // Cached copies of the previous secret must be checked again against its grace period.
         access.authenticator.cache.invalidate(keyID: id)
@@ -206,7 +206,7 @@ struct AdminAPI: Sendable {
     func getUser(_ id: String, _ context: GatewayRequestContext) async throws -> Response {
         if context.principal.userID != id { try context.principal.require(.readAdministration) } else { try context.principal.require(.readOwnUsage) }
         guard let user = try await access.directory.user(id) else {
-            throw GatewayError(status: 404, kind: .notFound, code: "user_not_found", message: "There is no user '\(id)'.")
+            throw GatewayError(status: 404, kind: .notFound, code: .userNotFound, message: "There is no user '\(id)'.")
         }
         return Self.json(Self.userObject(user))
     }
@@ -231,7 +231,7 @@ struct AdminAPI: Sendable {
     func getTeam(_ id: String, _ context: GatewayRequestContext) async throws -> Response {
         if context.principal.teamID != id { try context.principal.require(.readAdministration) } else { try context.principal.require(.readOwnUsage) }
         guard let team = try await access.directory.team(id) else {
-            throw GatewayError(status: 404, kind: .notFound, code: "team_not_found", message: "There is no team '\(id)'.")
+            throw GatewayError(status: 404, kind: .notFound, code: .teamNotFound, message: "There is no team '\(id)'.")
         }
         return Self.json(Self.teamObject(team))
     }
@@ -267,7 +267,7 @@ struct AdminAPI: Sendable {
     func delete(_ context: GatewayRequestContext, action: String, target: String, _ remove: (String) async throws -> Bool) async throws -> Response {
         try context.principal.require(.writeAdministration)
         guard try await remove(target) else {
-            throw GatewayError(status: 404, kind: .notFound, code: "not_found", message: "There is no '\(target)'.")
+            throw GatewayError(status: 404, kind: .notFound, code: .notFound, message: "There is no '\(target)'.")
         }
         try await changed(context, action, target: target)
         return Self.json(["id": .string(target), "deleted": true])
@@ -349,9 +349,9 @@ struct AdminAPI: Sendable {
             if let value = query[Substring(name)] { filters[name] = String(value) }
         }
         if !principal.has(.readAdministration) {
-            guard let own = principal.userID else { throw GatewayError(status: 403, kind: .permission, code: "permission_denied", message: "Anonymous callers have no usage.") }
+            guard let own = principal.userID else { throw GatewayError(status: 403, kind: .permission, code: .permissionDenied, message: "Anonymous callers have no usage.") }
             if let asked = filters["user_id"], asked != own {
-                throw GatewayError(status: 403, kind: .permission, code: "permission_denied", message: "You may read your own usage only.", param: "user_id")
+                throw GatewayError(status: 403, kind: .permission, code: .permissionDenied, message: "You may read your own usage only.", param: "user_id")
             }
             filters["user_id"] = own
         }

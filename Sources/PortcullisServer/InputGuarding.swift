@@ -91,7 +91,7 @@ public struct InputGuarding: Sendable {
             let detail = decisive.category == .invalidInput ? ": \(decisive.reason)" : ""
             var param: String?
             if let segment = decisive.segment, let message = input.segments[segment].messageIndex { param = "messages[\(message)]" }
-            throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+            throw GatewayError(status: 400, kind: .invalidRequest, code: .guardrailBlocked,
                                message: "The request was blocked by the \(decisive.category.rawValue) guardrail (\(decisive.risk) risk, "
                                    + "policy '\(outcome.policy)')\(detail).",
                                param: param, headers: ["x-portcullis-guard-category": decisive.category.rawValue])
@@ -104,7 +104,7 @@ public struct InputGuarding: Sendable {
                 where call.arguments != request.messages[message].toolCalls[position].arguments
                     && (try? JSONParser.parse(request.messages[message].toolCalls[position].arguments)) != nil
                     && (try? JSONParser.parse(call.arguments)) == nil {
-                throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+                throw GatewayError(status: 400, kind: .invalidRequest, code: .guardrailBlocked,
                                    message: "The request was blocked by the pii guardrail: personal data in tool-call arguments "
                                        + "could not be redacted without breaking their JSON.",
                                    param: "messages[\(message)]", headers: ["x-portcullis-guard-category": "pii"])
@@ -509,7 +509,7 @@ final class ChunkGuard: Sendable {
         }
         if let blocked {
             finish()
-            throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+            throw GatewayError(status: 400, kind: .invalidRequest, code: .guardrailBlocked,
                                message: "The answer was stopped by the \(blocked.category.rawValue) output guardrail (\(blocked.risk) risk, "
                                    + "policy '\(inspector.policy.name)').")
         }
@@ -517,7 +517,7 @@ final class ChunkGuard: Sendable {
             let finding = GuardFinding(guardName: "format", category: .format, risk: .medium, score: 1, reason: problem)
             record([(finding, .block)])
             finish()
-            throw GatewayError(status: 400, kind: .invalidRequest, code: "guardrail_blocked",
+            throw GatewayError(status: 400, kind: .invalidRequest, code: .guardrailBlocked,
                                message: "The answer is not the JSON the request's response_format asked for: \(problem).")
         }
         return chunk

@@ -59,20 +59,20 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
     static func gatewayError(for error: any Error, path: String) -> GatewayError {
         if let gatewayError = error as? GatewayError { return gatewayError }
         if let storeError = error as? SQLError, storeError.isUnavailable {
-            return GatewayError(status: 503, kind: .overloaded, code: "storage_unavailable",
+            return GatewayError(status: 503, kind: .overloaded, code: .storageUnavailable,
                                 message: "The gateway's database cannot be reached right now; try again shortly.", headers: ["Retry-After": "5"])
         }
         if error is HTTPParserError { return .malformedBody }
         if let httpError = error as? HTTPError {
             switch httpError.status.code {
             case 404:
-                return GatewayError(status: 404, kind: .notFound, code: "route_not_found", message: "There is no route for '\(path)'.")
+                return GatewayError(status: 404, kind: .notFound, code: .routeNotFound, message: "There is no route for '\(path)'.")
             case 405:
-                return GatewayError(status: 405, kind: .invalidRequest, code: "method_not_allowed", message: "This method is not allowed on '\(path)'.")
+                return GatewayError(status: 405, kind: .invalidRequest, code: .methodNotAllowed, message: "This method is not allowed on '\(path)'.")
             case 413:
-                return GatewayError(status: 413, kind: .requestTooLarge, code: "request_too_large", message: "The request body is too large.")
+                return GatewayError(status: 413, kind: .requestTooLarge, code: .requestTooLarge, message: "The request body is too large.")
             case 400..<500:
-                return GatewayError(status: Int(httpError.status.code), kind: .invalidRequest, code: "bad_request",
+                return GatewayError(status: Int(httpError.status.code), kind: .invalidRequest, code: .badRequest,
                                     message: httpError.body ?? "The request is invalid.")
             default:
                 return .internalFailure

@@ -251,7 +251,7 @@ public struct RequestPipeline: Sendable {
     func admit(_ context: GatewayRequestContext, model: String, bodySize: Int, maxTokens: Int?) async throws -> Grant? {
         let principal = context.principal
         guard principal.mayUse(model: model) else {
-            throw GatewayError(status: 403, kind: .permission, code: "model_not_allowed",
+            throw GatewayError(status: 403, kind: .permission, code: .modelNotAllowed,
                                message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
         }
         guard let governance else { return nil }

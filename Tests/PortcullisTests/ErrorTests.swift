@@ -6,6 +6,17 @@ import Testing
 /// Bad input gets a clear error in the client's envelope, with a stable code; the gateway never crashes.
 @Suite("Errors and access", .serialized)
 struct ErrorTests {
+    @Test("every stable code in the catalog is documented in the README's error table, and no two share a string")
+    func codeCatalogIsDocumented() throws {
+        let readme = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../README.md").standardized, encoding: .utf8)
+        let table = readme.components(separatedBy: "### Errors").dropFirst().first?.components(separatedBy: "\n## ").first ?? ""
+        for code in ErrorCode.allCases {
+            #expect(table.contains("`\(code.rawValue)`"), "\(code.rawValue) is missing from the README's error table")
+        }
+        #expect(Set(ErrorCode.allCases.map(\.rawValue)).count == ErrorCode.allCases.count)
+    }
+
     @Test("malformed JSON: 400 saying where, in each dialect's envelope")
     func malformedJSON() async throws {
         try await withGateway(configuration: .init(demo: true)) { gateway in

@@ -158,7 +158,7 @@ struct ModelRouterTests {
             Issue.record("expected failure")
         } catch let error as GatewayError {
             #expect(error.status == 503)
-            #expect(error.code == "no_healthy_deployment")
+            #expect(error.code == .noHealthyDeployment)
         }
         #expect(provider.calls.load(ordering: .relaxed) == 2)
     }
