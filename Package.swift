@@ -31,6 +31,7 @@ let package = Package(
             name: "PortcullisCore",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -83,6 +84,7 @@ let package = Package(
         .target(
             name: "PortcullisStorage",
             dependencies: [
+                "PortcullisCore",
                 "PortcullisRedis",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),

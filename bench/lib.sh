@@ -58,7 +58,7 @@ server: { host: 127.0.0.1, port: $1 }
 log_level: warning
 auth: { master_key: bench-master-key }
 # Every role's limits far above what the bench sends: it measures the path, not the limiter.
-limits: { roles: { admin: { rpm: 100000000, tpm: 10000000000, concurrency: 100000 }, user: { rpm: 100000000, tpm: 10000000000, concurrency: 100000 } } }
+limits: { roles: { admin: { rpm: 100000000, tpm: 2000000000, concurrency: 100000 }, user: { rpm: 100000000, tpm: 2000000000, concurrency: 100000 } } }
 storage: { database: "sqlite:$WORK/gateway-$1.db"${2:-} }
 routing: { health_check: { interval_seconds: 0 } }
 ${3:-}

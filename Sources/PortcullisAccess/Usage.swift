@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PortcullisCore
 import PortcullisStorage
 import ServiceLifecycle
 import Synchronization
@@ -148,22 +149,8 @@ public final class UsageRecorder: Service, Sendable {
     }
 
     public func run() async throws {
-        await flushPeriodically(every: interval) { await self.flush() }
+        // Every interval, then once more at shutdown so that the last interval's rows are written.
+        await Periodic.run(every: Deadline.seconds(interval), { await self.flush() }, final: { await self.flush() })
     }
 }
 
-/// A batched writer's service loop: `flush` every `interval` seconds until graceful shutdown,
-/// then once more. The final flush must not inherit the shutdown's cancellation (the store
-/// would refuse it and the last interval's rows would be lost), so it runs in a task of its own.
-public func flushPeriodically(every interval: Double, _ flush: @escaping @Sendable () async -> Void) async {
-    let nanoseconds = UInt64(interval * 1_000_000_000)
-    await cancelWhenGracefulShutdown {
-        while !Task.isCancelled {
-            try? await Task.sleep(nanoseconds: nanoseconds)
-            // A flush under way when shutdown begins finishes (its own task is not cancelled),
-            // instead of failing half-way and being repeated by the last flush below.
-            await Task { await flush() }.value
-        }
-    }
-    await Task { await flush() }.value
-}

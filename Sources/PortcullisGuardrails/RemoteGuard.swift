@@ -29,30 +29,17 @@ public struct RemoteGuard: InputGuard {
         guard input.segments.contains(where: { !$0.isTrusted }) else { return [] }
         let ask = self.ask, timeout = self.timeout
         do {
-            return try await withThrowingTaskGroup(of: [GuardFinding]?.self) { group in
-                group.addTask { try await ask(input) }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let findings = first else { throw RemoteGuardError.timedOut }
-                return findings.map { finding in
-                    var finding = finding
-                    finding.guardName = name
-                    return finding
-                }
+            return try await Deadline.run(within: timeout) { try await ask(input) }.map { finding in
+                var finding = finding
+                finding.guardName = name
+                return finding
             }
         } catch {
-            let reason = error is RemoteGuardError ? "\(name) did not answer in time" : "\(name) failed"
+            let reason = error is DeadlineExceeded ? "\(name) did not answer in time" : "\(name) failed"
             return [GuardFinding(guardName: name, category: failureCategory, risk: failClosed ? .high : .low, score: 0,
                                  reason: reason + (failClosed ? " (fail closed)" : " (fail open)"))]
         }
     }
-}
-
-enum RemoteGuardError: Error {
-    case timedOut
 }
 
 /// The LLM-judge tier's conversation: instructions, the untrusted text isolated between

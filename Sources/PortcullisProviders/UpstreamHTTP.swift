@@ -180,17 +180,10 @@ public final class UpstreamHTTPClient: Sendable {
     /// Runs `body`, failing with a `timeout(phase)` failure if it takes longer than `seconds`.
     public static func withTimeLimit<T: Sendable>(seconds: Double, phase: String, deployment: String,
                                                   _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw UpstreamFailure(reason: .timeout(phase), message: "no \(phase) within \(format(seconds)) s", deployment: deployment)
-            }
-            return value
+        do {
+            return try await Deadline.run(within: Deadline.seconds(seconds), body)
+        } catch is DeadlineExceeded {
+            throw UpstreamFailure(reason: .timeout(phase), message: "no \(phase) within \(format(seconds)) s", deployment: deployment)
         }
     }
 

@@ -51,14 +51,6 @@ public struct HealthChecker: Service {
             try? await gracefulShutdown()
             return
         }
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            await checkAll()
-            let pause = UInt64(interval * 1_000_000_000)
-            do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(nanoseconds: pause) }
-            } catch {
-                return
-            }
-        }
+        await Periodic.run(every: Deadline.seconds(interval), startImmediately: true) { await checkAll() }
     }
 }

@@ -221,13 +221,8 @@ struct LeaseFlusher: Service {
     let interval: Double
 
     func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(Int64(interval * 1000)))
-                try? await state.flush(now: Date().timeIntervalSince1970)
-            }
-        }
-        try? await state.flush(now: .infinity)
+        await Periodic.run(every: Deadline.seconds(interval), { try? await state.flush(now: Date().timeIntervalSince1970) },
+                           final: { try? await state.flush(now: .infinity) })
     }
 }
 
@@ -246,12 +241,7 @@ struct IPRuleRefresher: Service {
                         await reload()
                     }
                 }
-                group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(nanoseconds: 30_000_000_000)
-                        policy.markStale()
-                    }
-                }
+                group.addTask { await Periodic.run(every: .seconds(30)) { policy.markStale() } }
                 await group.next()
                 group.cancelAll()
             }
@@ -279,38 +269,25 @@ struct HealthProbe: Service {
     let interval: Double
 
     func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: UInt64(interval * 1_000_000_000))
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        let answer = await Self.within(seconds: max(interval, 1)) { try await store.query("SELECT 1 AS ok", []) }
-                        if answer?.count == 1 { health.recordSuccess() } else { health.recordFailure() }
+        let limit = Deadline.seconds(max(interval, 1))
+        await Periodic.run(every: Deadline.seconds(interval)) {
+            await withTaskGroup(of: Void.self) { group in
+                // A probe that hangs is reported unreachable at its deadline, at once; the next
+                // probe starts only after it has returned, so hung calls never pile up.
+                group.addTask {
+                    let answer = try? await Deadline.run(within: limit, onExpiry: { health.recordFailure() }) {
+                        try await store.query("SELECT 1 AS ok", [])
                     }
-                    if let redis, let sharedState {
-                        group.addTask {
-                            let answer = await Self.within(seconds: max(interval, 1)) { try await redis.command(["PING"]) }
-                            sharedState.recordProbe(reachable: answer?.string == "PONG")
+                    if answer?.count == 1 { health.recordSuccess() } else { health.recordFailure() }
+                }
+                if let redis, let sharedState {
+                    group.addTask {
+                        let answer = try? await Deadline.run(within: limit, onExpiry: { sharedState.recordProbe(reachable: false) }) {
+                            try await redis.command(["PING"])
                         }
+                        sharedState.recordProbe(reachable: answer?.string == "PONG")
                     }
                 }
-            }
-        }
-    }
-
-    /// The result of `operation`, or nil when it fails or takes longer than `seconds`
-    /// (a hung call is left to finish on its own; the probe does not wait for it).
-    static func within<T: Sendable>(seconds: Double, _ operation: @escaping @Sendable () async throws -> T) async -> T? {
-        let settled = Mutex(false)
-        return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-            let finish: @Sendable (T?) -> Void = { value in
-                if settled.withLock({ done in defer { done = true }; return !done }) { continuation.resume(returning: value) }
-            }
-            let work = Task { finish(try? await operation()) }
-            Task {
-                try? await Task.sleep(nanoseconds: UInt64(seconds * 1_000_000_000))
-                work.cancel()
-                finish(nil)
             }
         }
     }

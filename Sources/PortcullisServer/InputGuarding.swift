@@ -379,7 +379,7 @@ public final class GuardEventLog: Service, Sendable {
     }
 
     public func run() async throws {
-        await flushPeriodically(every: interval) { await self.flush() }
+        await Periodic.run(every: Deadline.seconds(interval), { await self.flush() }, final: { await self.flush() })
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import PortcullisCore
 import PostgresNIO
 import ServiceLifecycle
 
@@ -25,20 +26,10 @@ public final class PostgresStore: SQLStore, Service {
 
     /// Runs `body`, or fails with an unavailable error once the operation timeout has passed.
     private func bounded<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        let timeout = operationTimeout
-        return try await withoutActuallyEscaping(body) { body in
-            try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask { try await body() }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let value = first else {
-                    throw SQLError("the database did not answer within \(timeout)", isUnavailable: true)
-                }
-                return value
-            }
+        do {
+            return try await Deadline.run(within: operationTimeout, body)
+        } catch let exceeded as DeadlineExceeded {
+            throw SQLError("the database did not answer within \(exceeded.limit)", isUnavailable: true)
         }
     }
 

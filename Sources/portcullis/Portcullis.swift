@@ -117,11 +117,11 @@ struct Serve: AsyncParsableCommand {
             let port = channel.localAddress?.port ?? 0
             logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
         }
-        let group = ServiceGroup(configuration: .init(
-            services: [app],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            cancellationSignals: [.sigquit],
-            logger: logger))
+        var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint],
+                                                  cancellationSignals: [.sigquit], logger: logger)
+        // In-flight requests get `shutdown_grace_seconds` to finish; then the rest is cancelled.
+        lifecycle.maximumGracefulShutdownDuration = .nanoseconds(Int64(configuration.server.shutdownGraceSeconds * 1_000_000_000))
+        let group = ServiceGroup(configuration: lifecycle)
         try await group.run()
         logger.notice("Portcullis stopped")
     }
