@@ -79,7 +79,10 @@ public final class LeasingSharedState: SharedState {
                 LimitCheck.reserve(key: key, amount: amount - taken, cap: cap, ttl: ttl, mustExist: mustExist)
             }
         }
-        let extras = checks.map(extra)
+        // A check the lease still covered (the round trip is for another check, or the lease's
+        // lifetime ran out) asks for nothing more: topping up a lease with room left would grow
+        // what this replica holds in Redis with every renewal, until the limit refused everyone.
+        let extras = zip(checks, taken).map { check, taken in taken >= check.cost ? 0 : extra(check) }
         remoteCalls.add(1, ordering: .relaxed)
         let answers: [RedisSharedState.LeaseAnswer]
         do {

@@ -28,6 +28,13 @@ public enum LimitCheck: Sendable, Equatable {
         case .window(let key, _, _, _), .reserve(let key, _, _, _, _): key
         }
     }
+
+    /// What the check asks for: the window's cost, or the reservation's amount.
+    public var cost: Int64 {
+        switch self {
+        case .window(_, let cost, _, _), .reserve(_, let cost, _, _, _): cost
+        }
+    }
 }
 
 /// How one check of an admission came out on its own.

@@ -48,6 +48,23 @@ struct LeasingTests {
         await client.shutdown()
     }
 
+    @Test("a lease renewed while it still has room is not topped up: what a replica holds in Redis stays bounded")
+    func renewalDoesNotGrowTheLease() async throws {
+        let replica = try leasingReplicas(lifetime: 0.5)[0]
+        let key = "lease-\(UUID().uuidString)"
+        let check = LimitCheck.reserve(key: key, amount: 1, cap: 1600, ttl: 900, mustExist: false)
+        // One slot held the whole time; every lifetime the lease expires and is renewed by the next admission.
+        #expect(try await replica.admit([check], affinity: key, now: now) == [.reserve(true)])
+        for step in 1...40 {
+            let at = now + Double(step) * 0.6
+            #expect(try await replica.admit([check], affinity: key, now: at) == [.reserve(true)])
+            try await replica.settle([.settle(key: key, reserved: 1, actual: 0, ttl: 900)], affinity: key, now: at)
+        }
+        let held = try await replica.balance(key: key).reserved
+        #expect(held <= 1 + 1600 / 16, "Redis holds \(held) for one slot in use: the lease grew with every renewal")
+        try await replica.flush(now: .infinity)
+    }
+
     @Test("a limit below the lease fraction stays exact: every admission asks Redis")
     func smallLimitIsExact() async throws {
         let replicas = try leasingReplicas()
