@@ -85,11 +85,12 @@ public struct InjectionGuard: InputGuard {
         }
     }
 
-    /// Words of the attacks' vocabulary as each disguise writes them (lower case).
+    /// Words of the attacks' vocabulary as each disguise writes them (lower case). Few, and
+    /// each with a byte rare in ordinary text ('z', 'q', 'j', 'k', 'p'), so that looking for
+    /// them in a long prompt costs little.
     static let transformCues: [(Transform, [[UInt8]])] = [
-        (.reversed, ["erongi", "suoiverp", "snoitcurtsni", "tpmorp", "dragersid", "edirrevo", "kaerbliaj",
-                     "йуриронги", "еищудыдерп", "иицкуртсни", "тпморп", "ьдубаз"].map { Array($0.utf8) }),
-        (.rot13, ["vtaber", "cerivbhf", "vafgehpgvba", "flfgrz", "cebzcg", "qvfertneq", "bireevqr", "wnvyoernx"].map { Array($0.utf8) }),
+        (.reversed, ["erongi", "tpmorp", "snoitcurtsni", "kaerbliaj", "йуриронги"].map { Array($0.utf8) }),
+        (.rot13, ["vtaber", "flfgrz", "cebzcg", "qvfertneq", "wnvyoernx"].map { Array($0.utf8) }),
     ]
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {

@@ -674,37 +674,47 @@ public struct FoldedText: Sendable {
     /// (a line break, a group dot, a no-break or zero-width space), an invisible character
     /// inside a word, or any full-width form.
     private static func hasDisguise(_ raw: [UInt8]) -> Bool {
-        func digitAt(_ position: Int) -> Bool {
-            guard position < raw.count else { return false }
-            return PIIDetector.isDigit(raw[position]) || (position + 2 < raw.count && raw[position] == 0xEF && raw[position + 1] == 0xBC
-                                                          && raw[position + 2] >= 0x90 && raw[position + 2] <= 0x99)
+        raw.withUnsafeBufferPointer { bytes in
+            func digitAt(_ position: Int) -> Bool {
+                guard position < bytes.count else { return false }
+                return PIIDetector.isDigit(bytes[position]) || (position + 2 < bytes.count && bytes[position] == 0xEF && bytes[position + 1] == 0xBC
+                                                                && bytes[position + 2] >= 0x90 && bytes[position + 2] <= 0x99)
+            }
+            var index = 0
+            while index < bytes.count {
+                // Most bytes cannot begin a disguise: one table look-up each.
+                guard isTrigger[Int(bytes[index])] else {
+                    index += 1
+                    continue
+                }
+                let byte = bytes[index]
+                if byte < 0x80 {
+                    if byte == 0x2E {
+                        if isGroupDot(raw, index) { return true }
+                    } else if index > 0 && digitAt(index - 1) && digitAt(index + 1) {
+                        return true   // a line break or tab between digits
+                    }
+                    index += 1
+                    continue
+                }
+                let (value, length) = NormalizedText.scalar(in: bytes, at: index)
+                switch disguise(value) {
+                case .fullWidth?: return true
+                case .space?: if index > 0 && digitAt(index - 1) && digitAt(index + length) { return true }
+                case .invisible?:
+                    if index > 0 && PIIDetector.isAlphanumeric(bytes[index - 1]) && index + length < bytes.count
+                        && PIIDetector.isAlphanumeric(bytes[index + length]) { return true }
+                case nil: break
+                }
+                index += length
+            }
+            return false
         }
-        var index = 0
-        while index < raw.count {
-            let byte = raw[index]
-            if byte < 0x80 {
-                if (byte == 0x0A || byte == 0x0D || byte == 0x09) && index > 0 && digitAt(index - 1) && digitAt(index + 1) { return true }
-                if byte == 0x2E && isGroupDot(raw, index) { return true }
-                index += 1
-                continue
-            }
-            guard byte == 0xC2 || byte == 0xE2 || byte == 0xE3 || byte == 0xEF else {
-                index += 1
-                continue
-            }
-            let (value, length) = raw.withUnsafeBufferPointer { NormalizedText.scalar(in: $0, at: index) }
-            switch disguise(value) {
-            case .fullWidth?: return true
-            case .space?: if index > 0 && digitAt(index - 1) && digitAt(index + length) { return true }
-            case .invisible?:
-                if index > 0 && PIIDetector.isAlphanumeric(raw[index - 1]) && index + length < raw.count
-                    && PIIDetector.isAlphanumeric(raw[index + length]) { return true }
-            case nil: break
-            }
-            index += length
-        }
-        return false
     }
+
+    /// Bytes that can begin a disguise: line breaks, tabs, dots, and the lead bytes of
+    /// no-break, thin, ideographic and zero-width spaces, the soft hyphen and full-width forms.
+    private static let isTrigger: [Bool] = (0..<256).map { [0x0A, 0x0D, 0x09, 0x2E, 0xC2, 0xE2, 0xE3, 0xEF].contains($0) }
 
     /// The original byte range of a range of folded bytes.
     public func original(_ range: Range<Int>) -> Range<Int> {
