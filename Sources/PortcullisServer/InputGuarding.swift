@@ -124,12 +124,19 @@ public struct InputGuarding: Sendable {
         } else {
             prompts = (completion.prompt.arrayValue ?? []).compactMap(\.stringValue)   // token arrays carry no text to read
         }
+        let allText = completion.prompt.stringValue != nil || (completion.prompt.arrayValue?.count ?? -1) == prompts.count
         var chat = ChatRequest(model: completion.model, messages: prompts.map { ChatMessage(role: .user, content: .text($0)) })
         chat.extra = completion.extra
         let guarded = try await check(chat, principal: principal, requestID: requestID)
         var request = completion
         let redacted = guarded.request.messages.filter { $0.role == .user }.compactMap { $0.content?.text }
-        if redacted != prompts, redacted.count == prompts.count {
+        if redacted != prompts {
+            // A list mixing text with token arrays cannot be rewritten without losing the tokens: refuse it instead.
+            guard allText, redacted.count == prompts.count else {
+                throw GatewayError(status: 400, kind: .invalidRequest, code: .guardrailBlocked,
+                                   message: "The request was blocked by the pii guardrail: personal data in a prompt list that mixes text "
+                                       + "with token arrays cannot be redacted.", param: "prompt", headers: ["x-portcullis-guard-category": "pii"])
+            }
             request.prompt = completion.prompt.stringValue != nil ? .string(redacted[0]) : .array(redacted.map(JSONValue.string))
         }
         return (request, guarded.output)

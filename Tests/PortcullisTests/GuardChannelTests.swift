@@ -64,4 +64,24 @@ struct GuardChannelTests {
             #expect(rules.inspect(NormalizedText(text)).isEmpty, "\(text)")
         }
     }
+
+    @Test("legacy completions: personal data in a prompt is masked before it goes upstream; a list mixing text and token arrays is refused, not rewritten")
+    func completionPromptRedaction() async throws {
+        try await withMockUpstream { _, port in
+            let yaml = "routing: { health_check: { interval_seconds: 0 } }\nguardrails:\n  default: { input: [validation, pii] }\nmodels:\n"
+                + openAIModel("m", port: port)
+            try await withGateway(yaml: yaml) { gateway in
+                let masked = try await gateway.post("/v1/completions", #"{"model":"m","prompt":"Write to ivan.petrov@example.ru today"}"#)
+                #expect(masked.status == 200, "\(masked.body)")
+                let sent = try await mockRequests(port: port).last?["body"]?.objectValue?["prompt"]?.stringValue
+                #expect(sent == "Write to [EMAIL] today", "\(sent ?? "nil")")
+                let list = try await gateway.post("/v1/completions", #"{"model":"m","prompt":["hello","ivan.petrov@example.ru"]}"#)
+                #expect(list.status == 200)
+                #expect(try await mockRequests(port: port).last?["body"]?.objectValue?["prompt"] == ["hello", "[EMAIL]"])
+                let mixed = try await gateway.post("/v1/completions", #"{"model":"m","prompt":["ivan.petrov@example.ru",[1,2,3]]}"#)
+                #expect(mixed.status == 400 && mixed.errorCode == "guardrail_blocked", "\(mixed.body)")
+                #expect(try await mockRequests(port: port).count == 2, "the mixed list never went upstream")
+            }
+        }
+    }
 }
