@@ -72,24 +72,82 @@ struct ExchangeLimits: Sendable {
     var deployment: String
 }
 
-/// Runs one request/response exchange at a time on one HTTP/1.1 connection.
-///
-/// A state machine on the connection's event loop: idle → awaiting head → streaming → idle.
-/// The request head, body and end go out in one flush.
+/// The life of one pooled HTTP/1.1 connection to an upstream, as a state machine without I/O:
+/// idle → awaiting head → streaming → idle (or closed). Each event returns what the handler
+/// must do; the handler only performs it.
+struct UpstreamConnectionState<Exchange> {
+    enum State {
+        case idle
+        case awaitingHead(Exchange)
+        case streaming(Exchange, keepAlive: Bool)
+        case closed
+    }
+
+    private(set) var state = State.idle
+
+    var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    /// A new exchange: true when it may be sent (the connection is idle and open).
+    mutating func start(_ exchange: Exchange, channelActive: Bool) -> Bool {
+        guard case .idle = state, channelActive else { return false }
+        state = .awaitingHead(exchange)
+        return true
+    }
+
+    /// The response head: the exchange whose caller gets the response now (nil: nothing awaited
+    /// it, or an informational 1xx head, which is skipped).
+    mutating func headReceived(status: Int, keepAlive: Bool) -> Exchange? {
+        guard case .awaitingHead(let exchange) = state, !(100..<200).contains(status) else { return nil }
+        state = .streaming(exchange, keepAlive: keepAlive)
+        return exchange
+    }
+
+    /// A piece of the body: the exchange it belongs to (nil: none is streaming).
+    func bodyReceived() -> Exchange? {
+        guard case .streaming(let exchange, _) = state else { return nil }
+        return exchange
+    }
+
+    /// The end of the response: the exchange that finished, whether the connection goes back to
+    /// the pool, and whether it must be closed (the upstream did not keep it alive).
+    mutating func endReceived(channelActive: Bool) -> (exchange: Exchange, reusable: Bool, close: Bool)? {
+        guard case .streaming(let exchange, let keepAlive) = state else { return nil }
+        state = .idle
+        return (exchange, keepAlive && channelActive, !keepAlive)
+    }
+
+    /// The body's reader left before the end: the exchange to end; the connection is closed.
+    mutating func readerWentAway() -> Exchange? {
+        guard case .streaming(let exchange, _) = state else { return nil }
+        state = .closed
+        return exchange
+    }
+
+    /// A failure (time limit, cancellation, a broken or closed connection): what was in flight
+    /// and whether its caller still waits for the head. The connection is closed either way.
+    mutating func fail() -> (exchange: Exchange, awaitingHead: Bool)? {
+        defer { state = .closed }
+        switch state {
+        case .awaitingHead(let exchange): return (exchange, true)
+        case .streaming(let exchange, _): return (exchange, false)
+        case .idle, .closed: return nil
+        }
+    }
+}
+
+/// Runs one request/response exchange at a time on one HTTP/1.1 connection: performs what
+/// `UpstreamConnectionState` decides. The request head, body and end go out in one flush.
 final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    private enum State {
-        case idle
-        case awaitingHead(EventLoopPromise<UpstreamResponse>, Exchange)
-        case streaming(Exchange, keepAlive: Bool)
-        case closed
-    }
-
     /// One request in flight (a class, so that state transitions do not copy it).
     private final class Exchange {
+        let promise: EventLoopPromise<UpstreamResponse>
         let source: UpstreamBody.Producer.Source
         let body: UpstreamBody
         let limits: ExchangeLimits
@@ -97,16 +155,22 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
         var idleTimer: Scheduled<Void>?
         let onFinish: @Sendable (_ reusable: Bool) -> Void
 
-        init(source: UpstreamBody.Producer.Source, body: UpstreamBody, limits: ExchangeLimits,
+        init(promise: EventLoopPromise<UpstreamResponse>, source: UpstreamBody.Producer.Source, body: UpstreamBody, limits: ExchangeLimits,
              onFinish: @escaping @Sendable (_ reusable: Bool) -> Void) {
+            self.promise = promise
             self.source = source
             self.body = body
             self.limits = limits
             self.onFinish = onFinish
         }
+
+        func cancelTimers() {
+            deadlineTimer?.cancel()
+            idleTimer?.cancel()
+        }
     }
 
-    private var state = State.idle
+    private var state = UpstreamConnectionState<Exchange>()
     private var context: ChannelHandlerContext?
     private var readingPaused = false
     private var readPending = false
@@ -120,29 +184,29 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
     }
 
     /// Whether a new exchange may start.
-    var isIdle: Bool {
-        if case .idle = state { return true }
-        return false
-    }
+    var isIdle: Bool { state.isIdle }
 
     /// Sends a request and completes `promise` with the response head; the body follows through the response's sequence.
     func start(head: HTTPRequestHead, body: ByteBuffer?, limits: ExchangeLimits, promise: EventLoopPromise<UpstreamResponse>,
                onFinish: @escaping @Sendable (_ reusable: Bool) -> Void) {
-        guard let context, case .idle = state, context.channel.isActive else {
+        guard let context else {
             promise.fail(UpstreamFailure(reason: .connection, message: "the pooled connection was closed", deployment: limits.deployment))
             return
         }
         let delegate = BodyDelegate(loopBoundHandler: NIOLoopBound(self, eventLoop: context.eventLoop))
         let sequence = UpstreamBody.Producer.makeSequence(
             backPressureStrategy: .init(lowWatermark: 2, highWatermark: 16), finishOnDeinit: true, delegate: delegate)
-        let exchange = Exchange(source: sequence.source, body: UpstreamBody(producer: sequence.sequence), limits: limits,
+        let exchange = Exchange(promise: promise, source: sequence.source, body: UpstreamBody(producer: sequence.sequence), limits: limits,
                                 onFinish: onFinish)
+        guard state.start(exchange, channelActive: context.channel.isActive) else {
+            promise.fail(UpstreamFailure(reason: .connection, message: "the pooled connection was closed", deployment: limits.deployment))
+            return
+        }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         exchange.deadlineTimer = context.eventLoop.scheduleTask(deadline: limits.deadline) {
             loopBound.value.fail(.timeout("total"), message: "request took too long")
         }
         readingPaused = false
-        state = .awaitingHead(promise, exchange)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if let body, body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
@@ -153,13 +217,11 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            guard case .awaitingHead(let promise, let exchange) = state else { return }
-            if head.status.code >= 100 && head.status.code < 200 { return }
+            guard let exchange = state.headReceived(status: Int(head.status.code), keepAlive: head.isKeepAlive) else { return }
             armIdleTimer(exchange, context: context)
-            state = .streaming(exchange, keepAlive: head.isKeepAlive)
-            promise.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: exchange.body))
+            exchange.promise.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: exchange.body))
         case .body(let buffer):
-            guard case .streaming(let exchange, _) = state else { return }
+            guard let exchange = state.bodyReceived() else { return }
             armIdleTimer(exchange, context: context)
             switch exchange.source.yield(buffer) {
             case .produceMore: break
@@ -167,15 +229,13 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
             case .dropped: break
             }
         case .end:
-            guard case .streaming(let exchange, let keepAlive) = state else { return }
-            exchange.deadlineTimer?.cancel()
-            exchange.idleTimer?.cancel()
-            state = .idle
+            guard let (exchange, reusable, close) = state.endReceived(channelActive: context.channel.isActive) else { return }
+            exchange.cancelTimers()
             readingPaused = false
-            if !keepAlive { context.close(promise: nil) }
+            if close { context.close(promise: nil) }
             // Back to the pool before the reader learns the body ended, so that its next
             // request finds this connection idle.
-            exchange.onFinish(keepAlive && context.channel.isActive)
+            exchange.onFinish(reusable)
             exchange.source.finish()
         }
     }
@@ -208,10 +268,8 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// The body's reader stopped before the end: the connection cannot be reused.
     func bodyReaderWentAway() {
-        guard case .streaming(let exchange, _) = state else { return }
-        exchange.deadlineTimer?.cancel()
-        exchange.idleTimer?.cancel()
-        state = .closed
+        guard let exchange = state.readerWentAway() else { return }
+        exchange.cancelTimers()
         context?.close(promise: nil)
         exchange.onFinish(false)
     }
@@ -223,26 +281,12 @@ final class UpstreamConnectionHandler: ChannelDuplexHandler, RemovableChannelHan
 
     /// Fails whatever is in flight and closes the connection.
     private func fail(_ reason: UpstreamFailure.Reason, message: String) {
-        switch state {
-        case .awaitingHead(let promise, let exchange):
+        if let (exchange, awaitingHead) = state.fail() {
             let failure = UpstreamFailure(reason: reason, message: message, deployment: exchange.limits.deployment)
-            exchange.deadlineTimer?.cancel()
-            exchange.idleTimer?.cancel()
-            state = .closed
-            promise.fail(failure)
+            exchange.cancelTimers()
+            if awaitingHead { exchange.promise.fail(failure) }
             exchange.source.finish(failure)
             exchange.onFinish(false)
-        case .streaming(let exchange, _):
-            let failure = UpstreamFailure(reason: reason, message: message, deployment: exchange.limits.deployment)
-            exchange.deadlineTimer?.cancel()
-            exchange.idleTimer?.cancel()
-            state = .closed
-            exchange.source.finish(failure)
-            exchange.onFinish(false)
-        case .idle:
-            state = .closed
-        case .closed:
-            break
         }
         context?.close(promise: nil)
     }

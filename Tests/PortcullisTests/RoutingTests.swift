@@ -1,6 +1,6 @@
 import Logging
 import PortcullisCore
-import PortcullisProviders
+@testable import PortcullisProviders
 import PortcullisRouting
 import Synchronization
 import Testing
@@ -211,5 +211,65 @@ struct ModelRouterTests {
         for _ in 0..<1000 { _ = try await Self.call(router) }
         let share = Double(heavy.calls.load(ordering: .relaxed)) / 1000
         #expect(share > 0.82 && share < 0.97, "heavy share \(share)")
+    }
+}
+
+@Suite("Upstream connection state")
+struct UpstreamConnectionStateTests {
+    @Test("an exchange goes idle → awaiting head → streaming → idle; a connection the upstream does not keep alive is closed and not reused")
+    func exchangeLifecycle() {
+        var state = UpstreamConnectionState<Int>()
+        #expect(state.isIdle)
+        let onClosedChannel = state.start(1, channelActive: false)
+        #expect(!onClosedChannel, "a closed channel takes no exchange")
+        let started = state.start(1, channelActive: true)
+        let second = state.start(2, channelActive: true)
+        #expect(started && !second, "one exchange at a time")
+        #expect(state.bodyReceived() == nil, "no body before the head")
+        let informational = state.headReceived(status: 100, keepAlive: true)
+        #expect(informational == nil, "an informational head is skipped")
+        let head = state.headReceived(status: 200, keepAlive: true)
+        #expect(head == 1)
+        #expect(state.bodyReceived() == 1)
+        let end = state.endReceived(channelActive: true)
+        #expect(end?.exchange == 1 && end?.reusable == true && end?.close == false)
+        #expect(state.isIdle)
+
+        let next = state.start(3, channelActive: true)
+        _ = state.headReceived(status: 200, keepAlive: false)
+        let closing = state.endReceived(channelActive: true)
+        #expect(next && closing?.reusable == false && closing?.close == true)
+    }
+
+    @Test("a failure closes the connection and says whether the caller still waited for the head; a reader that leaves ends the exchange")
+    func failures() {
+        var waiting = UpstreamConnectionState<Int>()
+        _ = waiting.start(1, channelActive: true)
+        let failed = waiting.fail()
+        #expect(failed?.exchange == 1 && failed?.awaitingHead == true)
+        let reused = waiting.start(2, channelActive: true)
+        #expect(!waiting.isIdle && !reused, "a failed connection is never used again")
+        let again = waiting.fail()
+        #expect(again == nil)
+
+        var streaming = UpstreamConnectionState<Int>()
+        _ = streaming.start(1, channelActive: true)
+        _ = streaming.headReceived(status: 200, keepAlive: true)
+        let streamFailure = streaming.fail()
+        #expect(streamFailure?.awaitingHead == false)
+
+        var leaving = UpstreamConnectionState<Int>()
+        _ = leaving.start(1, channelActive: true)
+        let early = leaving.readerWentAway()
+        #expect(early == nil, "no reader before the head")
+        _ = leaving.headReceived(status: 200, keepAlive: true)
+        let left = leaving.readerWentAway()
+        #expect(left == 1)
+        let lateEnd = leaving.endReceived(channelActive: true)
+        #expect(lateEnd == nil, "a late end after the reader left does nothing")
+
+        var idle = UpstreamConnectionState<Int>()
+        let idleFailure = idle.fail()
+        #expect(idleFailure == nil && !idle.isIdle, "an idle connection that failed is closed")
     }
 }
