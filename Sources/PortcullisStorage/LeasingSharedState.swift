@@ -50,6 +50,8 @@ public final class LeasingSharedState: SharedState {
     private struct Leases {
         var windows: [String: WindowLease] = [:]
         var reserves: [String: ReserveLease] = [:]
+        /// Keys with a lease-ahead request in flight from this replica.
+        var renewing: Set<String> = []
     }
 
     public init(remote: RedisSharedState, fraction: Int64 = 16, lifetime: Double = 1) {
@@ -82,7 +84,21 @@ public final class LeasingSharedState: SharedState {
         // A check the lease still covered (the round trip is for another check, or the lease's
         // lifetime ran out) asks for nothing more: topping up a lease with room left would grow
         // what this replica holds in Redis with every renewal, until the limit refused everyone.
-        let extras = zip(checks, taken).map { check, taken in taken >= check.cost ? 0 : extra(check) }
+        // Only one admission at a time leases ahead for a key: when a lease runs out under load,
+        // every admission in flight would otherwise ask at once, each granted a quarter of the
+        // room left, until the limit had none and refused requests far below it. The others
+        // ask for their own cost only (exact), while that one lease is on its way.
+        let leasing = leases.withLock { leases in
+            zip(checks, taken).map { check, taken -> Bool in
+                guard taken < check.cost, extra(check) > 0, !leases.renewing.contains(check.key) else { return false }
+                leases.renewing.insert(check.key)
+                return true
+            }
+        }
+        defer {
+            leases.withLock { leases in for (check, renews) in zip(checks, leasing) where renews { leases.renewing.remove(check.key) } }
+        }
+        let extras = zip(checks, leasing).map { check, renews in renews ? extra(check) : 0 }
         remoteCalls.add(1, ordering: .relaxed)
         let answers: [RedisSharedState.LeaseAnswer]
         do {
@@ -112,7 +128,8 @@ public final class LeasingSharedState: SharedState {
                 switch (check, answer.outcome) {
                 case (.window(let key, let cost, let limit, let window), .window(let decision)):
                     // An exact check (nothing leased ahead) keeps no lease: Redis holds its count.
-                    guard extra > 0 || leases.windows[key] != nil else { continue }
+                    // (One asked while another admission's lease request was in flight joins that lease.)
+                    guard extra > 0 || leases.windows[key] != nil || leases.renewing.contains(key) else { continue }
                     let index = SlidingWindow.position(now: now, window: window).index
                     var lease = WindowLease(index: index, limit: limit, window: window, available: 0, remaining: decision.remaining,
                                             expiresAt: now + lifetime)
@@ -128,7 +145,7 @@ public final class LeasingSharedState: SharedState {
                 case (.reserve(let key, let amount, let cap, let ttl, _), .reserve):
                     // Exact (nothing leased ahead): the reservation is the request's own, and its
                     // settlement goes straight to Redis.
-                    guard extra > 0 || leases.reserves[key] != nil else { continue }
+                    guard extra > 0 || leases.reserves[key] != nil || leases.renewing.contains(key) else { continue }
                     var lease = leases.reserves[key] ?? ReserveLease(cap: cap, ttl: ttl, leased: 0, used: 0, unreported: 0, expiresAt: 0)
                     lease.cap = cap
                     lease.ttl = ttl

@@ -65,6 +65,27 @@ struct LeasingTests {
         try await replica.flush(now: .infinity)
     }
 
+    @Test("many admissions at once on an exhausted lease: one leases ahead, the rest ask exactly, none is refused far below the limit")
+    func concurrentRenewalIsSingleFlight() async throws {
+        let replica = try leasingReplicas()[0]
+        let key = "lease-\(UUID().uuidString)"
+        let check = LimitCheck.reserve(key: key, amount: 1, cap: 100_000, ttl: 900, mustExist: false)
+        let now = self.now
+        for round in 0..<20 {
+            // 64 slots taken at once and held, then given back: every round exhausts the lease.
+            let outcomes = try await withThrowingTaskGroup(of: LimitOutcome.self) { group in
+                for _ in 0..<64 { group.addTask { try await replica.admit([check], affinity: key, now: now + Double(round) * 0.01)[0] } }
+                return try await group.reduce(into: [LimitOutcome]()) { $0.append($1) }
+            }
+            #expect(outcomes.allSatisfy { $0 == .reserve(true) }, "round \(round): \(outcomes.filter { $0 != .reserve(true) }.count) refused")
+            for _ in 0..<64 { try await replica.settle([.settle(key: key, reserved: 1, actual: 0, ttl: 900)], affinity: key, now: now) }
+        }
+        let held = try await replica.balance(key: key).reserved
+        #expect(held <= 64 + 2 * (100_000 / 16), "Redis holds \(held) slots for none in use")
+        try await replica.flush(now: .infinity)
+        #expect(try await replica.balance(key: key).reserved == 0, "everything goes back")
+    }
+
     @Test("a limit below the lease fraction stays exact: every admission asks Redis")
     func smallLimitIsExact() async throws {
         let replicas = try leasingReplicas()
