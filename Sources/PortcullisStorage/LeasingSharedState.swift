@@ -286,7 +286,8 @@ public final class LeasingSharedState: SharedState {
             }
             return returns
         }
-        try await remote.giveBack(returns, affinity: "leases")
+        // Confirmed: at shutdown the process exits next, and a reader after a flush must see it.
+        try await remote.giveBack(returns, affinity: "leases", confirmed: true)
     }
 
     /// Leases held now (tests, metrics): windows and reservations.

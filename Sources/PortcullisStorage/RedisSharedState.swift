@@ -245,13 +245,15 @@ public final class RedisSharedState: SharedState {
     /// What a replica gives back or reports of its leases, in one script without waiting for
     /// the reply: `window(key, index, delta)` adds `delta` (negative: unused room returned) to
     /// fixed window `index`; `budget(key, release, spent)` releases `release` of the reservation
-    /// and records `spent` (nothing when the entry is gone).
+    /// and records `spent` (nothing when the entry is gone). `confirmed` waits for Redis to
+    /// have applied them (periodic flushes and shutdown: a caller may read or exit next);
+    /// otherwise the request path does not wait for the reply.
     public enum LeaseReturn: Sendable, Equatable {
         case window(key: String, index: Int64, delta: Int64, window: Double)
         case budget(key: String, release: Int64, spent: Int64, ttl: Double)
     }
 
-    public func giveBack(_ returns: [LeaseReturn], affinity: String) async throws {
+    public func giveBack(_ returns: [LeaseReturn], affinity: String, confirmed: Bool = false) async throws {
         guard !returns.isEmpty else { return }
         var keys: [String] = []
         var arguments: [RESPArgument] = []
@@ -264,6 +266,10 @@ public final class RedisSharedState: SharedState {
                 keys.append(budgetKey(key))
                 arguments += ["s", .int(release), .int(spent), milliseconds(ttl)]
             }
+        }
+        if confirmed {
+            _ = try await client.evaluate(Self.settleAllScript, keys: keys, arguments: arguments, affinity: affinity)
+            return
         }
         try await client.evaluateWithoutReply(Self.settleAllScript, keys: keys, arguments: arguments, affinity: affinity) { [self] _ in
             settleFailures.add(1, ordering: .relaxed)
