@@ -255,7 +255,7 @@ public struct RequestPipeline: Sendable {
                                message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
         }
         guard let governance else { return nil }
-        return try await governance.admit(principal, model: model, group: router.groups[model], promptBytes: bodySize, maxTokens: maxTokens)
+        return try await governance.admit(principal, model: model, prices: router.groups[model]?.deployments.map(\.price) ?? [], promptBytes: bodySize, maxTokens: maxTokens)
     }
 
     static func addLimitHeaders(_ grant: Grant?, to headers: inout HTTPFields) {

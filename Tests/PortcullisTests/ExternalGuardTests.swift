@@ -1,7 +1,8 @@
 import Foundation
 import PortcullisCore
 import PortcullisGuardrails
-@testable import PortcullisServer
+@testable import PortcullisProviders
+import PortcullisServer
 import Testing
 
 @Suite("External guard adapters: SigV4, Azure Content Safety, Bedrock ApplyGuardrail")

@@ -1,15 +1,24 @@
 import Crypto
 import Foundation
+import PortcullisCore
 
 /// AWS Signature Version 4 for a request with its headers in the `Authorization` header
 /// (the `AWS4-HMAC-SHA256` scheme): canonical request, string to sign, the derived signing
 /// key, and the headers to add.
-struct SigV4 {
-    var accessKeyID: String
-    var secretAccessKey: String
-    var sessionToken: String?
-    var region: String
-    var service: String
+public struct SigV4: Sendable {
+    public var accessKeyID: String
+    public var secretAccessKey: String
+    public var sessionToken: String?
+    public var region: String
+    public var service: String
+
+    public init(accessKeyID: String, secretAccessKey: String, sessionToken: String?, region: String, service: String) {
+        self.accessKeyID = accessKeyID
+        self.secretAccessKey = secretAccessKey
+        self.sessionToken = sessionToken
+        self.region = region
+        self.service = service
+    }
 
     /// The headers to add to a request: `x-amz-date`, `x-amz-content-sha256`,
     /// `x-amz-security-token` (with temporary credentials) and `authorization`.
@@ -18,7 +27,7 @@ struct SigV4 {
     ///     the canonical request, as every service but S3 expects.
     ///   - query: the query string as sent, without `?`.
     ///   - headers: the headers that will be sent (host included); all are signed.
-    func sign(method: String, path: String, query: String, headers: [(String, String)], body: [UInt8], date: Date,
+    public func sign(method: String, path: String, query: String, headers: [(String, String)], body: [UInt8], date: Date,
               signPayloadHeader: Bool = false) -> [(String, String)] {
         let stamp = Self.timestamp(date)
         let day = String(stamp.prefix(8))
@@ -67,19 +76,7 @@ struct SigV4 {
     }
 
     /// RFC 3986 percent-encoding of everything but the unreserved characters.
-    static func encode(_ text: String) -> String {
-        var out = ""
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                 UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"):
-                out.unicodeScalars.append(Unicode.Scalar(byte))
-            default:
-                out += String(format: "%%%02X", byte)
-            }
-        }
-        return out
-    }
+    public static func encode(_ text: String) -> String { PercentEncoding.encode(text) }
 
     /// Each segment of the path (as sent) encoded again; an empty path is `/`.
     static func canonicalPath(_ path: String) -> String {

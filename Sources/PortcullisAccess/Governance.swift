@@ -1,7 +1,5 @@
 import Foundation
-import PortcullisAccess
 import PortcullisCore
-import PortcullisRouting
 import ServiceLifecycle
 import Synchronization
 
@@ -22,10 +20,10 @@ public struct Governance: Sendable {
     }
 
     /// Admits a call (rate limits, concurrency, worst-case budget reservation) or throws the `429`.
-    func admit(_ principal: Principal, model: String, group: ModelGroup?, promptBytes: Int, maxTokens: Int?) async throws -> Grant {
-        // Prices of the most expensive deployment of the group: the reservation is a worst case.
-        let inputPrice = group?.deployments.map(\.price.inputPerMillion).max() ?? 0
-        let outputPrice = group?.deployments.map(\.price.outputPerMillion).max() ?? 0
+    /// `prices`: those of the model's deployments; the reservation assumes the most expensive.
+    public func admit(_ principal: Principal, model: String, prices: [TokenPrice], promptBytes: Int, maxTokens: Int?) async throws -> Grant {
+        let inputPrice = prices.map(\.inputPerMillion).max() ?? 0
+        let outputPrice = prices.map(\.outputPerMillion).max() ?? 0
         let promptTokens = Int64(max(1, promptBytes / 4))
         let outputTokens = Int64(maxTokens ?? reserveOutputTokens)
         let worstCase = Int64((Double(promptTokens) * inputPrice + Double(outputTokens) * outputPrice).rounded(.up))
@@ -36,15 +34,15 @@ public struct Governance: Sendable {
 }
 
 /// One admitted call: settled exactly once with its real usage, or released if it failed.
-final class Grant: Sendable {
-    let governance: Governance
-    let principal: Principal
-    let model: String
+public final class Grant: Sendable {
+    public let governance: Governance
+    public let principal: Principal
+    public let model: String
     private let ticket: Mutex<AdmissionTicket>
     private let finished = Atomic<Bool>(false)
-    let promptTokens: Int64
-    let inputPrice: Double
-    let outputPrice: Double
+    public let promptTokens: Int64
+    public let inputPrice: Double
+    public let outputPrice: Double
     /// Output tokens reserved for beyond which a stream must extend its reservation.
     private let coveredOutputTokens: Mutex<Int64>
 
@@ -61,11 +59,11 @@ final class Grant: Sendable {
     }
 
     /// `x-ratelimit-*` headers for the response.
-    var headers: [String: String] { ticket.withLock { $0.headers } }
+    public var headers: [String: String] { ticket.withLock { $0.headers } }
 
     /// Whether a stream may go on to `outputTokens` output tokens: within the reservation, or
     /// after extending it; false when a budget has no room left (the stream must end).
-    func allowsOutput(tokens outputTokens: Int64) async -> Bool {
+    public func allowsOutput(tokens outputTokens: Int64) async -> Bool {
         guard outputTokens > coveredOutputTokens.withLock({ $0 }) else { return true }
         var current = ticket.withLock { $0 }
         guard current.hasBudget else { return true }
@@ -79,7 +77,7 @@ final class Grant: Sendable {
     }
 
     /// Settles at the real usage (estimated from `estimatedOutputTokens` when the provider reported none).
-    func settle(usage: Usage?, price: TokenPrice, estimatedOutputTokens: Int64 = 0) async {
+    public func settle(usage: Usage?, price: TokenPrice, estimatedOutputTokens: Int64 = 0) async {
         guard !finished.exchange(true, ordering: .relaxed) else { return }
         let prompt = usage.map { Int64($0.promptTokens) } ?? promptTokens
         let completion = usage.map { Int64($0.completionTokens) } ?? estimatedOutputTokens
@@ -90,7 +88,7 @@ final class Grant: Sendable {
     }
 
     /// Releases everything without cost (the call failed before the provider charged).
-    func release() async {
+    public func release() async {
         guard !finished.exchange(true, ordering: .relaxed) else { return }
         await governance.admission.release(ticket.withLock { $0 })
     }
@@ -110,7 +108,7 @@ final class Grant: Sendable {
 /// response head could be written) or stops without finishing, the meter's `deinit` hands the
 /// settlement to the governance's `SettlementQueue`: a concurrency slot or budget reservation
 /// is never left held until its TTL.
-final class StreamMeter: Sendable {
+public final class StreamMeter: Sendable {
     private struct State {
         var characters = 0
         var usage: Usage?
@@ -118,17 +116,17 @@ final class StreamMeter: Sendable {
 
     private let state = Mutex(State())
     private let finished = Atomic<Bool>(false)
-    let grant: Grant
-    let price: TokenPrice
+    public let grant: Grant
+    public let price: TokenPrice
 
-    init(grant: Grant, price: TokenPrice) {
+    public init(grant: Grant, price: TokenPrice) {
         self.grant = grant
         self.price = price
     }
 
     /// Counts `characters` of output (and the usage the provider reported, if any); false when
     /// the stream must stop before them.
-    func admit(characters: Int, usage: Usage?) async -> Bool {
+    public func admit(characters: Int, usage: Usage?) async -> Bool {
         let total = state.withLock { state in
             state.characters += characters
             if let usage { state.usage = usage }
@@ -139,7 +137,7 @@ final class StreamMeter: Sendable {
     }
 
     /// Counts a chat chunk's text and tool-call arguments.
-    func admit(_ chunk: ChatChunk) async -> Bool {
+    public func admit(_ chunk: ChatChunk) async -> Bool {
         let characters = chunk.choices.reduce(0) { sum, choice in
             sum + (choice.delta.content?.count ?? 0) + choice.delta.toolCalls.reduce(0) { $0 + ($1.arguments?.count ?? 0) }
         }
@@ -147,7 +145,7 @@ final class StreamMeter: Sendable {
     }
 
     /// Settles the grant with what was streamed.
-    func finish() async {
+    public func finish() async {
         guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
         await Self.settle(grant, state.withLock { ($0.usage, $0.characters) }, price: price)
     }
@@ -178,7 +176,7 @@ public final class SettlementQueue: Service, Sendable {
     }
 
     /// Queues `job`; it runs soon, on the queue's service task.
-    func enqueue(_ job: @escaping Job) {
+    public func enqueue(_ job: @escaping Job) {
         pending.add(1, ordering: .relaxed)
         continuation.yield(job)
     }
