@@ -40,6 +40,7 @@ let package = Package(
             name: "PortcullisConfig",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisGuardrails",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strictSettings
@@ -69,7 +70,10 @@ let package = Package(
         ),
         .target(
             name: "PortcullisGuardrails",
-            dependencies: ["PortcullisCore"],
+            dependencies: [
+                "PortcullisCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             resources: [.copy("Resources/injection-classifier.bin")],
             swiftSettings: strictSettings
         ),
@@ -110,8 +114,19 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisAudit",
+            dependencies: [
+                "PortcullisCore",
+                "PortcullisStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PortcullisServer",
             dependencies: [
+                "PortcullisAudit",
                 "PortcullisCore",
                 "PortcullisConfig",
                 "PortcullisProviders",
@@ -175,6 +190,7 @@ let package = Package(
                 "PortcullisStorage",
                 "PortcullisAccess",
                 "PortcullisGuardrails",
+                "PortcullisAudit",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

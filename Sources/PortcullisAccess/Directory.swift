@@ -233,15 +233,6 @@ public struct Directory: Sendable {
              )
              """]
         },
-        Migration(version: 105, name: "admin actions") { dialect in
-            let id = dialect == .postgres ? "BIGSERIAL PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT"
-            return ["""
-                CREATE TABLE portcullis_admin_actions (
-                    id \(id), at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
-                    details TEXT NOT NULL, request_id TEXT
-                )
-                """]
-        },
         Migration(version: 106, name: "daily usage") { _ in
             [
                 """
@@ -399,26 +390,6 @@ public struct Directory: Sendable {
     @discardableResult
     public func deleteIPRule(_ ruleID: String) async throws -> Bool {
         !(try await store.query("DELETE FROM portcullis_ip_rules WHERE rule_id = $1 RETURNING rule_id", [.text(ruleID)]).isEmpty)
-    }
-
-    // MARK: Admin actions
-
-    /// Records one administrative action (who, what, on what) for the audit log.
-    public func recordAction(actor: String, action: String, target: String, details: JSONObject = JSONObject(), requestID: String?,
-                             now: Double = Date().timeIntervalSince1970) async throws {
-        try await store.execute("INSERT INTO portcullis_admin_actions (at, actor, action, target, details, request_id) VALUES ($1, $2, $3, $4, $5, $6)",
-                                [.integer(Int64(now)), .text(actor), .text(action), .text(target), .text(JSONWriter.string(.object(details))),
-                                 Self.optional(requestID)])
-    }
-
-    /// Admin actions, newest first.
-    public func actions(limit: Int, offset: Int) async throws -> [JSONValue] {
-        try await store.query("SELECT * FROM portcullis_admin_actions ORDER BY id DESC LIMIT $1 OFFSET $2",
-                              [.integer(Int64(limit)), .integer(Int64(offset))]).map { row in
-            ["at": .integer(row["at"].integer ?? 0), "actor": .string(row["actor"].text ?? ""), "action": .string(row["action"].text ?? ""),
-             "target": .string(row["target"].text ?? ""), "details": .object(Self.object(row["details"].text)),
-             "request_id": row["request_id"].text.map(JSONValue.string) ?? .null]
-        }
     }
 
     // MARK: Usage

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOHTTP1
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisConfig
 import PortcullisCore
 import PortcullisProviders
@@ -30,6 +31,7 @@ public struct AccessSystem: Sendable {
     public let revokeMintedKeysWithIssuer: Bool
     public let controlListener: ControlListener
     public let guardEvents: GuardEventLog
+    public let adminActions: AdminActionLog
     /// Long-lived parts to run as services, in start order (stopped in reverse).
     public let services: [any Service]
     let redis: RedisClient?
@@ -40,7 +42,7 @@ public struct AccessSystem: Sendable {
         let store: any SQLStore
         var pepper: [UInt8]
         let initialRules: [IPRuleRecord]
-        let migrations = APIKeyStore.migrations + Directory.migrations + GuardEventLog.migrations
+        let migrations = APIKeyStore.migrations + Directory.migrations + AdminActionLog.migrations + GuardEventLog.migrations
         guard let location = StorageLocation(configuration.storage.database) else {
             throw SQLError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
         }
@@ -163,6 +165,7 @@ public struct AccessSystem: Sendable {
                             admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
                             rotationGrace: configuration.auth.rotationGraceSeconds,
                             revokeMintedKeysWithIssuer: configuration.auth.revokeMintedKeysWithIssuer, controlListener: controlListener, guardEvents: guardEvents,
+                            adminActions: AdminActionLog(store: store),
                             services: services,
                             redis: redis)
     }

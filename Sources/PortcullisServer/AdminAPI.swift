@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 
 /// `/admin`: keys, users, teams, budgets, IP rules, usage and the action log. JSON in and
@@ -51,7 +52,7 @@ struct AdminAPI: Sendable {
             await access.recorder.flush()
             return Self.json(["flushed": true])
         }
-        group.get("actions") { request, context in try await list(request, context) { try await access.directory.actions(limit: $0, offset: $1) } }
+        group.get("actions") { request, context in try await list(request, context) { try await access.adminActions.list(limit: $0, offset: $1) } }
         group.get("guard-events") { request, context in try await list(request, context) { try await access.guardEvents.list(limit: $0, offset: $1) } }
     }
 
@@ -411,7 +412,7 @@ struct AdminAPI: Sendable {
     }
 
     func record(_ context: GatewayRequestContext, _ action: String, target: String, _ details: JSONObject) async throws {
-        try await access.directory.recordAction(actor: context.principal.actor, action: action, target: target, details: details, requestID: context.requestID)
+        try await access.adminActions.record(actor: context.principal.actor, action: action, target: target, details: details, requestID: context.requestID)
     }
 
     static func body(_ request: Request, optional: Bool = false) async throws -> JSONObject {

@@ -107,8 +107,9 @@ public struct Gateway: Sendable {
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
         let guarding = configuration.guardrails.enabled && governed
-            ? InputGuarding(configuration: configuration.guardrails, events: access.guardEvents,
-                            remote: remoteGuards, tokenizer: tokenizer) : nil
+            ? InputGuarding(policies: configuration.guardrails.policies.map { $0.settings(tokenizer: tokenizer) },
+                            fallback: configuration.guardrails.defaultPolicy.settings(tokenizer: tokenizer), events: access.guardEvents,
+                            remote: remoteGuards, pseudonymKey: Array((configuration.guardrails.pseudonymKey ?? "").utf8)) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                         guarding: guarding, dependencies: { [access] in access.dependencyState })
         let server = configuration.server

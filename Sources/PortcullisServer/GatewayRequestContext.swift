@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
 
 /// W3C trace context of one request: the incoming trace (or a new one) and our own span.
 public struct TraceContext: Sendable, Equatable {
@@ -62,4 +63,9 @@ public struct GatewayRequestContext: RequestContext {
 
     /// The gateway reads bodies itself with its own limit.
     public var maxUploadSize: Int { Int.max }
+}
+
+extension Principal {
+    /// The caller as guard policies select by it and guard events record it.
+    var guardCaller: GuardCaller { GuardCaller(keyID: keyID, userID: userID, teamID: teamID, role: role.rawValue) }
 }

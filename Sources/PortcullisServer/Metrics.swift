@@ -1,6 +1,7 @@
 import Hummingbird
 import HTTPTypes
 import PortcullisAccess
+import PortcullisAudit
 import NIOCore
 import PortcullisRouting
 import PortcullisStorage

@@ -77,7 +77,7 @@ public struct RequestPipeline: Sendable {
             var completion = decoded
             var output: OutputInspector?
             if let guarding {                                                                                        // 6. guard in, 7. redact
-                (completion, output) = try await guarding.check(decoded, principal: context.principal, requestID: context.requestID)
+                (completion, output) = try await guarding.check(decoded, caller: context.principal.guardCaller, requestID: context.requestID)
             }
             if completion.stream {
                 let request = completion
@@ -97,7 +97,7 @@ public struct RequestPipeline: Sendable {
             }
             if let output, let guarding {                                                                              // 12. guard out
                 routed.value = guarding.review(completion: routed.value, inspector: output, model: request.model,
-                                               principal: context.principal, requestID: context.requestID)
+                                               caller: context.principal.guardCaller, requestID: context.requestID)
             }
             return await settleAndRespond(routed, grant: grant)                                                         // 13. settle
         } catch {
@@ -129,13 +129,13 @@ public struct RequestPipeline: Sendable {
         let grant = try await admit(context, model: request.model, bodySize: bodySize, maxTokens: request.maxTokens)  // 3–4. authorise, admit
         let upstream = upstreamContext(context)
         do {
-            let guarded = try await guarding?.check(request, principal: context.principal, requestID: context.requestID)   // 6. guard in, 7. redact
+            let guarded = try await guarding?.check(request, caller: context.principal.guardCaller, requestID: context.requestID)   // 6. guard in, 7. redact
             let chat = guarded?.request ?? request
             let restorer = guarded?.vault.map(ChunkRestorer.init)
-            let principal = context.principal, requestID = context.requestID, events = guarding?.events
+            let caller = context.principal.guardCaller, requestID = context.requestID, guarding = self.guarding
             let outputGuard = guarded?.output.map { inspector in
                 ChunkGuard(inspector: inspector, format: chat.responseFormat) { found in
-                    events?.record(findings: found, policy: inspector.policy.name, model: chat.model, principal: principal, requestID: requestID)
+                    guarding?.record(findings: found, policy: inspector.policy.name, model: chat.model, caller: caller, requestID: requestID)
                 }
             }
             if chat.stream {
@@ -166,7 +166,7 @@ public struct RequestPipeline: Sendable {
                                                                     context: context, upstream: upstream)
             }
             if let inspector = guarded?.output, let guarding {                                                             // 14. guard out
-                let reviewed = guarding.review(routed.value, inspector: inspector, principal: context.principal, requestID: context.requestID)
+                let reviewed = guarding.review(routed.value, inspector: inspector, caller: context.principal.guardCaller, requestID: context.requestID)
                 routed.value = reviewed.completion
                 blockedCategory = reviewed.blocked ?? blockedCategory
             }
@@ -213,8 +213,8 @@ public struct RequestPipeline: Sendable {
         guard let first = failing.first else { return (routed, nil) }
         let policy = inspector.policy.name
         if inspector.policy.output.formatRetry {
-            guarding.events.record(findings: [(finding(first.problem), .flag)], policy: policy, model: request.model,
-                                   principal: context.principal, requestID: context.requestID)
+            guarding.record(findings: [(finding(first.problem), .flag)], policy: policy, model: request.model,
+                                   caller: context.principal.guardCaller, requestID: context.requestID)
             var retry = request
             retry.messages.append(ChatMessage(role: .assistant, content: .text(routed.value.choices[first.index].message.content?.text ?? "")))
             retry.messages.append(ChatMessage(role: .user, content: .text(
@@ -235,8 +235,8 @@ public struct RequestPipeline: Sendable {
             routed.value.choices[index].message.content = nil
             routed.value.choices[index].finishReason = .contentFilter
         }
-        guarding.events.record(findings: failing.map { (finding($0.problem), .block) }, policy: policy, model: request.model,
-                               principal: context.principal, requestID: context.requestID)
+        guarding.record(findings: failing.map { (finding($0.problem), .block) }, policy: policy, model: request.model,
+                               caller: context.principal.guardCaller, requestID: context.requestID)
         return (routed, .format)
     }
 

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
 import PortcullisProviders
 import PortcullisRouting
 import Synchronization
