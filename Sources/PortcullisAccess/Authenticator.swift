@@ -1,5 +1,6 @@
 import Foundation
 import PortcullisCore
+import PortcullisStorage
 import Synchronization
 
 /// Turns a presented credential into a `Principal`: the master key, a virtual API key

@@ -1,4 +1,5 @@
 import Foundation
+import PortcullisStorage
 import Synchronization
 
 /// Users, teams and budgets held in process for the hot path: each entry is loaded once and

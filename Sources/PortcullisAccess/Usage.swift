@@ -5,24 +5,6 @@ import PortcullisStorage
 import ServiceLifecycle
 import Synchronization
 
-/// Whether the SQL store answered lately; `/health/ready` and the metrics read it.
-public final class DatabaseHealth: Sendable {
-    private let failingSince = Mutex<Double?>(nil)
-
-    public init() {}
-
-    public func recordFailure(now: Double = Date().timeIntervalSince1970) {
-        failingSince.withLock { if $0 == nil { $0 = now } }
-    }
-
-    public func recordSuccess() {
-        failingSince.withLock { $0 = nil }
-    }
-
-    /// Whether the last operation reached the database.
-    public var isReachable: Bool { failingSince.withLock { $0 == nil } }
-}
-
 /// Collects usage and spend in memory, aggregated by day, key, user, team and model, and
 /// writes it in one transaction every flush interval — never a row update per request.
 /// A flush that fails keeps its rows and retries; the final flush runs at shutdown.
