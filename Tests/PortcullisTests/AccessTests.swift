@@ -5,65 +5,6 @@ import PortcullisCore
 import PortcullisRedis
 import Testing
 
-/// A gateway with a master key and the demo model, priced so that budgets bite.
-let accessYAML = """
-    auth: { master_key: test-master-key }
-    storage: { flush_interval_seconds: 0.2 }
-    routing: { health_check: { interval_seconds: 0 } }
-    models:
-      - name: demo
-        deployments: [{ provider: demo, price: { input_per_million: 1, output_per_million: 10 } }]
-      - name: other
-        deployments: [{ provider: demo }]
-    """
-
-/// Runs the gateway of `yaml` on `engine`: the embedded default (SQLite in memory, in-process
-/// shared state), or production's shape (a fresh PostgreSQL database and Redis, database 7,
-/// flushed first; this suite is serialised, so it is the only user of that database).
-func withGateway<T: Sendable>(engine: Engine, yaml: String, _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
-    var configuration = try ConfigurationLoader.parse(yaml: yaml, environment: [:], source: "test")
-    configuration.server.port = 0
-    configuration.server.host = "127.0.0.1"
-    switch engine {
-    case .sqlite:
-        return try await withGateway(configuration: configuration, body)
-    case .postgres:
-        let redisURL = try testRedisURL() + "/7"
-        let redis = RedisClient(configuration: try RedisConfiguration(url: redisURL))
-        _ = try await redis.command(["FLUSHDB"])
-        await redis.shutdown()
-        let base = configuration
-        return try await withScratchPostgresDatabase { databaseURL in
-            var configuration = base
-            configuration.storage.database = databaseURL
-            configuration.storage.redis = redisURL
-            configuration.auth.keyPepper = "access-tests-pepper-0123456789abcdef"
-            return try await withGateway(configuration: configuration, body)
-        }
-    }
-}
-
-extension GatewayClient {
-    func call(_ method: HTTPMethodName, _ path: String, key: String?, body: String? = nil, headers: [String: String] = [:]) async throws -> HTTPResult {
-        var headers = headers
-        if let key { headers["authorization"] = "Bearer \(key)" }
-        return try await request(method, path, body: body ?? (method == .POST ? "{}" : nil), headers: headers)
-    }
-
-    /// Creates a key through the admin API with the master key; returns its text and id.
-    func createKey(_ fields: String, as key: String = "test-master-key") async throws -> (key: String, id: String) {
-        let result = try await call(.POST, "/admin/keys", key: key, body: "{\(fields)}")
-        #expect(result.status == 201, "key creation refused: \(result.body)")
-        let object = result.json?.objectValue
-        return (object?["key"]?.stringValue ?? "", object?["key_id"]?.stringValue ?? "")
-    }
-
-    func chat(key: String?, model: String = "demo", text: String = "hi", extra: String = "") async throws -> HTTPResult {
-        try await call(.POST, "/v1/chat/completions", key: key,
-                       body: #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(text)"}]\#(extra)}"#)
-    }
-}
-
 @Suite("Identity, roles, limits and budgets through the gateway", .serialized)
 struct AccessTests {
     @Test("the permission matrix: every role against every route", arguments: Engine.allCases)

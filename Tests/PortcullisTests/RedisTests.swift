@@ -75,13 +75,6 @@ struct RESPCodecTests {
     }
 }
 
-/// The Redis that scripts/test.sh starts; a test never skips when it is absent: it fails.
-func testRedisConfiguration() throws -> RedisConfiguration {
-    let url = try #require(ProcessInfo.processInfo.environment["PORTCULLIS_TEST_REDIS_URL"],
-                           "PORTCULLIS_TEST_REDIS_URL is not set: run the suite through scripts/test.sh")
-    return try RedisConfiguration(url: url)
-}
-
 @Suite("Redis client against a real server", .serialized)
 struct RedisClientTests {
     let prefix = "portcullis-test:\(UUID().uuidString):"
@@ -210,8 +203,3 @@ struct RedisClientTests {
     }
 }
 
-/// The test Redis URL, which scripts/test.sh sets.
-func testRedisURL() throws -> String {
-    try #require(ProcessInfo.processInfo.environment["PORTCULLIS_TEST_REDIS_URL"],
-                 "PORTCULLIS_TEST_REDIS_URL is not set: run the suite through scripts/test.sh")
-}

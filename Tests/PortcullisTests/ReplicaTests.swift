@@ -2,47 +2,6 @@ import Foundation
 import PortcullisCore
 import Testing
 
-/// A `portcullis serve` process built from this package, killed (SIGKILL) when dropped.
-final class GatewayProcess: Sendable {
-    let process: Process
-    let client: GatewayClient
-
-    /// Starts the binary with `yaml` on a free port and waits until it answers.
-    init(yaml: String) async throws {
-        let port = try freeLoopbackPort()
-        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let binary = directory.appendingPathComponent("portcullis").path
-        let configuration = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-replica-\(UUID().uuidString).yaml")
-        try yaml.write(to: configuration, atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--config", configuration.path, "--port", String(port), "--log-level", "error"]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        self.process = process
-        self.client = GatewayClient(port: port)
-        let started = ContinuousClock.now
-        while ContinuousClock.now - started < .seconds(30) {
-            if let health = try? await client.request(.GET, "/health/live", timeout: 1), health.status == 200 { return }
-            try await Task.sleep(nanoseconds: 100_000_000)
-        }
-        stop()
-        throw TestFailure("the gateway process on port \(port) did not start")
-    }
-
-    func stop() {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-
-    deinit { if process.isRunning { stop() } }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
 @Suite("Two gateway processes sharing PostgreSQL and Redis", .serialized)
 struct ReplicaTests {
     static func yaml() throws -> String {

@@ -7,9 +7,11 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisRedis
 import PortcullisServer
 import ServiceLifecycle
 import Testing
@@ -165,5 +167,104 @@ func withMockUpstream<T: Sendable>(onPort port: Int, _ body: @Sendable (MockUpst
             await group.triggerGracefulShutdown()
             throw error
         }
+    }
+}
+
+/// A gateway with a master key and the demo model, priced so that budgets bite.
+let accessYAML = """
+    auth: { master_key: test-master-key }
+    storage: { flush_interval_seconds: 0.2 }
+    routing: { health_check: { interval_seconds: 0 } }
+    models:
+      - name: demo
+        deployments: [{ provider: demo, price: { input_per_million: 1, output_per_million: 10 } }]
+      - name: other
+        deployments: [{ provider: demo }]
+    """
+
+/// Runs the gateway of `yaml` on `engine`: the embedded default (SQLite in memory, in-process
+/// shared state), or production's shape (a fresh PostgreSQL database and Redis, database 7,
+/// flushed first; this suite is serialised, so it is the only user of that database).
+func withGateway<T: Sendable>(engine: Engine, yaml: String, _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
+    var configuration = try ConfigurationLoader.parse(yaml: yaml, environment: [:], source: "test")
+    configuration.server.port = 0
+    configuration.server.host = "127.0.0.1"
+    switch engine {
+    case .sqlite:
+        return try await withGateway(configuration: configuration, body)
+    case .postgres:
+        let redisURL = try testRedisURL() + "/7"
+        let redis = RedisClient(configuration: try RedisConfiguration(url: redisURL))
+        _ = try await redis.command(["FLUSHDB"])
+        await redis.shutdown()
+        let base = configuration
+        return try await withScratchPostgresDatabase { databaseURL in
+            var configuration = base
+            configuration.storage.database = databaseURL
+            configuration.storage.redis = redisURL
+            configuration.auth.keyPepper = "access-tests-pepper-0123456789abcdef"
+            return try await withGateway(configuration: configuration, body)
+        }
+    }
+}
+
+extension GatewayClient {
+    func call(_ method: HTTPMethodName, _ path: String, key: String?, body: String? = nil, headers: [String: String] = [:]) async throws -> HTTPResult {
+        var headers = headers
+        if let key { headers["authorization"] = "Bearer \(key)" }
+        return try await request(method, path, body: body ?? (method == .POST ? "{}" : nil), headers: headers)
+    }
+
+    /// Creates a key through the admin API with the master key; returns its text and id.
+    func createKey(_ fields: String, as key: String = "test-master-key") async throws -> (key: String, id: String) {
+        let result = try await call(.POST, "/admin/keys", key: key, body: "{\(fields)}")
+        #expect(result.status == 201, "key creation refused: \(result.body)")
+        let object = result.json?.objectValue
+        return (object?["key"]?.stringValue ?? "", object?["key_id"]?.stringValue ?? "")
+    }
+
+    func chat(key: String?, model: String = "demo", text: String = "hi", extra: String = "") async throws -> HTTPResult {
+        try await call(.POST, "/v1/chat/completions", key: key,
+                       body: #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(text)"}]\#(extra)}"#)
+    }
+}
+
+/// Whether `condition` holds within `seconds`, polled every 50 ms.
+func eventually(seconds: Double = 10, _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
+    let started = ContinuousClock.now
+    repeat {
+        if try await condition() { return true }
+        try await Task.sleep(nanoseconds: 50_000_000)
+    } while ContinuousClock.now - started < .seconds(seconds)
+    return false
+}
+
+extension GatewayClient {
+    /// Polls `/health/ready` until `field` reads `value` (at most `seconds`); whether it did.
+    func awaitReadiness(_ field: String, _ value: String, seconds: Double = 10) async throws -> Bool {
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(seconds) {
+            let ready = try await request(.GET, "/health/ready")
+            if ready.json?.objectValue?[field]?.stringValue == value { return true }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        return false
+    }
+
+    /// The value of an unlabelled sample on `/metrics`.
+    func metric(_ name: String) async throws -> Double? {
+        let text = try await request(.GET, "/metrics").body
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.dropFirst(name.count + 1))
+        }
+        return nil
+    }
+
+    /// Requests of `key_id` recorded in the usage table (after a flush of the buffer).
+    func recordedRequests(keyID: String, master: String) async throws -> Int64? {
+        let flushed = try await call(.POST, "/admin/usage/flush", key: master)
+        guard flushed.status == 200 else { return nil }
+        let usage = try await call(.GET, "/admin/usage?group_by=key_id&key_id=\(keyID)", key: master)
+        return usage.json?.objectValue?["data"]?.arrayValue?.first?.objectValue?["requests"]?.integerValue
     }
 }

@@ -1,0 +1,213 @@
+import Foundation
+import Logging
+import PortcullisCore
+import PortcullisRedis
+import PortcullisStorage
+import Synchronization
+import Testing
+
+enum Engine: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+}
+
+/// The PostgreSQL that scripts/test.sh starts; a test never skips when it is absent: it fails.
+func testPostgresURL() throws -> String {
+    try #require(ProcessInfo.processInfo.environment["PORTCULLIS_TEST_POSTGRES_URL"],
+                 "PORTCULLIS_TEST_POSTGRES_URL is not set: run the suite through scripts/test.sh")
+}
+
+/// Runs `body` with `count` stores on one fresh database of `engine`, then removes the database.
+func withStores<T: Sendable>(_ engine: Engine, count: Int = 1, _ body: @Sendable ([any SQLStore]) async throws -> T) async throws -> T {
+    switch engine {
+    case .sqlite:
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-\(UUID().uuidString).sqlite").path
+        defer {
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
+        var stores: [any SQLStore] = []
+        for _ in 0..<count { stores.append(try await SQLiteStore.open(path: path, logger: testLogger)) }
+        let opened = stores
+        let outcome: Result<T, any Error>
+        do {
+            outcome = .success(try await body(opened))
+        } catch {
+            outcome = .failure(error)
+        }
+        for store in stores { await store.close() }
+        return try outcome.get()
+    case .postgres:
+        return try await withScratchPostgresDatabase { databaseURL in
+            let stores = try (0..<count).map { _ in try PostgresStore(url: databaseURL, logger: testLogger) }
+            return try await withThrowingTaskGroup(of: Void.self) { storeTasks in
+                for store in stores { storeTasks.addTask { try await store.run() } }
+                defer { storeTasks.cancelAll() }
+                return try await body(stores)
+            }
+        }
+    }
+}
+
+/// Runs `body` with the URL of a fresh database on the test PostgreSQL, dropped afterwards (also on failure).
+func withScratchPostgresDatabase<T: Sendable>(_ body: @Sendable (String) async throws -> T) async throws -> T {
+    let baseURL = try testPostgresURL()
+    let database = "portcullis_test_\(UInt32.random(in: 0...UInt32.max))"
+    let admin = try PostgresStore(url: baseURL, logger: testLogger)
+    return try await withThrowingTaskGroup(of: Void.self) { adminTasks in
+        adminTasks.addTask { try await admin.run() }
+        defer { adminTasks.cancelAll() }
+        try await admin.execute("CREATE DATABASE \(database)")
+        let withoutQuery = baseURL.split(separator: "?", maxSplits: 1)[0]
+        let databaseURL = String(withoutQuery[..<withoutQuery.lastIndex(of: "/")!] + "/\(database)")
+        let outcome: Result<T, any Error>
+        do {
+            outcome = .success(try await body(databaseURL))
+        } catch {
+            outcome = .failure(error)
+        }
+        try await admin.execute("DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
+        return try outcome.get()
+    }
+}
+
+/// The Redis that scripts/test.sh starts; a test never skips when it is absent: it fails.
+func testRedisURL() throws -> String {
+    try #require(ProcessInfo.processInfo.environment["PORTCULLIS_TEST_REDIS_URL"],
+                 "PORTCULLIS_TEST_REDIS_URL is not set: run the suite through scripts/test.sh")
+}
+
+func testRedisConfiguration() throws -> RedisConfiguration {
+    try RedisConfiguration(url: testRedisURL())
+}
+
+/// A PostgreSQL server of a test's own (initdb in a scratch folder, on a free loopback port),
+/// so that the test can stop and start it under a running gateway. Removed when dropped.
+final class ScratchPostgres: Sendable {
+    let folder: String
+    let port: Int
+    let binaries: String
+    var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres" }
+
+    init() throws {
+        let initdb = try #require(try FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")
+            .sorted { $0.compare($1, options: .numeric) == .orderedAscending }
+            .map { "/usr/lib/postgresql/\($0)/bin" }
+            .last { FileManager.default.isExecutableFile(atPath: "\($0)/initdb") }, "PostgreSQL's initdb is not installed")
+        binaries = initdb
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-pg-\(UUID().uuidString)").path
+        port = try freeLoopbackPort()
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        if getuid() == 0 { try Self.run(["/usr/bin/chown", "postgres:postgres", folder]) }
+        try Self.run(asPostgres(["\(binaries)/initdb", "-D", "\(folder)/data", "-U", "postgres", "-A", "trust", "--no-sync"]))
+        try start()
+    }
+
+    private func asPostgres(_ arguments: [String]) -> [String] {
+        getuid() == 0 ? ["/usr/sbin/runuser", "-u", "postgres", "--"] + arguments : arguments
+    }
+
+    func start() throws {
+        try Self.run(asPostgres(["\(binaries)/pg_ctl", "-D", "\(folder)/data", "-l", "\(folder)/log", "-w", "-o",
+                                 "-p \(port) -k \(folder) -c listen_addresses=127.0.0.1 -c fsync=off", "start"]))
+    }
+
+    func stop() throws {
+        try Self.run(asPostgres(["\(binaries)/pg_ctl", "-D", "\(folder)/data", "-m", "immediate", "-w", "stop"]))
+    }
+
+    /// Runs a command to its end, output discarded, with no descriptor of this process but
+    /// 0–2 (posix_spawn and waitpid: Foundation's Process can miss the exit of a command that
+    /// leaves a daemon behind).
+    static func run(_ arguments: [String]) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // Nothing else of this process may leak into the command (pg_ctl leaves a daemon behind):
+        // an inherited socket or pipe end would outlive its owner here and stall whoever waits for its end.
+        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        let addCloseFrom = try #require(dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np"),
+                                        "glibc 2.34 or later is needed (posix_spawn_file_actions_addclosefrom_np)")
+        _ = unsafeBitCast(addCloseFrom, to: AddCloseFrom.self)(&actions, 3)
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid = pid_t()
+        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+        guard spawned == 0 else { throw TestFailure("cannot run \(arguments[0]): error \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        guard status == 0 else { throw TestFailure("\(arguments.joined(separator: " ")) exited with status \(status)") }
+    }
+
+    deinit {
+        try? stop()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}
+
+/// A redis-server of a test's own on a free loopback port, to stop and start at will.
+final class ScratchRedis: Sendable {
+    let port: Int
+    private let process = Mutex<Process?>(nil)
+
+    init() throws {
+        port = try freeLoopbackPort()
+        try start()
+    }
+
+    func start() throws {
+        let started = try startRedisServer(port: port)
+        process.withLock { $0 = started }
+    }
+
+    /// Kills the server at once (SIGKILL: no goodbye to its clients).
+    func stop() {
+        guard let running = process.withLock({ process in defer { process = nil }; return process }) else { return }
+        kill(running.processIdentifier, SIGKILL)
+        running.waitUntilExit()
+    }
+
+    deinit { stop() }
+}
+
+/// A `portcullis serve` process built from this package, killed (SIGKILL) when dropped.
+final class GatewayProcess: Sendable {
+    let process: Process
+    let client: GatewayClient
+
+    /// Starts the binary with `yaml` on a free port and waits until it answers.
+    init(yaml: String) async throws {
+        let port = try freeLoopbackPort()
+        let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let binary = directory.appendingPathComponent("portcullis").path
+        let configuration = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-replica-\(UUID().uuidString).yaml")
+        try yaml.write(to: configuration, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["serve", "--config", configuration.path, "--port", String(port), "--log-level", "error"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        self.client = GatewayClient(port: port)
+        let started = ContinuousClock.now
+        while ContinuousClock.now - started < .seconds(30) {
+            if let health = try? await client.request(.GET, "/health/live", timeout: 1), health.status == 200 { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        stop()
+        throw TestFailure("the gateway process on port \(port) did not start")
+    }
+
+    func stop() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit { if process.isRunning { stop() } }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
