@@ -24,7 +24,7 @@ public struct Governance: Sendable {
     public func admit(_ principal: Principal, model: String, prices: [TokenPrice], promptBytes: Int, maxTokens: Int?) async throws -> Grant {
         let inputPrice = prices.map(\.inputPerMillion).max() ?? 0
         let outputPrice = prices.map(\.outputPerMillion).max() ?? 0
-        let promptTokens = Int64(max(1, promptBytes / 4))
+        let promptTokens = max(1, Grant.estimatedTokens(characters: promptBytes))
         let outputTokens = Int64(maxTokens ?? reserveOutputTokens)
         let worstCase = Int64((Double(promptTokens) * inputPrice + Double(outputTokens) * outputPrice).rounded(.up))
         let ticket = try await admission.admit(principal, model: model, estimatedTokens: promptTokens, worstCaseMicros: worstCase)
@@ -76,11 +76,15 @@ public final class Grant: Sendable {
         return true
     }
 
-    /// Settles at the real usage (estimated from `estimatedOutputTokens` when the provider reported none).
-    public func settle(usage: Usage?, price: TokenPrice, estimatedOutputTokens: Int64 = 0) async {
+    /// Tokens assumed for `count` characters (or bytes) when a provider reports no usage: the one
+    /// estimate of admission, streams and settlement, about four per token, rounded up.
+    public static func estimatedTokens(characters count: Int) -> Int64 { Int64((count + 3) / 4) }
+
+    /// Settles at the real usage (estimated from `outputCharacters` when the provider reported none).
+    public func settle(usage: Usage?, price: TokenPrice, outputCharacters: Int = 0) async {
         guard !finished.exchange(true, ordering: .relaxed) else { return }
         let prompt = usage.map { Int64($0.promptTokens) } ?? promptTokens
-        let completion = usage.map { Int64($0.completionTokens) } ?? estimatedOutputTokens
+        let completion = usage.map { Int64($0.completionTokens) } ?? Self.estimatedTokens(characters: outputCharacters)
         let cost = Int64((Double(prompt) * price.inputPerMillion + Double(completion) * price.outputPerMillion).rounded(.up))
         governance.recorder.record(keyID: principal.keyID, userID: principal.userID, teamID: principal.teamID, model: model,
                                    promptTokens: prompt, completionTokens: completion, costMicros: cost)
@@ -133,7 +137,7 @@ public final class StreamMeter: Sendable {
             return state.characters
         }
         guard characters > 0 else { return true }
-        return await grant.allowsOutput(tokens: Int64(total / 4))
+        return await grant.allowsOutput(tokens: Grant.estimatedTokens(characters: total))
     }
 
     /// Counts a chat chunk's text and tool-call arguments.
@@ -151,7 +155,7 @@ public final class StreamMeter: Sendable {
     }
 
     private static func settle(_ grant: Grant, _ counted: (usage: Usage?, characters: Int), price: TokenPrice) async {
-        await grant.settle(usage: counted.usage, price: price, estimatedOutputTokens: Int64((counted.characters + 3) / 4))
+        await grant.settle(usage: counted.usage, price: price, outputCharacters: counted.characters)
     }
 
     deinit {

@@ -68,19 +68,29 @@ public struct InputGuarding: Sendable {
     /// restore in the answer when the policy tokenises.
     public struct Guarded: Sendable {
         public var request: ChatRequest
+        /// The policy that applied.
+        public var policy: GuardPolicy
         public var vault: PlaceholderVault?
         /// The policy's output guards for this request's answer; nil when it has none.
         public var output: OutputInspector?
+
+        public init(request: ChatRequest, policy: GuardPolicy, vault: PlaceholderVault? = nil, output: OutputInspector? = nil) {
+            self.request = request
+            self.policy = policy
+            self.vault = vault
+            self.output = output
+        }
     }
 
-    /// Inspects a chat request for `principal`: throws the client's refusal when blocked, and
-    /// returns the request with personal data redacted where the policy says so.
+    /// Stage 6, guard in: inspects a chat request from `caller`; throws the client's refusal when
+    /// blocked, and returns the request with personal data redacted where the policy says so
+    /// (then `transform` prepares it for the upstream).
     public func check(_ request: ChatRequest, caller: GuardCaller, requestID: String) async throws -> Guarded {
         let entry = policies.first { $0.policy.matches(model: request.model, team: caller.teamID, role: caller.role, key: caller.keyID) }
             ?? fallback
         let input = GuardInput(request: request)
         var outcome = await entry.cascade.run(input, policy: entry.policy)
-        guard !outcome.findings.isEmpty else { return prepare(Guarded(request: request), policy: entry.policy) }
+        guard !outcome.findings.isEmpty else { return Guarded(request: request, policy: entry.policy) }
         // A redaction needs a span in a message's whole text or in a tool call's arguments;
         // personal data elsewhere (text joined from parts) cannot be cut out safely, so it blocks instead.
         for index in outcome.findings.indices where outcome.findingActions[index] == .redact {
@@ -117,7 +127,7 @@ public struct InputGuarding: Sendable {
                                    param: "messages[\(message)]", headers: ["x-portcullis-guard-category": "pii"])
             }
         }
-        return prepare(Guarded(request: redacted, vault: vault.flatMap { $0.isEmpty ? nil : $0 }), policy: entry.policy)
+        return Guarded(request: redacted, policy: entry.policy, vault: vault.flatMap { $0.isEmpty ? nil : $0 })
     }
 
     /// Stage 6 for `/v1/completions`: each prompt string is inspected as a user message under
@@ -134,7 +144,7 @@ public struct InputGuarding: Sendable {
         let allText = completion.prompt.stringValue != nil || (completion.prompt.arrayValue?.count ?? -1) == prompts.count
         var chat = ChatRequest(model: completion.model, messages: prompts.map { ChatMessage(role: .user, content: .text($0)) })
         chat.extra = completion.extra
-        let guarded = try await check(chat, caller: caller, requestID: requestID)
+        let guarded = transform(try await check(chat, caller: caller, requestID: requestID))
         var request = completion
         let redacted = guarded.request.messages.filter { $0.role == .user }.compactMap { $0.content?.text }
         if redacted != prompts {
@@ -171,8 +181,6 @@ public struct InputGuarding: Sendable {
         return .object(object)
     }
 
-    /// Stage 8, transform: the enforced system prompt first, the canary planted in it,
-    /// untrusted content isolated; and the output guards for the answer.
     /// Hands the decisions about one request to the event sink (nothing when there are none).
     public func record(findings: [(finding: GuardFinding, action: GuardAction)], policy: String, model: String, caller: GuardCaller, requestID: String) {
         guard !findings.isEmpty else { return }
@@ -184,7 +192,10 @@ public struct InputGuarding: Sendable {
         })
     }
 
-    func prepare(_ guarded: Guarded, policy: GuardPolicy) -> Guarded {
+    /// Stage 7, transform: the enforced system prompt first, the canary planted in it,
+    /// untrusted content isolated; and the output guards for the answer.
+    public func transform(_ guarded: Guarded) -> Guarded {
+        let policy = guarded.policy
         var guarded = guarded
         var request = guarded.request
         if let spotlight = policy.spotlight { request = spotlight.apply(to: request, id: FastRandom.hex(bytes: 6)) }

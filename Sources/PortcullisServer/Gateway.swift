@@ -196,7 +196,7 @@ public struct Gateway: Sendable {
     public func makeApplication(logger: Logger, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services
         // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
-        if let settlements = pipeline.governance?.settlements { services.append(settlements) }
+        if let settlements = pipeline.admission.governance?.settlements { services.append(settlements) }
         services.append(healthChecker)
         return Application(
             router: makeRouter(),

@@ -140,6 +140,23 @@ enum StreamResponses {
                   model: chunk?.model ?? "", choices: [ChunkChoice(index: 0, delta: ChunkDelta(), finishReason: .length)])
     }
 
+    /// A chat stream in the exchange's dialect, with its limit headers: each chunk passes the
+    /// output guard and the restorer; `meter` counts it, may end it at a budget, and settles it.
+    static func chat(_ routed: Routed<PrimedStream<ChatChunk>>, exchange: ChatExchange, meter: StreamMeter?,
+                     outputGuard: ChunkGuard?, restorer: ChunkRestorer?) -> Response {
+        var response: Response
+        switch exchange.dialect {
+        case .openAI:
+            response = openAIChat(routed, includeUsage: exchange.request.includeUsage, meter: meter, restorer: restorer,
+                                  outputGuard: outputGuard, logger: exchange.logger)
+        case .anthropic:
+            response = anthropicChat(routed, model: exchange.request.model, meter: meter, restorer: restorer,
+                                     outputGuard: outputGuard, logger: exchange.logger)
+        }
+        RequestPipeline.addLimitHeaders(exchange.grant, to: &response.headers)
+        return response
+    }
+
     /// An OpenAI-framed chat stream; `meter` counts it, may end it at a budget, and settles it.
     static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: StreamMeter?,
                            restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {

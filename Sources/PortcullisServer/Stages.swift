@@ -1,0 +1,259 @@
+import Foundation
+import Hummingbird
+import Logging
+import PortcullisAccess
+import PortcullisCore
+import PortcullisGuardrails
+import PortcullisProviders
+import PortcullisRouting
+
+/// One chat request's state through the stages: what is asked, by whom, and what each stage
+/// decided for the ones after it (the grant, the guard policy, the placeholders to restore,
+/// the output guards). Stages read and change it in order; nothing else carries their results.
+struct ChatExchange: Sendable {
+    var request: ChatRequest
+    let dialect: WireDialect
+    let bodySize: Int
+    let principal: Principal
+    let requestID: String
+    let logger: Logger
+    /// What an adapter needs to know about the incoming request.
+    let upstream: UpstreamContext
+    /// Stage 5's admission: limits and budget held until settled or released.
+    var grant: Grant?
+    /// Stage 6's policy and the placeholders of tokenised personal data.
+    var policy: GuardPolicy?
+    var vault: PlaceholderVault?
+    /// Stage 7's output guards for the answer (nil: none).
+    var output: OutputInspector?
+
+    init(request: ChatRequest, dialect: WireDialect, bodySize: Int, principal: Principal, requestID: String, traceparent: String?,
+         logger: Logger) {
+        self.request = request
+        self.dialect = dialect
+        self.bodySize = bodySize
+        self.principal = principal
+        self.requestID = requestID
+        self.logger = logger
+        self.upstream = UpstreamContext(requestID: requestID, traceparent: traceparent, logger: logger)
+    }
+
+    init(request: ChatRequest, dialect: WireDialect, bodySize: Int, context: GatewayRequestContext) {
+        self.init(request: request, dialect: dialect, bodySize: bodySize, principal: context.principal, requestID: context.requestID,
+                  traceparent: context.trace?.traceparent, logger: context.logger)
+    }
+}
+
+/// Stage 4, authorise: may this credential use the model? (The route's permission ran as
+/// middleware before the body was read.)
+struct AuthoriseStage: Sendable {
+    func check(model: String, principal: Principal) throws {
+        guard principal.mayUse(model: model) else {
+            throw GatewayError(status: 403, kind: .permission, code: .modelNotAllowed,
+                               message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
+        }
+    }
+}
+
+/// Stage 5, admission: rate limits, concurrency and the worst-case budget reservation, priced
+/// at the model's most expensive deployment. Without governance (the benchmark's reference
+/// core) it admits everything and holds nothing.
+struct AdmissionStage: Sendable {
+    let governance: Governance?
+    let router: ModelRouter
+
+    func admit(model: String, principal: Principal, bodySize: Int, maxTokens: Int?) async throws -> Grant? {
+        guard let governance else { return nil }
+        return try await governance.admit(principal, model: model, prices: router.groups[model]?.deployments.map(\.price) ?? [],
+                                          promptBytes: bodySize, maxTokens: maxTokens)
+    }
+}
+
+/// Stage 6, guard in: the caller's guard policy as a cascade; a block is the client's 400, and
+/// personal data is redacted where the policy says so. Off: the request passes unchanged.
+struct GuardInStage: Sendable {
+    let guarding: InputGuarding?
+
+    func inspect(_ exchange: inout ChatExchange) async throws {
+        guard let guarding else { return }
+        let guarded = try await guarding.check(exchange.request, caller: exchange.principal.guardCaller, requestID: exchange.requestID)
+        exchange.request = guarded.request
+        exchange.policy = guarded.policy
+        exchange.vault = guarded.vault
+    }
+}
+
+/// Stage 7, transform: the policy's enforced system prompt and canary, spotlighting of
+/// untrusted content, and the output guards the answer will need.
+struct TransformStage: Sendable {
+    let guarding: InputGuarding?
+
+    func apply(_ exchange: inout ChatExchange) {
+        guard let guarding, let policy = exchange.policy else { return }
+        let transformed = guarding.transform(InputGuarding.Guarded(request: exchange.request, policy: policy, vault: exchange.vault))
+        exchange.request = transformed.request
+        exchange.output = transformed.output
+    }
+}
+
+/// Stages 10–11, route and provider: model group → deployment with retries, fallbacks and
+/// circuit breakers; the adapter translates to the provider's wire format. A stream is primed
+/// (its first event received) inside routing, so failover is possible until the client's first byte.
+struct RouteStage: Sendable {
+    let router: ModelRouter
+
+    func chat(_ request: ChatRequest, _ exchange: ChatExchange) async throws -> Routed<ChatCompletion> {
+        let upstream = exchange.upstream
+        return try await router.execute(model: request.model, logger: exchange.logger) { deployment in
+            try await deployment.adapter.chat(request, target: deployment.target, context: upstream)
+        }
+    }
+
+    func streamChat(_ exchange: ChatExchange) async throws -> Routed<PrimedStream<ChatChunk>> {
+        let request = exchange.request, upstream = exchange.upstream
+        return try await router.execute(model: request.model, logger: exchange.logger) { deployment in
+            try await Self.prime(deployment: deployment) {
+                try await deployment.adapter.streamChat(request, target: deployment.target, context: upstream)
+            }
+        }
+    }
+
+    /// Any other call (legacy completions, embeddings), by the model it names.
+    func call<Value: Sendable>(model: String, logger: Logger, _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
+        try await router.execute(model: model, logger: logger, operation)
+    }
+
+    /// Opens a stream and receives its first event within the deployment's first-byte limit;
+    /// a stream that ends before any event counts as a failed attempt.
+    static func prime<Element: Sendable>(deployment: Deployment,
+                                         _ open: @escaping @Sendable () async throws -> EventStream<Element>) async throws -> PrimedStream<Element> {
+        let name = deployment.name
+        do {
+            return try await UpstreamHTTPClient.withTimeLimit(seconds: deployment.target.timeouts.firstByte, phase: "first byte", deployment: name) {
+                guard let primed = try await PrimedStream.prime(try await open()) else {
+                    throw UpstreamFailure(reason: .malformed, message: "the stream ended before its first event", deployment: name)
+                }
+                return primed
+            }
+        } catch let error as UpstreamFailure {
+            throw error
+        } catch let error as GatewayError {
+            throw error
+        } catch {
+            throw UpstreamHTTPClient.classify(error, deployment: deployment.name)
+        }
+    }
+}
+
+/// Stage 12, guard out: the policy's output guards on the answer, then the tokenised
+/// placeholders restored. For a whole answer it returns what to do: deliver it, or ask once
+/// more when it is not the JSON `response_format` asked for (the policy's `format_retry`).
+/// For a stream it gives the chunk guard and restorer to apply as chunks pass.
+struct GuardOutStage: Sendable {
+    let guarding: InputGuarding?
+
+    enum Verdict {
+        /// The answer to send, and the category of any block applied to it.
+        case deliver(Routed<ChatCompletion>, blocked: GuardCategory?)
+        /// Ask again with this request; the answer so far is `previous` (its usage counts too).
+        case retry(ChatRequest, previous: Routed<ChatCompletion>)
+    }
+
+    func review(_ routed: Routed<ChatCompletion>, _ exchange: ChatExchange, retried: Bool) -> Verdict {
+        var routed = routed
+        var blocked: GuardCategory?
+        if let guarding, let inspector = exchange.output {
+            if inspector.policy.output.guards.contains("format") {
+                let failing = Self.formatProblems(routed.value, format: exchange.request.responseFormat)
+                if let first = failing.first {
+                    let caller = exchange.principal.guardCaller, model = exchange.request.model
+                    if inspector.policy.output.formatRetry && !retried {
+                        guarding.record(findings: [(Self.finding(first.problem), .flag)], policy: inspector.policy.name, model: model,
+                                        caller: caller, requestID: exchange.requestID)
+                        var retry = exchange.request
+                        retry.messages.append(ChatMessage(role: .assistant, content: .text(routed.value.choices[first.index].message.content?.text ?? "")))
+                        retry.messages.append(ChatMessage(role: .user, content: .text(
+                            "Your previous reply was not accepted: \(first.problem). Reply again with only the JSON that was asked for: no other text, no code fences.")))
+                        return .retry(retry, previous: routed)
+                    }
+                    for (index, _) in failing {
+                        routed.value.choices[index].message.content = nil
+                        routed.value.choices[index].finishReason = .contentFilter
+                    }
+                    guarding.record(findings: failing.map { (Self.finding($0.problem), .block) }, policy: inspector.policy.name, model: model,
+                                    caller: caller, requestID: exchange.requestID)
+                    blocked = .format
+                }
+            }
+            let reviewed = guarding.review(routed.value, inspector: inspector, caller: exchange.principal.guardCaller, requestID: exchange.requestID)
+            routed.value = reviewed.completion
+            blocked = reviewed.blocked ?? blocked
+        }
+        if let vault = exchange.vault { routed.value = vault.restore(routed.value) }
+        return .deliver(routed, blocked: blocked)
+    }
+
+    /// The guard and restorer a stream's chunks pass through (nil: none needed).
+    func streamTaps(_ exchange: ChatExchange) -> (guard: ChunkGuard?, restorer: ChunkRestorer?) {
+        let restorer = exchange.vault.map(ChunkRestorer.init)
+        guard let guarding, let inspector = exchange.output else { return (nil, restorer) }
+        let caller = exchange.principal.guardCaller, requestID = exchange.requestID, model = exchange.request.model
+        let chunkGuard = ChunkGuard(inspector: inspector, format: exchange.request.responseFormat) { found in
+            guarding.record(findings: found, policy: inspector.policy.name, model: model, caller: caller, requestID: requestID)
+        }
+        return (chunkGuard, restorer)
+    }
+
+    /// Stage 12 for a whole legacy completion: each choice's `text` inspected.
+    func review(completion answer: JSONValue, output: OutputInspector?, model: String, principal: Principal, requestID: String) -> JSONValue {
+        guard let guarding, let output else { return answer }
+        return guarding.review(completion: answer, inspector: output, model: model, caller: principal.guardCaller, requestID: requestID)
+    }
+
+    /// The choices that are not the JSON (or schema-valid JSON) `format` asks for; tool calls are not answers.
+    static func formatProblems(_ completion: ChatCompletion, format: ResponseFormat?) -> [(index: Int, problem: String)] {
+        completion.choices.indices.compactMap { index in
+            let message = completion.choices[index].message
+            guard message.toolCalls.isEmpty else { return nil }
+            return FormatCheck.problem(in: message.content?.text ?? "", format: format).map { (index, $0) }
+        }
+    }
+
+    static func finding(_ problem: String) -> GuardFinding {
+        GuardFinding(guardName: "format", category: .format, risk: .medium, score: 1, reason: problem)
+    }
+}
+
+/// Stage 13, settle: the call's real usage and cost charged to the grant (estimated from the
+/// answer's characters when the provider reported none); a stream settles through its meter
+/// when it ends, however it ends.
+struct SettleStage: Sendable {
+    func settle(_ routed: Routed<ChatCompletion>, grant: Grant?) async {
+        guard let grant else { return }
+        let characters = routed.value.choices.reduce(0) { $0 + ($1.message.content?.text.count ?? 0) }
+        await grant.settle(usage: routed.value.usage, price: routed.deployment.price, outputCharacters: characters)
+    }
+
+    /// For an answer passed through as JSON: settled at the usage it reports, returned for the headers.
+    func settle(json routed: Routed<JSONValue>, grant: Grant?) async -> Usage? {
+        let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])
+        await grant?.settle(usage: usage, price: routed.deployment.price)
+        return usage
+    }
+
+    func meter<Value>(for routed: Routed<Value>, grant: Grant?) -> StreamMeter? {
+        grant.map { StreamMeter(grant: $0, price: routed.deployment.price) }
+    }
+}
+
+extension Routed where Value == ChatCompletion {
+    /// This answer with `earlier`'s usage added: both calls are charged.
+    func adding(usageOf earlier: Routed<ChatCompletion>) -> Routed<ChatCompletion> {
+        guard let first = earlier.value.usage else { return self }
+        var routed = self
+        let later = value.usage ?? Usage(promptTokens: 0, completionTokens: 0)
+        routed.value.usage = Usage(promptTokens: first.promptTokens + later.promptTokens,
+                                   completionTokens: first.completionTokens + later.completionTokens, details: later.details)
+        return routed
+    }
+}
