@@ -49,8 +49,8 @@ public enum WireDialect: Sendable {
 /// Messages are written for the client: they never contain credentials or
 /// upstream internals beyond the name of the deployment that failed.
 public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// HTTP status code.
-    public var status: Int
+    /// HTTP status code (`status`, as Hummingbird reads it, is this code's `HTTPResponse.Status`).
+    public var statusCode: Int
     /// The error family.
     public var kind: GatewayErrorKind
     /// The stable code, from the one catalog (`ErrorCode`).
@@ -63,7 +63,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public var headers: [String: String]
 
     public init(status: Int, kind: GatewayErrorKind, code: ErrorCode, message: String, param: String? = nil, headers: [String: String] = [:]) {
-        self.status = status
+        self.statusCode = status
         self.kind = kind
         self.code = code
         self.message = message
@@ -71,7 +71,7 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
         self.headers = headers
     }
 
-    public var description: String { "\(status) \(code.rawValue): \(message)" }
+    public var description: String { "\(statusCode) \(code.rawValue): \(message)" }
 
     /// The OpenAI envelope: `{"error":{"message","type","param","code"}}`.
     public func openAIEnvelope() -> JSONValue {

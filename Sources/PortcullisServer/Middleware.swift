@@ -48,10 +48,10 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let gatewayError = Self.gatewayError(for: error, path: request.uri.path)
-            if gatewayError.status >= 500 && gatewayError.code == GatewayError.internalFailure.code {
+            if gatewayError.statusCode >= 500 && gatewayError.code == GatewayError.internalFailure.code {
                 context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
             }
-            return Self.response(for: gatewayError, dialect: context.dialect, requestID: context.requestID)
+            return gatewayError.response(dialect: context.dialect, requestID: context.requestID)
         }
     }
 
@@ -81,16 +81,6 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
         return .internalFailure
     }
 
-    /// The response for `error` in `dialect`.
-    public static func response(for error: GatewayError, dialect: WireDialect, requestID: String?) -> Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        for (name, value) in error.headers {
-            if let fieldName = HTTPField.Name(name) { headers[fieldName] = value }
-        }
-        let body = JSONWriter.buffer(error.envelope(for: dialect, requestID: requestID))
-        return Response(status: .init(code: error.status), headers: headers, body: .init(byteBuffer: body))
-    }
 }
 
 /// Where a request presents its credential: `Authorization: Bearer`, `x-api-key` or `api-key`.
@@ -176,5 +166,27 @@ public struct PermissionMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         try context.principal.require(permission)
         return try await next(request, context)
+    }
+}
+
+/// A gateway error renders itself: the status, its headers and the envelope of the client's
+/// dialect (read from the context when it is the gateway's, else from the path).
+extension GatewayError: HTTPResponseError {
+    public var status: HTTPResponse.Status { .init(code: statusCode) }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        if let context = context as? GatewayRequestContext { return response(dialect: context.dialect, requestID: context.requestID) }
+        return response(dialect: .of(path: request.uri.path), requestID: request.headers[HTTPField.Name("x-request-id")!])
+    }
+
+    /// The response for this error in `dialect`.
+    public func response(dialect: WireDialect, requestID: String?) -> Response {
+        var fields = HTTPFields()
+        fields[.contentType] = "application/json"
+        for (name, value) in headers {
+            if let fieldName = HTTPField.Name(name) { fields[fieldName] = value }
+        }
+        let body = JSONWriter.buffer(envelope(for: dialect, requestID: requestID))
+        return Response(status: status, headers: fields, body: .init(byteBuffer: body))
     }
 }

@@ -1,6 +1,10 @@
 import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import PortcullisConfig
 import PortcullisCore
+import PortcullisServer
 import Testing
 
 /// Bad input gets a clear error in the client's envelope, with a stable code; the gateway never crashes.
@@ -15,6 +19,26 @@ struct ErrorTests {
             #expect(table.contains("`\(code.rawValue)`"), "\(code.rawValue) is missing from the README's error table")
         }
         #expect(Set(ErrorCode.allCases.map(\.rawValue)).count == ErrorCode.allCases.count)
+    }
+
+    @Test("a GatewayError renders itself: thrown from any Hummingbird route it is its status, headers and the dialect's envelope")
+    func errorsRenderThemselves() async throws {
+        let router = Router()
+        let refusal = GatewayError(status: 429, kind: .rateLimited, code: .rateLimitExceeded, message: "Slow down.", headers: ["Retry-After": "7"])
+        router.post("/v1/chat/completions") { _, _ -> String in throw refusal }
+        router.post("/v1/messages") { _, _ -> String in throw refusal }
+        try await Application(router: router).test(.router) { client in
+            try await client.execute(uri: "/v1/chat/completions", method: .post) { response in
+                #expect(response.status == .tooManyRequests && response.headers[HTTPField.Name("Retry-After")!] == "7")
+                let body = String(buffer: response.body)
+                #expect(body.contains(#""code":"rate_limit_exceeded""#) && body.contains(#""message":"Slow down.""#), "\(body)")
+            }
+            try await client.execute(uri: "/v1/messages", method: .post, headers: [HTTPField.Name("x-request-id")!: "req-7"]) { response in
+                let body = String(buffer: response.body)
+                #expect(response.status == .tooManyRequests && body.contains(#""type":"error""#) && body.contains("rate_limit_error")
+                        && body.contains(#""request_id":"req-7""#), "\(body)")
+            }
+        }
     }
 
     @Test("malformed JSON: 400 saying where, in each dialect's envelope")

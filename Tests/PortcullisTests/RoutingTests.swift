@@ -150,14 +150,14 @@ struct ModelRouterTests {
             _ = try await Self.call(router)
             Issue.record("expected failure")
         } catch let error as GatewayError {
-            #expect(error.status == 502)
+            #expect(error.statusCode == 502)
         }
         #expect(provider.calls.load(ordering: .relaxed) == 2, "the circuit opened after two failures")
         do {
             _ = try await Self.call(router)
             Issue.record("expected failure")
         } catch let error as GatewayError {
-            #expect(error.status == 503)
+            #expect(error.statusCode == 503)
             #expect(error.code == .noHealthyDeployment)
         }
         #expect(provider.calls.load(ordering: .relaxed) == 2)
@@ -198,7 +198,7 @@ struct ModelRouterTests {
             _ = try await Self.call(router, "zzz")
             Issue.record("expected failure")
         } catch let error as GatewayError {
-            #expect(error.status == 404)
+            #expect(error.statusCode == 404)
             #expect(error.message.contains("a, b"))
         }
     }

@@ -56,7 +56,7 @@ struct StageTests {
         do {
             try AuthoriseStage().check(model: "b", principal: limited)
         } catch let error as GatewayError {
-            #expect(error.status == 403 && error.code == .modelNotAllowed && error.param == "model")
+            #expect(error.statusCode == 403 && error.code == .modelNotAllowed && error.param == "model")
         }
         try AuthoriseStage().check(model: "anything", principal: .anonymous)
     }

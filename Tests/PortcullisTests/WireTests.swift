@@ -50,7 +50,7 @@ struct OpenAIWireTests {
             Issue.record("accepted \(body)")
         } catch let error as GatewayError {
             #expect(error.param == param)
-            #expect(error.status == 400)
+            #expect(error.statusCode == 400)
         }
     }
 }
