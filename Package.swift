@@ -41,6 +41,9 @@ let package = Package(
             dependencies: [
                 "PortcullisCore",
                 "PortcullisGuardrails",
+                "PortcullisAccess",
+                "PortcullisStorage",
+                "PortcullisRouting",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strictSettings
@@ -161,6 +164,8 @@ let package = Package(
             name: "portcullis",
             dependencies: [
                 "PortcullisServer",
+                "PortcullisAccess",
+                "PortcullisRouting",
                 "PortcullisConfig",
                 "PortcullisGuardrails",
                 "PortcullisMockUpstream",

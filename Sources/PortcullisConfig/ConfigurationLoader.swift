@@ -1,5 +1,9 @@
 import Foundation
+import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
+import PortcullisRouting
+import PortcullisStorage
 import Yams
 
 /// One problem in a configuration file, located by key path and line.

@@ -1,5 +1,9 @@
 import Foundation
+import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
+import PortcullisRouting
+import PortcullisStorage
 import Yams
 
 /// Checks that span keys (a model named by a policy, a judge model that exists, …), after decoding.

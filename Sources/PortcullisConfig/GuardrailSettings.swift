@@ -1,4 +1,8 @@
+import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
+import PortcullisRouting
+import PortcullisStorage
 import PortcullisGuardrails
 
 extension GatewayConfiguration.Guardrails.Policy {

@@ -1,5 +1,9 @@
 import Foundation
+import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
+import PortcullisRouting
+import PortcullisStorage
 import Yams
 
 /// Collects issues while decoding continues, so that one run reports them all.

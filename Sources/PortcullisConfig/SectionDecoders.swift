@@ -1,5 +1,9 @@
 import Foundation
+import PortcullisAccess
 import PortcullisCore
+import PortcullisGuardrails
+import PortcullisRouting
+import PortcullisStorage
 import Yams
 
 /// One decoder per section of the file: each reads its keys, records what is wrong and keeps

@@ -4,9 +4,11 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOPosix
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisRouting
 import PortcullisServer
 import ServiceLifecycle
 import UnixSignals

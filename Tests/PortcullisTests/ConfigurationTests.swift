@@ -1,5 +1,8 @@
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
+import PortcullisRouting
+import PortcullisStorage
 import Testing
 
 @Suite("Configuration")

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisServer

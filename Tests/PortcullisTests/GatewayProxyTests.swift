@@ -2,6 +2,7 @@ import Foundation
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisRouting
 import Testing
 
 /// End-to-end over real loopback sockets: client → gateway → mock upstream.

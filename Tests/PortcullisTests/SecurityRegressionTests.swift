@@ -1,4 +1,5 @@
 import Foundation
+import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import Testing

@@ -13,6 +13,7 @@ import PortcullisCore
 import PortcullisMockUpstream
 import PortcullisRedis
 import PortcullisServer
+import PortcullisStorage
 import ServiceLifecycle
 import Testing
 

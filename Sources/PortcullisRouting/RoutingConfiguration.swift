@@ -1,0 +1,83 @@
+import PortcullisCore
+
+/// Retries, backoff, circuit breakers and health checks.
+public struct RoutingConfiguration: Sendable, Equatable {
+    /// Extra attempts per model group after the first. Default 2.
+    public var retries: Int = 2
+    /// First backoff, milliseconds. Default 200.
+    public var initialBackoffMilliseconds: Double = 200
+    /// Largest backoff, milliseconds. Default 5000.
+    public var maximumBackoffMilliseconds: Double = 5000
+    /// Longest `Retry-After` honoured before moving on, seconds. Default 10.
+    public var maximumRetryAfterSeconds: Double = 10
+    /// Failures within the window that open a deployment's circuit. Default 5.
+    public var circuitFailureThreshold: Int = 5
+    /// Window for counting failures, seconds. Default 60.
+    public var circuitWindowSeconds: Double = 60
+    /// How long a circuit stays open before a probe, seconds. Default 30.
+    public var circuitCooldownSeconds: Double = 30
+    /// Seconds between active health checks; 0 disables them. Default 30.
+    public var healthCheckIntervalSeconds: Double = 30
+    /// Time limit of one health probe, seconds. Default 5.
+    public var healthCheckTimeoutSeconds: Double = 5
+    /// Default upstream timeouts; a deployment may override each.
+    public var timeouts = UpstreamTimeoutsConfiguration()
+
+    public init() {}
+}
+
+/// Per-phase upstream time limits, seconds.
+public struct UpstreamTimeoutsConfiguration: Sendable, Equatable {
+    public var connect: Double = 5
+    public var firstByte: Double = 60
+    public var total: Double = 600
+    public var streamIdle: Double = 60
+
+    public init() {}
+}
+
+/// A public model name and how it is served.
+public struct ModelConfiguration: Sendable, Equatable {
+    public var name: String
+    public var deployments: [DeploymentConfiguration]
+    /// Model groups to try, in order, when every deployment here failed.
+    public var fallbacks: [String] = []
+
+    public init(name: String, deployments: [DeploymentConfiguration], fallbacks: [String] = []) {
+        self.name = name
+        self.deployments = deployments
+        self.fallbacks = fallbacks
+    }
+}
+
+/// One upstream deployment of a model group.
+public struct DeploymentConfiguration: Sendable, Equatable {
+    public var provider: String
+    /// The model name upstream (for Azure, the deployment name).
+    public var model: String
+    public var apiBase: String?
+    public var apiKey: String?
+    public var apiVersion: String?
+    /// Relative share of traffic among the group's healthy deployments. Default 1.
+    public var weight: Double = 1
+    /// Price per one million input tokens. Default 0.
+    public var inputPricePerMillion: Double = 0
+    /// Price per one million output tokens. Default 0.
+    public var outputPricePerMillion: Double = 0
+    /// Extra headers sent upstream.
+    public var headers: [String: String] = [:]
+    /// Overrides of the routing timeouts.
+    public var timeouts: UpstreamTimeoutsConfiguration
+    /// `max_tokens` sent to providers that require it when the client gives none. Default 4096.
+    public var defaultMaxTokens: Int = 4096
+    /// Demo provider only: streamed tokens per second (0 = unthrottled).
+    public var tokensPerSecond: Double = 0
+    /// PEM file of certificate authorities trusted for an https `api_base` (internal PKI). Default: the system's.
+    public var caFile: String?
+
+    public init(provider: String, model: String, timeouts: UpstreamTimeoutsConfiguration = UpstreamTimeoutsConfiguration()) {
+        self.provider = provider
+        self.model = model
+        self.timeouts = timeouts
+    }
+}
