@@ -25,7 +25,7 @@ public struct AuthConfiguration: Sendable, Equatable {
     /// OIDC issuers whose bearer tokens are accepted.
     public var oidc: [OIDCIssuerConfiguration] = []
     /// Roles whose callers must have used multi-factor authentication. Default `[admin]`.
-    public var mfaRequiredRoles: [String] = ["admin"]
+    public var mfaRequiredRoles: [Role] = [.admin]
 
     public init(masterKey: String? = nil) { self.masterKey = masterKey }
 }
@@ -43,9 +43,9 @@ public struct OIDCIssuerConfiguration: Sendable, Equatable {
     /// Claim paths (dotted) searched for role names, in order.
     public var roleClaims: [String] = ["realm_access.roles", "roles", "groups"]
     /// Claim value → role; a claim value equal to a role name maps to it by default.
-    public var roleMap: [String: String] = [:]
+    public var roleMap: [String: Role] = [:]
     /// Role given to a valid token that maps to none. Default `user`.
-    public var defaultRole: String = "user"
+    public var defaultRole: Role = .user
     /// Claim path of the team. Default `team`.
     public var teamClaim: String = "team"
     /// Claim path of the user id. Default `sub`.
@@ -71,11 +71,11 @@ public struct OIDCIssuerConfiguration: Sendable, Equatable {
 public struct LimitsConfiguration: Sendable, Equatable {
     /// Per-role defaults, applied to a caller of that role unless the key, user or team sets its own.
     /// Users 120 req/min, developers 300, admins 1200, auditors 60.
-    public var roles: [String: RateLimits] = [
-        "user": RateLimits(requestsPerMinute: 120, tokensPerMinute: 200_000, concurrency: 20),
-        "developer": RateLimits(requestsPerMinute: 300, tokensPerMinute: 1_000_000, concurrency: 50),
-        "admin": RateLimits(requestsPerMinute: 1200, tokensPerMinute: 5_000_000, concurrency: 200),
-        "auditor": RateLimits(requestsPerMinute: 60, tokensPerMinute: 0, concurrency: 10),
+    public var roles: [Role: RateLimits] = [
+        .user: RateLimits(requestsPerMinute: 120, tokensPerMinute: 200_000, concurrency: 20),
+        .developer: RateLimits(requestsPerMinute: 300, tokensPerMinute: 1_000_000, concurrency: 50),
+        .admin: RateLimits(requestsPerMinute: 1200, tokensPerMinute: 5_000_000, concurrency: 200),
+        .auditor: RateLimits(requestsPerMinute: 60, tokensPerMinute: 0, concurrency: 10),
     ]
     /// Limits per public model, across all callers.
     public var models: [String: RateLimits] = [:]

@@ -153,7 +153,7 @@ public struct IssuerPolicy: Sendable {
     public var audiences: [String]
     public var algorithms: [String]
     public var roleClaims: [String]
-    public var roleMap: [String: String]
+    public var roleMap: [String: Role]
     public var defaultRole: Role
     public var teamClaim: String
     public var userClaim: String
@@ -163,7 +163,7 @@ public struct IssuerPolicy: Sendable {
     public var mfaContexts: [String]
 
     public init(issuer: String, audiences: [String], algorithms: [String] = ["RS256", "ES256", "EdDSA"],
-                roleClaims: [String] = ["realm_access.roles", "roles", "groups"], roleMap: [String: String] = [:], defaultRole: Role = .user,
+                roleClaims: [String] = ["realm_access.roles", "roles", "groups"], roleMap: [String: Role] = [:], defaultRole: Role = .user,
                 teamClaim: String = "team", userClaim: String = "sub", maximumLifetime: Double = 3600, leeway: Double = 30,
                 mfaMethods: [String] = ["mfa", "otp", "hwk", "swk"], mfaContexts: [String] = []) {
         self.issuer = issuer
@@ -208,8 +208,9 @@ public struct IssuerPolicy: Sendable {
         let team = Self.lookup(teamClaim, in: claims).first
         var names: [String] = []
         for path in roleClaims { names += Self.lookup(path, in: claims) }
-        let mapped = Set(names.compactMap { roleMap[$0] ?? ($0.hasPrefix("portcullis-") ? String($0.dropFirst("portcullis-".count)) : $0) }
-            .compactMap(Role.init(rawValue:)))
+        let mapped = Set(names.compactMap { name in
+            roleMap[name] ?? Role(rawValue: name.hasPrefix("portcullis-") ? String(name.dropFirst("portcullis-".count)) : name)
+        })
         let role = [Role.admin, .developer, .auditor, .user].first(where: mapped.contains) ?? defaultRole
         var methods: [String] = []
         if case .array(let values) = claims["amr"] { methods = values.compactMap(\.stringValue) }

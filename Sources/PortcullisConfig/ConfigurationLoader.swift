@@ -86,10 +86,10 @@ public enum ConfigurationLoader {
         applyEnvironment(environment, to: &configuration)
         if let port = environment["PORTCULLIS_PORT"].flatMap(Int.init) { configuration.server.port = port }
         if let host = environment["PORTCULLIS_HOST"], !host.isEmpty { configuration.server.host = host }
-        configuration.models.append(.init(name: "demo", deployments: [.init(provider: ProviderKind.demo.rawValue, model: "demo")]))
+        configuration.models.append(.init(name: "demo", deployments: [.init(provider: .demo, model: "demo")]))
         if let key = environment["OPENAI_API_KEY"], !key.isEmpty {
             for model in ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small", "text-embedding-3-large"] {
-                var deployment = GatewayConfiguration.Deployment(provider: ProviderKind.openai.rawValue, model: model)
+                var deployment = GatewayConfiguration.Deployment(provider: .openai, model: model)
                 deployment.apiKey = key
                 deployment.apiBase = environment["OPENAI_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
                 configuration.models.append(.init(name: model, deployments: [deployment]))
@@ -97,7 +97,7 @@ public enum ConfigurationLoader {
         }
         if let key = environment["ANTHROPIC_API_KEY"], !key.isEmpty {
             for model in ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"] {
-                var deployment = GatewayConfiguration.Deployment(provider: ProviderKind.anthropic.rawValue, model: model)
+                var deployment = GatewayConfiguration.Deployment(provider: .anthropic, model: model)
                 deployment.apiKey = key
                 deployment.apiBase = environment["ANTHROPIC_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
                 configuration.models.append(.init(name: model, deployments: [deployment]))
@@ -108,7 +108,7 @@ public enum ConfigurationLoader {
             let names = (environment["AZURE_OPENAI_DEPLOYMENTS"] ?? environment["AZURE_OPENAI_DEPLOYMENT"] ?? "")
                 .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             for name in names {
-                var deployment = GatewayConfiguration.Deployment(provider: ProviderKind.azure.rawValue, model: name)
+                var deployment = GatewayConfiguration.Deployment(provider: .azure, model: name)
                 deployment.apiKey = key
                 deployment.apiBase = endpoint
                 deployment.apiVersion = environment["AZURE_OPENAI_API_VERSION"].flatMap { $0.isEmpty ? nil : $0 }

@@ -88,7 +88,7 @@ extension ConfigurationLoader {
         }
     }
 
-    static let roleNames = ["user", "developer", "admin", "auditor"]
+    static let roleNames = Role.allCases.map(\.rawValue)
 
     static func decodeAuth(_ auth: NodeReader, into settings: inout GatewayConfiguration.Auth) {
         guard auth.expectMapping(allowedKeys: ["master_key", "required", "key_pepper", "key_cache_seconds", "rotation_grace_seconds",
@@ -110,11 +110,11 @@ extension ConfigurationLoader {
         }
     }
 
-    static func roleList(_ reader: NodeReader) -> [String] {
+    static func roleList(_ reader: NodeReader) -> [Role] {
         reader.elements().compactMap { element in
-            guard let role = element.scalarString() else { return nil }
-            guard roleNames.contains(role) else {
-                element.issue(nil, "unknown role '\(role)'; expected one of \(roleNames.joined(separator: ", "))")
+            guard let name = element.scalarString() else { return nil }
+            guard let role = Role(rawValue: name) else {
+                element.issue(nil, "unknown role '\(name)'; expected one of \(roleNames.joined(separator: ", "))")
                 return nil
             }
             return role
@@ -149,12 +149,12 @@ extension ConfigurationLoader {
         if let claims = reader.child("role_claims") { settings.roleClaims = claims.elements().compactMap { $0.scalarString() } }
         if let map = reader.child("role_map"), map.expectMapping(allowedKeys: nil) {
             for key in map.keys {
-                guard let role = map.string(key) else { continue }
-                if roleNames.contains(role) { settings.roleMap[key] = role } else { map.issue(key, "unknown role '\(role)'") }
+                guard let name = map.string(key) else { continue }
+                if let role = Role(rawValue: name) { settings.roleMap[key] = role } else { map.issue(key, "unknown role '\(name)'") }
             }
         }
-        if let role = reader.string("default_role") {
-            if roleNames.contains(role) { settings.defaultRole = role } else { reader.issue("default_role", "unknown role '\(role)'") }
+        if let name = reader.string("default_role") {
+            if let role = Role(rawValue: name) { settings.defaultRole = role } else { reader.issue("default_role", "unknown role '\(name)'") }
         }
         settings.teamClaim = reader.string("team_claim") ?? settings.teamClaim
         settings.userClaim = reader.string("user_claim") ?? settings.userClaim
@@ -178,8 +178,8 @@ extension ConfigurationLoader {
     static func decodeLimits(_ reader: NodeReader, into limits: inout GatewayConfiguration.Limits) {
         guard reader.expectMapping(allowedKeys: ["roles", "models", "reserve_output_tokens"]) else { return }
         if let roles = reader.child("roles"), roles.expectMapping(allowedKeys: Set(roleNames)) {
-            for role in roles.keys {
-                guard let child = roles.child(role), let parsed = decodeRateLimits(child) else { continue }
+            for name in roles.keys {
+                guard let role = Role(rawValue: name), let child = roles.child(name), let parsed = decodeRateLimits(child) else { continue }
                 let base = limits.roles[role] ?? .init()
                 limits.roles[role] = .init(requestsPerMinute: parsed.requestsPerMinute ?? base.requestsPerMinute,
                                            tokensPerMinute: parsed.tokensPerMinute ?? base.tokensPerMinute,
@@ -248,7 +248,7 @@ extension ConfigurationLoader {
         if guardrails.openAIModeration == nil, all.contains(where: { $0.input.contains("openai_moderation") }) {
             reader.issue("openai_moderation", "a policy lists the openai_moderation guard: configure guardrails.openai_moderation")
         }
-        let hashing = ([guardrails.defaultPolicy] + guardrails.policies).contains { $0.pii == "hash" && $0.input.contains("pii") }
+        let hashing = ([guardrails.defaultPolicy] + guardrails.policies).contains { $0.pii == .hash && $0.input.contains("pii") }
         if hashing && (guardrails.pseudonymKey?.utf8.count ?? 0) < 32 {
             reader.issue("pseudonym_key", "a policy hashes personal data (pii: hash): set a pseudonym_key of 32 or more bytes")
         }
@@ -296,7 +296,7 @@ extension ConfigurationLoader {
                                                  "max_messages", "max_message_characters", "pii", "output", "output_pii",
                                                  "stream_hold_back", "canary", "system_prompt", "spotlight", "format_retry"]) else { return policy }
         if let pii = reader.string("pii") {
-            if ["mask", "remove", "hash", "tokenize", "block", "flag"].contains(pii) { policy.pii = pii } else {
+            if let action = PersonalDataAction(rawValue: pii) { policy.pii = action } else {
                 reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")
             }
         }
@@ -316,12 +316,12 @@ extension ConfigurationLoader {
         }
         if let actions = reader.child("actions"), actions.expectMapping(allowedKeys: ["critical", "high", "medium", "low"]) {
             for level in actions.keys {
-                guard let action = actions.string(level) else { continue }
-                guard ["block", "redact", "flag"].contains(action) else {
-                    actions.issue(level, "must be block, redact or flag; got '\(action)'")
+                guard let name = actions.string(level), let risk = RiskLevel(name: level) else { continue }
+                guard let action = GuardAction(rawValue: name) else {
+                    actions.issue(level, "must be block, redact or flag; got '\(name)'")
                     continue
                 }
-                policy.actions[level] = action
+                policy.actions[risk] = action
             }
         }
         policy.maxInputTokens = reader.integer("max_input_tokens", in: 1...10_000_000) ?? policy.maxInputTokens
@@ -334,7 +334,9 @@ extension ConfigurationLoader {
             policy.output = output
         }
         if let outputPII = reader.string("output_pii") {
-            if ["mask", "remove", "block", "flag"].contains(outputPII) { policy.outputPII = outputPII } else {
+            if let action = PersonalDataAction(rawValue: outputPII), [.mask, .remove, .block, .flag].contains(action) {
+                policy.outputPII = action
+            } else {
                 reader.issue("output_pii", "must be mask, remove, block or flag; got '\(outputPII)'")
             }
         }
@@ -346,21 +348,31 @@ extension ConfigurationLoader {
         }
         if let prompt = reader.string("system_prompt") { policy.systemPrompt = prompt.isEmpty ? nil : prompt }
         if let spotlight = reader.child("spotlight") {
-            if let mode = spotlight.scalarString() {
-                policy.spotlight = mode
+            var mode: String?
+            if let scalar = spotlight.scalarString() {
+                mode = scalar
             } else if spotlight.expectMapping(allowedKeys: ["mode", "roles", "documents"]) {
-                policy.spotlight = spotlight.string("mode")
-                if policy.spotlight == nil { spotlight.issue("mode", "required: delimit, datamark or base64") }
+                mode = spotlight.string("mode")
+                if mode == nil { spotlight.issue("mode", "required: delimit, datamark or base64") }
                 if let roles = spotlight.child("roles").map({ $0.elements().compactMap { $0.scalarString() } }) {
-                    for role in roles where !["tool", "user", "assistant"].contains(role) {
-                        spotlight.issue("roles", "must be tool, user or assistant; got '\(role)'")
+                    var isolated: [ChatRole] = []
+                    for name in roles {
+                        if let role = ChatRole(rawValue: name), [.tool, .user, .assistant].contains(role) {
+                            isolated.append(role)
+                        } else {
+                            spotlight.issue("roles", "must be tool, user or assistant; got '\(name)'")
+                        }
                     }
-                    policy.spotlightRoles = roles
+                    policy.spotlightRoles = isolated
                 }
                 policy.spotlightDocuments = spotlight.bool("documents") ?? policy.spotlightDocuments
             }
-            if let mode = policy.spotlight, !["delimit", "datamark", "base64"].contains(mode) {
-                reader.issue("spotlight", "must be delimit, datamark or base64; got '\(mode)'")
+            if let mode {
+                if let parsed = Spotlighting.Mode(rawValue: mode) {
+                    policy.spotlight = parsed
+                } else {
+                    reader.issue("spotlight", "must be delimit, datamark or base64; got '\(mode)'")
+                }
             }
         }
         return policy
@@ -427,12 +439,15 @@ extension ConfigurationLoader {
     static func decodeDeployment(_ reader: NodeReader, routing: GatewayConfiguration.Routing) -> GatewayConfiguration.Deployment? {
         guard reader.expectMapping(allowedKeys: ["provider", "model", "api_base", "api_key", "api_version", "weight", "price",
                                                  "headers", "timeouts", "default_max_tokens", "tokens_per_second", "ca_file"]) else { return nil }
-        let provider = reader.requiredString("provider") ?? ""
-        if !provider.isEmpty, !providerNames.contains(provider) {
-            reader.issue("provider", "unknown provider '\(provider)'; expected one of \(providerNames.joined(separator: ", "))"
-                + (suggestion(for: provider, among: providerNames).map { " (did you mean '\($0)'?)" } ?? ""))
+        let name = reader.requiredString("provider") ?? ""
+        guard let provider = ProviderKind(rawValue: name) else {
+            if !name.isEmpty {
+                reader.issue("provider", "unknown provider '\(name)'; expected one of \(providerNames.joined(separator: ", "))"
+                    + (suggestion(for: name, among: providerNames).map { " (did you mean '\($0)'?)" } ?? ""))
+            }
+            return nil
         }
-        let model = provider == ProviderKind.demo.rawValue ? (reader.string("model") ?? "demo") : (reader.requiredString("model") ?? "")
+        let model = provider == .demo ? (reader.string("model") ?? "demo") : (reader.requiredString("model") ?? "")
         var deployment = GatewayConfiguration.Deployment(provider: provider, model: model, timeouts: routing.timeouts)
         deployment.apiBase = reader.string("api_base")
         if let base = deployment.apiBase, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
@@ -458,11 +473,8 @@ extension ConfigurationLoader {
             for key in headers.keys { deployment.headers[key] = headers.string(key) ?? "" }
         }
         if let timeouts = reader.child("timeouts") { decodeTimeouts(timeouts, into: &deployment.timeouts) }
-        switch provider {
-        case ProviderKind.openaiCompatible.rawValue, ProviderKind.azure.rawValue:
-            if deployment.apiBase == nil { reader.issue("api_base", "is required for provider '\(provider)'") }
-        default:
-            break
+        if [.openaiCompatible, .azure].contains(provider), deployment.apiBase == nil {
+            reader.issue("api_base", "is required for provider '\(provider.rawValue)'")
         }
         return deployment
     }

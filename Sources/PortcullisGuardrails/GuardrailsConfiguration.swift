@@ -13,7 +13,7 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
         /// Input guards by name. Default validation, injection_rules and injection_classifier.
         public var input: [String] = ["validation", "injection_rules", "injection_classifier"]
         /// Action per risk level (block, redact, flag). Default block critical and high, flag the rest.
-        public var actions: [String: String] = ["critical": "block", "high": "block", "medium": "flag", "low": "flag"]
+        public var actions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
         /// Input token limit (estimated). Default 4096.
         public var maxInputTokens: Int = 4096
         /// Messages per request. Default 256.
@@ -22,14 +22,14 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
         public var maxMessageCharacters: Int = 100_000
         /// What the `pii` guard's findings do: mask, remove, hash (keyed pseudonym), tokenize (restored in the
         /// answer), block or flag. Default mask.
-        public var pii: String = "mask"
+        public var pii: PersonalDataAction = .mask
         /// Output guards by name (pii, system_prompt_leak, moderation, format). Default none.
         public var output: [String] = []
         /// Whether an answer failing the `format` guard (not the JSON its request's
         /// `response_format` asked for) is asked for once more before it is withheld. Default true.
         public var formatRetry: Bool = true
         /// What the output `pii` guard does: mask, remove, block or flag. Default mask.
-        public var outputPII: String = "mask"
+        public var outputPII: PersonalDataAction = .mask
         /// Bytes of a streamed answer held back for inspection. Default 64.
         public var streamHoldBack: Int = 64
         /// Whether a canary token is planted in the system prompt (leaks block). Default false.
@@ -37,9 +37,9 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
         /// A system prompt put first in every request; clients cannot remove it.
         public var systemPrompt: String?
         /// Context isolation: delimit, datamark or base64; nil for none.
-        public var spotlight: String?
+        public var spotlight: Spotlighting.Mode?
         /// Roles whose content is isolated. Default tool.
-        public var spotlightRoles: [String] = ["tool"]
+        public var spotlightRoles: [ChatRole] = [.tool]
         /// Whether `<document>…</document>` spans in user messages are isolated. Default true.
         public var spotlightDocuments: Bool = true
 

@@ -1,4 +1,6 @@
+import Foundation
 import PortcullisCore
+import PortcullisProviders
 
 /// Retries, backoff, circuit breakers and health checks.
 public struct RoutingConfiguration: Sendable, Equatable {
@@ -52,7 +54,7 @@ public struct ModelConfiguration: Sendable, Equatable {
 
 /// One upstream deployment of a model group.
 public struct DeploymentConfiguration: Sendable, Equatable {
-    public var provider: String
+    public var provider: ProviderKind
     /// The model name upstream (for Azure, the deployment name).
     public var model: String
     public var apiBase: String?
@@ -75,9 +77,41 @@ public struct DeploymentConfiguration: Sendable, Equatable {
     /// PEM file of certificate authorities trusted for an https `api_base` (internal PKI). Default: the system's.
     public var caFile: String?
 
-    public init(provider: String, model: String, timeouts: UpstreamTimeoutsConfiguration = UpstreamTimeoutsConfiguration()) {
+    public init(provider: ProviderKind, model: String, timeouts: UpstreamTimeoutsConfiguration = UpstreamTimeoutsConfiguration()) {
         self.provider = provider
         self.model = model
         self.timeouts = timeouts
+    }
+}
+
+extension ModelRouter {
+    /// The router of `models` as configured: each deployment with its adapter (from `adapter`,
+    /// one per provider kind), target, weight, price and circuit breaker; retries and backoff
+    /// from `routing`.
+    public init(models: [ModelConfiguration], routing: RoutingConfiguration,
+                adapter: (ProviderKind, DeploymentConfiguration) -> any ProviderAdapter) {
+        let breaker = CircuitBreaker.Configuration(failureThreshold: routing.circuitFailureThreshold,
+                                                   window: routing.circuitWindowSeconds, cooldown: routing.circuitCooldownSeconds)
+        let created = Int64(Date().timeIntervalSince1970)
+        let groups = models.map { model in
+            let deployments = model.deployments.enumerated().map { index, settings in
+                let timeouts = UpstreamTimeouts(connect: settings.timeouts.connect, firstByte: settings.timeouts.firstByte,
+                                                total: settings.timeouts.total, streamIdle: settings.timeouts.streamIdle)
+                let kind = settings.provider
+                let target = DeploymentTarget(
+                    name: "\(model.name)/\(kind.rawValue)[\(index)]", provider: kind, upstreamModel: settings.model,
+                    apiBase: settings.apiBase ?? kind.defaultAPIBase ?? "", apiKey: settings.apiKey, apiVersion: settings.apiVersion,
+                    headers: settings.headers, timeouts: timeouts, defaultMaxTokens: settings.defaultMaxTokens,
+                    trustedCAFile: settings.caFile)
+                return Deployment(target: target, adapter: adapter(kind, settings), weight: settings.weight,
+                                  price: TokenPrice(inputPerMillion: settings.inputPricePerMillion, outputPerMillion: settings.outputPricePerMillion),
+                                  breaker: breaker)
+            }
+            let owner = model.deployments.first.map { $0.provider == .demo ? "portcullis" : $0.provider.rawValue } ?? "portcullis"
+            return ModelGroup(name: model.name, deployments: deployments, fallbacks: model.fallbacks, created: created, ownedBy: owner)
+        }
+        let policy = RetryPolicy(retries: routing.retries, initialBackoff: routing.initialBackoffMilliseconds / 1000,
+                                 maximumBackoff: routing.maximumBackoffMilliseconds / 1000, maximumRetryAfter: routing.maximumRetryAfterSeconds)
+        self.init(groups: groups, retryPolicy: policy)
     }
 }

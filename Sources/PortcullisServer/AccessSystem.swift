@@ -121,7 +121,7 @@ public struct AccessSystem: Sendable {
         let issuers = configuration.auth.oidc.map { settings in
             IssuerKeys(policy: IssuerPolicy(issuer: settings.issuer, audiences: settings.audiences, algorithms: settings.algorithms,
                                             roleClaims: settings.roleClaims, roleMap: settings.roleMap,
-                                            defaultRole: Role(rawValue: settings.defaultRole) ?? .user, teamClaim: settings.teamClaim,
+                                            defaultRole: settings.defaultRole, teamClaim: settings.teamClaim,
                                             userClaim: settings.userClaim, maximumLifetime: settings.maximumLifetimeSeconds,
                                             leeway: settings.leewaySeconds, mfaMethods: settings.mfaMethods, mfaContexts: settings.mfaContexts),
                        jwksURL: settings.jwksURL, fetch: Self.fetcher(http: http, caFile: settings.caFile, logger: logger))
@@ -129,13 +129,9 @@ public struct AccessSystem: Sendable {
         let required = configuration.auth.required ?? (configuration.auth.masterKey != nil || !configuration.auth.oidc.isEmpty)
         let authenticator = Authenticator(masterKey: configuration.auth.masterKey, keys: keys, cache: cache, tokens: TokenVerifier(issuers: issuers),
                                           health: health, recorder: recorder, isRequired: required, failOpen: configuration.auth.failOpen,
-                                          mfaRequiredRoles: Set(configuration.auth.mfaRequiredRoles.compactMap(Role.init(rawValue:))))
-        var roleLimits: [Role: RateLimits] = [:]
-        for (name, limits) in configuration.limits.roles {
-            if let role = Role(rawValue: name) { roleLimits[role] = limits }
-        }
-        let modelLimits = configuration.limits.models
-        let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: roleLimits, modelLimits: modelLimits)
+                                          mfaRequiredRoles: Set(configuration.auth.mfaRequiredRoles))
+        let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: configuration.limits.roles,
+                                  modelLimits: configuration.limits.models)
         let policy = configuration.ipPolicy
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
         ipPolicy.update(initialRules)

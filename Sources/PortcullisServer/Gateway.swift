@@ -49,43 +49,14 @@ public struct Gateway: Sendable {
         let client = UpstreamHTTPClient()
         self.upstreamClient = client
         let routing = configuration.routing
-        let breaker = CircuitBreaker.Configuration(failureThreshold: routing.circuitFailureThreshold,
-                                                   window: routing.circuitWindowSeconds, cooldown: routing.circuitCooldownSeconds)
-        let created = Int64(Date().timeIntervalSince1970)
-        let openAI = OpenAIAdapter(http: client)
-        let anthropic = AnthropicAdapter(http: client)
-        var groups: [ModelGroup] = []
-        for model in configuration.models {
-            var deployments: [Deployment] = []
-            for (index, settings) in model.deployments.enumerated() {
-                guard let kind = ProviderKind(rawValue: settings.provider) else {
-                    throw ConfigurationError(source: "configuration", issues: [.init(path: "models.\(model.name).deployments[\(index)].provider",
-                                                                                     message: "unknown provider '\(settings.provider)'")])
-                }
-                let adapter: any ProviderAdapter
-                switch kind {
-                case .anthropic: adapter = anthropic
-                case .demo: adapter = DemoProvider(tokensPerSecond: settings.tokensPerSecond)
-                case .openai, .openaiCompatible, .vllm, .ollama, .azure: adapter = openAI
-                }
-                let timeouts = UpstreamTimeouts(connect: settings.timeouts.connect, firstByte: settings.timeouts.firstByte,
-                                                total: settings.timeouts.total, streamIdle: settings.timeouts.streamIdle)
-                let target = DeploymentTarget(
-                    name: "\(model.name)/\(kind.rawValue)[\(index)]", provider: kind, upstreamModel: settings.model,
-                    apiBase: settings.apiBase ?? kind.defaultAPIBase ?? "", apiKey: settings.apiKey, apiVersion: settings.apiVersion,
-                    headers: settings.headers, timeouts: timeouts, defaultMaxTokens: settings.defaultMaxTokens,
-                    trustedCAFile: settings.caFile)
-                deployments.append(Deployment(target: target, adapter: adapter, weight: settings.weight,
-                                              price: TokenPrice(inputPerMillion: settings.inputPricePerMillion,
-                                                                outputPerMillion: settings.outputPricePerMillion),
-                                              breaker: breaker))
+        let openAI = OpenAIAdapter(http: client), anthropic = AnthropicAdapter(http: client)
+        self.modelRouter = ModelRouter(models: configuration.models, routing: routing) { kind, settings in
+            switch kind {
+            case .anthropic: anthropic
+            case .demo: DemoProvider(tokensPerSecond: settings.tokensPerSecond)
+            case .openai, .openaiCompatible, .vllm, .ollama, .azure: openAI
             }
-            let owner = model.deployments.first.map { $0.provider == "demo" ? "portcullis" : $0.provider } ?? "portcullis"
-            groups.append(ModelGroup(name: model.name, deployments: deployments, fallbacks: model.fallbacks, created: created, ownedBy: owner))
         }
-        let policy = RetryPolicy(retries: routing.retries, initialBackoff: routing.initialBackoffMilliseconds / 1000,
-                                 maximumBackoff: routing.maximumBackoffMilliseconds / 1000, maximumRetryAfter: routing.maximumRetryAfterSeconds)
-        self.modelRouter = ModelRouter(groups: groups, retryPolicy: policy)
         // Everything that can refuse the configuration comes before the access system, which must be shut down once started.
         let policies = configuration.guardrails.policies + [configuration.guardrails.defaultPolicy]
         if configuration.guardrails.enabled, policies.contains(where: { $0.input.contains("injection_classifier") }),

@@ -251,6 +251,6 @@ extension GatewayConfiguration {
         self.init()
         server.host = "127.0.0.1"
         server.port = 0
-        models = [.init(name: "demo", deployments: [.init(provider: "demo", model: "demo")])]
+        models = [.init(name: "demo", deployments: [.init(provider: .demo, model: "demo")])]
     }
 }
