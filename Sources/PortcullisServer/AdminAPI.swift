@@ -10,6 +10,7 @@ import PortcullisCore
 /// out, lists paginated (`limit`, `cursor`), every change recorded as an admin action.
 struct AdminAPI: Sendable {
     let access: AccessSystem
+    let audit: AuditLogs
 
     func register(on group: RouterGroup<GatewayRequestContext>) {
         group.get("whoami") { _, context in Self.json(Self.principalObject(context.principal)) }
@@ -52,8 +53,8 @@ struct AdminAPI: Sendable {
             await access.recorder.flush()
             return Self.json(["flushed": true])
         }
-        group.get("actions") { request, context in try await list(request, context) { try await access.adminActions.list(limit: $0, offset: $1) } }
-        group.get("guard-events") { request, context in try await list(request, context) { try await access.guardEvents.list(limit: $0, offset: $1) } }
+        group.get("actions") { request, context in try await list(request, context) { try await audit.adminActions.list(limit: $0, offset: $1) } }
+        group.get("guard-events") { request, context in try await list(request, context) { try await audit.guardEvents.list(limit: $0, offset: $1) } }
     }
 
     // MARK: Keys
@@ -412,7 +413,7 @@ struct AdminAPI: Sendable {
     }
 
     func record(_ context: GatewayRequestContext, _ action: String, target: String, _ details: JSONObject) async throws {
-        try await access.adminActions.record(actor: context.principal.actor, action: action, target: target, details: details, requestID: context.requestID)
+        try await audit.adminActions.record(actor: context.principal.actor, action: action, target: target, details: details, requestID: context.requestID)
     }
 
     static func body(_ request: Request, optional: Bool = false) async throws -> JSONObject {

@@ -5,8 +5,10 @@ import HummingbirdHTTP2
 import HummingbirdTLS
 import Logging
 import NIOCore
+import NIOHTTP1
 import NIOSSL
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisConfig
 import PortcullisCore
 import PortcullisGuardrails
@@ -40,6 +42,8 @@ public struct Gateway: Sendable {
     public let pipeline: RequestPipeline
     public let healthChecker: HealthChecker
     public let access: AccessSystem
+    /// Guard decisions and admin actions.
+    public let audit: AuditLogs
     /// Client connections: how many are open, what the timeouts closed.
     public let connections: ConnectionGovernor
 
@@ -73,13 +77,17 @@ public struct Gateway: Sendable {
             }
         }
         let remoteGuards = try RemoteGuards.make(configuration.guardrails, router: modelRouter, http: client, logger: logger)
-        let access = try await AccessSystem.make(configuration: configuration, http: client, logger: logger)
+        let access = try await AccessSystem.make(auth: configuration.auth, storage: configuration.storage, limits: configuration.limits,
+                                                 ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations,
+                                                 fetcher: { caFile in Self.fetcher(http: client, caFile: caFile, logger: logger) }, logger: logger)
         self.access = access
+        let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds, logger: logger)
+        self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
         let guarding = configuration.guardrails.enabled && governed
             ? InputGuarding(policies: configuration.guardrails.policies.map { $0.settings(tokenizer: tokenizer) },
-                            fallback: configuration.guardrails.defaultPolicy.settings(tokenizer: tokenizer), events: access.guardEvents,
+                            fallback: configuration.guardrails.defaultPolicy.settings(tokenizer: tokenizer), events: audit.guardEvents,
                             remote: remoteGuards, pseudonymKey: Array((configuration.guardrails.pseudonymKey ?? "").utf8)) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                         guarding: guarding, dependencies: { [access] in access.dependencyState })
@@ -105,7 +113,7 @@ public struct Gateway: Sendable {
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
-        let metrics = GatewayMetrics(access: access, router: modelRouter, connections: connections)
+        let metrics = GatewayMetrics(access: access, audit: audit, router: modelRouter, connections: connections)
         // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
         router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }
         let api = router.group()
@@ -128,7 +136,7 @@ public struct Gateway: Sendable {
             IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)
             AuthenticationMiddleware(authenticator: authenticator)
         }
-        AdminAPI(access: access).register(on: admin)
+        AdminAPI(access: access, audit: audit).register(on: admin)
         return router
     }
 
@@ -165,7 +173,7 @@ public struct Gateway: Sendable {
 
     /// The application with its services (health checks, upstream pool), ready to run.
     public func makeApplication(logger: Logger, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services
+        var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services + audit.services
         // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
         if let settlements = pipeline.admission.governance?.settlements { services.append(settlements) }
         services.append(healthChecker)
@@ -190,5 +198,17 @@ struct UpstreamClientService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await client.shutdown()
+    }
+}
+
+extension Gateway {
+    /// Fetches JSON documents (OIDC discovery, JWKS) with the gateway's HTTP client.
+    static func fetcher(http: UpstreamHTTPClient, caFile: String?, logger: Logger) -> JSONFetcher {
+        { url in
+            let target = DeploymentTarget(name: "oidc", provider: .openaiCompatible, upstreamModel: "", apiBase: url,
+                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: 10, total: 10, streamIdle: 10), trustedCAFile: caFile)
+            return try await http.sendJSON(method: .GET, url: url, headers: [("accept", "application/json")], body: nil, target: target,
+                                           context: UpstreamContext(requestID: FastRandom.uuidString(), logger: logger))
+        }
     }
 }

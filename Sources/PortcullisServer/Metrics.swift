@@ -52,6 +52,7 @@ struct PrometheusText {
 /// `GET /metrics`: the state of the gateway's dependencies, read at scrape time.
 struct GatewayMetrics: Sendable {
     let access: AccessSystem
+    let audit: AuditLogs
     let router: ModelRouter
     var connections: ConnectionGovernor? = nil
 
@@ -76,7 +77,7 @@ struct GatewayMetrics: Sendable {
                    value: Double(access.authenticator.staleAdmissionCount))
         out.family("portcullis_key_cache_entries", "gauge", "Validated API keys held in this process.", value: Double(access.authenticator.cache.count))
         out.family("portcullis_guard_decisions_total", "counter", "Guard findings by guard, category and the action the policy took.",
-                   access.guardEvents.counts.map { ([("guard", $0.key.guardName), ("category", $0.key.category), ("action", $0.key.action)],
+                   audit.guardEvents.counts.map { ([("guard", $0.key.guardName), ("category", $0.key.category), ("action", $0.key.action)],
                                                     Double($0.value)) })
         let deployments = router.allDeployments
         out.family("portcullis_deployment_up", "gauge", "1 when the deployment passed its last health check and its circuit admits requests.",

@@ -270,19 +270,3 @@ public struct RequestPipeline: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: JSONWriter.buffer(value)))
     }
 }
-
-/// What readiness reports of the gateway's dependencies. A degraded gateway still serves
-/// (fail-open keys, per-replica limits) but says so.
-public struct DependencyState: Sendable {
-    public var databaseReachable = true
-    public var sharedStateDegraded = false
-    public var controlBusListening = true
-
-    public init(databaseReachable: Bool = true, sharedStateDegraded: Bool = false, controlBusListening: Bool = true) {
-        self.databaseReachable = databaseReachable
-        self.sharedStateDegraded = sharedStateDegraded
-        self.controlBusListening = controlBusListening
-    }
-
-    public var isHealthy: Bool { databaseReachable && !sharedStateDegraded && controlBusListening }
-}

@@ -1,19 +1,14 @@
-import Crypto
 import Foundation
 import Logging
-import NIOHTTP1
-import PortcullisAccess
-import PortcullisAudit
-import PortcullisConfig
 import PortcullisCore
-import PortcullisProviders
 import PortcullisRedis
 import PortcullisStorage
 import ServiceLifecycle
 import Synchronization
 
-/// Identity, authorisation, limits and accounting, assembled from the configuration: the SQL
-/// store (migrated), the shared state (Redis or in-process), the control bus and the caches.
+/// Identity, authorisation, limits and accounting, assembled from their configuration: the SQL
+/// store (migrated, with the tables of other libraries that share it), the shared state
+/// (Redis or in-process), the control bus and the caches.
 public struct AccessSystem: Sendable {
     public let store: any SQLStore
     public let keys: APIKeyStore
@@ -30,21 +25,22 @@ public struct AccessSystem: Sendable {
     /// Whether keys a developer mints are revoked with the developer's key.
     public let revokeMintedKeysWithIssuer: Bool
     public let controlListener: ControlListener
-    public let guardEvents: GuardEventLog
-    public let adminActions: AdminActionLog
     /// Long-lived parts to run as services, in start order (stopped in reverse).
     public let services: [any Service]
     let redis: RedisClient?
 
-    /// Opens storage, applies migrations and wires the parts together.
-    public static func make(configuration: GatewayConfiguration, http: UpstreamHTTPClient, logger: Logger) async throws -> AccessSystem {
+    /// Opens storage, applies migrations (this library's and `migrations`) and wires the parts together.
+    /// - Parameter fetcher: how OIDC discovery documents and JWKS are fetched, given an issuer's CA file.
+    public static func make(auth: AuthConfiguration, storage: StorageConfiguration, limits: LimitsConfiguration, ipPolicy policy: IPPolicyConfiguration,
+                            migrations others: [Migration], fetcher: (_ caFile: String?) -> JSONFetcher,
+                            logger: Logger) async throws -> AccessSystem {
         var services: [any Service] = []
         let store: any SQLStore
         var pepper: [UInt8]
         let initialRules: [IPRuleRecord]
-        let migrations = APIKeyStore.migrations + Directory.migrations + AdminActionLog.migrations + GuardEventLog.migrations
-        guard let location = StorageLocation(configuration.storage.database) else {
-            throw SQLError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
+        let migrations = APIKeyStore.migrations + Directory.migrations + others
+        guard let location = StorageLocation(storage.database) else {
+            throw SQLError("storage.database '\(storage.database)' is not a SQLite path or PostgreSQL URL")
         }
         switch location {
         case .sqlite(let path):
@@ -58,7 +54,7 @@ public struct AccessSystem: Sendable {
                 throw error
             }
             store = sqlite
-            if let configured = configuration.auth.keyPepper {
+            if let configured = auth.keyPepper {
                 pepper = Array(configured.utf8)
             } else if memory {
                 pepper = (0..<32).map { _ in UInt8.random(in: 0...255) }
@@ -69,7 +65,7 @@ public struct AccessSystem: Sendable {
         case .postgres(let url):
             // Migrate with a short-lived pool of its own: the main pool runs as a service.
             let migrator = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: 1,
-                                             operationTimeout: max(configuration.storage.timeoutSeconds, 120), logger: logger)
+                                             operationTimeout: max(storage.timeoutSeconds, 120), logger: logger)
             // (The main pool cannot answer before the service group runs it, so the first IP rules come from here too.)
             initialRules = try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await migrator.run() }
@@ -77,11 +73,11 @@ public struct AccessSystem: Sendable {
                 try await MigrationRunner.migrate(migrator, migrations)
                 return try await Directory(store: migrator).ipRules()
             }
-            let postgres = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: configuration.storage.poolSize,
-                                             operationTimeout: configuration.storage.timeoutSeconds, logger: logger)
+            let postgres = try PostgresStore(url: url, minimumConnections: 1, maximumConnections: storage.poolSize,
+                                             operationTimeout: storage.timeoutSeconds, logger: logger)
             store = postgres
             services.append(postgres)
-            guard let configured = configuration.auth.keyPepper else { throw SQLError("auth.key_pepper is required with PostgreSQL") }
+            guard let configured = auth.keyPepper else { throw SQLError("auth.key_pepper is required with PostgreSQL") }
             pepper = Array(configured.utf8)
         }
         let keys = try APIKeyStore(store: store, pepper: pepper)
@@ -89,22 +85,22 @@ public struct AccessSystem: Sendable {
         let directory = Directory(store: store)
         let health = DatabaseHealth()
         let directoryCache = DirectoryCache(directory: directory, health: health)
-        let recorder = UsageRecorder(directory: directory, keys: keys, health: health, interval: configuration.storage.flushIntervalSeconds,
+        let recorder = UsageRecorder(directory: directory, keys: keys, health: health, interval: storage.flushIntervalSeconds,
                                      logger: logger)
         var redis: RedisClient?
         var resilient: ResilientSharedState?
         var leaseFlusher: LeaseFlusher?
         let bus: any ControlBus
         let state: any SharedState
-        if let url = configuration.storage.redis {
+        if let url = storage.redis {
             let client = RedisClient(configuration: try RedisConfiguration(url: url))
             redis = client
             let remote = RedisSharedState(client: client)
             let primary: any SharedState
-            if configuration.storage.leaseFraction > 0 {
-                let leasing = LeasingSharedState(remote: remote, fraction: Int64(configuration.storage.leaseFraction),
-                                                 lifetime: configuration.storage.leaseSeconds)
-                leaseFlusher = LeaseFlusher(state: leasing, interval: min(0.1, configuration.storage.leaseSeconds / 2))
+            if storage.leaseFraction > 0 {
+                let leasing = LeasingSharedState(remote: remote, fraction: Int64(storage.leaseFraction),
+                                                 lifetime: storage.leaseSeconds)
+                leaseFlusher = LeaseFlusher(state: leasing, interval: min(0.1, storage.leaseSeconds / 2))
                 primary = leasing
             } else {
                 primary = remote
@@ -117,27 +113,24 @@ public struct AccessSystem: Sendable {
             state = InProcessSharedState()
             bus = InProcessControlBus()
         }
-        let cache = ValidatedKeyCache(ttl: .milliseconds(Int64(configuration.auth.keyCacheSeconds * 1000)))
-        let issuers = configuration.auth.oidc.map { settings in
+        let cache = ValidatedKeyCache(ttl: .milliseconds(Int64(auth.keyCacheSeconds * 1000)))
+        let issuers = auth.oidc.map { settings in
             IssuerKeys(policy: IssuerPolicy(issuer: settings.issuer, audiences: settings.audiences, algorithms: settings.algorithms,
                                             roleClaims: settings.roleClaims, roleMap: settings.roleMap,
                                             defaultRole: settings.defaultRole, teamClaim: settings.teamClaim,
                                             userClaim: settings.userClaim, maximumLifetime: settings.maximumLifetimeSeconds,
                                             leeway: settings.leewaySeconds, mfaMethods: settings.mfaMethods, mfaContexts: settings.mfaContexts),
-                       jwksURL: settings.jwksURL, fetch: Self.fetcher(http: http, caFile: settings.caFile, logger: logger))
+                       jwksURL: settings.jwksURL, fetch: fetcher(settings.caFile))
         }
-        let required = configuration.auth.required ?? (configuration.auth.masterKey != nil || !configuration.auth.oidc.isEmpty)
-        let authenticator = Authenticator(masterKey: configuration.auth.masterKey, keys: keys, cache: cache, tokens: TokenVerifier(issuers: issuers),
-                                          health: health, recorder: recorder, isRequired: required, failOpen: configuration.auth.failOpen,
-                                          mfaRequiredRoles: Set(configuration.auth.mfaRequiredRoles))
-        let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: configuration.limits.roles,
-                                  modelLimits: configuration.limits.models)
-        let policy = configuration.ipPolicy
+        let required = auth.required ?? (auth.masterKey != nil || !auth.oidc.isEmpty)
+        let authenticator = Authenticator(masterKey: auth.masterKey, keys: keys, cache: cache, tokens: TokenVerifier(issuers: issuers),
+                                          health: health, recorder: recorder, isRequired: required, failOpen: auth.failOpen,
+                                          mfaRequiredRoles: Set(auth.mfaRequiredRoles))
+        let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: limits.roles,
+                                  modelLimits: limits.models)
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
         ipPolicy.update(initialRules)
         services.append(recorder)
-        let guardEvents = GuardEventLog(store: store, interval: configuration.storage.flushIntervalSeconds, logger: logger)
-        services.append(guardEvents)
         let controlListener = ControlListener(bus: bus, cache: cache,
                                         onMessage: { message in
                                             switch message {
@@ -153,15 +146,14 @@ public struct AccessSystem: Sendable {
         services.append(controlListener)
         services.append(IPRuleRefresher(policy: ipPolicy, directory: directory))
         services.append(HealthProbe(store: store, health: health, redis: redis, sharedState: resilient,
-                                    interval: configuration.storage.probeIntervalSeconds))
+                                    interval: storage.probeIntervalSeconds))
         if let redis { services.append(RedisCloser(client: redis)) }
         // After the closer: services shut down in reverse order, so leases go back before Redis closes.
         if let leaseFlusher { services.append(leaseFlusher) }
         return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
                             admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
-                            rotationGrace: configuration.auth.rotationGraceSeconds,
-                            revokeMintedKeysWithIssuer: configuration.auth.revokeMintedKeysWithIssuer, controlListener: controlListener, guardEvents: guardEvents,
-                            adminActions: AdminActionLog(store: store),
+                            rotationGrace: auth.rotationGraceSeconds,
+                            revokeMintedKeysWithIssuer: auth.revokeMintedKeysWithIssuer, controlListener: controlListener,
                             services: services,
                             redis: redis)
     }
@@ -181,14 +173,20 @@ public struct AccessSystem: Sendable {
         guard created else { throw SQLError("cannot write the key pepper file \(path)") }
         return bytes
     }
+}
 
-    /// Fetches JSON documents (OIDC discovery, JWKS) with the gateway's HTTP client.
-    static func fetcher(http: UpstreamHTTPClient, caFile: String?, logger: Logger) -> JSONFetcher {
-        { url in
-            let target = DeploymentTarget(name: "oidc", provider: .openaiCompatible, upstreamModel: "", apiBase: url,
-                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: 10, total: 10, streamIdle: 10), trustedCAFile: caFile)
-            return try await http.sendJSON(method: .GET, url: url, headers: [("accept", "application/json")], body: nil, target: target,
-                                           context: UpstreamContext(requestID: FastRandom.uuidString(), logger: logger))
-        }
+/// What readiness reports of the gateway's dependencies. A degraded gateway still serves
+/// (fail-open keys, per-replica limits) but says so.
+public struct DependencyState: Sendable {
+    public var databaseReachable = true
+    public var sharedStateDegraded = false
+    public var controlBusListening = true
+
+    public init(databaseReachable: Bool = true, sharedStateDegraded: Bool = false, controlBusListening: Bool = true) {
+        self.databaseReachable = databaseReachable
+        self.sharedStateDegraded = sharedStateDegraded
+        self.controlBusListening = controlBusListening
     }
+
+    public var isHealthy: Bool { databaseReachable && !sharedStateDegraded && controlBusListening }
 }
