@@ -281,7 +281,7 @@ public final class Admission: Sendable {
         return whole >= 60 ? "\(whole / 60)m\(whole % 60)s" : "\(whole)s"
     }
 
-    static func money(_ micros: Int64) -> String { String(format: "%.6f", Double(micros) / 1_000_000) }
+    static func money(_ micros: Int64) -> String { DecimalText.format(Double(micros) / 1_000_000, places: 6) }
 }
 
 extension Optional {

@@ -224,7 +224,7 @@ public struct RequestPipeline: Sendable {
         headers[.contentType] = "application/json"
         RoutingHeaders.add(to: &headers, routed)
         if let usage {
-            headers[HTTPField.Name("x-portcullis-cost")!] = String(format: "%.8f", routed.deployment.price.cost(of: usage))
+            headers[HTTPField.Name("x-portcullis-cost")!] = DecimalText.format(routed.deployment.price.cost(of: usage), places: 8)
         }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: JSONWriter.buffer(value)))
     }

@@ -1,3 +1,4 @@
+import Foundation
 import PortcullisCore
 import Testing
 
@@ -84,5 +85,26 @@ struct IdentifierTests {
         let units = (0..<10_000).map { _ in FastRandom.unit() }
         #expect(units.allSatisfy { $0 >= 0 && $0 < 1 })
         #expect(abs(units.reduce(0, +) / 10_000 - 0.5) < 0.02)
+    }
+}
+
+@Suite("Fixed-point decimal text")
+struct DecimalTextTests {
+    @Test("writes what String(format:) writes for the values a gateway handles, without Foundation's formatter")
+    func matchesFormat() {
+        var generator = SystemRandomNumberGenerator()
+        var values: [Double] = [0, 1, -1, 0.5, 0.000000005, 0.000000015, 1.5e-9, 123.456789012, -0.0000000049, 99999.999999999, 1e6, 3.25e-5]
+        for _ in 0..<2000 { values.append(Double.random(in: -1000...1000, using: &generator) / Double([1, 10, 1000, 1e6][Int.random(in: 0...3, using: &generator)])) }
+        for value in values {
+            for places in [0, 2, 6, 8] {
+                // Ties exactly at a half can round either way in the C library's binary view; compare away from them.
+                let scaled = abs(value) * pow(10, Double(places))
+                if abs(scaled - scaled.rounded(.down) - 0.5) < 1e-6 { continue }
+                #expect(DecimalText.format(value, places: places) == String(format: "%.\(places)f", value), "\(value) at \(places)")
+            }
+        }
+        #expect(DecimalText.format(.infinity, places: 2) == "inf" && DecimalText.format(.nan, places: 2) == "nan")
+        #expect(DecimalText.format(2e19, places: 8).hasSuffix(".00000000"), "huge values do not trap")
+        #expect(DecimalText.format(-0.000000001, places: 8) == "-0.00000000" && DecimalText.format(1234.5, places: 0) == "1235")
     }
 }
