@@ -316,10 +316,11 @@ struct AdminAPI: Sendable {
         guard let action = IPRuleRecord.Action(rawValue: try fields.string("action") ?? "deny") else {
             throw GatewayError.invalidParameter("action", "action must be allow or deny")
         }
-        let now = Int64(Date().timeIntervalSince1970)
+        let now = Date().timeIntervalSince1970
         let ttl = try fields.integer("expires_in_seconds", in: 1...(365 * 86_400))
-        let rule = IPRuleRecord(ruleID: FastRandom.hex(bytes: 8), cidr: cidr, action: action, note: try fields.string("note"), createdAt: now,
-                                expiresAt: ttl.map { now + $0 })
+        // Expiry in whole seconds, rounded up: a rule lasts at least what was asked (at most a second more), never less.
+        let rule = IPRuleRecord(ruleID: FastRandom.hex(bytes: 8), cidr: cidr, action: action, note: try fields.string("note"), createdAt: Int64(now),
+                                expiresAt: ttl.map { Int64((now + Double($0)).rounded(.up)) })
         try await access.directory.addIPRule(rule)
         try await record(context, "ip_rule.add", target: rule.ruleID, ["cidr": .string(cidr), "action": .string(action.rawValue)])
         await publishRules()
