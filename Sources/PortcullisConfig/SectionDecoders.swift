@@ -440,15 +440,14 @@ extension ConfigurationLoader {
         guard reader.expectMapping(allowedKeys: ["provider", "model", "api_base", "api_key", "api_version", "weight", "price",
                                                  "headers", "timeouts", "default_max_tokens", "tokens_per_second", "ca_file"]) else { return nil }
         let name = reader.requiredString("provider") ?? ""
-        guard let provider = ProviderKind(rawValue: name) else {
-            if !name.isEmpty {
-                reader.issue("provider", "unknown provider '\(name)'; expected one of \(providerNames.joined(separator: ", "))"
-                    + (suggestion(for: name, among: providerNames).map { " (did you mean '\($0)'?)" } ?? ""))
-            }
-            return nil
+        let provider = ProviderKind(rawValue: name)
+        if provider == nil && !name.isEmpty {
+            reader.issue("provider", "unknown provider '\(name)'; expected one of \(providerNames.joined(separator: ", "))"
+                + (suggestion(for: name, among: providerNames).map { " (did you mean '\($0)'?)" } ?? ""))
         }
         let model = provider == .demo ? (reader.string("model") ?? "demo") : (reader.requiredString("model") ?? "")
-        var deployment = GatewayConfiguration.Deployment(provider: provider, model: model, timeouts: routing.timeouts)
+        // Without a known provider the rest is still read, so that one run reports every problem.
+        var deployment = GatewayConfiguration.Deployment(provider: provider ?? .openaiCompatible, model: model, timeouts: routing.timeouts)
         deployment.apiBase = reader.string("api_base")
         if let base = deployment.apiBase, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
             reader.issue("api_base", "must be an http:// or https:// URL; got '\(base)'")
@@ -473,6 +472,7 @@ extension ConfigurationLoader {
             for key in headers.keys { deployment.headers[key] = headers.string(key) ?? "" }
         }
         if let timeouts = reader.child("timeouts") { decodeTimeouts(timeouts, into: &deployment.timeouts) }
+        guard let provider else { return nil }
         if [.openaiCompatible, .azure].contains(provider), deployment.apiBase == nil {
             reader.issue("api_base", "is required for provider '\(provider.rawValue)'")
         }

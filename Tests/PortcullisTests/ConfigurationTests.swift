@@ -54,6 +54,7 @@ struct ConfigurationTests {
             deployments:
               - provider: opnai
                 model: x
+                api_key: "${ALSO_MISSING}"
               - provider: azure
                 model: y
             fallbacks: [nowhere]
@@ -72,12 +73,14 @@ struct ConfigurationTests {
             #expect(byPath["models[0].deployments[0].provider"]?.line == 6)
             #expect(byPath["models[0].deployments[0].provider"]?.message.contains("did you mean 'openai'") == true)
             #expect(byPath["models[0].deployments[1].api_base"] != nil)
-            #expect(byPath["models[0].fallbacks[0]"]?.line == 10)
+            #expect(byPath["models[0].deployments[0].api_key"]?.message.contains("ALSO_MISSING") == true,
+                    "the rest of a deployment with an unknown provider is still read")
+            #expect(byPath["models[0].fallbacks[0]"]?.line == 11)
             #expect(byPath["models[1].deployments[0].api_key"]?.message.contains("MISSING_KEY") == true)
-            #expect(byPath["models[1].deployments[0].api_key"]?.line == 13)
+            #expect(byPath["models[1].deployments[0].api_key"]?.line == 14)
             #expect(byPath["models[1].deployments[0].wieght"]?.message.contains("did you mean 'weight'") == true)
             #expect(error.description.contains("line 6"))
-            #expect(byPath["models[2].name"]?.line == 14, "duplicate names point at the second one")
+            #expect(byPath["models[2].name"]?.line == 15, "duplicate names point at the second one")
         }
     }
 
