@@ -121,6 +121,7 @@ let package = Package(
             dependencies: [
                 "PortcullisCore",
                 "PortcullisStorage",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -10,7 +10,7 @@ import NIOCore
 /// request. A job run by a task executor runs on the generic executor, so those calls continue
 /// in place; only real suspensions (I/O, locks) enqueue. Child tasks inherit the preference,
 /// so wrapping the server's service group in `withTaskExecutorPreference` covers every request.
-public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+public final class EventLoopTaskExecutor: TaskExecutor, Sendable {
     private let group: any EventLoopGroup
 
     public init(group: any EventLoopGroup) {

@@ -112,7 +112,7 @@ public struct AccessLogMiddleware: RouterMiddleware {
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         context.logger.info("request", metadata: [
             "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-            "duration_ms": "\(String(format: "%.2f", milliseconds))",
+            "duration_ms": "\(DecimalText.format(milliseconds, places: 2))",
         ])
         return response
     }
