@@ -165,6 +165,8 @@ let package = Package(
             name: "portcullis",
             dependencies: [
                 "PortcullisServer",
+                "PortcullisAudit",
+                "PortcullisStorage",
                 "PortcullisAccess",
                 "PortcullisRouting",
                 "PortcullisConfig",

@@ -414,7 +414,8 @@ struct AdminAPI: Sendable {
     }
 
     func record(_ context: GatewayRequestContext, _ action: String, target: String, _ details: JSONObject) async throws {
-        try await audit.adminActions.record(actor: context.principal.actor, action: action, target: target, details: details, requestID: context.requestID)
+        try await audit.recordAdminAction(actor: context.principal.actor, actorKeyID: context.principal.keyID, action: action, target: target,
+                                          details: details, requestID: context.requestID)
     }
 
     static func body(_ request: Request, optional: Bool = false) async throws -> JSONObject {

@@ -130,3 +130,44 @@ def test_keys_cli_creates_lists_rotates_and_revokes_against_a_running_gateway():
 
     refused = subprocess.run([BIN, "keys", "list", "--url", base, "--key", "wrong"], capture_output=True, text=True, timeout=30)
     assert refused.returncode == 1 and "not valid" in refused.stderr
+
+
+def test_audit_verify_passes_an_intact_log_and_names_a_modified_record():
+    import json
+    import sqlite3
+    folder = tempfile.mkdtemp()
+    database = os.path.join(folder, "gateway.db")
+    port = free_port()
+    path = write_config(f"""auth: {{ master_key: audit-master }}
+storage: {{ database: "sqlite:{database}" }}
+models:
+  - name: demo
+    deployments: [{{ provider: demo }}]
+""")
+    gateway = subprocess.Popen([BIN, "serve", "--config", path, "--port", str(port), "--log-level", "warning"])
+    try:
+        wait_for(port)
+        for name in ["first", "second"]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/admin/keys", data=json.dumps({"name": name}).encode(),
+                headers={"authorization": "Bearer audit-master", "content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 201
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(timeout=30) == 0
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+
+    intact = subprocess.run([BIN, "audit", "verify", "--config", path], capture_output=True, text=True, timeout=30)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "intact: 2 records in 1 chain" in intact.stdout
+
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT category, action, actor_key_id FROM audit_logs ORDER BY seq").fetchall()
+        assert rows == [("admin", "key.create", None), ("admin", "key.create", None)], rows
+        changed = connection.execute("UPDATE audit_logs SET record = replace(record, '\"key.create\"', '\"key.revoke\"') WHERE seq = 1")
+        assert changed.rowcount == 1
+    damaged = subprocess.run([BIN, "audit", "verify", "--config", path], capture_output=True, text=True, timeout=30)
+    assert damaged.returncode == 1
+    assert "record 1" in damaged.stdout and "modified" in damaged.stdout, damaged.stdout
