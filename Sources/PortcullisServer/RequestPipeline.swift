@@ -79,7 +79,7 @@ public struct RequestPipeline: Sendable {
             if case .retry(let retry, let previous) = verdict {                                                     // once more, when the format asks
                 verdict = guardOut.review(try await route.chat(retry, exchange).adding(usageOf: previous), exchange, retried: true)
             }
-            guard case .deliver(let routed, let blocked) = verdict else { preconditionFailure("a retried answer is delivered") }
+            guard case .deliver(let routed, let blocked) = verdict else { throw GatewayError.internalFailure }   // a retried answer is always delivered
             await settle.settle(routed, grant: exchange.grant)                                                      // 13. settle
             return Self.respond(routed, exchange: exchange, blocked: blocked)                                       // respond
         } catch {
