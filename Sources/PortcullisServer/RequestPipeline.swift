@@ -62,7 +62,7 @@ public struct RequestPipeline: Sendable {
 
     /// Stages 4–13 for a chat request of either dialect, and the response.
     func serveChat(_ request: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
-        var exchange = ChatExchange(request: request, dialect: dialect, bodySize: bodySize, context: context)
+        var exchange = ChatExchange(request: request, dialect: dialect, context: context)
         try authorise.check(model: request.model, principal: exchange.principal)                                   // 4. authorise
         exchange.grant = try await admission.admit(model: request.model, principal: exchange.principal,             // 5. admission
                                                    bodySize: bodySize, maxTokens: request.maxTokens)

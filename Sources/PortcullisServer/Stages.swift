@@ -13,11 +13,8 @@ import PortcullisRouting
 struct ChatExchange: Sendable {
     var request: ChatRequest
     let dialect: WireDialect
-    let bodySize: Int
     let principal: Principal
-    let requestID: String
-    let logger: Logger
-    /// What an adapter needs to know about the incoming request.
+    /// What an adapter needs to know about the incoming request (its id, trace and logger).
     let upstream: UpstreamContext
     /// Stage 5's admission: limits and budget held until settled or released.
     var grant: Grant?
@@ -27,20 +24,18 @@ struct ChatExchange: Sendable {
     /// Stage 7's output guards for the answer (nil: none).
     var output: OutputInspector?
 
-    init(request: ChatRequest, dialect: WireDialect, bodySize: Int, principal: Principal, requestID: String, traceparent: String?,
-         logger: Logger) {
+    init(request: ChatRequest, dialect: WireDialect, principal: Principal, upstream: UpstreamContext) {
         self.request = request
         self.dialect = dialect
-        self.bodySize = bodySize
         self.principal = principal
-        self.requestID = requestID
-        self.logger = logger
-        self.upstream = UpstreamContext(requestID: requestID, traceparent: traceparent, logger: logger)
+        self.upstream = upstream
     }
 
-    init(request: ChatRequest, dialect: WireDialect, bodySize: Int, context: GatewayRequestContext) {
-        self.init(request: request, dialect: dialect, bodySize: bodySize, principal: context.principal, requestID: context.requestID,
-                  traceparent: context.trace?.traceparent, logger: context.logger)
+    var requestID: String { upstream.requestID }
+    var logger: Logger { upstream.logger }
+
+    init(request: ChatRequest, dialect: WireDialect, context: GatewayRequestContext) {
+        self.init(request: request, dialect: dialect, principal: context.principal, upstream: RequestPipeline.upstream(context))
     }
 }
 

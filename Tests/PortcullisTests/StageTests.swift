@@ -25,8 +25,8 @@ struct StageTests {
                          format: ResponseFormat? = nil) -> ChatExchange {
         var request = ChatRequest(model: model, messages: [ChatMessage(role: .user, content: .text(text))])
         request.responseFormat = format
-        return ChatExchange(request: request, dialect: .openAI, bodySize: text.utf8.count + 40, principal: principal,
-                            requestID: "req-stage", traceparent: nil, logger: testLogger)
+        return ChatExchange(request: request, dialect: .openAI, principal: principal,
+                            upstream: UpstreamContext(requestID: "req-stage", logger: testLogger))
     }
 
     /// Input guarding with the default policy as `policyYAML` (a guardrails `default:` mapping) configures it.
