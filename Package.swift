@@ -40,6 +40,7 @@ let package = Package(
             name: "PortcullisConfig",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisAudit",
                 "PortcullisGuardrails",
                 "PortcullisAccess",
                 "PortcullisStorage",

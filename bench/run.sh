@@ -9,6 +9,8 @@
 #   limits    wrk → Portcullis, virtual key + in-process limits and budget, guards off
 #   default   wrk → Portcullis, the default security path: virtual key, limits, budget, default input guards
 #   redis     wrk → the default security path with limits and budgets in Redis (leased ahead)
+#   noaudit   wrk → the default security path with request auditing off (audit: { enabled: false }),
+#             against which the default path's cost of its audit records is read
 # at 64 connections (req/s) and 1 connection (p50, p99). Any non-2xx answer, connect, read or
 # timeout error counts as a failure and marks the measurement FAILED. Every limit is set far
 # above what is sent, so the bench measures the path, not the limiter. Also reports the
@@ -19,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 MOCK_PORT=19001; NGINX_PORT=19002; DEFAULT_PORT=19003; CORE_PORT=19004; REDIS_GATEWAY_PORT=19005; REDIS_PORT=19006; LIMITS_PORT=19007
+NOAUDIT_PORT=19008
 WORK="$(mktemp -d /tmp/portcullis-bench.XXXXXX)"
 RESULTS="bench/results/latest.txt"
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -27,24 +30,26 @@ source bench/lib.sh
 
 gateway_yaml "$DEFAULT_PORT" > "$WORK/default.yaml"
 gateway_yaml "$LIMITS_PORT" "" "guardrails: { enabled: false }" > "$WORK/limits.yaml"
+gateway_yaml "$NOAUDIT_PORT" "" "audit: { enabled: false }" > "$WORK/noaudit.yaml"
 gateway_yaml "$REDIS_GATEWAY_PORT" ", redis: \"redis://127.0.0.1:$REDIS_PORT\"" > "$WORK/redis.yaml"
 # The reference core: the same gateway without credentials, limits, budgets or accounting.
 gateway_yaml "$CORE_PORT" | grep -v master_key > "$WORK/core.yaml"
 declare -A PID
-for name in default limits redis; do
+for name in default limits redis noaudit; do
   taskset -c 0 "$BIN" serve --config "$WORK/$name.yaml" & PID[$name]=$!; PIDS+=($!)
 done
 taskset -c 0 "$BIN" serve --config "$WORK/core.yaml" --reference-core & PIDS+=($!)
 nginx -c "$(nginx_conf proxy 01 "upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
   server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }")"
 
-for port in $MOCK_PORT $NGINX_PORT $DEFAULT_PORT $LIMITS_PORT $CORE_PORT $REDIS_GATEWAY_PORT; do wait_port "$port"; done
+for port in $MOCK_PORT $NGINX_PORT $DEFAULT_PORT $LIMITS_PORT $CORE_PORT $REDIS_GATEWAY_PORT $NOAUDIT_PORT; do wait_port "$port"; done
 
 declare -A KEYS=([$DEFAULT_PORT]="$(create_key $DEFAULT_PORT)" [$LIMITS_PORT]="$(create_key $LIMITS_PORT)"
-                 [$REDIS_GATEWAY_PORT]="$(create_key $REDIS_GATEWAY_PORT)")
+                 [$REDIS_GATEWAY_PORT]="$(create_key $REDIS_GATEWAY_PORT)" [$NOAUDIT_PORT]="$(create_key $NOAUDIT_PORT)")
 for port in "${!KEYS[@]}"; do [[ "${KEYS[$port]}" == pck_* ]] || { log "no key from the gateway on $port"; exit 1; }; done
-declare -A PORT=([direct]=$MOCK_PORT [nginx]=$NGINX_PORT [core]=$CORE_PORT [limits]=$LIMITS_PORT [default]=$DEFAULT_PORT [redis]=$REDIS_GATEWAY_PORT)
-PATHS=(direct nginx core limits default redis)
+declare -A PORT=([direct]=$MOCK_PORT [nginx]=$NGINX_PORT [core]=$CORE_PORT [limits]=$LIMITS_PORT [default]=$DEFAULT_PORT [redis]=$REDIS_GATEWAY_PORT
+                 [noaudit]=$NOAUDIT_PORT)
+PATHS=(direct nginx core limits default redis noaudit)
 
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
@@ -85,7 +90,7 @@ failed=0
   done
   echo
   rps() { field rps "${R[$1_64]}"; }
-  fastest="$(printf '%s\n' "$(rps core)" "$(rps limits)" "$(rps default)" "$(rps redis)" | sort -g | tail -1)"
+  fastest="$(printf '%s\n' "$(rps core)" "$(rps limits)" "$(rps default)" "$(rps redis)" "$(rps noaudit)" | sort -g | tail -1)"
   awk -v d="$(rps direct)" -v f="$fastest" -v n="$(rps nginx)" 'BEGIN {
     printf "validity: direct-to-mock %.0f req/s = %.1fx the fastest Portcullis path (%.0f): %s\n", d, d / f, f, (d >= 4 * f ? "valid" : "INVALID: the mock is too close to the gateway, the ratios measure it")
     printf "          nginx, the reference, reaches %.2f of direct: it is partly held by the mock, so ratios against it flatter Portcullis slightly\n", n / d
@@ -94,6 +99,7 @@ failed=0
     awk -v name="$path" -v p="$(rps "$path")" -v n="$(rps nginx)" 'BEGIN { printf "64 connections: %-7s / nginx req/s = %.3f\n", name, p / n }'
   done
   echo "targets (issue 15): default >= 0.30, core >= 0.45, redis >= 0.25"
+  awk -v a="$(rps default)" -v o="$(rps noaudit)" 'BEGIN { printf "64 connections: audit on / audit off (default / noaudit) req/s = %.3f (issue 16: >= 0.90)\n", a / o }'
   awk -v g5="$(field p50_us "${R[default_1]}")" -v n5="$(field p50_us "${R[nginx_1]}")" \
       -v g9="$(field p99_us "${R[default_1]}")" -v n9="$(field p99_us "${R[nginx_1]}")" \
     'BEGIN { printf "1 connection, default path over nginx: p50 %+d us (target <= 150), p99 %+d us (target <= 400)\n", g5 - n5, g9 - n9 }'

@@ -81,14 +81,16 @@ public final class Grant: Sendable {
     public static func estimatedTokens(characters count: Int) -> Int64 { Int64((count + 3) / 4) }
 
     /// Settles at the real usage (estimated from `outputCharacters` when the provider reported none).
-    public func settle(usage: Usage?, price: TokenPrice, outputCharacters: Int = 0) async {
-        guard !finished.exchange(true, ordering: .relaxed) else { return }
+    @discardableResult
+    public func settle(usage: Usage?, price: TokenPrice, outputCharacters: Int = 0) async -> Settlement? {
+        guard !finished.exchange(true, ordering: .relaxed) else { return nil }
         let prompt = usage.map { Int64($0.promptTokens) } ?? promptTokens
         let completion = usage.map { Int64($0.completionTokens) } ?? Self.estimatedTokens(characters: outputCharacters)
         let cost = Int64((Double(prompt) * price.inputPerMillion + Double(completion) * price.outputPerMillion).rounded(.up))
         governance.recorder.record(keyID: principal.keyID, userID: principal.userID, teamID: principal.teamID, model: model,
                                    promptTokens: prompt, completionTokens: completion, costMicros: cost)
         await governance.admission.settle(ticket.withLock { $0 }, totalTokens: prompt + completion, costMicros: cost)
+        return Settlement(promptTokens: prompt, completionTokens: completion, costMicros: cost)
     }
 
     /// Releases everything without cost (the call failed before the provider charged).
@@ -103,6 +105,14 @@ public final class Grant: Sendable {
         let admission = governance.admission, ticket = ticket.withLock { $0 }
         governance.settlements.enqueue { await admission.release(ticket) }
     }
+}
+
+/// What a call was charged: its tokens (reported by the provider, or estimated) and cost.
+public struct Settlement: Sendable, Equatable {
+    public var promptTokens: Int64
+    public var completionTokens: Int64
+    /// Micro-units of the price currency.
+    public var costMicros: Int64
 }
 
 /// Watches a streamed answer: counts its output, ends it cleanly when a hard budget would
@@ -122,10 +132,13 @@ public final class StreamMeter: Sendable {
     private let finished = Atomic<Bool>(false)
     public let grant: Grant
     public let price: TokenPrice
+    /// Told what the stream was charged once it is settled (the request's audit record).
+    let onSettle: (@Sendable (Settlement) -> Void)?
 
-    public init(grant: Grant, price: TokenPrice) {
+    public init(grant: Grant, price: TokenPrice, onSettle: (@Sendable (Settlement) -> Void)? = nil) {
         self.grant = grant
         self.price = price
+        self.onSettle = onSettle
     }
 
     /// Counts `characters` of output (and the usage the provider reported, if any); false when
@@ -151,18 +164,19 @@ public final class StreamMeter: Sendable {
     /// Settles the grant with what was streamed.
     public func finish() async {
         guard !finished.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        await Self.settle(grant, state.withLock { ($0.usage, $0.characters) }, price: price)
+        await Self.settle(grant, state.withLock { ($0.usage, $0.characters) }, price: price, onSettle: onSettle)
     }
 
-    private static func settle(_ grant: Grant, _ counted: (usage: Usage?, characters: Int), price: TokenPrice) async {
-        await grant.settle(usage: counted.usage, price: price, outputCharacters: counted.characters)
+    private static func settle(_ grant: Grant, _ counted: (usage: Usage?, characters: Int), price: TokenPrice,
+                               onSettle: (@Sendable (Settlement) -> Void)?) async {
+        if let settlement = await grant.settle(usage: counted.usage, price: price, outputCharacters: counted.characters) { onSettle?(settlement) }
     }
 
     deinit {
         guard !finished.load(ordering: .acquiring) else { return }
-        let grant = self.grant, price = self.price
+        let grant = self.grant, price = self.price, onSettle = self.onSettle
         let counted = state.withLock { ($0.usage, $0.characters) }
-        grant.governance.settlements.enqueue { await Self.settle(grant, counted, price: price) }
+        grant.governance.settlements.enqueue { await Self.settle(grant, counted, price: price, onSettle: onSettle) }
     }
 }
 

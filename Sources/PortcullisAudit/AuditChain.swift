@@ -89,7 +89,12 @@ public struct AuditChain: Sendable, Equatable {
 
     /// Links `record` after the head and advances.
     public mutating func link(_ record: AuditRecord) -> Link {
-        let hash = Self.hash(previous: head, canonical: record.canonical)
+        link(record, canonical: record.canonical)
+    }
+
+    /// Links `record`, whose canonical encoding is `canonical`, after the head and advances.
+    public mutating func link(_ record: AuditRecord, canonical: [UInt8]) -> Link {
+        let hash = Self.hash(previous: head, canonical: canonical)
         let link = Link(sequence: nextSequence, previousHash: head, hash: hash)
         nextSequence += 1
         head = hash

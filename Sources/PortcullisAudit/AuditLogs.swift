@@ -11,15 +11,56 @@ public struct AuditLogs: Sendable {
     public let adminActions: AdminActionLog
     /// This replica's chain of `audit_logs`.
     public let writer: AuditWriter
+    /// `audit_logs` as operators read it.
+    public let reader: AuditReader
+    /// Whether API requests and authentication attempts are recorded (admin actions always are).
+    public let recordsRequests: Bool
+    private let logger: Logger
 
     /// Their tables, applied with the rest of the store's migrations.
     public static let migrations = AdminActionLog.migrations + GuardEventLog.migrations + AuditTable.migrations
 
-    /// - Parameter chain: this replica's chain name (default: the host name, which is the pod's on Kubernetes).
-    public init(store: any SQLStore, flushInterval: Double, chain: String = ProcessInfo.processInfo.hostName, logger: Logger) {
+    /// - Parameters:
+    ///   - configuration: the `audit` section; an unset `fail_closed` fails closed on PostgreSQL.
+    public init(store: any SQLStore, flushInterval: Double, configuration: AuditConfiguration = AuditConfiguration(), logger: Logger) {
         guardEvents = GuardEventLog(store: store, interval: flushInterval, logger: logger)
         adminActions = AdminActionLog(store: store)
-        writer = AuditWriter(store: store, chain: chain, logger: logger)
+        writer = AuditWriter(store: store, chain: configuration.chain ?? ProcessInfo.processInfo.hostName,
+                             failClosed: configuration.failClosed ?? (store.dialect == .postgres), backlogLimit: configuration.backlogLimit, logger: logger)
+        reader = AuditReader(store: store)
+        recordsRequests = configuration.enabled
+        self.logger = logger
+    }
+
+    /// Stage 14, before the upstream: the request's record, durable before anything is sent.
+    /// Failing closed, a record the store refused is the client's `503 audit_unavailable`.
+    public func recordIntent(_ request: RequestAudit) async throws {
+        guard recordsRequests else { return }
+        do {
+            try await writer.append(request.intent())
+        } catch {
+            logger.error("request refused: its audit record cannot be written", metadata: ["error": "\(error)"])
+            throw GatewayError(status: 503, kind: .overloaded, code: .auditUnavailable,
+                               message: "The gateway cannot record this request in its audit log right now; nothing was sent. Try again shortly.",
+                               headers: ["Retry-After": "5"])
+        }
+    }
+
+    /// Stage 14, after the response: the request's outcome. A request that never reached the
+    /// upstream has this as its only record, committed before the client sees the answer
+    /// (its id is the one in `x-portcullis-audit-id`); otherwise it follows without waiting.
+    public func recordOutcome(_ request: RequestAudit, status: Int) async {
+        guard recordsRequests else { return }
+        let record = request.outcome(status: status)
+        if request.intentRecorded {
+            writer.submit(record)
+            return
+        }
+        do {
+            try await writer.append(record, gating: false)
+        } catch {
+            logger.error("audit outcome not recorded", metadata: ["error": "\(error)"])
+        }
     }
 
     /// What must run as services, started after the store (stopped before it).

@@ -23,99 +23,234 @@ public enum AuditTable {
                 "CREATE INDEX audit_logs_request ON audit_logs (request_id)",
             ]
         },
+        // On PostgreSQL rows can only be added: an UPDATE, DELETE or TRUNCATE by the gateway's
+        // role fails. Retention deletes expired rows through its own path, which sets
+        // `portcullis.audit_retention` for its transaction. (On SQLite the file is the gateway's
+        // alone; the chain and the published checkpoints reveal any change to it.)
+        Migration(version: 302, name: "audit logs append-only") { dialect in
+            guard dialect == .postgres else { return [] }
+            return [
+                """
+                CREATE FUNCTION portcullis_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $body$
+                BEGIN
+                    IF TG_OP = 'DELETE' AND current_setting('portcullis.audit_retention', true) = 'on' THEN
+                        RETURN OLD;
+                    END IF;
+                    RAISE EXCEPTION 'audit_logs is append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+                END
+                $body$
+                """,
+                "CREATE TRIGGER audit_logs_append_only BEFORE UPDATE OR DELETE ON audit_logs FOR EACH ROW EXECUTE FUNCTION portcullis_audit_append_only()",
+                "CREATE TRIGGER audit_logs_no_truncate BEFORE TRUNCATE ON audit_logs FOR EACH STATEMENT EXECUTE FUNCTION portcullis_audit_append_only()",
+            ]
+        },
     ]
 }
 
 /// Appends records to one chain with group commit: every record waiting when a write starts
 /// goes into the same transaction, and `append` returns once its record is committed — so a
 /// caller that awaits it knows the record is durable before it acts.
+///
+/// When the store refuses a batch: failing closed, the callers waiting on it get the error
+/// (their requests are refused); failing open, they go on and their records wait in memory
+/// (at most `backlogLimit`) to be written when the store answers again, together with a
+/// record of the gap. Records submitted without waiting (outcomes) are kept either way.
 public final class AuditWriter: Service, Sendable {
+    /// How a waiting caller's record ended up.
+    public enum Durability: Sendable, Equatable {
+        /// Committed to the store.
+        case committed
+        /// Kept in memory to be written later (failing open while the store is unreachable).
+        case buffered
+    }
+
+    private struct Waiting {
+        var record: AuditRecord
+        var continuation: CheckedContinuation<Durability, any Error>?
+        /// Whether the caller acts only once the record is durable (failing closed, it is refused instead of kept).
+        var gating: Bool
+    }
+
     private struct Pending {
-        var records: [(AuditRecord, CheckedContinuation<Void, any Error>)] = []
-        var chain: AuditChain?
+        var waiting: [Waiting] = []
+        /// Records accepted but not yet committed because the store refused them, oldest first.
+        var backlog: [AuditRecord] = []
+        /// Records of the backlog given up because it was full, and when the gap began.
+        var dropped = 0
+        var gapStarted: Int64?
         var closed = false
+        /// Set while the store refuses writes: batches do not wait on it again until the next retry.
+        var failing = false
+        var retryDue = false
     }
 
     public let chainName: String
+    public let failClosed: Bool
+    public let backlogLimit: Int
     private let store: any SQLStore
     private let logger: Logger
     private let state = Mutex(Pending())
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
 
-    public init(store: any SQLStore, chain: String, logger: Logger) {
+    public init(store: any SQLStore, chain: String, failClosed: Bool = false, backlogLimit: Int = 100_000, logger: Logger) {
         self.store = store
         self.chainName = chain
+        self.failClosed = failClosed
+        self.backlogLimit = max(1, backlogLimit)
         self.logger = logger
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Waits until `record` is committed; throws when the store refused the batch or the writer stopped.
-    public func append(_ record: AuditRecord) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+    /// Waits until `record` is committed (or kept for later); throws when the writer has
+    /// stopped, or when the store refused a `gating` record (one its caller acts on only once
+    /// durable) and the writer fails closed. A record that does not gate is kept either way.
+    @discardableResult
+    public func append(_ record: AuditRecord, gating: Bool = true) async throws -> Durability {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Durability, any Error>) in
             let accepted = state.withLock { state -> Bool in
                 guard !state.closed else { return false }
-                state.records.append((record, continuation))
+                state.waiting.append(Waiting(record: record, continuation: continuation, gating: gating))
                 return true
             }
             if accepted { wake.yield() } else { continuation.resume(throwing: AuditUnavailable()) }
         }
     }
 
-    /// Writes one batch of what is waiting; returns how many records it committed.
+    /// Queues `record` without waiting for it (an outcome, after the request has acted).
+    public func submit(_ record: AuditRecord) {
+        let accepted = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.waiting.append(Waiting(record: record, continuation: nil, gating: false))
+            return true
+        }
+        if accepted { wake.yield() } else { logger.error("audit record after the writer stopped", metadata: ["action": "\(record.action)"]) }
+    }
+
+    /// Records waiting in memory for the store (the backlog of an outage).
+    public var backlogCount: Int { state.withLock { $0.backlog.count } }
+
+    /// Writes one batch of what is waiting (the backlog first); returns how many records it committed.
     @discardableResult
     public func writePending() async -> Int {
-        let (batch, known) = state.withLock { state in
-            defer { state.records.removeAll() }
-            return (state.records, state.chain)
+        let taken = state.withLock { state -> (batch: [Waiting], backlog: [AuditRecord], dropped: Int, gapStarted: Int64?, skip: Bool)? in
+            guard !state.waiting.isEmpty || !state.backlog.isEmpty else { return nil }
+            defer { state.waiting.removeAll() }
+            // A retry that falls due with nothing to write stays due for the next record.
+            let skip = state.failing && !state.retryDue
+            if !skip { state.retryDue = false }
+            return (state.waiting, state.backlog, state.dropped, state.gapStarted, skip)
         }
-        guard !batch.isEmpty else { return 0 }
+        guard let (batch, backlog, dropped, gapStarted, skip) = taken else { return 0 }
+        if skip {
+            // The store failed a moment ago: no request waits on it again before the next retry.
+            fail(batch, AuditUnavailable(cause: "the database refused the last write"), logged: false)
+            return 0
+        }
+        var records = backlog
+        if let gapStarted, !backlog.isEmpty || dropped > 0 {
+            // The outage itself is on the record, before what it delayed.
+            records.insert(Self.gapRecord(since: gapStarted, delayed: backlog.count, dropped: dropped), at: 0)
+        }
+        records += batch.map(\.record)
         do {
-            var chain: AuditChain
-            if let known { chain = known } else { chain = try await loadHead() }
-            var linked: [(AuditRecord, AuditChain.Link, [UInt8])] = []
-            for (record, _) in batch {
-                let canonical = record.canonical
-                linked.append((record, chain.link(record), canonical))
+            try await commit(records)
+            let written = backlog.count
+            state.withLock { state in
+                state.failing = false
+                state.backlog.removeFirst(min(written, state.backlog.count))
+                state.dropped -= dropped
+                if state.backlog.isEmpty && state.dropped == 0 { state.gapStarted = nil }
             }
-            let name = chainName, rows = linked
-            try await store.transaction { transaction in
-                for (record, link, canonical) in rows {
-                    try await transaction.execute("""
-                        INSERT INTO audit_logs (id, chain, seq, timestamp, severity, category, action, outcome, request_id, actor_key_id,
-                                                record, prev_hash, hash)
-                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                        """, [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
-                              .text(record.category), .text(record.action), .text(record.outcome),
-                              record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
-                              .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)])
-                }
-            }
-            let advanced = chain
-            state.withLock { $0.chain = advanced }
-            for (_, continuation) in batch { continuation.resume() }
-            return batch.count
+            if written > 0 { logger.notice("audit backlog written", metadata: ["records": "\(written)", "dropped": "\(dropped)"]) }
+            for waiting in batch { waiting.continuation?.resume(returning: .committed) }
+            return records.count
         } catch {
-            // The head is read again from the store next time: what did not commit is not in the chain.
-            state.withLock { $0.chain = nil }
-            logger.error("audit write failed", metadata: ["records": "\(batch.count)", "error": "\(error)"])
-            for (_, continuation) in batch { continuation.resume(throwing: error) }
+            fail(batch, error, logged: true)
             return 0
         }
     }
 
-    /// The chain's head as stored (a new chain when it has no records).
-    private func loadHead() async throws -> AuditChain {
-        let rows = try await store.query("SELECT seq, hash FROM audit_logs WHERE chain = $1 ORDER BY seq DESC LIMIT 1", [.text(chainName)])
-        guard let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text else { return AuditChain(name: chainName) }
-        return AuditChain(name: chainName, nextSequence: sequence + 1, head: hash)
+    /// What did not commit: failing closed, the callers waiting on a gating record get the
+    /// error; everything else joins the backlog (the oldest given up past its limit).
+    private func fail(_ batch: [Waiting], _ error: any Error, logged: Bool) {
+        let failClosed = self.failClosed, limit = backlogLimit
+        let (refused, kept) = state.withLock { state -> ([Waiting], [Waiting]) in
+            state.failing = true
+            state.gapStarted = state.gapStarted ?? Self.now()
+            let refused = failClosed ? batch.filter(\.gating) : []
+            let kept = failClosed ? batch.filter { !$0.gating } : batch
+            state.backlog += kept.map(\.record)
+            if state.backlog.count > limit {
+                let excess = state.backlog.count - limit
+                state.backlog.removeFirst(excess)
+                state.dropped += excess
+            }
+            return (refused, kept)
+        }
+        if logged { logger.error("audit write failed", metadata: ["records": "\(batch.count)", "error": "\(error)"]) }
+        for waiting in refused { waiting.continuation?.resume(throwing: AuditUnavailable(cause: "\(error)")) }
+        for waiting in kept { waiting.continuation?.resume(returning: .buffered) }
+    }
+
+    /// Links `records` after the chain's stored head and inserts them, in one transaction.
+    ///
+    /// The head is read inside the transaction, under a lock of the chain (PostgreSQL: an
+    /// advisory lock for the transaction; SQLite: its single writer), so that two processes
+    /// given one chain name still extend it as one line, in turn.
+    private func commit(_ records: [AuditRecord]) async throws {
+        let name = chainName
+        let encoded = records.map { ($0, $0.canonical) }
+        try await store.transaction { transaction in
+            if transaction.dialect == .postgres {
+                _ = try await transaction.query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS chain_lock",
+                                                [.text("portcullis.audit_logs." + name)])
+            }
+            let rows = try await transaction.query("SELECT seq, hash FROM audit_logs WHERE chain = $1 ORDER BY seq DESC LIMIT 1", [.text(name)])
+            var chain = AuditChain(name: name)
+            if let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text {
+                chain = AuditChain(name: name, nextSequence: sequence + 1, head: hash)
+            }
+            for (record, canonical) in encoded {
+                let link = chain.link(record, canonical: canonical)
+                try await transaction.execute("""
+                    INSERT INTO audit_logs (id, chain, seq, timestamp, severity, category, action, outcome, request_id, actor_key_id,
+                                            record, prev_hash, hash)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                    """, [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
+                          .text(record.category), .text(record.action), .text(record.outcome),
+                          record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
+                          .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)])
+            }
+        }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+
+    /// The record of an outage: since when records waited, how many were written late and how many were lost.
+    static func gapRecord(since: Int64, delayed: Int, dropped: Int) -> AuditRecord {
+        AuditRecord(timestamp: now(), severity: dropped > 0 ? .critical : .high, category: "audit", action: "audit.gap",
+                    outcome: dropped > 0 ? "records_lost" : "records_delayed",
+                    details: ["since": .integer(since), "delayed_records": .integer(Int64(delayed)), "lost_records": .integer(Int64(dropped))])
     }
 
     public func run() async throws {
-        await withGracefulShutdownHandler {
-            for await _ in wakes { await writePending() }
-        } onGracefulShutdown: { [wake] in
-            wake.finish()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                // While the store fails, try it again four times a second, new records or not.
+                await Periodic.run(every: .milliseconds(250)) { [self] in
+                    let due = state.withLock { state in
+                        if state.failing || !state.backlog.isEmpty { state.retryDue = true }
+                        return state.retryDue
+                    }
+                    if due { wake.yield() }
+                }
+            }
+            await withGracefulShutdownHandler {
+                for await _ in wakes { await writePending() }
+            } onGracefulShutdown: { [wake] in
+                wake.finish()
+            }
         }
         // Stopped: what is still waiting is written, later appends are refused.
         state.withLock { $0.closed = true }
@@ -125,6 +260,79 @@ public final class AuditWriter: Service, Sendable {
 
 /// The audit log cannot take a record (its writer stopped or the store refused it).
 public struct AuditUnavailable: Error, CustomStringConvertible {
-    public init() {}
-    public var description: String { "the audit log is not accepting records" }
+    public var cause: String?
+    public init(cause: String? = nil) { self.cause = cause }
+    public var description: String { "the audit log is not accepting records" + (cause.map { ": \($0)" } ?? "") }
+}
+
+/// Which records `/admin/audit` and `audit export` read: every filter optional, combined with AND.
+public struct AuditFilter: Sendable, Equatable {
+    /// Microseconds since 1970, inclusive / exclusive.
+    public var from: Int64?
+    public var to: Int64?
+    public var severity: AuditRecord.Severity?
+    public var category: String?
+    /// The actor's key id (as `/admin/keys` shows it).
+    public var actorKeyID: String?
+    public var requestID: String?
+
+    public init(from: Int64? = nil, to: Int64? = nil, severity: AuditRecord.Severity? = nil, category: String? = nil,
+                actorKeyID: String? = nil, requestID: String? = nil) {
+        self.from = from
+        self.to = to
+        self.severity = severity
+        self.category = category
+        self.actorKeyID = actorKeyID
+        self.requestID = requestID
+    }
+}
+
+/// Reads `audit_logs` for operators: newest first, as the API shows records.
+public struct AuditReader: Sendable {
+    let store: any SQLStore
+
+    public init(store: any SQLStore) {
+        self.store = store
+    }
+
+    public func list(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONValue] {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        func add(_ column: String, _ comparison: String, _ value: SQLValue) {
+            binds.append(value)
+            conditions.append("\(column) \(comparison) $\(binds.count)")
+        }
+        if let from = filter.from { add("timestamp", ">=", .integer(from)) }
+        if let to = filter.to { add("timestamp", "<", .integer(to)) }
+        if let severity = filter.severity { add("severity", "=", .text(severity.rawValue)) }
+        if let category = filter.category { add("category", "=", .text(category)) }
+        if let key = filter.actorKeyID { add("actor_key_id", "=", .text(key)) }
+        if let request = filter.requestID { add("request_id", "=", .text(request)) }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        binds += [.integer(Int64(limit)), .integer(Int64(offset))]
+        let rows = try await store.query("SELECT * FROM audit_logs \(whereClause) ORDER BY timestamp DESC, chain, seq DESC LIMIT $\(binds.count - 1) OFFSET $\(binds.count)",
+                                         binds)
+        return rows.map(Self.object)
+    }
+
+    /// One record by its id, or nil.
+    public func record(id: String) async throws -> JSONValue? {
+        try await store.query("SELECT * FROM audit_logs WHERE id = $1", [.text(id)]).first.map(Self.object)
+    }
+
+    static func object(_ row: SQLRow) -> JSONValue {
+        let record = (try? JSONParser.parse(row["record"].text ?? "{}"))?.objectValue ?? JSONObject()
+        var object = JSONObject()
+        object["id"] = .string(row["id"].text ?? "")
+        object["timestamp"] = .integer(row["timestamp"].integer ?? 0)
+        for column in ["severity", "category", "action", "outcome", "request_id", "actor_key_id"] {
+            object[column] = row[column].text.map(JSONValue.string) ?? .null
+        }
+        object["details"] = record["details"] ?? .object(JSONObject())
+        object["chain"] = .string(row["chain"].text ?? "")
+        object["seq"] = .integer(row["seq"].integer ?? 0)
+        object["hash"] = .string(row["hash"].text ?? "")
+        object["prev_hash"] = .string(row["prev_hash"].text ?? "")
+        return .object(object)
+    }
 }

@@ -1,4 +1,5 @@
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
@@ -56,6 +57,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public typealias Deployment = DeploymentConfiguration
     public typealias Model = ModelConfiguration
     public typealias Guardrails = GuardrailsConfiguration
+    public typealias Audit = AuditConfiguration
 
     public var server = Server()
     public var auth = Auth()
@@ -65,6 +67,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var ipPolicy = IPPolicy()
     public var routing = Routing()
     public var models: [Model] = []
+    public var audit = Audit()
     /// Log level: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
 

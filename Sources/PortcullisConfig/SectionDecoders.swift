@@ -1,5 +1,6 @@
 import Foundation
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
@@ -11,7 +12,7 @@ import Yams
 extension ConfigurationLoader {
     static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
         guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level",
-                                               "guardrails"]) else { return }
+                                               "guardrails", "audit"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds",
                                                                                    "timeouts", "max_connections"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
@@ -75,6 +76,18 @@ extension ConfigurationLoader {
         }
         if let routing = root.child("routing") {
             decodeRouting(routing, into: &configuration.routing)
+        }
+        if let audit = root.child("audit"), audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit"]) {
+            configuration.audit.enabled = audit.bool("enabled") ?? configuration.audit.enabled
+            configuration.audit.failClosed = audit.bool("fail_closed") ?? configuration.audit.failClosed
+            if let chain = audit.string("chain") {
+                if chain.isEmpty || chain.utf8.count > 128 || chain.contains(where: { $0.isWhitespace || $0.isNewline }) {
+                    audit.issue("chain", "must be 1–128 characters without spaces")
+                } else {
+                    configuration.audit.chain = chain
+                }
+            }
+            configuration.audit.backlogLimit = audit.integer("backlog_limit", in: 1...10_000_000) ?? configuration.audit.backlogLimit
         }
         if let level = root.string("log_level") {
             if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {

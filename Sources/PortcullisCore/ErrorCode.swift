@@ -75,6 +75,8 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case credentialStoreUnavailable = "credential_store_unavailable"
     /// 503: The gateway's database is unreachable.
     case storageUnavailable = "storage_unavailable"
+    /// 503: The audit log cannot record the request and `audit.fail_closed` is on: nothing was sent upstream.
+    case auditUnavailable = "audit_unavailable"
     /// 504: A time limit passed; the message names the phase.
     case upstreamTimeout = "upstream_timeout"
 }

@@ -4,17 +4,20 @@ import PortcullisCore
 import Synchronization
 
 /// Who a request is from, as guard policies select by it and guard events record it.
-public struct GuardCaller: Sendable, Equatable {
+public struct GuardCaller: Sendable {
     public var keyID: String?
     public var userID: String?
     public var teamID: String?
     public var role: String
+    /// Also told of every decision about this request, beside the event log (its audit record).
+    public var requestLog: (any GuardEventSink)?
 
-    public init(keyID: String?, userID: String?, teamID: String?, role: String) {
+    public init(keyID: String?, userID: String?, teamID: String?, role: String, requestLog: (any GuardEventSink)? = nil) {
         self.keyID = keyID
         self.userID = userID
         self.teamID = teamID
         self.role = role
+        self.requestLog = requestLog
     }
 }
 
@@ -185,11 +188,13 @@ public struct InputGuarding: Sendable {
     public func record(findings: [(finding: GuardFinding, action: GuardAction)], policy: String, model: String, caller: GuardCaller, requestID: String) {
         guard !findings.isEmpty else { return }
         let now = Int64(Date().timeIntervalSince1970)
-        events.record(findings.map { finding, action in
+        let decisions = findings.map { finding, action in
             GuardEvent(at: now, requestID: requestID, policy: policy, guardName: finding.guardName, category: finding.category.rawValue,
                        risk: finding.risk.description, score: finding.score, action: action.rawValue, reason: finding.reason, model: model,
                        keyID: caller.keyID, userID: caller.userID, teamID: caller.teamID)
-        })
+        }
+        events.record(decisions)
+        caller.requestLog?.record(decisions)
     }
 
     /// Stage 7, transform: the enforced system prompt first, the canary planted in it,

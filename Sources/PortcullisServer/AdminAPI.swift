@@ -55,6 +55,7 @@ struct AdminAPI: Sendable {
         }
         group.get("actions") { request, context in try await list(request, context) { try await audit.adminActions.list(limit: $0, offset: $1) } }
         group.get("guard-events") { request, context in try await list(request, context) { try await audit.guardEvents.list(limit: $0, offset: $1) } }
+        registerAudit(on: group)
     }
 
     // MARK: Keys

@@ -81,7 +81,8 @@ public struct Gateway: Sendable {
                                                  ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations,
                                                  fetcher: { caFile in Self.fetcher(http: client, caFile: caFile, logger: logger) }, logger: logger)
         self.access = access
-        let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds, logger: logger)
+        let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds,
+                              configuration: governed ? configuration.audit : Self.unaudited(configuration.audit), logger: logger)
         self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
@@ -90,7 +91,7 @@ public struct Gateway: Sendable {
                             fallback: configuration.guardrails.defaultPolicy.settings(tokenizer: tokenizer), events: audit.guardEvents,
                             remote: remoteGuards, pseudonymKey: Array((configuration.guardrails.pseudonymKey ?? "").utf8)) : nil
         self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                        guarding: guarding, dependencies: { [access] in access.dependencyState })
+                                        guarding: guarding, audit: audit, dependencies: { [access] in access.dependencyState })
         let server = configuration.server
         self.connections = ConnectionGovernor(limits: ConnectionLimits(
             headerTimeout: server.headerTimeoutSeconds, bodyIdleTimeout: server.bodyIdleTimeoutSeconds,
@@ -105,6 +106,7 @@ public struct Gateway: Sendable {
         router.addMiddleware {
             RequestIdentityMiddleware()      // 1. edge: request id, trace context
             AccessLogMiddleware()
+            AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
             ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
         }
         let pipeline = self.pipeline
@@ -202,6 +204,13 @@ struct UpstreamClientService: Service {
 }
 
 extension Gateway {
+    /// The benchmark's reference core records no requests (admin actions still are).
+    static func unaudited(_ configuration: AuditConfiguration) -> AuditConfiguration {
+        var configuration = configuration
+        configuration.enabled = false
+        return configuration
+    }
+
     /// Fetches JSON documents (OIDC discovery, JWKS) with the gateway's HTTP client.
     static func fetcher(http: UpstreamHTTPClient, caFile: String?, logger: Logger) -> JSONFetcher {
         { url in

@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 import PortcullisGuardrails
 
@@ -55,6 +56,8 @@ public struct GatewayRequestContext: RequestContext {
     public var principal: Principal = .anonymous
     /// The TCP peer (the client, or the proxy in front of it).
     public let peerAddress: SocketAddress?
+    /// What the audit log will record of this request (nil on probe routes, or with request auditing off).
+    public var audit: RequestAudit?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
@@ -66,6 +69,20 @@ public struct GatewayRequestContext: RequestContext {
 }
 
 extension Principal {
-    /// The caller as guard policies select by it and guard events record it.
-    var guardCaller: GuardCaller { GuardCaller(keyID: keyID, userID: userID, teamID: teamID, role: role.rawValue) }
+    /// The caller as guard policies select by it and guard events record it; `requestLog`
+    /// (the request's audit record) is told of the decisions too.
+    func guardCaller(reportingTo requestLog: RequestAudit? = nil) -> GuardCaller {
+        GuardCaller(keyID: keyID, userID: userID, teamID: teamID, role: role.rawValue, requestLog: requestLog)
+    }
+
+    /// The caller as the audit record names it.
+    var auditActor: RequestAudit.Actor {
+        let method = switch credential {
+        case .anonymous: "none"
+        case .masterKey: "master_key"
+        case .apiKey: "api_key"
+        case .token: "oidc"
+        }
+        return RequestAudit.Actor(keyID: keyID, userID: userID, teamID: teamID, role: role.rawValue, method: method, multiFactor: multiFactor)
+    }
 }

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 import PortcullisStorage
 
@@ -48,6 +49,7 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let gatewayError = Self.gatewayError(for: error, path: request.uri.path)
+            context.audit?.failed(code: gatewayError.code)
             if gatewayError.statusCode >= 500 && gatewayError.code == GatewayError.internalFailure.code {
                 context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
             }
@@ -97,6 +99,55 @@ enum PresentedCredential {
         }
         return headers[HTTPField.Name("x-api-key")!] ?? headers[HTTPField.Name("api-key")!]
     }
+
+    /// What kind of credential `presented` looks like, for the record of a refused one.
+    static func method(of presented: String?) -> String {
+        guard let presented, !presented.isEmpty else { return "none" }
+        if presented.hasPrefix(APIKeyStore.prefix) { return "api_key" }
+        return TokenVerifier.looksLikeToken(presented) ? "oidc" : "unrecognised"
+    }
+}
+
+/// Stage 14 around every API and admin request: opens the request's audit record, returns
+/// its id in `x-portcullis-audit-id`, and writes its outcome once the response is complete (a
+/// stream's when it ends). Probe routes (`/health/*`, `/metrics`) are not recorded.
+public struct AuditMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    let audit: AuditLogs
+
+    public init(audit: AuditLogs) {
+        self.audit = audit
+    }
+
+    static let auditIDField = HTTPField.Name("x-portcullis-audit-id")!
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        guard audit.recordsRequests, !path.hasPrefix("/health/"), path != "/metrics" else { return try await next(request, context) }
+        var context = context
+        let trail = RequestAudit(requestID: context.requestID, traceID: context.trace?.traceID, method: request.method.rawValue, path: path,
+                                 sourceAddress: context.peerAddress?.ipAddress)
+        context.audit = trail
+        var response = try await next(request, context)
+        response.headers[Self.auditIDField] = trail.auditID
+        let status = Int(response.status.code), audit = self.audit
+        if response.body.contentLength == nil {
+            // A stream: its outcome (tokens, cost, findings of the output guards) once the last byte is out.
+            let body = response.body
+            response.body = ResponseBody { writer in
+                do {
+                    try await body.write(writer)
+                } catch {
+                    await audit.recordOutcome(trail, status: status)
+                    throw error
+                }
+                await audit.recordOutcome(trail, status: status)
+            }
+        } else {
+            await audit.recordOutcome(trail, status: status)
+        }
+        return response
+    }
 }
 
 /// One log line per request: method, path, status, model, duration.
@@ -129,7 +180,14 @@ public struct AuthenticationMiddleware: RouterMiddleware {
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        context.principal = try await authenticator.authenticate(PresentedCredential.from(request.headers))
+        let presented = PresentedCredential.from(request.headers)
+        do {
+            context.principal = try await authenticator.authenticate(presented)
+        } catch let error as GatewayError {
+            context.audit?.authenticationFailed(method: PresentedCredential.method(of: presented), reason: error.message)
+            throw error
+        }
+        context.audit?.authenticated(context.principal.auditActor)
         context.logger[metadataKey: "principal"] = .string(context.principal.actor)
         return try await next(request, context)
     }
@@ -149,6 +207,7 @@ public struct IPPolicyMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let peer = context.peerAddress?.ipAddress.flatMap { IPAddress($0) }
         let client = policy.clientAddress(peer: peer, forwardedFor: request.headers[HTTPField.Name("x-forwarded-for")!])
+        if let client { context.audit?.client(address: client.description) }
         if let refusal = policy.check(client, admin: adminRoutes) { throw refusal }
         return try await next(request, context)
     }

@@ -4,6 +4,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisProviders
@@ -24,7 +25,8 @@ import PortcullisRouting
 /// 10–11. route, provider: model group → deployment, retries, fallbacks, circuit breakers; adapter
 /// 12. guard out  output guards on the answer (a stream's chunks as they pass), placeholders restored
 /// 13. settle     usage and cost charged to the grant
-/// 14. audit      — not built yet (issue 16)
+/// 14. audit      the request's record durable before stage 10 sends anything (`AuditStage`,
+///                called there); its outcome once the response is complete (`AuditMiddleware`)
 ///     respond    encoded for the client's dialect; streams forwarded event by event
 ///
 /// A stage that is off (no governance, no guardrails) is still a value and does nothing.
@@ -42,12 +44,14 @@ public struct RequestPipeline: Sendable {
     let route: RouteStage
     let guardOut: GuardOutStage
     let settle = SettleStage()
+    let audit: AuditStage
 
     /// - Parameters:
     ///   - governance: limits, budgets and usage accounting; nil serves without them (benchmark reference).
     ///   - guarding: input and output guardrails; nil runs none.
+    ///   - audit: the audit log that records requests; nil records none.
     public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, guarding: InputGuarding? = nil,
-                dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
+                audit: AuditLogs? = nil, dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
         self.maximumBodyBytes = maximumBodyBytes
         self.dependencies = dependencies
@@ -56,23 +60,25 @@ public struct RequestPipeline: Sendable {
         transform = TransformStage(guarding: guarding)
         route = RouteStage(router: router)
         guardOut = GuardOutStage(guarding: guarding)
+        self.audit = AuditStage(audit: audit)
     }
 
     // MARK: A chat request's journey
 
-    /// Stages 4–13 for a chat request of either dialect, and the response.
+    /// Stages 4–14 for a chat request of either dialect, and the response.
     func serveChat(_ request: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
         var exchange = ChatExchange(request: request, dialect: dialect, context: context)
-        try authorise.check(model: request.model, principal: exchange.principal)                                   // 4. authorise
+        try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit)            // 4. authorise
         exchange.grant = try await admission.admit(model: request.model, principal: exchange.principal,             // 5. admission
                                                    bodySize: bodySize, maxTokens: request.maxTokens)
         do {
             try await guardIn.inspect(&exchange)                                                                    // 6. guard in
             transform.apply(&exchange)                                                                              // 7. transform
+            try await audit.beforeUpstream(exchange.audit)                                                          // 14. audit: durable first
             if exchange.request.stream {
                 let routed = try await route.streamChat(exchange)                                                   // 10–11. route, provider
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
-                let meter = settle.meter(for: routed, grant: exchange.grant)                                        // 13. settle when it ends
+                let meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit)                 // 13. settle when it ends
                 return StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer)
             }
             var verdict = guardOut.review(try await route.chat(exchange.request, exchange), exchange, retried: false) // 10–12.
@@ -80,7 +86,7 @@ public struct RequestPipeline: Sendable {
                 verdict = guardOut.review(try await route.chat(retry, exchange).adding(usageOf: previous), exchange, retried: true)
             }
             guard case .deliver(let routed, let blocked) = verdict else { throw GatewayError.internalFailure }   // a retried answer is always delivered
-            await settle.settle(routed, grant: exchange.grant)                                                      // 13. settle
+            await settle.settle(routed, grant: exchange.grant, audit: exchange.audit)                               // 13. settle
             return Self.respond(routed, exchange: exchange, blocked: blocked)                                       // respond
         } catch {
             await exchange.grant?.release()
@@ -106,15 +112,16 @@ public struct RequestPipeline: Sendable {
     public func completions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                                                    // 3. decode
         var completion = try OpenAIWire.decodeCompletionRequest(body.json)
-        let principal = context.principal
-        try authorise.check(model: completion.model, principal: principal)                                          // 4. authorise
+        let principal = context.principal, caller = principal.guardCaller(reportingTo: context.audit)
+        try authorise.check(model: completion.model, principal: principal, audit: context.audit)                    // 4. authorise
         let grant = try await admission.admit(model: completion.model, principal: principal, bodySize: body.size,   // 5. admission
                                               maxTokens: completion.maxTokens)
         do {
             var output: OutputInspector?
             if let guarding = guardIn.guarding {                                                                    // 6–7. guard in, transform
-                (completion, output) = try await guarding.check(completion, caller: principal.guardCaller, requestID: context.requestID)
+                (completion, output) = try await guarding.check(completion, caller: caller, requestID: context.requestID)
             }
+            try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let request = completion, upstream = Self.upstream(context)
             if request.stream {
                 let routed = try await route.call(model: request.model, logger: context.logger) { deployment in    // 10–11. route, provider
@@ -123,7 +130,7 @@ public struct RequestPipeline: Sendable {
                     }
                 }
                 var response = StreamResponses.completion(routed, includeUsage: request.includeUsage,
-                                                          meter: settle.meter(for: routed, grant: grant), logger: context.logger)
+                                                          meter: settle.meter(for: routed, grant: grant, audit: context.audit), logger: context.logger)
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
@@ -131,8 +138,8 @@ public struct RequestPipeline: Sendable {
                 try await deployment.adapter.completion(request, target: deployment.target, context: upstream)
             }
             routed.value = guardOut.review(completion: routed.value, output: output, model: request.model,         // 12. guard out
-                                           principal: principal, requestID: context.requestID)
-            let usage = await settle.settle(json: routed, grant: grant)                                             // 13. settle
+                                           caller: caller, requestID: context.requestID)
+            let usage = await settle.settle(json: routed, grant: grant, audit: context.audit)                       // 13. settle
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {
             await grant?.release()
@@ -144,14 +151,15 @@ public struct RequestPipeline: Sendable {
     public func embeddings(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                                                    // 3. decode
         let embedding = try OpenAIWire.decodeEmbeddingRequest(body.json)
-        try authorise.check(model: embedding.model, principal: context.principal)                                   // 4. authorise
+        try authorise.check(model: embedding.model, principal: context.principal, audit: context.audit)             // 4. authorise
         let grant = try await admission.admit(model: embedding.model, principal: context.principal, bodySize: body.size, maxTokens: 0)
         do {
+            try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let upstream = Self.upstream(context)
             let routed = try await route.call(model: embedding.model, logger: context.logger) { deployment in       // 10–11. route, provider
                 try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)
             }
-            let usage = await settle.settle(json: routed, grant: grant)                                             // 13. settle
+            let usage = await settle.settle(json: routed, grant: grant, audit: context.audit)                       // 13. settle
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {
             await grant?.release()

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisProviders
@@ -23,26 +24,32 @@ struct ChatExchange: Sendable {
     var vault: PlaceholderVault?
     /// Stage 7's output guards for the answer (nil: none).
     var output: OutputInspector?
+    /// What stage 14 records of the request (nil: not recorded).
+    let audit: RequestAudit?
 
-    init(request: ChatRequest, dialect: WireDialect, principal: Principal, upstream: UpstreamContext) {
+    init(request: ChatRequest, dialect: WireDialect, principal: Principal, upstream: UpstreamContext, audit: RequestAudit? = nil) {
         self.request = request
         self.dialect = dialect
         self.principal = principal
         self.upstream = upstream
+        self.audit = audit
     }
 
     var requestID: String { upstream.requestID }
     var logger: Logger { upstream.logger }
+    /// The caller as the guards see it; their decisions also reach the request's audit record.
+    var guardCaller: GuardCaller { principal.guardCaller(reportingTo: audit) }
 
     init(request: ChatRequest, dialect: WireDialect, context: GatewayRequestContext) {
-        self.init(request: request, dialect: dialect, principal: context.principal, upstream: RequestPipeline.upstream(context))
+        self.init(request: request, dialect: dialect, principal: context.principal, upstream: RequestPipeline.upstream(context), audit: context.audit)
     }
 }
 
 /// Stage 4, authorise: may this credential use the model? (The route's permission ran as
 /// middleware before the body was read.)
 struct AuthoriseStage: Sendable {
-    func check(model: String, principal: Principal) throws {
+    func check(model: String, principal: Principal, audit: RequestAudit? = nil) throws {
+        audit?.model(model)
         guard principal.mayUse(model: model) else {
             throw GatewayError(status: 403, kind: .permission, code: .modelNotAllowed,
                                message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
@@ -71,7 +78,7 @@ struct GuardInStage: Sendable {
 
     func inspect(_ exchange: inout ChatExchange) async throws {
         guard let guarding else { return }
-        let guarded = try await guarding.check(exchange.request, caller: exchange.principal.guardCaller, requestID: exchange.requestID)
+        let guarded = try await guarding.check(exchange.request, caller: exchange.guardCaller, requestID: exchange.requestID)
         exchange.request = guarded.request
         exchange.policy = guarded.policy
         exchange.vault = guarded.vault
@@ -161,7 +168,7 @@ struct GuardOutStage: Sendable {
             if inspector.policy.output.guards.contains("format") {
                 let failing = Self.formatProblems(routed.value, format: exchange.request.responseFormat)
                 if let first = failing.first {
-                    let caller = exchange.principal.guardCaller, model = exchange.request.model
+                    let caller = exchange.guardCaller, model = exchange.request.model
                     if inspector.policy.output.formatRetry && !retried {
                         guarding.record(findings: [(Self.finding(first.problem), .flag)], policy: inspector.policy.name, model: model,
                                         caller: caller, requestID: exchange.requestID)
@@ -180,7 +187,7 @@ struct GuardOutStage: Sendable {
                     blocked = .format
                 }
             }
-            let reviewed = guarding.review(routed.value, inspector: inspector, caller: exchange.principal.guardCaller, requestID: exchange.requestID)
+            let reviewed = guarding.review(routed.value, inspector: inspector, caller: exchange.guardCaller, requestID: exchange.requestID)
             routed.value = reviewed.completion
             blocked = reviewed.blocked ?? blocked
         }
@@ -192,7 +199,7 @@ struct GuardOutStage: Sendable {
     func streamTaps(_ exchange: ChatExchange) -> (guard: ChunkGuard?, restorer: ChunkRestorer?) {
         let restorer = exchange.vault.map(ChunkRestorer.init)
         guard let guarding, let inspector = exchange.output else { return (nil, restorer) }
-        let caller = exchange.principal.guardCaller, requestID = exchange.requestID, model = exchange.request.model
+        let caller = exchange.guardCaller, requestID = exchange.requestID, model = exchange.request.model
         let chunkGuard = ChunkGuard(inspector: inspector, format: exchange.request.responseFormat) { found in
             guarding.record(findings: found, policy: inspector.policy.name, model: model, caller: caller, requestID: requestID)
         }
@@ -200,9 +207,9 @@ struct GuardOutStage: Sendable {
     }
 
     /// Stage 12 for a whole legacy completion: each choice's `text` inspected.
-    func review(completion answer: JSONValue, output: OutputInspector?, model: String, principal: Principal, requestID: String) -> JSONValue {
+    func review(completion answer: JSONValue, output: OutputInspector?, model: String, caller: GuardCaller, requestID: String) -> JSONValue {
         guard let guarding, let output else { return answer }
-        return guarding.review(completion: answer, inspector: output, model: model, caller: principal.guardCaller, requestID: requestID)
+        return guarding.review(completion: answer, inspector: output, model: model, caller: caller, requestID: requestID)
     }
 
     /// The choices that are not the JSON (or schema-valid JSON) `format` asks for; tool calls are not answers.
@@ -220,24 +227,44 @@ struct GuardOutStage: Sendable {
 }
 
 /// Stage 13, settle: the call's real usage and cost charged to the grant (estimated from the
-/// answer's characters when the provider reported none); a stream settles through its meter
-/// when it ends, however it ends.
+/// answer's characters when the provider reported none), and told to the request's audit
+/// record; a stream settles through its meter when it ends, however it ends.
 struct SettleStage: Sendable {
-    func settle(_ routed: Routed<ChatCompletion>, grant: Grant?) async {
+    func settle(_ routed: Routed<ChatCompletion>, grant: Grant?, audit: RequestAudit?) async {
+        audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
         guard let grant else { return }
         let characters = routed.value.choices.reduce(0) { $0 + ($1.message.content?.text.count ?? 0) }
-        await grant.settle(usage: routed.value.usage, price: routed.deployment.price, outputCharacters: characters)
+        Self.report(await grant.settle(usage: routed.value.usage, price: routed.deployment.price, outputCharacters: characters), to: audit)
     }
 
     /// For an answer passed through as JSON: settled at the usage it reports, returned for the headers.
-    func settle(json routed: Routed<JSONValue>, grant: Grant?) async -> Usage? {
+    func settle(json routed: Routed<JSONValue>, grant: Grant?, audit: RequestAudit?) async -> Usage? {
+        audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
         let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])
-        await grant?.settle(usage: usage, price: routed.deployment.price)
+        Self.report(await grant?.settle(usage: usage, price: routed.deployment.price), to: audit)
         return usage
     }
 
-    func meter<Value>(for routed: Routed<Value>, grant: Grant?) -> StreamMeter? {
-        grant.map { StreamMeter(grant: $0, price: routed.deployment.price) }
+    func meter<Value>(for routed: Routed<Value>, grant: Grant?, audit: RequestAudit?) -> StreamMeter? {
+        audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
+        return grant.map { StreamMeter(grant: $0, price: routed.deployment.price) { settlement in Self.report(settlement, to: audit) } }
+    }
+
+    static func report(_ settlement: Settlement?, to audit: RequestAudit?) {
+        guard let settlement, let audit else { return }
+        audit.settled(promptTokens: Int(settlement.promptTokens), completionTokens: Int(settlement.completionTokens), costMicros: settlement.costMicros)
+    }
+}
+
+/// Stage 14, audit: the request's record is made durable before stage 10 sends anything
+/// upstream (failing closed, a record that cannot be written refuses the request); its outcome
+/// follows from `AuditMiddleware` once the response is complete. Off: nothing is recorded.
+struct AuditStage: Sendable {
+    let audit: AuditLogs?
+
+    func beforeUpstream(_ trail: RequestAudit?) async throws {
+        guard let audit, let trail else { return }
+        try await audit.recordIntent(trail)
     }
 }
 

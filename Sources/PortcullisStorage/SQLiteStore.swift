@@ -37,6 +37,8 @@ public final class SQLiteStore: SQLStore {
         // The busy timeout first: switching to WAL needs a lock another connection may hold.
         try await store.execute("PRAGMA busy_timeout = 5000")
         try await store.execute("PRAGMA journal_mode = WAL")
+        // Every commit reaches the disk before it returns: the audit log's "durable before it acts".
+        try await store.execute("PRAGMA synchronous = FULL")
         try await store.execute("PRAGMA foreign_keys = ON")
         return store
     }

@@ -13,6 +13,7 @@ struct FaultTests {
         auth: { master_key: \(master), key_pepper: "fault-tests-pepper-0123456789abcdef", key_cache_seconds: \(keyCacheSeconds), fail_open: \(failOpen) }
         storage: { database: "\(database)", \(redis.map { "redis: \"\($0)\", " } ?? "")flush_interval_seconds: 0.1, probe_interval_seconds: 0.1, timeout_seconds: 1 }
         routing: { health_check: { interval_seconds: 0 } }
+        audit: { fail_closed: \(!failOpen) }
         models:
           - name: demo
             deployments: [{ provider: demo, price: { input_per_million: 1, output_per_million: 10 } }]
@@ -58,6 +59,13 @@ struct FaultTests {
                 #expect(try await closed.awaitReadiness("database", "ok"))
                 #expect(try await closed.chat(key: closedKey).status == 200, "fail-closed serves again once the database is back")
                 #expect(try await open.call(.POST, "/admin/keys", key: Self.master, body: "{}").status == 201)
+                // The audit log failed open: the outage's requests were served, and their records written after it, with the gap.
+                #expect(try await eventually {
+                    let gaps = try await open.call(.GET, "/admin/audit?category=audit", key: Self.master)
+                    return gaps.json?.objectValue?["data"]?.arrayValue?.contains {
+                        $0.objectValue?["action"]?.stringValue == "audit.gap" && ($0.objectValue?["details"]?.objectValue?["delayed_records"]?.integerValue ?? 0) >= 5
+                    } == true
+                }, "the gap and the delayed records are on the record")
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PortcullisAccess
+import PortcullisAudit
 import PortcullisConfig
 import PortcullisCore
 import PortcullisGuardrails
@@ -178,8 +179,33 @@ struct StageTests {
         let both = Self.answer("second", usage: Usage(promptTokens: 20, completionTokens: 7)).adding(usageOf: Self.answer("first"))
         #expect(both.value.usage == Usage(promptTokens: 30, completionTokens: 12))
         #expect(Self.answer("x", usage: nil).adding(usageOf: Self.answer("y", usage: nil)).value.usage == nil)
-        await SettleStage().settle(Self.answer("x"), grant: nil)
-        #expect(SettleStage().meter(for: Self.answer("x"), grant: nil) == nil)
+        let trail = RequestAudit(requestID: "req-settle", traceID: nil, method: "POST", path: "/v1/chat/completions", sourceAddress: nil)
+        await SettleStage().settle(Self.answer("x"), grant: nil, audit: trail)
+        let details = trail.outcome(status: 200).details
+        #expect(details["deployment"]?.stringValue == Self.answer("x").deployment.name, "the audit record names who served, grant or not")
+        #expect(details["cost_micros"] == nil, "nothing was charged")
+        #expect(SettleStage().meter(for: Self.answer("x"), grant: nil, audit: nil) == nil)
         #expect(Grant.estimatedTokens(characters: 0) == 0 && Grant.estimatedTokens(characters: 1) == 1 && Grant.estimatedTokens(characters: 8) == 2)
+    }
+
+    @Test("audit: the record before the upstream is committed when the stage returns; off, nothing is recorded")
+    func audit() async throws {
+        try await withStores(.sqlite) { stores in
+            let store = stores[0]
+            try await MigrationRunner.migrate(store, AuditLogs.migrations)
+            let logs = AuditLogs(store: store, flushInterval: 1, logger: testLogger)
+            let trail = RequestAudit(requestID: "req-1", traceID: nil, method: "POST", path: "/v1/chat/completions", sourceAddress: "10.0.0.1")
+            try await AuditStage(audit: nil).beforeUpstream(trail)
+            try await AuditStage(audit: logs).beforeUpstream(nil)
+            #expect(!trail.intentRecorded)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await logs.writer.run() }
+                try await AuditStage(audit: logs).beforeUpstream(trail)
+                let rows = try await store.query("SELECT action, outcome, request_id, id FROM audit_logs", [])
+                #expect(rows.count == 1 && rows.first?["action"].text == "request.forward" && rows.first?["request_id"].text == "req-1")
+                #expect(rows.first?["id"].text == trail.auditID && trail.intentRecorded)
+                group.cancelAll()
+            }
+        }
     }
 }

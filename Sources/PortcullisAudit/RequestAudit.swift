@@ -1,0 +1,217 @@
+import Foundation
+import PortcullisCore
+import Synchronization
+
+/// What the audit log records of one API request, gathered while the stages decide: who
+/// called, which model and deployment served, the stable code of a refusal, tokens, cost and
+/// the guards' findings (category, risk, action, rule — never the matched text).
+///
+/// The request's first record carries `auditID` (the `x-portcullis-audit-id` header): the
+/// record made durable before the upstream is called (`intent`), or, for a request that never
+/// reached it, its outcome. Every record of the request shares its request id.
+public final class RequestAudit: GuardEventSink, Sendable {
+    /// How the caller authenticated, as the record names it.
+    public struct Actor: Sendable, Equatable {
+        public var keyID: String?
+        public var userID: String?
+        public var teamID: String?
+        public var role: String
+        /// `master_key`, `api_key`, `oidc` or `none`.
+        public var method: String
+        public var multiFactor: Bool
+
+        public init(keyID: String?, userID: String?, teamID: String?, role: String, method: String, multiFactor: Bool) {
+            self.keyID = keyID
+            self.userID = userID
+            self.teamID = teamID
+            self.role = role
+            self.method = method
+            self.multiFactor = multiFactor
+        }
+    }
+
+    struct Facts: Sendable {
+        var sourceAddress: String?
+        var actor: Actor?
+        /// The credential's kind when authentication failed (`api_key`, `oidc`, …) and why.
+        var failedMethod: String?
+        var failure: String?
+        var model: String?
+        var deployment: String?
+        var provider: String?
+        var code: ErrorCode?
+        var promptTokens: Int?
+        var completionTokens: Int?
+        var costMicros: Int64?
+        var findings: [GuardEvent] = []
+        var intentRecorded = false
+    }
+
+    public let auditID: String
+    public let requestID: String
+    public let traceID: String?
+    public let method: String
+    public let path: String
+    /// Microseconds since 1970 when the request arrived.
+    public let receivedAt: Int64
+    let started: ContinuousClock.Instant
+    private let facts = Mutex(Facts())
+
+    public init(requestID: String, traceID: String?, method: String, path: String, sourceAddress: String?,
+                auditID: String = FastRandom.uuidString(), now: Date = Date()) {
+        self.auditID = auditID
+        self.requestID = requestID
+        self.traceID = traceID
+        self.method = method
+        self.path = path
+        self.receivedAt = Int64(now.timeIntervalSince1970 * 1_000_000)
+        self.started = .now
+        facts.withLock { $0.sourceAddress = sourceAddress }
+    }
+
+    // MARK: What the stages report
+
+    /// Stage 1: the client's address as the IP policy judged it (behind a trusted proxy, the forwarded one).
+    public func client(address: String) { facts.withLock { $0.sourceAddress = address } }
+
+    /// Stage 2: who is calling.
+    public func authenticated(_ actor: Actor) { facts.withLock { $0.actor = actor } }
+
+    /// Stage 2: the credential was refused; `method` is the kind presented.
+    public func authenticationFailed(method: String, reason: String) {
+        facts.withLock {
+            $0.failedMethod = method
+            $0.failure = reason
+        }
+    }
+
+    /// The model group asked for.
+    public func model(_ model: String) { facts.withLock { $0.model = model } }
+
+    /// The deployment that answered.
+    public func served(deployment: String, provider: String) {
+        facts.withLock {
+            $0.deployment = deployment
+            $0.provider = provider
+        }
+    }
+
+    /// Usage and cost as settled.
+    public func settled(promptTokens: Int?, completionTokens: Int?, costMicros: Int64?) {
+        facts.withLock {
+            $0.promptTokens = promptTokens
+            $0.completionTokens = completionTokens
+            $0.costMicros = costMicros
+        }
+    }
+
+    /// The stable code of the request's refusal or failure.
+    public func failed(code: ErrorCode) { facts.withLock { $0.code = code } }
+
+    /// Guard decisions about this request (the request's own copy; the guard-event log keeps its own).
+    public func record(_ events: [GuardEvent]) {
+        guard !events.isEmpty else { return }
+        facts.withLock { $0.findings += events }
+    }
+
+    /// Whether the record before the upstream call was made (then the outcome is a record of its own).
+    public var intentRecorded: Bool { facts.withLock { $0.intentRecorded } }
+
+    // MARK: Records
+
+    /// The record made durable before the upstream is called.
+    public func intent() -> AuditRecord {
+        let facts = self.facts.withLock { facts -> Facts in
+            facts.intentRecorded = true
+            return facts
+        }
+        var details = common(facts)
+        details["stage"] = "before upstream"
+        return AuditRecord(id: auditID, timestamp: Int64(Date().timeIntervalSince1970 * 1_000_000), severity: .info, category: "request",
+                           action: "request.forward", outcome: "pending", requestID: requestID, actorKeyID: facts.actor?.keyID, details: details)
+    }
+
+    /// The request's outcome once the response is complete (for a stream, when it ended).
+    public func outcome(status: Int, now: Date = Date()) -> AuditRecord {
+        let facts = self.facts.withLock { $0 }
+        var details = common(facts)
+        details["status"] = .integer(Int64(status))
+        let elapsed = ContinuousClock.now - started
+        details["latency_us"] = .integer(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
+        if let code = facts.code { details["code"] = .string(code.rawValue) }
+        if let prompt = facts.promptTokens { details["prompt_tokens"] = .integer(Int64(prompt)) }
+        if let completion = facts.completionTokens { details["completion_tokens"] = .integer(Int64(completion)) }
+        if let cost = facts.costMicros { details["cost_micros"] = .integer(cost) }
+        if !facts.findings.isEmpty {
+            details["guard_findings"] = .array(facts.findings.map { event in
+                ["guard": .string(event.guardName), "category": .string(event.category), "risk": .string(event.risk),
+                 "action": .string(event.action), "policy": .string(AuditRecord.bounded(event.policy))]
+            })
+        }
+        if facts.intentRecorded { details["intent_id"] = .string(auditID) }
+        let authenticationFailed = facts.failure != nil
+        if authenticationFailed {
+            details["auth_method"] = .string(facts.failedMethod ?? "none")
+            details["reason"] = .string(AuditRecord.bounded(facts.failure ?? ""))
+        }
+        let blocked = facts.code == .guardrailBlocked
+        return AuditRecord(id: facts.intentRecorded ? FastRandom.uuidString() : auditID, timestamp: Int64(now.timeIntervalSince1970 * 1_000_000),
+                           severity: Self.severity(status: status, code: facts.code, findings: facts.findings),
+                           category: authenticationFailed ? "authentication" : "request",
+                           action: authenticationFailed ? "authenticate" : "request.complete",
+                           outcome: authenticationFailed ? "failure" : blocked ? "blocked" : status < 400 ? "success" : status < 500 ? "refused" : "failed",
+                           requestID: requestID, actorKeyID: facts.actor?.keyID, details: details)
+    }
+
+    private func common(_ facts: Facts) -> JSONObject {
+        var details: JSONObject = ["method": .string(method), "path": .string(AuditRecord.bounded(path)),
+                                   "received_at": .integer(receivedAt)]
+        if let traceID { details["trace_id"] = .string(traceID) }
+        if let source = facts.sourceAddress { details["source_address"] = .string(AuditRecord.bounded(source)) }
+        if let actor = facts.actor {
+            var object: JSONObject = ["role": .string(actor.role), "auth_method": .string(actor.method), "mfa": .bool(actor.multiFactor)]
+            if let key = actor.keyID { object["key_id"] = .string(key) }
+            if let user = actor.userID { object["user_id"] = .string(AuditRecord.bounded(user)) }
+            if let team = actor.teamID { object["team_id"] = .string(AuditRecord.bounded(team)) }
+            details["actor"] = .object(object)
+        }
+        if let model = facts.model { details["model"] = .string(AuditRecord.bounded(model)) }
+        if let deployment = facts.deployment { details["deployment"] = .string(AuditRecord.bounded(deployment)) }
+        if let provider = facts.provider { details["provider"] = .string(provider) }
+        return details
+    }
+
+    /// How much an operator should care: a guard block by its highest blocking risk, refused
+    /// credentials and addresses MEDIUM, other refusals LOW, gateway or upstream failures MEDIUM
+    /// (an audit or internal failure HIGH), everything else INFO.
+    static func severity(status: Int, code: ErrorCode?, findings: [GuardEvent]) -> AuditRecord.Severity {
+        if code == .guardrailBlocked {
+            let risks = findings.filter { $0.action == "block" }.map(\.risk)
+            if risks.contains("critical") { return .critical }
+            if risks.contains("high") { return .high }
+            if risks.contains("medium") { return .medium }
+            return risks.isEmpty ? .high : .low
+        }
+        switch status {
+        case ..<400: return findings.contains { $0.risk == "critical" || $0.risk == "high" } ? .low : .info
+        case 401, 403: return .medium
+        case 400..<500: return .low
+        default:
+            return code == .auditUnavailable || code == .internalError ? .high : .medium
+        }
+    }
+}
+
+extension AuditRecord {
+    /// Longest text kept in one field of a record; a longer one is cut with a marker saying how much was cut.
+    public static let fieldLimit = 1024
+
+    /// `text` cut to `fieldLimit` bytes (on a character boundary) with a marker, so that no
+    /// field can swell a record; escaping of control characters is the JSON writer's.
+    public static func bounded(_ text: String) -> String {
+        guard text.utf8.count > fieldLimit else { return text }
+        var kept = Substring(text).prefix(fieldLimit)
+        while kept.utf8.count > fieldLimit { kept = kept.dropLast() }
+        return kept + "…[truncated \(text.utf8.count - kept.utf8.count) bytes]"
+    }
+}
