@@ -21,9 +21,10 @@ public struct AuditRecord: Sendable, Equatable {
     public var actorKeyID: String?
     public var details: JSONObject
 
-    public init(id: String = FastRandom.uuidString(), timestamp: Int64, severity: Severity, category: String, action: String, outcome: String,
+    /// - Parameter id: default a time-ordered UUID (version 7) of `timestamp`.
+    public init(id: String? = nil, timestamp: Int64, severity: Severity, category: String, action: String, outcome: String,
                 requestID: String? = nil, actorKeyID: String? = nil, details: JSONObject = JSONObject()) {
-        self.id = id
+        self.id = id ?? FastRandom.timeOrderedUUIDString(unixMilliseconds: UInt64(max(0, timestamp / 1000)))
         self.timestamp = timestamp
         self.severity = severity
         self.category = category
@@ -37,28 +38,28 @@ public struct AuditRecord: Sendable, Equatable {
     /// The canonical encoding the chain hashes: one JSON object, fields in a fixed order,
     /// `details` keys sorted (recursively), so that equal records give equal bytes.
     public var canonical: [UInt8] {
-        let fields: [(String, JSONValue)] = [
-            ("id", .string(id)), ("timestamp", .integer(timestamp)), ("severity", .string(severity.rawValue)),
-            ("category", .string(category)), ("action", .string(action)), ("outcome", .string(outcome)),
-            ("request_id", requestID.map(JSONValue.string) ?? .null), ("actor_key_id", actorKeyID.map(JSONValue.string) ?? .null),
-            ("details", Self.sorted(.object(details))),
-        ]
-        var object = JSONObject()
-        for (key, value) in fields { object[key] = value }
-        return JSONWriter.bytes(.object(object))
-    }
-
-    static func sorted(_ value: JSONValue) -> JSONValue {
-        switch value {
-        case .object(let object):
-            var out = JSONObject()
-            for key in object.keys.sorted() { out[key] = sorted(object[key] ?? .null) }
-            return .object(out)
-        case .array(let items):
-            return .array(items.map(sorted))
-        default:
-            return value
+        var output: [UInt8] = []
+        output.reserveCapacity(768)
+        func field(_ name: String, first: Bool = false) {
+            if !first { output.append(UInt8(ascii: ",")) }
+            JSONWriter.writeString(name, into: &output)
+            output.append(UInt8(ascii: ":"))
         }
+        func text(_ value: String?) {
+            if let value { JSONWriter.writeString(value, into: &output) } else { output.append(contentsOf: Array("null".utf8)) }
+        }
+        output.append(UInt8(ascii: "{"))
+        field("id", first: true); text(id)
+        field("timestamp"); output.append(contentsOf: String(timestamp).utf8)
+        field("severity"); text(severity.rawValue)
+        field("category"); text(category)
+        field("action"); text(action)
+        field("outcome"); text(outcome)
+        field("request_id"); text(requestID)
+        field("actor_key_id"); text(actorKeyID)
+        field("details"); JSONWriter.writeSortingKeys(.object(details), into: &output)
+        output.append(UInt8(ascii: "}"))
+        return output
     }
 }
 

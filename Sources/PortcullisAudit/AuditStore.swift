@@ -82,6 +82,8 @@ public final class AuditWriter: Service, Sendable {
         /// Set while the store refuses writes: batches do not wait on it again until the next retry.
         var failing = false
         var retryDue = false
+        /// Submitted records waiting without anyone woken for them.
+        var lingering = 0
     }
 
     public let chainName: String
@@ -92,6 +94,8 @@ public final class AuditWriter: Service, Sendable {
     private let state = Mutex(Pending())
     private let wake: AsyncStream<Void>.Continuation
     private let wakes: AsyncStream<Void>
+    private let lingerWake: AsyncStream<Void>.Continuation
+    private let lingerWakes: AsyncStream<Void>
 
     public init(store: any SQLStore, chain: String, failClosed: Bool = false, backlogLimit: Int = 100_000, logger: Logger) {
         self.store = store
@@ -100,6 +104,7 @@ public final class AuditWriter: Service, Sendable {
         self.backlogLimit = max(1, backlogLimit)
         self.logger = logger
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (lingerWakes, lingerWake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// Waits until `record` is committed (or kept for later); throws when the writer has
@@ -117,15 +122,25 @@ public final class AuditWriter: Service, Sendable {
         }
     }
 
-    /// Queues `record` without waiting for it (an outcome, after the request has acted).
+    /// Queues `record` without waiting for it (an outcome, after the request has acted). It is
+    /// written with the next batch a waiting caller starts, or within `lingerLimit`: records
+    /// nobody waits on do not make commits of their own while requests keep the writer busy.
     public func submit(_ record: AuditRecord) {
-        let accepted = state.withLock { state -> Bool in
-            guard !state.closed else { return false }
+        let (accepted, first) = state.withLock { state -> (Bool, Bool) in
+            guard !state.closed else { return (false, false) }
             state.waiting.append(Waiting(record: record, continuation: nil, gating: false))
-            return true
+            state.lingering += 1
+            return (true, state.lingering == 1)
         }
-        if accepted { wake.yield() } else { logger.error("audit record after the writer stopped", metadata: ["action": "\(record.action)"]) }
+        guard accepted else {
+            logger.error("audit record after the writer stopped", metadata: ["action": "\(record.action)"])
+            return
+        }
+        if first { lingerWake.yield() }
     }
+
+    /// Longest a submitted record waits for a batch to join before it is written on its own.
+    public static let lingerLimit: Duration = .milliseconds(50)
 
     /// Records waiting in memory for the store (the backlog of an outage).
     public var backlogCount: Int { state.withLock { $0.backlog.count } }
@@ -135,7 +150,10 @@ public final class AuditWriter: Service, Sendable {
     public func writePending() async -> Int {
         let taken = state.withLock { state -> (batch: [Waiting], backlog: [AuditRecord], dropped: Int, gapStarted: Int64?, skip: Bool)? in
             guard !state.waiting.isEmpty || !state.backlog.isEmpty else { return nil }
-            defer { state.waiting.removeAll() }
+            defer {
+                state.waiting.removeAll()
+                state.lingering = 0
+            }
             // A retry that falls due with nothing to write stays due for the next record.
             let skip = state.failing && !state.retryDue
             if !skip { state.retryDue = false }
@@ -211,18 +229,37 @@ public final class AuditWriter: Service, Sendable {
             if let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text {
                 chain = AuditChain(name: name, nextSequence: sequence + 1, head: hash)
             }
-            for (record, canonical) in encoded {
-                let link = chain.link(record, canonical: canonical)
-                try await transaction.execute("""
-                    INSERT INTO audit_logs (id, chain, seq, timestamp, severity, category, action, outcome, request_id, actor_key_id,
-                                            record, prev_hash, hash)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                    """, [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
-                          .text(record.category), .text(record.action), .text(record.outcome),
-                          record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
-                          .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)])
+            // One statement per 64 records: parsed once per batch, not once per record.
+            var start = 0
+            while start < encoded.count {
+                let part = encoded[start..<min(start + Self.rowsPerStatement, encoded.count)]
+                var binds: [SQLValue] = []
+                binds.reserveCapacity(part.count * 13)
+                for (record, canonical) in part {
+                    let link = chain.link(record, canonical: canonical)
+                    binds += [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
+                              .text(record.category), .text(record.action), .text(record.outcome),
+                              record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
+                              .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)]
+                }
+                try await transaction.execute(Self.insertStatements[part.count], binds)
+                start += part.count
             }
         }
+    }
+
+    static let rowsPerStatement = 64
+    /// The statement for each number of rows, built once.
+    static let insertStatements = (0...rowsPerStatement).map(insertStatement(rows:))
+
+    /// `INSERT INTO audit_logs … VALUES (…), (…)` for `rows` records of 13 columns.
+    static func insertStatement(rows: Int) -> String {
+        var sql = "INSERT INTO audit_logs (id, chain, seq, timestamp, severity, category, action, outcome, request_id, actor_key_id, record, prev_hash, hash) VALUES "
+        for row in 0..<rows {
+            if row > 0 { sql += ", " }
+            sql += "(" + (1...13).map { "$\(row * 13 + $0)" }.joined(separator: ", ") + ")"
+        }
+        return sql
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
@@ -246,10 +283,18 @@ public final class AuditWriter: Service, Sendable {
                     if due { wake.yield() }
                 }
             }
+            group.addTask { [lingerWakes, wake] in
+                // Submitted records that no batch took along are written once they have waited their limit.
+                for await _ in lingerWakes {
+                    try? await Task.sleep(for: Self.lingerLimit)
+                    wake.yield()
+                }
+            }
             await withGracefulShutdownHandler {
                 for await _ in wakes { await writePending() }
-            } onGracefulShutdown: { [wake] in
+            } onGracefulShutdown: { [wake, lingerWake] in
                 wake.finish()
+                lingerWake.finish()
             }
         }
         // Stopped: what is still waiting is written, later appends are refused.

@@ -57,14 +57,13 @@ public final class RequestAudit: GuardEventSink, Sendable {
     let started: ContinuousClock.Instant
     private let facts = Mutex(Facts())
 
-    public init(requestID: String, traceID: String?, method: String, path: String, sourceAddress: String?,
-                auditID: String = FastRandom.uuidString(), now: Date = Date()) {
-        self.auditID = auditID
+    public init(requestID: String, traceID: String?, method: String, path: String, sourceAddress: String?, now: Date = Date()) {
+        self.receivedAt = Int64(now.timeIntervalSince1970 * 1_000_000)
+        self.auditID = FastRandom.timeOrderedUUIDString(unixMilliseconds: UInt64(receivedAt / 1000))
         self.requestID = requestID
         self.traceID = traceID
         self.method = method
         self.path = path
-        self.receivedAt = Int64(now.timeIntervalSince1970 * 1_000_000)
         self.started = .now
         facts.withLock { $0.sourceAddress = sourceAddress }
     }
@@ -126,7 +125,7 @@ public final class RequestAudit: GuardEventSink, Sendable {
             return facts
         }
         var details = common(facts)
-        details["stage"] = "before upstream"
+        details.append(newKey: "stage", "before upstream")
         return AuditRecord(id: auditID, timestamp: Int64(Date().timeIntervalSince1970 * 1_000_000), severity: .info, category: "request",
                            action: "request.forward", outcome: "pending", requestID: requestID, actorKeyID: facts.actor?.keyID, details: details)
     }
@@ -135,27 +134,27 @@ public final class RequestAudit: GuardEventSink, Sendable {
     public func outcome(status: Int, now: Date = Date()) -> AuditRecord {
         let facts = self.facts.withLock { $0 }
         var details = common(facts)
-        details["status"] = .integer(Int64(status))
+        details.append(newKey: "status", .integer(Int64(status)))
         let elapsed = ContinuousClock.now - started
-        details["latency_us"] = .integer(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
-        if let code = facts.code { details["code"] = .string(code.rawValue) }
-        if let prompt = facts.promptTokens { details["prompt_tokens"] = .integer(Int64(prompt)) }
-        if let completion = facts.completionTokens { details["completion_tokens"] = .integer(Int64(completion)) }
-        if let cost = facts.costMicros { details["cost_micros"] = .integer(cost) }
+        details.append(newKey: "latency_us", .integer(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+        if let code = facts.code { details.append(newKey: "code", .string(code.rawValue)) }
+        if let prompt = facts.promptTokens { details.append(newKey: "prompt_tokens", .integer(Int64(prompt))) }
+        if let completion = facts.completionTokens { details.append(newKey: "completion_tokens", .integer(Int64(completion))) }
+        if let cost = facts.costMicros { details.append(newKey: "cost_micros", .integer(cost)) }
         if !facts.findings.isEmpty {
-            details["guard_findings"] = .array(facts.findings.map { event in
+            details.append(newKey: "guard_findings", .array(facts.findings.map { event in
                 ["guard": .string(event.guardName), "category": .string(event.category), "risk": .string(event.risk),
                  "action": .string(event.action), "policy": .string(AuditRecord.bounded(event.policy))]
-            })
+            }))
         }
-        if facts.intentRecorded { details["intent_id"] = .string(auditID) }
+        if facts.intentRecorded { details.append(newKey: "intent_id", .string(auditID)) }
         let authenticationFailed = facts.failure != nil
         if authenticationFailed {
-            details["auth_method"] = .string(facts.failedMethod ?? "none")
-            details["reason"] = .string(AuditRecord.bounded(facts.failure ?? ""))
+            details.append(newKey: "auth_method", .string(facts.failedMethod ?? "none"))
+            details.append(newKey: "reason", .string(AuditRecord.bounded(facts.failure ?? "")))
         }
         let blocked = facts.code == .guardrailBlocked
-        return AuditRecord(id: facts.intentRecorded ? FastRandom.uuidString() : auditID, timestamp: Int64(now.timeIntervalSince1970 * 1_000_000),
+        return AuditRecord(id: facts.intentRecorded ? nil : auditID, timestamp: Int64(now.timeIntervalSince1970 * 1_000_000),
                            severity: Self.severity(status: status, code: facts.code, findings: facts.findings),
                            category: authenticationFailed ? "authentication" : "request",
                            action: authenticationFailed ? "authenticate" : "request.complete",
@@ -163,21 +162,27 @@ public final class RequestAudit: GuardEventSink, Sendable {
                            requestID: requestID, actorKeyID: facts.actor?.keyID, details: details)
     }
 
+    /// What every record of the request names (each key once, so members are appended unchecked).
     private func common(_ facts: Facts) -> JSONObject {
-        var details: JSONObject = ["method": .string(method), "path": .string(AuditRecord.bounded(path)),
-                                   "received_at": .integer(receivedAt)]
-        if let traceID { details["trace_id"] = .string(traceID) }
-        if let source = facts.sourceAddress { details["source_address"] = .string(AuditRecord.bounded(source)) }
+        var details = JSONObject()
+        details.append(newKey: "method", .string(method))
+        details.append(newKey: "path", .string(AuditRecord.bounded(path)))
+        details.append(newKey: "received_at", .integer(receivedAt))
+        if let traceID { details.append(newKey: "trace_id", .string(traceID)) }
+        if let source = facts.sourceAddress { details.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
         if let actor = facts.actor {
-            var object: JSONObject = ["role": .string(actor.role), "auth_method": .string(actor.method), "mfa": .bool(actor.multiFactor)]
-            if let key = actor.keyID { object["key_id"] = .string(key) }
-            if let user = actor.userID { object["user_id"] = .string(AuditRecord.bounded(user)) }
-            if let team = actor.teamID { object["team_id"] = .string(AuditRecord.bounded(team)) }
-            details["actor"] = .object(object)
+            var object = JSONObject()
+            object.append(newKey: "role", .string(actor.role))
+            object.append(newKey: "auth_method", .string(actor.method))
+            object.append(newKey: "mfa", .bool(actor.multiFactor))
+            if let key = actor.keyID { object.append(newKey: "key_id", .string(key)) }
+            if let user = actor.userID { object.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
+            if let team = actor.teamID { object.append(newKey: "team_id", .string(AuditRecord.bounded(team))) }
+            details.append(newKey: "actor", .object(object))
         }
-        if let model = facts.model { details["model"] = .string(AuditRecord.bounded(model)) }
-        if let deployment = facts.deployment { details["deployment"] = .string(AuditRecord.bounded(deployment)) }
-        if let provider = facts.provider { details["provider"] = .string(provider) }
+        if let model = facts.model { details.append(newKey: "model", .string(AuditRecord.bounded(model))) }
+        if let deployment = facts.deployment { details.append(newKey: "deployment", .string(AuditRecord.bounded(deployment))) }
+        if let provider = facts.provider { details.append(newKey: "provider", .string(provider)) }
         return details
     }
 

@@ -46,6 +46,28 @@ public enum FastRandom {
         return String(decoding: output, as: UTF8.self)
     }
 
+    /// A version-7 UUID (RFC 9562): the unix time in milliseconds, then random bits, in its
+    /// canonical lowercase text form. Ids made later sort after earlier ones, so an index on
+    /// them grows at its end instead of at random pages.
+    public static func timeOrderedUUIDString(unixMilliseconds: UInt64) -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        for index in 0..<6 { bytes[index] = UInt8(truncatingIfNeeded: unixMilliseconds >> (8 * (5 - UInt64(index)))) }
+        let random = next(), more = next()
+        for index in 6..<14 { bytes[index] = UInt8(truncatingIfNeeded: random >> (8 * UInt64(index - 6))) }
+        bytes[14] = UInt8(truncatingIfNeeded: more)
+        bytes[15] = UInt8(truncatingIfNeeded: more >> 8)
+        bytes[6] = 0x70 | (bytes[6] & 0x0F)
+        bytes[8] = 0x80 | (bytes[8] & 0x3F)
+        var output = [UInt8]()
+        output.reserveCapacity(36)
+        for (index, byte) in bytes.enumerated() {
+            if index == 4 || index == 6 || index == 8 || index == 10 { output.append(UInt8(ascii: "-")) }
+            output.append(hexDigits[Int(byte >> 4)])
+            output.append(hexDigits[Int(byte & 0x0F)])
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
     /// A random version-4 UUID in its canonical lowercase text form.
     public static func uuidString() -> String {
         var hex = Array(hex(bytes: 16).utf8)

@@ -112,6 +112,12 @@ public struct JSONObject: Sendable, Equatable, Sequence, ExpressibleByDictionary
         }
     }
 
+    /// Adds a member whose key the caller knows is not there yet, without looking for it
+    /// (building a large object by subscript looks through every member each time).
+    public mutating func append(newKey key: String, _ value: JSONValue) {
+        entries.append((key, value))
+    }
+
     /// Number of members.
     public var count: Int { entries.count }
     /// Whether the object has no members.

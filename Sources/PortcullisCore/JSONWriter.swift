@@ -48,6 +48,31 @@ public enum JSONWriter {
         }
     }
 
+    /// Appends the JSON text of `value` with every object's keys in sorted order (at every
+    /// depth), so that equal values give equal bytes however their members were added.
+    public static func writeSortingKeys(_ value: JSONValue, into output: inout [UInt8]) {
+        switch value {
+        case .array(let elements):
+            output.append(UInt8(ascii: "["))
+            for (position, element) in elements.enumerated() {
+                if position > 0 { output.append(UInt8(ascii: ",")) }
+                writeSortingKeys(element, into: &output)
+            }
+            output.append(UInt8(ascii: "]"))
+        case .object(let object):
+            output.append(UInt8(ascii: "{"))
+            for (position, entry) in object.entries.sorted(by: { $0.key < $1.key }).enumerated() {
+                if position > 0 { output.append(UInt8(ascii: ",")) }
+                writeString(entry.key, into: &output)
+                output.append(UInt8(ascii: ":"))
+                writeSortingKeys(entry.value, into: &output)
+            }
+            output.append(UInt8(ascii: "}"))
+        default:
+            write(value, into: &output)
+        }
+    }
+
     private static func writeDouble(_ number: Double, into output: inout [UInt8]) {
         guard number.isFinite else {
             output.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
@@ -64,23 +89,42 @@ public enum JSONWriter {
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    /// Appends `text` as a quoted, escaped JSON string.
+    /// Appends `text` as a quoted, escaped JSON string: runs of bytes that need no escape are
+    /// copied at once.
     public static func writeString(_ text: String, into output: inout [UInt8]) {
         output.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): output.append(contentsOf: [0x5C, 0x22])
-            case UInt8(ascii: "\\"): output.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: output.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: output.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: output.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x00..<0x20:
-                output.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30])
-                output.append(hexDigits[Int(byte >> 4)])
-                output.append(hexDigits[Int(byte & 0x0F)])
-            default: output.append(byte)
+        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { bytes in
+            var start = 0
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                guard byte < 0x20 || byte == 0x22 || byte == 0x5C else { continue }
+                if index > start { output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index])) }
+                escape(byte, into: &output)
+                start = index + 1
+            }
+            if bytes.count > start { output.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<bytes.count])) }
+        }
+        if copied == nil {
+            for byte in text.utf8 {
+                if byte < 0x20 || byte == 0x22 || byte == 0x5C { escape(byte, into: &output) } else { output.append(byte) }
             }
         }
         output.append(UInt8(ascii: "\""))
+    }
+
+    private static func escape(_ byte: UInt8, into output: inout [UInt8]) {
+        output.append(0x5C)
+        switch byte {
+        case 0x22, 0x5C: output.append(byte)
+        case 0x0A: output.append(UInt8(ascii: "n"))
+        case 0x0D: output.append(UInt8(ascii: "r"))
+        case 0x09: output.append(UInt8(ascii: "t"))
+        default:
+            output.append(UInt8(ascii: "u"))
+            output.append(0x30)
+            output.append(0x30)
+            output.append(hexDigits[Int(byte >> 4)])
+            output.append(hexDigits[Int(byte & 0x0F)])
+        }
     }
 }

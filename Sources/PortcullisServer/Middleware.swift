@@ -27,7 +27,9 @@ public struct RequestIdentityMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let incoming = request.headers[HTTPField.Name("x-request-id")!]
-        let requestID = incoming.flatMap { Self.isAcceptable($0) ? $0 : nil } ?? FastRandom.uuidString()
+        // Generated ids are time-ordered (UUID version 7): they sort by arrival, and indexes on them grow at one end.
+        let requestID = incoming.flatMap { Self.isAcceptable($0) ? $0 : nil }
+            ?? FastRandom.timeOrderedUUIDString(unixMilliseconds: UInt64(Date().timeIntervalSince1970 * 1000))
         context.requestID = requestID
         context.trace = TraceContext.continuing(request.headers[HTTPField.Name("traceparent")!])
         context.dialect = WireDialect.of(path: request.uri.path)

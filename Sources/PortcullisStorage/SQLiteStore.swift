@@ -39,6 +39,8 @@ public final class SQLiteStore: SQLStore {
         try await store.execute("PRAGMA journal_mode = WAL")
         // Every commit reaches the disk before it returns: the audit log's "durable before it acts".
         try await store.execute("PRAGMA synchronous = FULL")
+        // Statement journals (a multi-row insert inside a transaction keeps one) in memory, not in a temporary file.
+        try await store.execute("PRAGMA temp_store = MEMORY")
         try await store.execute("PRAGMA foreign_keys = ON")
         return store
     }
@@ -80,27 +82,46 @@ public final class SQLiteStore: SQLStore {
         return collector.rows
     }
 
-    /// Rewrites `$N` placeholders to SQLite's positional `?N`, leaving string literals and identifiers alone.
+    /// Rewrites `$N` placeholders to SQLite's positional `?N`, leaving string literals and
+    /// identifiers alone. Statements are few and repeated, so each is rewritten once and kept
+    /// (at most 512 of them).
     static func numberedPlaceholders(_ sql: String) -> String {
-        var output = ""
-        output.reserveCapacity(sql.utf8.count)
-        var quote: Character?
-        var previous: Character?
-        for character in sql {
-            if let open = quote {
-                if character == open { quote = nil }
-                output.append(character)
-            } else if character == "'" || character == "\"" {
-                quote = character
-                output.append(character)
-            } else if character == "$", previous.map({ !$0.isLetter && !$0.isNumber && $0 != "_" }) ?? true {
-                output.append("?")
-            } else {
-                output.append(character)
-            }
-            previous = character
+        if let known = rewritten.withLock({ $0[sql] }) { return known }
+        let output = rewrite(sql)
+        rewritten.withLock { cache in
+            if cache.count >= 512 { cache.removeAll(keepingCapacity: true) }
+            cache[sql] = output
         }
         return output
+    }
+
+    private static let rewritten = Mutex<[String: String]>([:])
+
+    static func rewrite(_ sql: String) -> String {
+        var output: [UInt8] = []
+        output.reserveCapacity(sql.utf8.count)
+        var quote: UInt8?
+        var previous: UInt8?
+        for byte in sql.utf8 {
+            if let open = quote {
+                if byte == open { quote = nil }
+                output.append(byte)
+            } else if byte == UInt8(ascii: "'") || byte == UInt8(ascii: "\"") {
+                quote = byte
+                output.append(byte)
+            } else if byte == UInt8(ascii: "$"), previous.map({ !Self.isWordByte($0) }) ?? true {
+                output.append(UInt8(ascii: "?"))
+            } else {
+                output.append(byte)
+            }
+            previous = byte
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    /// Letters, digits, `_` and any byte of a multi-byte character (which are letters to SQL).
+    private static func isWordByte(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == UInt8(ascii: "_") || byte >= 0x80
     }
 
     static func sqliteData(_ value: SQLValue) -> SQLiteData {

@@ -70,7 +70,7 @@ struct JSONTests {
 
 @Suite("Identifiers")
 struct IdentifierTests {
-    @Test("request ids are distinct version-4 UUIDs; hex ids have the asked length")
+    @Test("random ids are distinct version-4 UUIDs; hex ids have the asked length")
     func identifiers() {
         let ids = (0..<10_000).map { _ in FastRandom.uuidString() }
         #expect(Set(ids).count == ids.count)
@@ -85,6 +85,18 @@ struct IdentifierTests {
         let units = (0..<10_000).map { _ in FastRandom.unit() }
         #expect(units.allSatisfy { $0 >= 0 && $0 < 1 })
         #expect(abs(units.reduce(0, +) / 10_000 - 0.5) < 0.02)
+    }
+
+    @Test("audit record ids are version-7 UUIDs: the time first, so later ids sort after earlier ones")
+    func timeOrdered() {
+        let early = FastRandom.timeOrderedUUIDString(unixMilliseconds: 1_796_179_244_000)
+        let later = FastRandom.timeOrderedUUIDString(unixMilliseconds: 1_796_179_244_001)
+        #expect(early < later)
+        #expect(early.hasPrefix("01a234a0-33e0-7"), "48 bits of milliseconds, then version 7: \(early)")
+        let parts = later.split(separator: "-")
+        #expect(parts.map(\.count) == [8, 4, 4, 4, 12] && "89ab".contains(parts[3].first!))
+        let same = (0..<1000).map { _ in FastRandom.timeOrderedUUIDString(unixMilliseconds: 7) }
+        #expect(Set(same).count == 1000, "74 random bits tell ids of one millisecond apart")
     }
 }
 
