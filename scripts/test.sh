@@ -63,6 +63,16 @@ install_missing
 start_postgres
 start_redis
 
+# A Python venv of the test run's own: the official SDKs for the compatibility suite, and moto's
+# S3-compatible server, which the audit checkpoint tests publish to.
+if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
+  log "installing python3-venv"
+  apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  python3 -m venv "$SCRATCH/venv"
+fi
+"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]'
+export PORTCULLIS_TEST_MOTO="$SCRATCH/venv/bin/moto_server"
+
 log "building (debug, tests included)"
 swift build --build-tests
 log "running the Swift suite"
@@ -75,12 +85,6 @@ timeout 600 swift test --skip-build --filter FaultTests
 
 # The official OpenAI and Anthropic Python SDKs, unmodified, against the real binary.
 log "running the SDK compatibility and executable suite"
-if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
-  log "installing python3-venv"
-  apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-  python3 -m venv "$SCRATCH/venv"
-fi
-"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
 BIN="$(swift build --show-bin-path)/portcullis"
 SDK_MOCK_PORT=19101; SDK_GATEWAY_PORT=19102
 "$BIN" mock-upstream --port "$SDK_MOCK_PORT" --log-level error & SDK_PIDS="$!"

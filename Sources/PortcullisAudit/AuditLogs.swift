@@ -18,15 +18,22 @@ public struct AuditLogs: Sendable {
     private let logger: Logger
 
     /// Their tables, applied with the rest of the store's migrations.
-    public static let migrations = AdminActionLog.migrations + GuardEventLog.migrations + AuditTable.migrations
+    public static let migrations = AdminActionLog.migrations + GuardEventLog.migrations + AuditTable.migrations + CheckpointService.migrations
 
     /// - Parameters:
     ///   - configuration: the `audit` section; an unset `fail_closed` fails closed on PostgreSQL.
-    public init(store: any SQLStore, flushInterval: Double, configuration: AuditConfiguration = AuditConfiguration(), logger: Logger) {
+    ///   - signing: the checkpoint key and where checkpoints are published; nil signs none.
+    public init(store: any SQLStore, flushInterval: Double, configuration: AuditConfiguration = AuditConfiguration(),
+                signing: (key: AuditSigningKey, publishers: [any CheckpointPublisher])? = nil, logger: Logger) {
         guardEvents = GuardEventLog(store: store, interval: flushInterval, logger: logger)
         adminActions = AdminActionLog(store: store)
-        writer = AuditWriter(store: store, chain: configuration.chain ?? ProcessInfo.processInfo.hostName,
+        let chain = configuration.chain ?? ProcessInfo.processInfo.hostName
+        writer = AuditWriter(store: store, chain: chain,
                              failClosed: configuration.failClosed ?? (store.dialect == .postgres), backlogLimit: configuration.backlogLimit, logger: logger)
+        checkpoints = signing.map {
+            CheckpointService(store: store, chain: chain, origin: configuration.origin, key: $0.key, publishers: $0.publishers,
+                              everyRecords: Int64(configuration.checkpointEveryRecords), everySeconds: configuration.checkpointEverySeconds, logger: logger)
+        }
         reader = AuditReader(store: store)
         recordsRequests = configuration.enabled
         self.logger = logger
@@ -63,8 +70,12 @@ public struct AuditLogs: Sendable {
         }
     }
 
-    /// What must run as services, started after the store (stopped before it).
-    public var services: [any Service] { [guardEvents, writer] }
+    /// Signs and publishes this replica's chain (nil without a signing key).
+    public let checkpoints: CheckpointService?
+
+    /// What must run as services, started after the store (stopped before it); the
+    /// checkpoints stop last, so that their final one covers what the writer flushed.
+    public var services: [any Service] { (checkpoints.map { [$0] } ?? []) + [guardEvents, writer] }
 
     /// Records an admin action in both logs: the readable list (`/admin/actions`) and the chain,
     /// returning once the chained record is committed.

@@ -14,6 +14,10 @@ public enum AuditVerifier {
         case inserted
         /// Records are out of their order.
         case reordered
+        /// The chain ends before the last signed checkpoint's size: records were cut off its end.
+        case truncated
+        /// A checkpoint's signature does not verify with the key given.
+        case forgedCheckpoint = "forged checkpoint"
     }
 
     public struct Finding: Sendable, Equatable, CustomStringConvertible {
@@ -42,9 +46,25 @@ public enum AuditVerifier {
         public var isIntact: Bool { damage.isEmpty }
     }
 
-    public static func verify(_ store: any SQLStore) async throws -> Report {
+    /// Verifies every chain; with `checkpoints` (signed notes, e.g. the latest published one of
+    /// each chain) and the `key` that signed them, also that no chain was cut short of or
+    /// rewritten since its checkpoint.
+    public static func verify(_ store: any SQLStore, checkpoints: [String] = [], key: AuditVerifierKey? = nil) async throws -> Report {
         let rows = try await store.query("SELECT * FROM audit_logs ORDER BY chain, seq, id", [])
         var report = Report(records: [:], damage: [])
+        // The largest checkpoint of each chain, by the chain named in its origin.
+        var signed: [String: AuditCheckpoint] = [:]
+        for note in checkpoints {
+            guard let key, let body = key.verifiedBody(of: note), let checkpoint = AuditCheckpoint(body: body) else {
+                let origin = note.split(separator: "\n").first.map(String.init) ?? ""
+                report.damage.append(Finding(chain: origin, sequence: 0, recordID: "", damage: .forgedCheckpoint,
+                                             detail: key == nil ? "no verifier key to check it with" : "its signature does not verify with \(key!.name)"))
+                continue
+            }
+            let chain = checkpoint.origin.split(separator: "/").last.map(String.init) ?? checkpoint.origin
+            if checkpoint.size > signed[chain]?.size ?? -1 { signed[chain] = checkpoint }
+        }
+        var hashes: [String: (sequence: Int64, hash: String)] = [:]
         var chain: String?
         var expected: Int64 = 1
         var head = AuditChain.genesis
@@ -82,6 +102,17 @@ public enum AuditVerifier {
             }
             head = hash
             expected = sequence + 1
+            if !damaged { hashes[name] = (sequence, hash) }
+            if let checkpoint = signed[name], checkpoint.size == sequence, checkpoint.head != hash, !damaged {
+                fail(.modified, "the chain up to here was rewritten: its head differs from the signed checkpoint of size \(checkpoint.size)")
+            }
+        }
+        for (chain, checkpoint) in signed.sorted(by: { $0.key < $1.key }) where !report.damage.contains(where: { $0.chain == chain }) {
+            let last = hashes[chain]?.sequence ?? 0
+            if last < checkpoint.size {
+                report.damage.append(Finding(chain: chain, sequence: last + 1, recordID: "", damage: .truncated,
+                                             detail: "the chain ends at record \(last); the signed checkpoint covers \(checkpoint.size)"))
+            }
         }
         return report
     }

@@ -77,7 +77,9 @@ extension ConfigurationLoader {
         if let routing = root.child("routing") {
             decodeRouting(routing, into: &configuration.routing)
         }
-        if let audit = root.child("audit"), audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit"]) {
+        if let audit = root.child("audit"), audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit", "origin",
+                                                                              "signing_key_file", "checkpoints"]) {
+            decodeCheckpoints(audit, into: &configuration.audit)
             configuration.audit.enabled = audit.bool("enabled") ?? configuration.audit.enabled
             configuration.audit.failClosed = audit.bool("fail_closed") ?? configuration.audit.failClosed
             if let chain = audit.string("chain") {
@@ -98,6 +100,38 @@ extension ConfigurationLoader {
         }
         if let models = root.child("models") {
             configuration.models = models.elements().compactMap { decodeModel($0, routing: configuration.routing) }
+        }
+    }
+
+    static func decodeCheckpoints(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        if let origin = audit.string("origin") {
+            if origin.isEmpty || origin.utf8.count > 200 || origin.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "+" }) {
+                audit.issue("origin", "must be 1–200 characters without spaces or '+'")
+            } else {
+                settings.origin = origin
+            }
+        }
+        settings.signingKeyFile = audit.string("signing_key_file") ?? settings.signingKeyFile
+        guard let checkpoints = audit.child("checkpoints"),
+              checkpoints.expectMapping(allowedKeys: ["every_records", "every_seconds", "directory", "s3"]) else { return }
+        settings.checkpointEveryRecords = checkpoints.integer("every_records", in: 1...10_000_000) ?? settings.checkpointEveryRecords
+        settings.checkpointEverySeconds = checkpoints.number("every_seconds", in: 0.1...86_400) ?? settings.checkpointEverySeconds
+        settings.checkpointDirectory = checkpoints.string("directory") ?? settings.checkpointDirectory
+        if let s3 = checkpoints.child("s3"), s3.expectMapping(allowedKeys: ["bucket", "prefix", "region", "endpoint", "access_key_id",
+                                                                             "secret_access_key", "retention_days"]) {
+            let bucket = s3.requiredString("bucket"), key = s3.requiredString("access_key_id"), secret = s3.requiredString("secret_access_key")
+            if let bucket, let key, let secret {
+                var target = GatewayConfiguration.Audit.S3Bucket(bucket: bucket, accessKeyID: key, secretAccessKey: secret)
+                target.prefix = s3.string("prefix") ?? target.prefix
+                target.region = s3.string("region") ?? target.region
+                if let endpoint = s3.string("endpoint") {
+                    if endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") { target.endpoint = endpoint } else {
+                        s3.issue("endpoint", "must be an http:// or https:// URL")
+                    }
+                }
+                target.retentionDays = s3.integer("retention_days", in: 0...36_500) ?? target.retentionDays
+                settings.checkpointBucket = target
+            }
         }
     }
 

@@ -77,12 +77,14 @@ public struct Gateway: Sendable {
             }
         }
         let remoteGuards = try RemoteGuards.make(configuration.guardrails, router: modelRouter, http: client, logger: logger)
+        let signing = try Self.checkpointSigning(configuration, http: client, logger: logger)
         let access = try await AccessSystem.make(auth: configuration.auth, storage: configuration.storage, limits: configuration.limits,
                                                  ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations,
                                                  fetcher: { caFile in Self.fetcher(http: client, caFile: caFile, logger: logger) }, logger: logger)
         self.access = access
         let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds,
-                              configuration: governed ? configuration.audit : Self.unaudited(configuration.audit), logger: logger)
+                              configuration: governed ? configuration.audit : Self.unaudited(configuration.audit),
+                              signing: signing, logger: logger)
         self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil

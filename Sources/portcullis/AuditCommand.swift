@@ -8,7 +8,30 @@ import PortcullisStorage
 /// `portcullis audit …`: works on the audit log in the configured database.
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "audit", abstract: "Verify the tamper-evident audit log.",
-                                                    subcommands: [Verify.self])
+                                                    subcommands: [Verify.self, PublicKey.self])
+
+    /// The checkpoint key of `configuration` (read, never created) and the published checkpoints' directory.
+    static func checkpointSetup(_ configuration: GatewayConfiguration) throws -> AuditConfiguration.CheckpointSetup {
+        var sqlitePath: String?
+        if case .sqlite(let path) = StorageLocation(configuration.storage.database) { sqlitePath = path }
+        return try configuration.audit.checkpointSetup(sqlitePath: sqlitePath, isMemory: sqlitePath == ":memory:", create: false)
+    }
+
+    struct PublicKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "public-key", abstract: "Print the verifier key of the audit checkpoints (C2SP signed-note form: name+hash+key).")
+
+        @Option(name: .shortAndLong, help: "The YAML configuration `serve` reads (default: the embedded default's database).")
+        var config: String?
+
+        func run() async throws {
+            let configuration = try config.map { try ConfigurationLoader.load(path: $0) } ?? ConfigurationLoader.embeddedDefault()
+            guard let key = try AuditCommand.checkpointSetup(configuration).key else {
+                throw ValidationError("no audit signing key: set audit.signing_key_file")
+            }
+            print(key.publicKey.description)
+        }
+    }
 
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -17,9 +40,32 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(name: .shortAndLong, help: "The YAML configuration `serve` reads (default: the embedded default's database).")
         var config: String?
 
+        @Option(name: .long, help: "The verifier key to check checkpoints with (default: the configured signing key's).")
+        var publicKey: String?
+
+        @Option(name: .long, parsing: .upToNextOption,
+                help: "Published checkpoint files to check against (default: the latest of each chain in the configured directory).")
+        var checkpoint: [String] = []
+
         func run() async throws {
             let configuration = try config.map { try ConfigurationLoader.load(path: $0) } ?? ConfigurationLoader.embeddedDefault()
             let logger = Logger(label: "portcullis.audit")
+            let setup = try? AuditCommand.checkpointSetup(configuration)
+            var key = setup?.key?.publicKey
+            if let publicKey {
+                guard let given = AuditVerifierKey(publicKey) else { throw ValidationError("--public-key is not a name+hash+key verifier key") }
+                key = given
+            }
+            var notes: [String] = []
+            if checkpoint.isEmpty {
+                if let directory = setup?.directory { notes = Array(DirectoryCheckpointPublisher(directory: directory).latest().values) }
+            } else {
+                for path in checkpoint {
+                    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+                    notes.append(text)
+                }
+            }
+            let published = notes, verifier = key
             guard let location = StorageLocation(configuration.storage.database) else {
                 throw ValidationError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
             }
@@ -28,7 +74,7 @@ struct AuditCommand: AsyncParsableCommand {
             case .sqlite(let path):
                 let store = try await SQLiteStore.open(path: path, logger: logger)
                 do {
-                    report = try await AuditVerifier.verify(store)
+                    report = try await AuditVerifier.verify(store, checkpoints: published, key: verifier)
                 } catch {
                     await store.close()
                     throw error
@@ -39,12 +85,12 @@ struct AuditCommand: AsyncParsableCommand {
                 report = try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await store.run() }
                     defer { group.cancelAll() }
-                    return try await AuditVerifier.verify(store)
+                    return try await AuditVerifier.verify(store, checkpoints: published, key: verifier)
                 }
             }
             let total = report.records.values.reduce(0, +)
             if report.isIntact {
-                print("audit log intact: \(total) records in \(report.records.count) chain(s)")
+                print("audit log intact: \(total) records in \(report.records.count) chain(s); \(published.count) signed checkpoint(s) hold")
                 return
             }
             print("audit log DAMAGED (\(total) records in \(report.records.count) chain(s) read):")

@@ -45,12 +45,12 @@ struct AuditChainTests {
             async let appended = restarted.append(Self.record(21, severity: .critical))
             try await Task.sleep(nanoseconds: 20_000_000)
             await restarted.writePending()
-            try await appended
+            _ = try await appended
             let other = AuditWriter(store: store, chain: "replica-b", logger: testLogger)
             async let foreign = other.append(Self.record(99))
             try await Task.sleep(nanoseconds: 20_000_000)
             await other.writePending()
-            try await foreign
+            _ = try await foreign
 
             var report = try await AuditVerifier.verify(store)
             #expect(report.isIntact, "\(report.damage)")

@@ -211,3 +211,28 @@ struct TestFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// A local S3-compatible server (moto's, from PyPI, which scripts/test.sh installs) on a free
+/// loopback port for the duration of `body`; a test fails, never skips, when it is absent.
+func withMotoServer<T: Sendable>(_ body: @Sendable (String) async throws -> T) async throws -> T {
+    let port = try freeLoopbackPort()
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [ProcessInfo.processInfo.environment["PORTCULLIS_TEST_MOTO"] ?? "moto_server", "-H", "127.0.0.1", "-p", String(port)]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    defer {
+        kill(process.processIdentifier, SIGKILL)   // moto's server does not stop on SIGTERM
+        process.waitUntilExit()
+    }
+    let endpoint = "http://127.0.0.1:\(port)"
+    let started = ContinuousClock.now
+    while true {
+        if !process.isRunning { throw TestFailure("moto_server is not installed or did not start (pip install 'moto[server]')") }
+        if let answer = try? await GatewayClient(port: port).request(.GET, "/", timeout: 1), answer.status < 500 { break }
+        if ContinuousClock.now - started > .seconds(30) { throw TestFailure("moto_server did not answer on \(endpoint)") }
+        try await Task.sleep(nanoseconds: 200_000_000)
+    }
+    return try await body(endpoint)
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Logging
+import PortcullisAudit
+import PortcullisConfig
+import PortcullisCore
+import PortcullisProviders
+import PortcullisStorage
+
+extension Gateway {
+    /// The key that signs audit checkpoints and where they are published (nil when no key is
+    /// configured for PostgreSQL; the gateway says so).
+    static func checkpointSigning(_ configuration: GatewayConfiguration, http: UpstreamHTTPClient,
+                                  logger: Logger) throws -> (key: AuditSigningKey, publishers: [any CheckpointPublisher])? {
+        var sqlitePath: String?
+        var isMemory = false
+        if case .sqlite(let path) = StorageLocation(configuration.storage.database) {
+            sqlitePath = path
+            isMemory = path == ":memory:"
+        }
+        let setup: AuditConfiguration.CheckpointSetup
+        do {
+            setup = try configuration.audit.checkpointSetup(sqlitePath: sqlitePath, isMemory: isMemory, create: true)
+        } catch {
+            throw ConfigurationError(source: "configuration", issues: [.init(path: "audit.signing_key_file", message: "\(error)")])
+        }
+        guard let key = setup.key else {
+            logger.warning("audit checkpoints are off", metadata: ["reason": "\(setup.missingKeyReason ?? "no key")"])
+            return nil
+        }
+        var publishers: [any CheckpointPublisher] = []
+        if let directory = setup.directory { publishers.append(DirectoryCheckpointPublisher(directory: directory)) }
+        if let bucket = configuration.audit.checkpointBucket {
+            publishers.append(S3CheckpointPublisher(client: S3Client(http: http, endpoint: bucket.endpoint, region: bucket.region,
+                                                                     accessKeyID: bucket.accessKeyID, secretAccessKey: bucket.secretAccessKey,
+                                                                     logger: logger),
+                                                    bucket: bucket.bucket, prefix: bucket.prefix, retentionDays: bucket.retentionDays))
+        }
+        return (key, publishers)
+    }
+}
+
+/// Publishes checkpoints to an S3 bucket, each object locked (compliance mode) for the retention.
+struct S3CheckpointPublisher: CheckpointPublisher {
+    let client: S3Client
+    let bucket: String
+    let prefix: String
+    let retentionDays: Int
+
+    var name: String { "s3 \(bucket)/\(prefix)" }
+
+    func publish(chain: String, size: Int64, note: String) async throws {
+        let until = retentionDays > 0 ? Date().addingTimeInterval(Double(retentionDays) * 86_400) : nil
+        try await client.putObject(bucket: bucket, key: "\(prefix)\(chain)/\(size).checkpoint", body: Array(note.utf8), lockedUntil: until)
+    }
+}
