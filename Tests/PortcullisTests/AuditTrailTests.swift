@@ -1,6 +1,7 @@
 import Foundation
 import PortcullisAudit
 import PortcullisCore
+import PortcullisMockUpstream
 import PortcullisStorage
 import Testing
 
@@ -225,5 +226,63 @@ struct AuditTrailTests {
         let report = try await AuditVerifier.verify(store)
         await store.close()
         #expect(report.isIntact, "\(report.damage)")
+    }
+}
+
+/// The guarantee itself, against the real binary: a gateway killed with SIGKILL under load has,
+/// for every request its upstream received, that request's record in `audit_logs`.
+@Suite("Audit trail: durable before the upstream, through kill -9")
+struct AuditKillTests {
+    static let body = #"{"model":"gpt","messages":[{"role":"user","content":"hi"}]}"#
+
+    @Test("kill -9 under 32 concurrent clients: every request the upstream received is in audit_logs")
+    func killUnderLoad() async throws {
+        var behaviour = MockBehaviour()
+        behaviour.latencyMilliseconds = 5
+        try await withMockUpstream(behaviour) { mock, mockPort in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-kill-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let path = directory.appendingPathComponent("gateway.db").path
+            let gateway = try await GatewayProcess(yaml: """
+                auth: { master_key: kill-master }
+                storage: { database: "sqlite:\(path)" }
+                limits: { roles: { admin: { rpm: 10000000, tpm: 2000000000, concurrency: 10000 } } }
+                guardrails: { enabled: false }
+                routing: { health_check: { interval_seconds: 0 } }
+                models:
+                \(openAIModel("gpt", port: mockPort))
+                """)
+            let client = gateway.client
+            // Clients that keep asking until the gateway is gone.
+            let answered = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<32 {
+                    group.addTask {
+                        var served = 0
+                        while true {
+                            guard let result = try? await client.request(.POST, "/v1/chat/completions", body: Self.body,
+                                                                          headers: ["authorization": "Bearer kill-master"], timeout: 3),
+                                  result.status == 200 else { return served }
+                            served += 1
+                        }
+                    }
+                }
+                try await Task.sleep(nanoseconds: 1_500_000_000)
+                gateway.stop()   // SIGKILL, mid-flight
+                var total = 0
+                for try await served in group { total += served }
+                return total
+            }
+            let received = Set(mock.requests.compactMap(\.requestID))
+            #expect(answered > 50, "the load was real: \(answered) answers before the kill")
+            #expect(received.count >= answered, "every answer came from the upstream")
+            let store = try await SQLiteStore.open(path: path, logger: testLogger)
+            let rows = try await store.query("SELECT request_id FROM audit_logs WHERE action = 'request.forward'", [])
+            await store.close()
+            let recorded = Set(rows.compactMap { $0["request_id"].text })
+            let missing = received.subtracting(recorded)
+            #expect(missing.isEmpty, "\(missing.count) of \(received.count) requests reached the upstream without a record: \(missing.prefix(3))")
+            #expect(received.count > answered || recorded.count > answered, "some requests were in flight at the kill (received \(received.count), answered \(answered))")
+        }
     }
 }
