@@ -29,6 +29,8 @@ public struct AuditConfiguration: Sendable, Equatable {
     public var checkpointDirectory: String?
     /// An S3 bucket (with Object Lock) that checkpoints are also published to.
     public var checkpointBucket: S3Bucket?
+    /// SIEMs this replica's chain is exported to continuously.
+    public var sinks: [AuditSinkConfiguration] = []
 
     /// An S3-compatible bucket and the credentials to write to it.
     public struct S3Bucket: Sendable, Equatable {

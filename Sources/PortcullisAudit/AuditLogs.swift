@@ -19,17 +19,23 @@ public struct AuditLogs: Sendable {
 
     /// Their tables, applied with the rest of the store's migrations.
     public static let migrations = AdminActionLog.migrations + GuardEventLog.migrations + AuditTable.migrations + CheckpointService.migrations
+        + AuditSinkExporter.migrations
 
     /// - Parameters:
     ///   - configuration: the `audit` section; an unset `fail_closed` fails closed on PostgreSQL.
     ///   - signing: the checkpoint key and where checkpoints are published; nil signs none.
+    ///   - sinkTransport: how the configured sinks are sent to; nil exports to none.
     public init(store: any SQLStore, flushInterval: Double, configuration: AuditConfiguration = AuditConfiguration(),
-                signing: (key: AuditSigningKey, publishers: [any CheckpointPublisher])? = nil, logger: Logger) {
+                signing: (key: AuditSigningKey, publishers: [any CheckpointPublisher])? = nil, sinkTransport: (any AuditSinkTransport)? = nil,
+                logger: Logger) {
         guardEvents = GuardEventLog(store: store, interval: flushInterval, logger: logger)
         adminActions = AdminActionLog(store: store)
         let chain = configuration.chain ?? ProcessInfo.processInfo.hostName
         writer = AuditWriter(store: store, chain: chain,
                              failClosed: configuration.failClosed ?? (store.dialect == .postgres), backlogLimit: configuration.backlogLimit, logger: logger)
+        exporters = sinkTransport.map { transport in
+            configuration.sinks.map { AuditSinkExporter(configuration: $0, chain: chain, store: store, transport: transport, logger: logger) }
+        } ?? []
         checkpoints = signing.map {
             CheckpointService(store: store, chain: chain, origin: configuration.origin, key: $0.key, publishers: $0.publishers,
                               everyRecords: Int64(configuration.checkpointEveryRecords), everySeconds: configuration.checkpointEverySeconds, logger: logger)
@@ -75,7 +81,10 @@ public struct AuditLogs: Sendable {
 
     /// What must run as services, started after the store (stopped before it); the
     /// checkpoints stop last, so that their final one covers what the writer flushed.
-    public var services: [any Service] { (checkpoints.map { [$0] } ?? []) + [guardEvents, writer] }
+    public var services: [any Service] { (checkpoints.map { [$0] } ?? []) + exporters + [guardEvents, writer] }
+
+    /// One continuous export per configured sink.
+    public let exporters: [AuditSinkExporter]
 
     /// Records an admin action in both logs: the readable list (`/admin/actions`) and the chain,
     /// returning once the chained record is committed.

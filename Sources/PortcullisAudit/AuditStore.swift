@@ -332,6 +332,18 @@ public struct AuditFilter: Sendable, Equatable {
     }
 }
 
+extension AuditFilter {
+    /// Microseconds since 1970 of an RFC 3339 time (`2026-12-01T10:00:00Z`, fractions allowed) or of unix seconds.
+    public static func microseconds(_ text: String) -> Int64? {
+        if let seconds = Double(text), seconds.isFinite, abs(seconds) < 1e11 { return Int64(seconds * 1_000_000) }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970 * 1_000_000) }
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: text).map { Int64($0.timeIntervalSince1970 * 1_000_000) }
+    }
+}
+
 /// Reads `audit_logs` for operators: newest first, as the API shows records.
 public struct AuditReader: Sendable {
     let store: any SQLStore
@@ -358,6 +370,27 @@ public struct AuditReader: Sendable {
         let rows = try await store.query("SELECT * FROM audit_logs \(whereClause) ORDER BY timestamp DESC, chain, seq DESC LIMIT $\(binds.count - 1) OFFSET $\(binds.count)",
                                          binds)
         return rows.map(Self.object)
+    }
+
+    /// Records in `filter`'s time range, oldest first, in pages (`export`).
+    public func oldestFirst(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONObject] {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        if let from = filter.from { binds.append(.integer(from)); conditions.append("timestamp >= $\(binds.count)") }
+        if let to = filter.to { binds.append(.integer(to)); conditions.append("timestamp < $\(binds.count)") }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        binds += [.integer(Int64(limit)), .integer(Int64(offset))]
+        return try await store.query("SELECT * FROM audit_logs \(whereClause) ORDER BY timestamp, chain, seq LIMIT $\(binds.count - 1) OFFSET $\(binds.count)",
+                                     binds).compactMap { Self.object($0).objectValue }
+    }
+
+    /// The records of `chain` after sequence number `after`, in order (a sink's next batch).
+    public func chain(_ chain: String, after: Int64, limit: Int) async throws -> [(sequence: Int64, record: JSONObject)] {
+        try await store.query("SELECT * FROM audit_logs WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                              [.text(chain), .integer(after), .integer(Int64(limit))]).compactMap { row in
+            guard let sequence = row["seq"].integer, let object = Self.object(row).objectValue else { return nil }
+            return (sequence, object)
+        }
     }
 
     /// One record by its id, or nil.

@@ -78,7 +78,7 @@ extension ConfigurationLoader {
             decodeRouting(routing, into: &configuration.routing)
         }
         if let audit = root.child("audit"), audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit", "origin",
-                                                                              "signing_key_file", "checkpoints"]) {
+                                                                              "signing_key_file", "checkpoints", "sinks"]) {
             decodeCheckpoints(audit, into: &configuration.audit)
             configuration.audit.enabled = audit.bool("enabled") ?? configuration.audit.enabled
             configuration.audit.failClosed = audit.bool("fail_closed") ?? configuration.audit.failClosed
@@ -103,7 +103,36 @@ extension ConfigurationLoader {
         }
     }
 
+    static func decodeSinks(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        guard let sinks = audit.child("sinks") else { return }
+        var names: Set<String> = []
+        for sink in sinks.elements() {
+            guard sink.expectMapping(allowedKeys: ["name", "type", "url", "token", "index", "format", "batch_size"]) else { continue }
+            let kinds = AuditSinkConfiguration.Kind.allCases.map(\.rawValue)
+            guard let name = sink.requiredString("name"), let type = sink.requiredString("type"), let url = sink.requiredString("url") else { continue }
+            guard let kind = AuditSinkConfiguration.Kind(rawValue: type) else {
+                sink.issue("type", "must be one of \(kinds.joined(separator: ", ")); got '\(type)'")
+                continue
+            }
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                sink.issue("url", "must be an http:// or https:// URL")
+                continue
+            }
+            if !names.insert(name).inserted { sink.issue("name", "'\(name)' names another sink too") }
+            var format: AuditFormat?
+            if let text = sink.string("format") {
+                format = AuditFormat(rawValue: text)
+                if format == nil { sink.issue("format", "must be one of jsonl, ecs, ocsf, cef; got '\(text)'") }
+            }
+            var configuration = AuditSinkConfiguration(name: name, kind: kind, url: url, token: sink.string("token"), format: format)
+            configuration.index = sink.string("index") ?? configuration.index
+            configuration.batchSize = sink.integer("batch_size", in: 1...10_000) ?? configuration.batchSize
+            settings.sinks.append(configuration)
+        }
+    }
+
     static func decodeCheckpoints(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        decodeSinks(audit, into: &settings)
         if let origin = audit.string("origin") {
             if origin.isEmpty || origin.utf8.count > 200 || origin.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "+" }) {
                 audit.issue("origin", "must be 1–200 characters without spaces or '+'")

@@ -26,7 +26,7 @@ extension AdminAPI {
         var filter = AuditFilter()
         for (name, keyPath) in [("from", \AuditFilter.from), ("to", \AuditFilter.to)] {
             guard let text = query[Substring(name)].map(String.init) else { continue }
-            guard let micros = Self.microseconds(text) else {
+            guard let micros = AuditFilter.microseconds(text) else {
                 throw GatewayError.invalidParameter(name, "\(name) must be an RFC 3339 time (2026-12-01T10:00:00Z) or unix seconds")
             }
             filter[keyPath: keyPath] = micros
@@ -41,14 +41,5 @@ extension AdminAPI {
         filter.actorKeyID = query["actor"].map(String.init)
         filter.requestID = query["request_id"].map(String.init)
         return filter
-    }
-
-    static func microseconds(_ text: String) -> Int64? {
-        if let seconds = Double(text), seconds.isFinite, abs(seconds) < 1e11 { return Int64(seconds * 1_000_000) }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970 * 1_000_000) }
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.date(from: text).map { Int64($0.timeIntervalSince1970 * 1_000_000) }
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import NIOCore
+import NIOHTTP1
 import PortcullisAudit
 import PortcullisConfig
 import PortcullisCore
@@ -51,5 +53,25 @@ struct S3CheckpointPublisher: CheckpointPublisher {
     func publish(chain: String, size: Int64, note: String) async throws {
         let until = retentionDays > 0 ? Date().addingTimeInterval(Double(retentionDays) * 86_400) : nil
         try await client.putObject(bucket: bucket, key: "\(prefix)\(chain)/\(size).checkpoint", body: Array(note.utf8), lockedUntil: until)
+    }
+}
+
+/// Audit sinks' requests through the gateway's upstream client: any answer is returned with its status.
+struct UpstreamSinkTransport: AuditSinkTransport {
+    let http: UpstreamHTTPClient
+    let logger: Logger
+
+    func post(url: String, headers: [(String, String)], body: [UInt8]) async throws -> (status: Int, body: [UInt8]) {
+        let target = DeploymentTarget(name: "audit-sink", provider: .openaiCompatible, upstreamModel: "", apiBase: url,
+                                      timeouts: UpstreamTimeouts(connect: 5, firstByte: 15, total: 30, streamIdle: 15))
+        do {
+            let response = try await http.send(method: .POST, url: url, headers: headers, body: ByteBuffer(bytes: body), target: target,
+                                               context: UpstreamContext(requestID: FastRandom.uuidString(), logger: logger))
+            let answer = try await response.body.collect(upTo: 16 << 20)
+            return (response.status, Array(answer.readableBytesView))
+        } catch let failure as UpstreamFailure {
+            if case .status(let status) = failure.reason { return (status, Array(failure.message.utf8)) }
+            throw failure
+        }
     }
 }

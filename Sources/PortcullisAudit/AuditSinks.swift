@@ -1,0 +1,249 @@
+import Foundation
+import Logging
+import PortcullisCore
+import PortcullisStorage
+import ServiceLifecycle
+import Synchronization
+
+/// How a sink's HTTP requests are sent (the gateway's upstream client, injected).
+public protocol AuditSinkTransport: Sendable {
+    /// POSTs `body` to `url`; returns the answer's status and body, whatever the status.
+    /// Throws only when no answer came (connection refused, timeout).
+    func post(url: String, headers: [(String, String)], body: [UInt8]) async throws -> (status: Int, body: [UInt8])
+}
+
+/// One continuous export of this replica's chain to a SIEM.
+public struct AuditSinkConfiguration: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// `POST url` with a JSON array of records.
+        case webhook
+        /// Splunk HTTP Event Collector: `POST url/services/collector/event`, `Authorization: Splunk <token>`.
+        case splunkHEC = "splunk_hec"
+        /// Elasticsearch `POST url/_bulk`, one `create` per record (its id the record's, so a resend is not a duplicate).
+        case elasticsearch
+    }
+
+    /// Names the sink's cursor; unique among sinks.
+    public var name: String
+    public var kind: Kind
+    public var url: String
+    /// Bearer token (webhook), HEC token (Splunk) or API key (Elasticsearch `ApiKey`).
+    public var token: String?
+    /// Elasticsearch index. Default `portcullis-audit`.
+    public var index = "portcullis-audit"
+    /// The records' shape. Default: ECS for Elasticsearch, JSON lines otherwise.
+    public var format: AuditFormat
+    /// Most records per request. Default 200.
+    public var batchSize = 200
+
+    public init(name: String, kind: Kind, url: String, token: String? = nil, format: AuditFormat? = nil) {
+        self.name = name
+        self.kind = kind
+        self.url = url
+        self.token = token
+        self.format = format ?? (kind == .elasticsearch ? .ecs : .jsonl)
+    }
+}
+
+/// Sends this replica's chain to one sink, at least once and in order, from a cursor kept in
+/// the database (`audit_sink_cursors`), so that a restart resumes where delivery stopped.
+///
+/// A sink that is down or answers 429/5xx holds only its own export: the batch is tried again
+/// with a growing pause (up to 30 s), while requests go on; when it answers again the backlog
+/// follows. A 4xx refuses the records, not the sink: the batch is split until the refused
+/// record is alone, which is logged, counted and passed over so that the others still go.
+public final class AuditSinkExporter: Service, Sendable {
+    public let configuration: AuditSinkConfiguration
+    let chain: String
+    let store: any SQLStore
+    let reader: AuditReader
+    let transport: any AuditSinkTransport
+    let logger: Logger
+    let idlePause: Duration
+    private let counters = Mutex((delivered: 0, rejected: 0, failures: 0))
+
+    public init(configuration: AuditSinkConfiguration, chain: String, store: any SQLStore, transport: any AuditSinkTransport,
+                idlePause: Duration = .milliseconds(500), logger: Logger) {
+        self.configuration = configuration
+        self.chain = chain
+        self.store = store
+        self.reader = AuditReader(store: store)
+        self.transport = transport
+        self.idlePause = idlePause
+        self.logger = logger
+    }
+
+    public static let migrations: [Migration] = [
+        Migration(version: 304, name: "audit sink cursors") { _ in
+            ["CREATE TABLE audit_sink_cursors (sink TEXT NOT NULL, chain TEXT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (sink, chain))"]
+        },
+    ]
+
+    /// Records delivered, records refused (4xx) and failed attempts so far.
+    public var counts: (delivered: Int, rejected: Int, failures: Int) { counters.withLock { $0 } }
+
+    /// The last sequence number delivered (0 before the first).
+    public func cursor() async throws -> Int64 {
+        try await store.query("SELECT seq FROM audit_sink_cursors WHERE sink = $1 AND chain = $2", [.text(configuration.name), .text(chain)])
+            .first?["seq"].integer ?? 0
+    }
+
+    func save(cursor: Int64) async throws {
+        try await store.execute("""
+            INSERT INTO audit_sink_cursors (sink, chain, seq) VALUES ($1, $2, $3)
+            ON CONFLICT (sink, chain) DO UPDATE SET seq = excluded.seq
+            """, [.text(configuration.name), .text(chain), .integer(cursor)])
+    }
+
+    /// What one attempt at a batch came to.
+    enum Delivery: Equatable {
+        case delivered
+        /// The sink refused these records (by index in the batch); the rest were taken.
+        case refused([Int])
+        /// Try again later.
+        case retry(String)
+    }
+
+    /// Sends the next batch after the cursor; returns how many records it moved the cursor past,
+    /// or nil when the sink must be tried again later.
+    public func exportNext() async throws -> Int? {
+        let after = try await cursor()
+        let batch = try await reader.chain(chain, after: after, limit: configuration.batchSize)
+        guard let last = batch.last?.sequence else { return 0 }
+        switch await deliver(batch.map(\.record)) {
+        case .retry(let reason):
+            counters.withLock { $0.failures += 1 }
+            logger.warning("audit sink unavailable; will retry", metadata: ["sink": "\(configuration.name)", "reason": "\(reason)"])
+            return nil
+        case .refused(let indices):
+            try await refuse(batch, indices)
+        case .delivered:
+            break
+        }
+        try await save(cursor: last)
+        counters.withLock { $0.delivered += batch.count }
+        return batch.count
+    }
+
+    /// Splits a refused batch until each refused record is alone: those are passed over, the others sent.
+    private func refuse(_ batch: [(sequence: Int64, record: JSONObject)], _ indices: [Int]) async throws {
+        var refused = Set(indices)
+        if indices.isEmpty, batch.count > 1 {
+            // The whole batch was refused: find the records it was refused for, half by half.
+            var pending = [batch[...]]
+            while let part = pending.popLast() {
+                switch await deliver(part.map(\.record)) {
+                case .delivered: continue
+                case .retry(let reason): throw AuditSinkRetry(reason: reason)
+                case .refused(let inner) where part.count == 1 || !inner.isEmpty:
+                    let base = part.startIndex
+                    for index in (inner.isEmpty ? Array(0..<part.count) : inner) { refused.insert(base + index) }
+                case .refused:
+                    let middle = part.startIndex + part.count / 2
+                    pending.append(part[middle...])
+                    pending.append(part[..<middle])
+                }
+            }
+        } else if indices.isEmpty {
+            refused = [0]
+        }
+        for index in refused.sorted() {
+            logger.error("audit sink refused a record; passed over", metadata: ["sink": "\(configuration.name)", "seq": "\(batch[index].sequence)"])
+        }
+        counters.withLock { $0.rejected += refused.count; $0.delivered -= refused.count }
+    }
+
+    /// One request with `records`, and what the answer means.
+    func deliver(_ records: [JSONObject]) async -> Delivery {
+        let (url, headers, body) = request(records)
+        let answer: (status: Int, body: [UInt8])
+        do {
+            answer = try await transport.post(url: url, headers: headers, body: body)
+        } catch {
+            return .retry("\(error)")
+        }
+        switch answer.status {
+        case 200..<300:
+            guard configuration.kind == .elasticsearch else { return .delivered }
+            return Self.bulkOutcome(answer.body)
+        case 408, 429, 500...:
+            return .retry("status \(answer.status)")
+        default:
+            return .refused([])
+        }
+    }
+
+    /// The request for `records` in the sink's protocol.
+    func request(_ records: [JSONObject]) -> (url: String, headers: [(String, String)], body: [UInt8]) {
+        let format = configuration.format
+        var base = configuration.url
+        while base.hasSuffix("/") { base.removeLast() }
+        switch configuration.kind {
+        case .webhook:
+            var headers = [("content-type", "application/json")]
+            if let token = configuration.token { headers.append(("authorization", "Bearer \(token)")) }
+            return (base, headers, JSONWriter.bytes(.array(records.map(format.object))))
+        case .splunkHEC:
+            var body: [UInt8] = []
+            for record in records {
+                let seconds = Double(record["timestamp"]?.integerValue ?? 0) / 1_000_000
+                JSONWriter.write(["time": .double(seconds), "source": "portcullis", "sourcetype": "portcullis:audit", "event": format.object(record)],
+                                 into: &body)
+                body.append(0x0A)
+            }
+            return (base + "/services/collector/event", [("authorization", "Splunk \(configuration.token ?? "")"), ("content-type", "application/json")], body)
+        case .elasticsearch:
+            var body: [UInt8] = []
+            for record in records {
+                JSONWriter.write(["create": ["_index": .string(configuration.index), "_id": .string(record["id"]?.stringValue ?? "")]], into: &body)
+                body.append(0x0A)
+                JSONWriter.write(format.object(record), into: &body)
+                body.append(0x0A)
+            }
+            var headers = [("content-type", "application/x-ndjson")]
+            if let token = configuration.token { headers.append(("authorization", "ApiKey \(token)")) }
+            return (base + "/_bulk", headers, body)
+        }
+    }
+
+    /// An Elasticsearch bulk answer: items already there (409) count as delivered; 429/5xx items
+    /// retry the batch (the ids make the resend harmless); other refused items are passed over.
+    static func bulkOutcome(_ body: [UInt8]) -> Delivery {
+        guard let answer = (try? JSONParser.parse(body))?.objectValue else { return .retry("unreadable bulk answer") }
+        guard answer["errors"]?.boolValue == true else { return .delivered }
+        var refused: [Int] = []
+        for (index, item) in (answer["items"]?.arrayValue ?? []).enumerated() {
+            let result = item.objectValue?.entries.first?.value.objectValue
+            let status = result?["status"]?.integerValue ?? 500
+            if status == 409 || (200..<300).contains(status) { continue }
+            if status == 429 || status >= 500 { return .retry("bulk item status \(status)") }
+            refused.append(index)
+        }
+        return refused.isEmpty ? .delivered : .refused(refused)
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { [self] in
+            var pause: Duration = .seconds(1)
+            while !Task.isCancelled {
+                do {
+                    if let moved = try await exportNext() {
+                        pause = .seconds(1)
+                        if moved == 0 { try? await Task.sleep(for: idlePause) }
+                        continue
+                    }
+                } catch let retry as AuditSinkRetry {
+                    logger.warning("audit sink unavailable; will retry", metadata: ["sink": "\(configuration.name)", "reason": "\(retry.reason)"])
+                } catch {
+                    logger.warning("audit sink export failed", metadata: ["sink": "\(configuration.name)", "error": "\(error)"])
+                }
+                try? await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(30))
+            }
+        }
+    }
+}
+
+struct AuditSinkRetry: Error {
+    var reason: String
+}

@@ -1,0 +1,138 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import PortcullisAudit
+import PortcullisCore
+import Synchronization
+import Testing
+
+/// A SIEM of the test's own on a real socket: a webhook, Splunk's HEC and Elasticsearch's bulk
+/// API, which can be down (503) and which refuses any record of a request id starting "poison".
+final class SIEMReceiver: Sendable {
+    private struct State {
+        var up = false
+        var webhook: [JSONObject] = []
+        var splunk: [JSONObject] = []
+        var elastic: [String: JSONObject] = [:]
+        var splunkToken: String?
+    }
+
+    private let state = Mutex(State())
+
+    func setUp(_ up: Bool) { state.withLock { $0.up = up } }
+    var webhookIDs: [String] { state.withLock { $0.webhook.compactMap { $0["id"]?.stringValue } } }
+    var splunkIDs: [String] { state.withLock { $0.splunk.compactMap { $0["event"]?.objectValue?["id"]?.stringValue } } }
+    var elasticDocuments: [String: JSONObject] { state.withLock { $0.elastic } }
+    var splunkToken: String? { state.withLock { $0.splunkToken } }
+
+    static func poisoned(_ record: JSONObject?) -> Bool {
+        (record?["request_id"]?.stringValue ?? record?["portcullis"]?.objectValue?["audit"]?.objectValue?["request_id"]?.stringValue ?? "").hasPrefix("poison")
+    }
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.post("hook") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: 64 << 20)
+            guard self.state.withLock({ $0.up }) else { return Response(status: .serviceUnavailable) }
+            let records = (try? JSONParser.parse(body.readableBytesView))?.arrayValue?.compactMap(\.objectValue) ?? []
+            if records.contains(where: Self.poisoned) { return Response(status: .badRequest) }
+            self.state.withLock { $0.webhook += records }
+            return Response(status: .ok)
+        }
+        router.post("services/collector/event") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: 64 << 20)
+            guard self.state.withLock({ $0.up }) else { return Response(status: .serviceUnavailable) }
+            let events = String(buffer: body).split(separator: "\n").compactMap { (try? JSONParser.parse(String($0)))?.objectValue }
+            if events.contains(where: { Self.poisoned($0["event"]?.objectValue) }) { return Response(status: .badRequest) }
+            self.state.withLock {
+                $0.splunk += events
+                $0.splunkToken = request.headers[.authorization]
+            }
+            return Response(status: .ok)
+        }
+        router.post("_bulk") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: 64 << 20)
+            guard self.state.withLock({ $0.up }) else { return Response(status: .serviceUnavailable) }
+            let lines = String(buffer: body).split(separator: "\n").compactMap { (try? JSONParser.parse(String($0)))?.objectValue }
+            var items: [JSONValue] = []
+            var errors = false
+            for pair in stride(from: 0, to: lines.count - 1, by: 2) {
+                let id = lines[pair]["create"]?.objectValue?["_id"]?.stringValue ?? ""
+                let document = lines[pair + 1]
+                let status: Int64
+                if Self.poisoned(document) {
+                    status = 400
+                } else {
+                    status = self.state.withLock { state in
+                        if state.elastic[id] != nil { return 409 }
+                        state.elastic[id] = document
+                        return 201
+                    }
+                }
+                if status == 400 { errors = true }
+                items.append(["create": ["_id": .string(id), "status": .integer(status)]])
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: JSONWriter.buffer(["errors": .bool(errors), "items": .array(items)])))
+        }
+        return router
+    }
+}
+
+@Suite("Audit sinks: continuous export, at least once, through an outage", .serialized)
+struct AuditSinkTests {
+    @Test("a SIEM outage slows no request; when it answers again the backlog arrives at the webhook, Splunk HEC and Elasticsearch; a refused record holds back no other")
+    func outageAndRecovery() async throws {
+        let receiver = SIEMReceiver()
+        let app = Application(router: receiver.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await app.test(.live) { siem in
+            let base = "http://127.0.0.1:\(siem.port!)"
+            let yaml = """
+                auth: { master_key: sink-master }
+                audit:
+                  sinks:
+                    - { name: hook, type: webhook, url: "\(base)/hook", batch_size: 4 }
+                    - { name: splunk, type: splunk_hec, url: "\(base)", token: hec-token }
+                    - { name: elastic, type: elasticsearch, url: "\(base)", index: audit }
+                models:
+                  - name: demo
+                    deployments: [ { provider: demo } ]
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                // The SIEM is down: requests are served as usual.
+                let started = ContinuousClock.now
+                for _ in 0..<5 { #expect(try await gateway.chat(key: "sink-master").status == 200) }
+                let poisoned = try await gateway.call(.POST, "/v1/chat/completions", key: "sink-master",
+                                                      body: #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#,
+                                                      headers: ["x-request-id": "poison-1"])
+                #expect(poisoned.status == 200)
+                for _ in 0..<3 { #expect(try await gateway.chat(key: "sink-master").status == 200) }
+                #expect(ContinuousClock.now - started < .seconds(5), "an unreachable SIEM holds no request")
+                try await Task.sleep(nanoseconds: 300_000_000)
+                #expect(receiver.webhookIDs.isEmpty && receiver.elasticDocuments.isEmpty)
+
+                // It answers again: everything but the refused records arrives, in order, once at least.
+                receiver.setUp(true)
+                let listed = try await gateway.call(.GET, "/admin/audit?limit=500", key: "sink-master")
+                let records = (listed.json?.objectValue?["data"]?.arrayValue ?? []).compactMap(\.objectValue)
+                let expected = Set(records.filter { !SIEMReceiver.poisoned($0) }.compactMap { $0["id"]?.stringValue })
+                let refused = Set(records.filter(SIEMReceiver.poisoned).compactMap { $0["id"]?.stringValue })
+                #expect(expected.count >= 16 && refused.count == 2, "eight chats of two records each, and the poisoned request's two")
+                #expect(try await eventually(seconds: 20) {
+                    expected.isSubset(of: Set(receiver.webhookIDs)) && expected.isSubset(of: Set(receiver.splunkIDs))
+                        && expected.isSubset(of: Set(receiver.elasticDocuments.keys))
+                }, "webhook \(receiver.webhookIDs.count), splunk \(receiver.splunkIDs.count), elastic \(receiver.elasticDocuments.count) of \(expected.count)")
+                for delivered in [Set(receiver.webhookIDs), Set(receiver.splunkIDs), Set(receiver.elasticDocuments.keys)] {
+                    #expect(delivered.isDisjoint(with: refused), "the refused records were passed over")
+                }
+                #expect(receiver.splunkToken == "Splunk hec-token")
+                let document = receiver.elasticDocuments[expected.first ?? ""]
+                #expect(document?["@timestamp"]?.stringValue != nil && document?["event"]?.objectValue?["dataset"]?.stringValue == "portcullis.audit",
+                        "Elasticsearch gets ECS")
+                let webhookOrder = receiver.webhookIDs.filter(expected.contains)
+                let chainOrder = records.sorted { ($0["seq"]?.integerValue ?? 0) < ($1["seq"]?.integerValue ?? 0) }.compactMap { $0["id"]?.stringValue }
+                #expect(webhookOrder == chainOrder.filter(webhookOrder.contains), "records arrive in the chain's order")
+            }
+        }
+    }
+}
