@@ -144,7 +144,7 @@ public struct AccessSystem: Sendable {
                                             ipPolicy.markStale()
                                         })
         services.append(controlListener)
-        services.append(IPRuleRefresher(policy: ipPolicy, directory: directory))
+        services.append(IPRuleRefresher(policy: ipPolicy, directory: directory, redis: redis))
         services.append(HealthProbe(store: store, health: health, redis: redis, sharedState: resilient,
                                     interval: storage.probeIntervalSeconds))
         if let redis { services.append(RedisCloser(client: redis)) }

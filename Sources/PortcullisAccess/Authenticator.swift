@@ -128,6 +128,9 @@ public final class IPPolicyEngine: Sendable {
     /// Rules managed through the admin API, each with its expiry (unix seconds; `.max` for none),
     /// so a rule stops applying the second it expires, not at the next reload.
     private let dynamic = Mutex<(allow: [(CIDR, Int64)], deny: [(CIDR, Int64)])>(([], []))
+    /// Addresses (or CIDR blocks) in Redis's `blocked_ips` set: the incident runbook's
+    /// `SADD blocked_ips ADDRESS` blocks them on every replica.
+    private let blocked = Mutex<[CIDR]>([])
     private let stale = Atomic<Bool>(false)
     /// Wakes the refresher when the rules went stale (buffering one wake-up is enough).
     public let staleSignals: AsyncStream<Void>
@@ -160,6 +163,12 @@ public final class IPPolicyEngine: Sendable {
         dynamic.withLock { $0 = (allow, deny) }
     }
 
+    /// Replaces the addresses blocked through Redis (members that are not addresses or CIDR blocks are ignored).
+    public func updateBlocked(_ members: [String]) {
+        let parsed = members.compactMap { CIDR($0.trimmingCharacters(in: .whitespaces)) }
+        blocked.withLock { $0 = parsed }
+    }
+
     /// The client's address: the peer, or — when the peer is a trusted proxy — the first
     /// address in `X-Forwarded-For`, read from the right, that is not itself a trusted proxy.
     public func clientAddress(peer: IPAddress?, forwardedFor: String?) -> IPAddress? {
@@ -181,10 +190,13 @@ public final class IPPolicyEngine: Sendable {
         let (dynamicAllow, dynamicDeny) = dynamic.withLock { rules in
             (rules.allow.compactMap { $0.1 > now ? $0.0 : nil }, rules.deny.compactMap { $0.1 > now ? $0.0 : nil })
         }
-        let anyRules = !allow.isEmpty || !deny.isEmpty || !dynamicAllow.isEmpty || !dynamicDeny.isEmpty || (admin && !adminAllow.isEmpty)
+        let blockedNow = blocked.withLock { $0 }
+        let anyRules = !allow.isEmpty || !deny.isEmpty || !dynamicAllow.isEmpty || !dynamicDeny.isEmpty || !blockedNow.isEmpty
+            || (admin && !adminAllow.isEmpty)
         guard anyRules else { return nil }
         guard let address else { return Self.refusal }
-        if deny.contains(where: { $0.contains(address) }) || dynamicDeny.contains(where: { $0.contains(address) }) { return Self.refusal }
+        if deny.contains(where: { $0.contains(address) }) || dynamicDeny.contains(where: { $0.contains(address) })
+            || blockedNow.contains(where: { $0.contains(address) }) { return Self.refusal }
         let allowList = allow + dynamicAllow
         if !allowList.isEmpty && !allowList.contains(where: { $0.contains(address) }) { return Self.refusal }
         if admin && !adminAllow.isEmpty && !adminAllow.contains(where: { $0.contains(address) }) { return Self.refusal }

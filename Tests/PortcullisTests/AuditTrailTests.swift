@@ -2,6 +2,7 @@ import Foundation
 import PortcullisAudit
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisRedis
 import PortcullisStorage
 import Testing
 
@@ -141,6 +142,25 @@ struct AuditTrailTests {
             #expect(try await gateway.call(.GET, "/admin/audit/no-such-record", key: Self.master).status == 404)
             // Probes are not API requests: no record, no id.
             #expect(try await gateway.get("/health/live").headers["x-portcullis-audit-id"] == nil)
+        }
+    }
+
+    @Test("incident response: SADD blocked_ips in Redis blocks the address within a second (403 ip_not_allowed, recorded); SREM lifts it")
+    func redisBlockedAddresses() async throws {
+        let redis = RedisClient(configuration: try RedisConfiguration(url: try testRedisURL() + "/7"))
+        defer { Task { await redis.shutdown() } }
+        try await withGateway(engine: .postgres, yaml: Self.yaml(deadPort: try freeLoopbackPort())) { gateway in
+            #expect(try await gateway.chat(key: Self.master).status == 200)
+            _ = try await redis.command(["SADD", "blocked_ips", "127.0.0.1"])
+            let started = ContinuousClock.now
+            #expect(try await eventually(seconds: 3) { try await gateway.chat(key: Self.master).errorCode == "ip_not_allowed" })
+            #expect(ContinuousClock.now - started < .seconds(1.5), "blocked within a second (and a poll)")
+            let refused = try await gateway.chat(key: Self.master)
+            #expect(refused.status == 403 && refused.errorCode == "ip_not_allowed")
+            _ = try await redis.command(["SREM", "blocked_ips", "127.0.0.1"])
+            #expect(try await eventually(seconds: 3) { try await gateway.chat(key: Self.master).status == 200 })
+            let record = try await Self.first(refused, gateway)
+            #expect(record?["details"]?.objectValue?["code"]?.stringValue == "ip_not_allowed" && record?["severity"]?.stringValue == "MEDIUM")
         }
     }
 

@@ -189,3 +189,45 @@ models:
     damaged = subprocess.run([BIN, "audit", "verify", "--config", path], capture_output=True, text=True, timeout=30)
     assert damaged.returncode == 1
     assert "record 1" in damaged.stdout and "modified" in damaged.stdout, damaged.stdout
+
+
+def test_ip_block_refuses_an_address_for_the_time_asked():
+    import json
+    port = free_port()
+    database = os.path.join(tempfile.mkdtemp(), "gateway.db")
+    path = write_config(f"""auth: {{ master_key: ip-master }}
+storage: {{ database: "sqlite:{database}" }}
+models:
+  - name: demo
+    deployments: [{{ provider: demo }}]
+""")
+    gateway = subprocess.Popen([BIN, "serve", "--config", path, "--port", str(port), "--log-level", "warning"])
+    base = f"http://127.0.0.1:{port}"
+
+    def models():
+        request = urllib.request.Request(base + "/v1/models", headers={"authorization": "Bearer ip-master"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, None
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())["error"]["code"]
+
+    try:
+        wait_for(port)
+        assert models() == (200, None)
+        blocked = subprocess.run([BIN, "ip", "block", "127.0.0.1", "--for", "2s", "--note", "incident 42", "--url", base, "--key", "ip-master"],
+                                 capture_output=True, text=True, timeout=30)
+        assert blocked.returncode == 0, blocked.stderr
+        rule = json.loads(blocked.stdout)
+        assert rule["cidr"] == "127.0.0.1" and rule["action"] == "deny"
+        assert models() == (403, "ip_not_allowed")
+        deadline = time.time() + 6
+        while models()[0] != 200 and time.time() < deadline:
+            time.sleep(0.2)
+        assert models() == (200, None), "the block lapses when its time is up"
+        bad = subprocess.run([BIN, "ip", "block", "127.0.0.1", "--for", "soon", "--url", base, "--key", "ip-master"],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode != 0 and "--for" in bad.stderr
+    finally:
+        gateway.kill()
+        gateway.wait(timeout=30)
