@@ -31,6 +31,8 @@ public struct AuditConfiguration: Sendable, Equatable {
     public var checkpointBucket: S3Bucket?
     /// SIEMs this replica's chain is exported to continuously.
     public var sinks: [AuditSinkConfiguration] = []
+    /// Real-time alert rules and where alerts go (none: no alerts).
+    public var alerts = AlertConfiguration()
 
     /// An S3-compatible bucket and the credentials to write to it.
     public struct S3Bucket: Sendable, Equatable {

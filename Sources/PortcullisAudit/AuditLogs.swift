@@ -31,11 +31,16 @@ public struct AuditLogs: Sendable {
         guardEvents = GuardEventLog(store: store, interval: flushInterval, logger: logger)
         adminActions = AdminActionLog(store: store)
         let chain = configuration.chain ?? ProcessInfo.processInfo.hostName
-        writer = AuditWriter(store: store, chain: chain,
-                             failClosed: configuration.failClosed ?? (store.dialect == .postgres), backlogLimit: configuration.backlogLimit, logger: logger)
+        let writer = AuditWriter(store: store, chain: chain,
+                                 failClosed: configuration.failClosed ?? (store.dialect == .postgres), backlogLimit: configuration.backlogLimit, logger: logger)
+        self.writer = writer
         exporters = sinkTransport.map { transport in
             configuration.sinks.map { AuditSinkExporter(configuration: $0, chain: chain, store: store, transport: transport, logger: logger) }
         } ?? []
+        alerts = sinkTransport.flatMap { transport in
+            configuration.alerts.destinations.isEmpty ? nil
+                : AlertService(configuration: configuration.alerts, chain: chain, store: store, writer: writer, transport: transport, logger: logger)
+        }
         checkpoints = signing.map {
             CheckpointService(store: store, chain: chain, origin: configuration.origin, key: $0.key, publishers: $0.publishers,
                               everyRecords: Int64(configuration.checkpointEveryRecords), everySeconds: configuration.checkpointEverySeconds, logger: logger)
@@ -81,7 +86,10 @@ public struct AuditLogs: Sendable {
 
     /// What must run as services, started after the store (stopped before it); the
     /// checkpoints stop last, so that their final one covers what the writer flushed.
-    public var services: [any Service] { (checkpoints.map { [$0] } ?? []) + exporters + [guardEvents, writer] }
+    public var services: [any Service] { (checkpoints.map { [$0] } ?? []) + exporters + (alerts.map { [$0] } ?? []) + [guardEvents, writer] }
+
+    /// The alert rules over this replica's chain (nil without destinations).
+    public let alerts: AlertService?
 
     /// One continuous export per configured sink.
     public let exporters: [AuditSinkExporter]

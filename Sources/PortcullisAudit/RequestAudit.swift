@@ -36,6 +36,8 @@ public final class RequestAudit: GuardEventSink, Sendable {
         /// The credential's kind when authentication failed (`api_key`, `oidc`, …) and why.
         var failedMethod: String?
         var failure: String?
+        /// The public id of a refused API key, when it is in the key's form (`pck_<id>_…`); never the secret.
+        var presentedKeyID: String?
         var model: String?
         var deployment: String?
         var provider: String?
@@ -76,11 +78,13 @@ public final class RequestAudit: GuardEventSink, Sendable {
     /// Stage 2: who is calling.
     public func authenticated(_ actor: Actor) { facts.withLock { $0.actor = actor } }
 
-    /// Stage 2: the credential was refused; `method` is the kind presented.
-    public func authenticationFailed(method: String, reason: String) {
+    /// Stage 2: the credential was refused; `method` is the kind presented, `keyID` the public
+    /// id of a refused API key (which the failed-logins alert counts by).
+    public func authenticationFailed(method: String, reason: String, keyID: String? = nil) {
         facts.withLock {
             $0.failedMethod = method
             $0.failure = reason
+            $0.presentedKeyID = keyID
         }
     }
 
@@ -152,6 +156,7 @@ public final class RequestAudit: GuardEventSink, Sendable {
         if authenticationFailed {
             details.append(newKey: "auth_method", .string(facts.failedMethod ?? "none"))
             details.append(newKey: "reason", .string(AuditRecord.bounded(facts.failure ?? "")))
+            if let key = facts.presentedKeyID { details.append(newKey: "presented_key_id", .string(AuditRecord.bounded(key))) }
         }
         let blocked = facts.code == .guardrailBlocked
         return AuditRecord(id: facts.intentRecorded ? nil : auditID, timestamp: Int64(now.timeIntervalSince1970 * 1_000_000),

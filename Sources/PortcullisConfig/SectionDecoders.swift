@@ -78,7 +78,7 @@ extension ConfigurationLoader {
             decodeRouting(routing, into: &configuration.routing)
         }
         if let audit = root.child("audit"), audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit", "origin",
-                                                                              "signing_key_file", "checkpoints", "sinks"]) {
+                                                                              "signing_key_file", "checkpoints", "sinks", "alerts"]) {
             decodeCheckpoints(audit, into: &configuration.audit)
             configuration.audit.enabled = audit.bool("enabled") ?? configuration.audit.enabled
             configuration.audit.failClosed = audit.bool("fail_closed") ?? configuration.audit.failClosed
@@ -131,8 +131,40 @@ extension ConfigurationLoader {
         }
     }
 
+    static func decodeAlerts(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        guard let alerts = audit.child("alerts"), alerts.expectMapping(allowedKeys: ["failed_logins_per_minute", "cost_spike_ratio", "baseline_minutes",
+                                                                                   "dedup_seconds", "max_per_minute", "destinations"]) else { return }
+        var configuration = settings.alerts
+        configuration.rules.failedLoginsPerMinute = alerts.integer("failed_logins_per_minute", in: 1...1_000_000) ?? configuration.rules.failedLoginsPerMinute
+        configuration.rules.costSpikeRatio = alerts.number("cost_spike_ratio", in: 1...1000) ?? configuration.rules.costSpikeRatio
+        configuration.rules.baselineMinutes = alerts.integer("baseline_minutes", in: 5...10_080) ?? configuration.rules.baselineMinutes
+        configuration.dedupSeconds = alerts.number("dedup_seconds", in: 0...86_400) ?? configuration.dedupSeconds
+        configuration.maximumPerMinute = alerts.integer("max_per_minute", in: 1...10_000) ?? configuration.maximumPerMinute
+        for destination in alerts.child("destinations")?.elements() ?? [] {
+            guard destination.expectMapping(allowedKeys: ["type", "url", "token", "routing_key"]), let type = destination.requiredString("type") else { continue }
+            guard let kind = AlertDestination.Kind(rawValue: type) else {
+                destination.issue("type", "must be one of slack, pagerduty, webhook; got '\(type)'")
+                continue
+            }
+            let url = destination.string("url") ?? (kind == .pagerduty ? AlertDestination.pagerDutyEvents : nil)
+            guard let url else {
+                destination.issue("url", "is required")
+                continue
+            }
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                destination.issue("url", "must be an http:// or https:// URL")
+                continue
+            }
+            let token = kind == .pagerduty ? destination.requiredString("routing_key") : destination.string("token")
+            if kind == .pagerduty && token == nil { continue }
+            configuration.destinations.append(AlertDestination(kind: kind, url: url, token: token))
+        }
+        settings.alerts = configuration
+    }
+
     static func decodeCheckpoints(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
         decodeSinks(audit, into: &settings)
+        decodeAlerts(audit, into: &settings)
         if let origin = audit.string("origin") {
             if origin.isEmpty || origin.utf8.count > 200 || origin.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "+" }) {
                 audit.issue("origin", "must be 1–200 characters without spaces or '+'")

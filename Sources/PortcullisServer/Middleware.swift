@@ -102,6 +102,14 @@ enum PresentedCredential {
         return headers[HTTPField.Name("x-api-key")!] ?? headers[HTTPField.Name("api-key")!]
     }
 
+    /// The public id in an API key's text (`pck_<id>_<secret>`), for the record of a refused one.
+    static func keyID(of presented: String?) -> String? {
+        guard let presented, presented.hasPrefix(APIKeyStore.prefix) else { return nil }
+        let parts = presented.dropFirst(APIKeyStore.prefix.count).split(separator: "_", maxSplits: 1)
+        guard parts.count == 2, (1...64).contains(parts[0].count), parts[0].allSatisfy({ $0.isLetter || $0.isNumber }) else { return nil }
+        return String(parts[0])
+    }
+
     /// What kind of credential `presented` looks like, for the record of a refused one.
     static func method(of presented: String?) -> String {
         guard let presented, !presented.isEmpty else { return "none" }
@@ -186,7 +194,8 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         do {
             context.principal = try await authenticator.authenticate(presented)
         } catch let error as GatewayError {
-            context.audit?.authenticationFailed(method: PresentedCredential.method(of: presented), reason: error.message)
+            context.audit?.authenticationFailed(method: PresentedCredential.method(of: presented), reason: error.message,
+                                                keyID: PresentedCredential.keyID(of: presented))
             throw error
         }
         context.audit?.authenticated(context.principal.auditActor)
