@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs PostgreSQL and Redis from
-# Debian when missing, starts them on loopback ports in a scratch folder, builds once,
+# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis and rsyslog from
+# Debian when missing (and moto's S3-compatible server from PyPI into a venv), starts them on loopback ports in a scratch folder, builds once,
 # runs every test, and stops the servers again (also on failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ install_missing() {
   command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
   command -v curl >/dev/null 2>&1 || packages+=(curl)
+  # rsyslog with its OpenSSL driver: the audit log's syslog export is tested against it over TCP and TLS.
+  { [ -x /usr/sbin/rsyslogd ] && ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1; } || packages+=(rsyslog rsyslog-openssl)
   if ((${#packages[@]})); then
     log "installing ${packages[*]}"
     export DEBIAN_FRONTEND=noninteractive

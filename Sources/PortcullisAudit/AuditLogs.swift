@@ -27,7 +27,7 @@ public struct AuditLogs: Sendable {
     ///   - sinkTransport: how the configured sinks are sent to; nil exports to none.
     public init(store: any SQLStore, flushInterval: Double, configuration: AuditConfiguration = AuditConfiguration(),
                 signing: (key: AuditSigningKey, publishers: [any CheckpointPublisher])? = nil, sinkTransport: (any AuditSinkTransport)? = nil,
-                logger: Logger) {
+                syslogTransport: (any AuditSyslogTransport)? = nil, logger: Logger) {
         guardEvents = GuardEventLog(store: store, interval: flushInterval, logger: logger)
         adminActions = AdminActionLog(store: store)
         let chain = configuration.chain ?? ProcessInfo.processInfo.hostName
@@ -35,7 +35,9 @@ public struct AuditLogs: Sendable {
                                  failClosed: configuration.failClosed ?? (store.dialect == .postgres), backlogLimit: configuration.backlogLimit, logger: logger)
         self.writer = writer
         exporters = sinkTransport.map { transport in
-            configuration.sinks.map { AuditSinkExporter(configuration: $0, chain: chain, store: store, transport: transport, logger: logger) }
+            configuration.sinks.map {
+                AuditSinkExporter(configuration: $0, chain: chain, store: store, transport: transport, syslog: syslogTransport, logger: logger)
+            }
         } ?? []
         alerts = sinkTransport.flatMap { transport in
             configuration.alerts.destinations.isEmpty ? nil

@@ -12,6 +12,11 @@ public protocol AuditSinkTransport: Sendable {
     func post(url: String, headers: [(String, String)], body: [UInt8]) async throws -> (status: Int, body: [UInt8])
 }
 
+/// How syslog frames are written (a kept TCP or TLS connection per URL, injected).
+public protocol AuditSyslogTransport: Sendable {
+    func send(url: String, caFile: String?, bytes: [UInt8]) async throws
+}
+
 /// One continuous export of this replica's chain to a SIEM.
 public struct AuditSinkConfiguration: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
@@ -21,6 +26,8 @@ public struct AuditSinkConfiguration: Sendable, Equatable {
         case splunkHEC = "splunk_hec"
         /// Elasticsearch `POST url/_bulk`, one `create` per record (its id the record's, so a resend is not a duplicate).
         case elasticsearch
+        /// Syslog (RFC 5424) over TCP (`tcp://host:port`, RFC 6587 octet counting) or TLS (`tls://host:port`, RFC 5425).
+        case syslog
     }
 
     /// Names the sink's cursor; unique among sinks.
@@ -35,6 +42,8 @@ public struct AuditSinkConfiguration: Sendable, Equatable {
     public var format: AuditFormat
     /// Most records per request. Default 200.
     public var batchSize = 200
+    /// Syslog over TLS: the PEM certificates to trust instead of the system's roots.
+    public var caFile: String?
 
     public init(name: String, kind: Kind, url: String, token: String? = nil, format: AuditFormat? = nil) {
         self.name = name
@@ -58,12 +67,14 @@ public final class AuditSinkExporter: Service, Sendable {
     let store: any SQLStore
     let reader: AuditReader
     let transport: any AuditSinkTransport
+    let syslog: (any AuditSyslogTransport)?
     let logger: Logger
     let idlePause: Duration
     private let counters = Mutex((delivered: 0, rejected: 0, failures: 0))
 
     public init(configuration: AuditSinkConfiguration, chain: String, store: any SQLStore, transport: any AuditSinkTransport,
-                idlePause: Duration = .milliseconds(500), logger: Logger) {
+                syslog: (any AuditSyslogTransport)? = nil, idlePause: Duration = .milliseconds(500), logger: Logger) {
+        self.syslog = syslog
         self.configuration = configuration
         self.chain = chain
         self.store = store
@@ -155,6 +166,17 @@ public final class AuditSinkExporter: Service, Sendable {
 
     /// One request with `records`, and what the answer means.
     func deliver(_ records: [JSONObject]) async -> Delivery {
+        if configuration.kind == .syslog {
+            guard let syslog else { return .retry("no syslog transport") }
+            var frames: [UInt8] = []
+            for record in records { frames += AuditSyslog.frame(AuditSyslog.message(record, format: configuration.format, hostname: chain)) }
+            do {
+                try await syslog.send(url: configuration.url, caFile: configuration.caFile, bytes: frames)
+                return .delivered
+            } catch {
+                return .retry("\(error)")
+            }
+        }
         let (url, headers, body) = request(records)
         let answer: (status: Int, body: [UInt8])
         do {
@@ -203,6 +225,8 @@ public final class AuditSinkExporter: Service, Sendable {
             var headers = [("content-type", "application/x-ndjson")]
             if let token = configuration.token { headers.append(("authorization", "ApiKey \(token)")) }
             return (base + "/_bulk", headers, body)
+        case .syslog:
+            return (base, [], [])
         }
     }
 
@@ -246,4 +270,50 @@ public final class AuditSinkExporter: Service, Sendable {
 
 struct AuditSinkRetry: Error {
     var reason: String
+}
+
+/// Audit records as syslog messages (RFC 5424): facility 13 (log audit), the record's severity
+/// as the syslog severity, the action as MSGID, the filter fields as structured data, and the
+/// record (in the sink's format) as the message.
+public enum AuditSyslog {
+    public static func message(_ record: JSONObject, format: AuditFormat, hostname: String) -> String {
+        let severity: Int = switch record["severity"]?.stringValue ?? "INFO" {
+        case "CRITICAL": 2
+        case "HIGH": 3
+        case "MEDIUM": 4
+        case "LOW": 5
+        default: 6
+        }
+        let time = AuditFormat.rfc3339(micros: record["timestamp"]?.integerValue ?? 0)
+        var data = "[portcullis@32473"
+        for field in ["id", "category", "outcome", "request_id", "actor_key_id"] {
+            guard let value = record[field]?.stringValue else { continue }
+            data += " \(field)=\"\(parameter(value))\""
+        }
+        data += "]"
+        let action = header(record["action"]?.stringValue ?? "-", limit: 32)
+        return "<\(13 * 8 + severity)>1 \(time) \(header(hostname, limit: 255)) portcullis - \(action) \(data) \(format.line(record))"
+    }
+
+    /// RFC 6587 octet counting: the message's length in bytes, a space, the message.
+    public static func frame(_ message: String) -> [UInt8] {
+        let bytes = Array(message.utf8)
+        return Array("\(bytes.count) ".utf8) + bytes
+    }
+
+    /// A header field: printable ASCII without spaces, at most `limit` characters, `-` when empty.
+    static func header(_ text: String, limit: Int) -> String {
+        let kept = String(text.unicodeScalars.filter { $0.value > 32 && $0.value < 127 }.prefix(limit).map(Character.init))
+        return kept.isEmpty ? "-" : kept
+    }
+
+    /// A structured-data value escapes `"`, `\\` and `]`.
+    static func parameter(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            if character == "\"" || character == "\\" || character == "]" { out.append("\\") }
+            out.append(character)
+        }
+        return out
+    }
 }

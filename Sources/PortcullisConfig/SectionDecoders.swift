@@ -107,14 +107,19 @@ extension ConfigurationLoader {
         guard let sinks = audit.child("sinks") else { return }
         var names: Set<String> = []
         for sink in sinks.elements() {
-            guard sink.expectMapping(allowedKeys: ["name", "type", "url", "token", "index", "format", "batch_size"]) else { continue }
+            guard sink.expectMapping(allowedKeys: ["name", "type", "url", "token", "index", "format", "batch_size", "ca_file"]) else { continue }
             let kinds = AuditSinkConfiguration.Kind.allCases.map(\.rawValue)
             guard let name = sink.requiredString("name"), let type = sink.requiredString("type"), let url = sink.requiredString("url") else { continue }
             guard let kind = AuditSinkConfiguration.Kind(rawValue: type) else {
                 sink.issue("type", "must be one of \(kinds.joined(separator: ", ")); got '\(type)'")
                 continue
             }
-            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+            if kind == .syslog {
+                guard url.hasPrefix("tcp://") || url.hasPrefix("tls://") else {
+                    sink.issue("url", "must be tcp://host:port or tls://host:port for syslog")
+                    continue
+                }
+            } else if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
                 sink.issue("url", "must be an http:// or https:// URL")
                 continue
             }
@@ -127,6 +132,9 @@ extension ConfigurationLoader {
             var configuration = AuditSinkConfiguration(name: name, kind: kind, url: url, token: sink.string("token"), format: format)
             configuration.index = sink.string("index") ?? configuration.index
             configuration.batchSize = sink.integer("batch_size", in: 1...10_000) ?? configuration.batchSize
+            if let caFile = sink.string("ca_file") {
+                if FileManager.default.isReadableFile(atPath: caFile) { configuration.caFile = caFile } else { sink.issue("ca_file", "cannot read '\(caFile)'") }
+            }
             settings.sinks.append(configuration)
         }
     }

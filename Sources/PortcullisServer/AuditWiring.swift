@@ -7,6 +7,7 @@ import PortcullisConfig
 import PortcullisCore
 import PortcullisProviders
 import PortcullisStorage
+import Synchronization
 
 extension Gateway {
     /// The key that signs audit checkpoints and where they are published (nil when no key is
@@ -73,5 +74,20 @@ struct UpstreamSinkTransport: AuditSinkTransport {
             if case .status(let status) = failure.reason { return (status, Array(failure.message.utf8)) }
             throw failure
         }
+    }
+}
+
+/// One kept syslog connection per sink URL.
+final class SyslogSenders: AuditSyslogTransport {
+    private let senders = Mutex<[String: StreamSender]>([:])
+
+    func send(url: String, caFile: String?, bytes: [UInt8]) async throws {
+        let sender = try senders.withLock { senders in
+            if let known = senders[url] { return known }
+            let made = try StreamSender.make(url: url, caFile: caFile)
+            senders[url] = made
+            return made
+        }
+        try await sender.send(bytes)
     }
 }

@@ -84,7 +84,8 @@ public struct Gateway: Sendable {
         self.access = access
         let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds,
                               configuration: governed ? configuration.audit : Self.unaudited(configuration.audit),
-                              signing: signing, sinkTransport: UpstreamSinkTransport(http: client, logger: logger), logger: logger)
+                              signing: signing, sinkTransport: UpstreamSinkTransport(http: client, logger: logger),
+                              syslogTransport: SyslogSenders(), logger: logger)
         self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil

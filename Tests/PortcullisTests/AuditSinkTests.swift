@@ -136,3 +136,43 @@ struct AuditSinkTests {
         }
     }
 }
+
+@Suite("Audit sinks: syslog RFC 5424 over TCP and TLS to a real rsyslog")
+struct AuditSyslogTests {
+    @Test("records reach rsyslog over TCP and TLS as RFC 5424 messages, also those written while it was down")
+    func syslog() async throws {
+        let (directory, certificate, key) = try TLSTests.makeCertificate()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let rsyslog = try ScratchRsyslog(certificate: certificate, key: key)
+        let yaml = """
+            auth: { master_key: syslog-master }
+            audit:
+              sinks:
+                - { name: tcp, type: syslog, url: "tcp://127.0.0.1:\(rsyslog.tcpPort)", format: jsonl }
+                - { name: tls, type: syslog, url: "tls://127.0.0.1:\(rsyslog.tlsPort)", ca_file: "\(certificate)", format: cef }
+            models:
+              - name: demo
+                deployments: [ { provider: demo } ]
+            """
+        try await withGateway(yaml: yaml) { gateway in
+            // Written while the syslog server is down…
+            let early = try await gateway.chat(key: "syslog-master")
+            #expect(early.status == 200)
+            try await rsyslog.start()
+            // …and after it came up.
+            let late = try await gateway.chat(key: "syslog-master")
+            #expect(late.status == 200)
+            let ids = [early, late].compactMap { $0.headers["x-request-id"] }
+            #expect(try await eventually(seconds: 20) {
+                let lines = rsyslog.lines
+                return ids.allSatisfy { id in lines.contains { $0.hasPrefix("tcp ") && $0.contains(id) } && lines.contains { $0.hasPrefix("tls ") && $0.contains(id) } }
+            }, "received: \(rsyslog.lines.count) lines")
+            let lines = rsyslog.lines
+            let plain = try #require(lines.first { $0.hasPrefix("tcp portcullis request.forward ") && $0.contains(ids[0]) })
+            #expect(plain.contains("[portcullis@32473 id=\"") && plain.contains("category=\"request\""), "\(plain)")
+            let message = try #require(plain.range(of: "] {").map { String(plain[plain.index(before: $0.upperBound)...]) })
+            #expect((try? JSONParser.parse(message))?.objectValue?["request_id"]?.stringValue == ids[0], "the message is the record as JSON")
+            #expect(lines.contains { $0.hasPrefix("tls portcullis request.complete ") && $0.contains("CEF:0|Portcullis|") }, "TLS carries CEF here")
+        }
+    }
+}

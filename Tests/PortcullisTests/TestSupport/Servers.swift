@@ -236,3 +236,76 @@ func withMotoServer<T: Sendable>(_ body: @Sendable (String) async throws -> T) a
     }
     return try await body(endpoint)
 }
+
+/// An rsyslogd of a test's own (Debian's, which scripts/test.sh installs with its OpenSSL
+/// driver): RFC 5424 over plain TCP on `tcpPort` and over TLS (the given certificate) on
+/// `tlsPort`, every message written to `output` as `input app-name msgid structured-data msg`.
+final class ScratchRsyslog: Sendable {
+    let tcpPort: Int
+    let tlsPort: Int
+    let folder: String
+    var output: String { folder + "/received.log" }
+    private let process = Mutex<Process?>(nil)
+
+    init(certificate: String, key: String) throws {
+        tcpPort = try freeLoopbackPort()
+        tlsPort = try freeLoopbackPort()
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-rsyslog-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let configuration = """
+            global(workDirectory="\(folder)" DefaultNetstreamDriverCAFile="\(certificate)" DefaultNetstreamDriverCertFile="\(certificate)" DefaultNetstreamDriverKeyFile="\(key)")
+            module(load="imtcp" MaxSessions="100")
+            input(type="imtcp" address="127.0.0.1" port="\(tcpPort)" name="tcp")
+            input(type="imtcp" address="127.0.0.1" port="\(tlsPort)" name="tls" streamDriver.name="ossl" streamDriver.mode="1" streamDriver.authMode="anon")
+            template(name="received" type="string" string="%inputname% %app-name% %msgid% %structured-data% %msg%\\n")
+            *.* action(type="omfile" file="\(folder)/received.log" template="received")
+            """
+        try configuration.write(toFile: folder + "/rsyslog.conf", atomically: true, encoding: .utf8)
+    }
+
+    func start() async throws {
+        let running = Process()
+        running.executableURL = URL(fileURLWithPath: "/usr/sbin/rsyslogd")
+        running.arguments = ["-n", "-f", folder + "/rsyslog.conf", "-i", folder + "/rsyslogd.pid"]
+        running.standardOutput = FileHandle.nullDevice
+        running.standardError = FileHandle.nullDevice
+        do { try running.run() } catch { throw TestFailure("rsyslogd is not installed (apt-get install rsyslog rsyslog-openssl): \(error)") }
+        process.withLock { $0 = running }
+        let started = ContinuousClock.now
+        while !((try? RawSocket.canConnect(port: tcpPort)) ?? false) || !((try? RawSocket.canConnect(port: tlsPort)) ?? false) {
+            if !running.isRunning { throw TestFailure("rsyslogd exited at start") }
+            if ContinuousClock.now - started > .seconds(10) { throw TestFailure("rsyslogd did not listen") }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+    }
+
+    /// The lines received so far.
+    var lines: [String] { ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+
+    func stop() {
+        guard let running = process.withLock({ process in defer { process = nil }; return process }) else { return }
+        kill(running.processIdentifier, SIGKILL)
+        running.waitUntilExit()
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}
+
+enum RawSocket {
+    /// Whether something accepts TCP connections on 127.0.0.1:`port`.
+    static func canConnect(port: Int) throws -> Bool {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
