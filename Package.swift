@@ -140,6 +140,7 @@ let package = Package(
                 "PortcullisGuardrails",
                 "PortcullisStorage",
                 "PortcullisRedis",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "Hummingbird", package: "hummingbird"),

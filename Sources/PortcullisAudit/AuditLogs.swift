@@ -52,6 +52,17 @@ public struct AuditLogs: Sendable {
         self.logger = logger
     }
 
+    /// Records the gateway's start, with what describes its configuration (never a secret),
+    /// and its stop when the writer shuts down.
+    public func recordLifecycle(configuration details: JSONObject) {
+        let now = AuditWriter.now()
+        writer.lifecycle = (
+            AuditRecord(timestamp: now, severity: .info, category: "lifecycle", action: "gateway.start", outcome: "success", details: details),
+            AuditRecord(timestamp: now, severity: .info, category: "lifecycle", action: "gateway.stop", outcome: "success",
+                        details: ["configuration_sha256": details["configuration_sha256"] ?? .null])
+        )
+    }
+
     /// Stage 14, before the upstream: the request's record, durable before anything is sent.
     /// Failing closed, a record the store refused is the client's `503 audit_unavailable`.
     public func recordIntent(_ request: RequestAudit) async throws {

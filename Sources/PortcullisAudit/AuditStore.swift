@@ -271,7 +271,15 @@ public final class AuditWriter: Service, Sendable {
                     details: ["since": .integer(since), "delayed_records": .integer(Int64(delayed)), "lost_records": .integer(Int64(dropped))])
     }
 
+    /// Written first when the writer starts (the gateway's start and configuration), and last when it stops.
+    public var lifecycle: (start: AuditRecord, stop: AuditRecord)? {
+        get { lifecycleRecords.withLock { $0 } }
+        set { lifecycleRecords.withLock { $0 = newValue } }
+    }
+    private let lifecycleRecords = Mutex<(start: AuditRecord, stop: AuditRecord)?>(nil)
+
     public func run() async throws {
+        if let start = lifecycle?.start { submit(start) }
         await withDiscardingTaskGroup { group in
             group.addTask {
                 // While the store fails, try it again four times a second, new records or not.
@@ -296,6 +304,10 @@ public final class AuditWriter: Service, Sendable {
                 wake.finish()
                 lingerWake.finish()
             }
+        }
+        if var stop = lifecycle?.stop {
+            stop.timestamp = Self.now()
+            submit(stop)
         }
         // Stopped: what is still waiting is written, later appends are refused.
         state.withLock { $0.closed = true }

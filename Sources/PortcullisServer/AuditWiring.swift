@@ -1,15 +1,37 @@
+import Crypto
 import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
+import PortcullisAccess
 import PortcullisAudit
 import PortcullisConfig
 import PortcullisCore
+import PortcullisGuardrails
 import PortcullisProviders
+import PortcullisRouting
 import PortcullisStorage
 import Synchronization
 
 extension Gateway {
+    /// What the start record says of the configuration: its digest and shape, never a secret or a URL.
+    static func lifecycleDetails(_ configuration: GatewayConfiguration, governed: Bool) -> JSONObject {
+        var hasher = SHA256()
+        hasher.update(data: Array(String(reflecting: configuration).utf8))
+        let digest = hasher.finalize().map { byte in String(byte, radix: 16).count == 1 ? "0" + String(byte, radix: 16) : String(byte, radix: 16) }.joined()
+        var database = "sqlite"
+        if case .postgres = StorageLocation(configuration.storage.database) { database = "postgres" }
+        return [
+            "configuration_sha256": .string(digest),
+            "models": .array(configuration.models.map { .string($0.name) }),
+            "deployments": .integer(Int64(configuration.models.reduce(0) { $0 + $1.deployments.count })),
+            "database": .string(database), "redis": .bool(configuration.storage.redis != nil),
+            "guardrails": .bool(configuration.guardrails.enabled), "oidc_issuers": .integer(Int64(configuration.auth.oidc.count)),
+            "audit_fail_closed": .bool(configuration.audit.failClosed ?? (database == "postgres")), "governed": .bool(governed),
+            "tls": .bool(configuration.server.tls != nil),
+        ]
+    }
+
     /// The key that signs audit checkpoints and where they are published (nil when no key is
     /// configured for PostgreSQL; the gateway says so).
     static func checkpointSigning(_ configuration: GatewayConfiguration, http: UpstreamHTTPClient,

@@ -86,6 +86,7 @@ public struct Gateway: Sendable {
                               configuration: governed ? configuration.audit : Self.unaudited(configuration.audit),
                               signing: signing, sinkTransport: UpstreamSinkTransport(http: client, logger: logger),
                               syslogTransport: SyslogSenders(), logger: logger)
+        audit.recordLifecycle(configuration: Self.lifecycleDetails(configuration, governed: governed))
         self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil

@@ -161,8 +161,8 @@ models:
 
     intact = subprocess.run([BIN, "audit", "verify", "--config", path], capture_output=True, text=True, timeout=30)
     assert intact.returncode == 0, intact.stdout + intact.stderr
-    # Each admin call is two records: the action, and the request's outcome.
-    assert "intact: 4 records in 1 chain(s); 1 signed checkpoint(s) hold" in intact.stdout, intact.stdout
+    # The start, each admin call's two records (the action, the request's outcome), the stop.
+    assert "intact: 6 records in 1 chain(s); 1 signed checkpoint(s) hold" in intact.stdout, intact.stdout
 
     # The checkpoint written at shutdown is beside the database, signed by the key printed here.
     public_key = subprocess.run([BIN, "audit", "public-key", "--config", path], capture_output=True, text=True, timeout=30)
@@ -172,23 +172,24 @@ models:
     assert len(chains) == 1
     with open(os.path.join(database + ".checkpoints", chains[0], "latest")) as note:
         lines = note.read().split("\n")
-    assert lines[0].startswith("portcullis.audit/") and lines[1] == "4" and lines[3] == "" and lines[4].startswith("\u2014 portcullis.audit ")
+    assert lines[0].startswith("portcullis.audit/") and lines[1] == "6" and lines[3] == "" and lines[4].startswith("\u2014 portcullis.audit ")
 
     with sqlite3.connect(database) as connection:
         rows = connection.execute("SELECT category, action FROM audit_logs ORDER BY seq").fetchall()
-        assert rows == [("admin", "key.create"), ("request", "request.complete")] * 2, rows
-        last = connection.execute("SELECT * FROM audit_logs WHERE seq = 4").fetchone()
-        assert connection.execute("DELETE FROM audit_logs WHERE seq = 4").rowcount == 1
+        assert rows == [("lifecycle", "gateway.start")] + [("admin", "key.create"), ("request", "request.complete")] * 2 \
+            + [("lifecycle", "gateway.stop")], rows
+        last = connection.execute("SELECT * FROM audit_logs WHERE seq = 6").fetchone()
+        assert connection.execute("DELETE FROM audit_logs WHERE seq = 6").rowcount == 1
     truncated = subprocess.run([BIN, "audit", "verify", "--config", path], capture_output=True, text=True, timeout=30)
-    assert truncated.returncode == 1 and "truncated" in truncated.stdout and "record 4" in truncated.stdout, truncated.stdout
+    assert truncated.returncode == 1 and "truncated" in truncated.stdout and "record 6" in truncated.stdout, truncated.stdout
 
     with sqlite3.connect(database) as connection:
         connection.execute("INSERT INTO audit_logs VALUES (" + ", ".join("?" * len(last)) + ")", last)
-        changed = connection.execute("UPDATE audit_logs SET record = replace(record, '\"key.create\"', '\"key.revoke\"') WHERE seq = 1")
+        changed = connection.execute("UPDATE audit_logs SET record = replace(record, '\"key.create\"', '\"key.revoke\"') WHERE seq = 2")
         assert changed.rowcount == 1
     damaged = subprocess.run([BIN, "audit", "verify", "--config", path], capture_output=True, text=True, timeout=30)
     assert damaged.returncode == 1
-    assert "record 1" in damaged.stdout and "modified" in damaged.stdout, damaged.stdout
+    assert "record 2" in damaged.stdout and "modified" in damaged.stdout, damaged.stdout
 
 
 def test_ip_block_refuses_an_address_for_the_time_asked():
