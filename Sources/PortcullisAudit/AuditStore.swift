@@ -216,35 +216,60 @@ public final class AuditWriter: Service, Sendable {
     /// The head is read inside the transaction, under a lock of the chain (PostgreSQL: an
     /// advisory lock for the transaction; SQLite: its single writer), so that two processes
     /// given one chain name still extend it as one line, in turn.
+    ///
+    /// SQLite has one writer, this process: the head committed last is kept and the read
+    /// skipped (a statement less per batch). Should another process have moved it on, the
+    /// insert meets the unique sequence, the kept head is dropped and the next batch reads it.
     private func commit(_ records: [AuditRecord]) async throws {
         let name = chainName
         let encoded = records.map { ($0, $0.canonical) }
-        try await store.transaction { transaction in
-            if transaction.dialect == .postgres {
-                _ = try await transaction.query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS chain_lock",
-                                                [.text("portcullis.audit_logs." + name)])
-            }
-            let rows = try await transaction.query("SELECT seq, hash FROM audit_logs WHERE chain = $1 ORDER BY seq DESC LIMIT 1", [.text(name)])
-            var chain = AuditChain(name: name)
-            if let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text {
-                chain = AuditChain(name: name, nextSequence: sequence + 1, head: hash)
-            }
-            // One statement per 64 records: parsed once per batch, not once per record.
-            var start = 0
-            while start < encoded.count {
-                let part = encoded[start..<min(start + Self.rowsPerStatement, encoded.count)]
-                var binds: [SQLValue] = []
-                binds.reserveCapacity(part.count * 13)
-                for (record, canonical) in part {
-                    let link = chain.link(record, canonical: canonical)
-                    binds += [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
-                              .text(record.category), .text(record.action), .text(record.outcome),
-                              record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
-                              .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)]
+        let known = store.dialect == .sqlite ? head.withLock { $0 } : nil
+        let advanced: AuditChain
+        do {
+            advanced = try await store.transaction { transaction in
+                if transaction.dialect == .postgres {
+                    _ = try await transaction.query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS chain_lock",
+                                                    [.text("portcullis.audit_logs." + name)])
                 }
-                try await transaction.execute(Self.insertStatements[part.count], binds)
-                start += part.count
+                var chain = AuditChain(name: name)
+                if let known {
+                    chain = known
+                } else {
+                    let rows = try await transaction.query("SELECT seq, hash FROM audit_logs WHERE chain = $1 ORDER BY seq DESC LIMIT 1", [.text(name)])
+                    if let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text {
+                        chain = AuditChain(name: name, nextSequence: sequence + 1, head: hash)
+                    }
+                }
+                try await Self.insert(encoded, into: transaction, chain: &chain)
+                return chain
             }
+        } catch {
+            head.withLock { $0 = nil }
+            throw error
+        }
+        if store.dialect == .sqlite { head.withLock { $0 = advanced } }
+    }
+
+    /// The head last committed (SQLite only); nil until known.
+    private let head = Mutex<AuditChain?>(nil)
+
+    private static func insert(_ encoded: [(AuditRecord, [UInt8])], into transaction: any SQLExecutor, chain: inout AuditChain) async throws {
+        let name = chain.name
+        // One statement per 64 records: parsed once per batch, not once per record.
+        var start = 0
+        while start < encoded.count {
+            let part = encoded[start..<min(start + Self.rowsPerStatement, encoded.count)]
+            var binds: [SQLValue] = []
+            binds.reserveCapacity(part.count * 13)
+            for (record, canonical) in part {
+                let link = chain.link(record, canonical: canonical)
+                binds += [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
+                          .text(record.category), .text(record.action), .text(record.outcome),
+                          record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
+                          .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)]
+            }
+            try await transaction.execute(Self.insertStatements[part.count], binds)
+            start += part.count
         }
     }
 
