@@ -115,7 +115,6 @@ struct AuditCommand: AsyncParsableCommand {
 
         func run() async throws {
             let configuration = try config.map { try ConfigurationLoader.load(path: $0) } ?? ConfigurationLoader.embeddedDefault()
-            let logger = Logger(label: "portcullis.audit")
             let setup = try? AuditCommand.checkpointSetup(configuration)
             var key = setup?.key?.publicKey
             if let publicKey {
@@ -132,27 +131,8 @@ struct AuditCommand: AsyncParsableCommand {
                 }
             }
             let published = notes, verifier = key
-            guard let location = StorageLocation(configuration.storage.database) else {
-                throw ValidationError("storage.database '\(configuration.storage.database)' is not a SQLite path or PostgreSQL URL")
-            }
-            let report: AuditVerifier.Report
-            switch location {
-            case .sqlite(let path):
-                let store = try await SQLiteStore.open(path: path, logger: logger)
-                do {
-                    report = try await AuditVerifier.verify(store, checkpoints: published, key: verifier)
-                } catch {
-                    await store.close()
-                    throw error
-                }
-                await store.close()
-            case .postgres(let url):
-                let store = try PostgresStore(url: url, maximumConnections: 1, logger: logger)
-                report = try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await store.run() }
-                    defer { group.cancelAll() }
-                    return try await AuditVerifier.verify(store, checkpoints: published, key: verifier)
-                }
+            let report = try await AuditCommand.withStore(configuration) { store in
+                try await AuditVerifier.verify(store, checkpoints: published, key: verifier)
             }
             let total = report.records.values.reduce(0, +)
             if report.isIntact {
