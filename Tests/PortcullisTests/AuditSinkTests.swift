@@ -144,6 +144,7 @@ struct AuditSyslogTests {
         let (directory, certificate, key) = try TLSTests.makeCertificate()
         defer { try? FileManager.default.removeItem(at: directory) }
         let rsyslog = try ScratchRsyslog(certificate: certificate, key: key)
+        defer { rsyslog.stop() }
         let yaml = """
             auth: { master_key: syslog-master }
             audit:
@@ -163,7 +164,8 @@ struct AuditSyslogTests {
             let late = try await gateway.chat(key: "syslog-master")
             #expect(late.status == 200)
             let ids = [early, late].compactMap { $0.headers["x-request-id"] }
-            #expect(try await eventually(seconds: 20) {
+            // The sinks retry with a pause that doubles from 1 s: allow for a few rounds on a loaded machine.
+            #expect(try await eventually(seconds: 40) {
                 let lines = rsyslog.lines
                 return ids.allSatisfy { id in lines.contains { $0.hasPrefix("tcp ") && $0.contains(id) } && lines.contains { $0.hasPrefix("tls ") && $0.contains(id) } }
             }, "received: \(rsyslog.lines.count) lines")

@@ -248,8 +248,9 @@ final class ScratchRsyslog: Sendable {
     private let process = Mutex<Process?>(nil)
 
     init(certificate: String, key: String) throws {
-        tcpPort = try freeLoopbackPort()
-        tlsPort = try freeLoopbackPort()
+        // Below the ephemeral range: while rsyslog is down, no other test's listener can be given these ports.
+        tcpPort = try Self.freePortBelowEphemeralRange()
+        tlsPort = try Self.freePortBelowEphemeralRange()
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-rsyslog-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         let configuration = """
@@ -277,6 +278,15 @@ final class ScratchRsyslog: Sendable {
             if ContinuousClock.now - started > .seconds(10) { throw TestFailure("rsyslogd did not listen") }
             try await Task.sleep(nanoseconds: 100_000_000)
         }
+    }
+
+    /// A loopback port in 21000–28999 (below Linux's ephemeral range) that nothing listens on now.
+    static func freePortBelowEphemeralRange() throws -> Int {
+        for _ in 0..<200 {
+            let port = Int.random(in: 21_000..<29_000)
+            if !((try? RawSocket.canConnect(port: port)) ?? true) { return port }
+        }
+        throw TestFailure("no free port below the ephemeral range")
     }
 
     /// The lines received so far.

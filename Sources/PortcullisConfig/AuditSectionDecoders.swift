@@ -1,0 +1,122 @@
+import Foundation
+import PortcullisAudit
+
+/// The `audit` section: request auditing, the checkpoint key and cadence, sinks and alerts.
+extension ConfigurationLoader {
+    static func decodeAudit(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        guard audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit", "origin", "signing_key_file", "checkpoints",
+                                                "sinks", "alerts"]) else { return }
+        decodeCheckpoints(audit, into: &settings)
+        settings.enabled = audit.bool("enabled") ?? settings.enabled
+        settings.failClosed = audit.bool("fail_closed") ?? settings.failClosed
+        if let chain = audit.string("chain") {
+            if chain.isEmpty || chain.utf8.count > 128 || chain.contains(where: { $0.isWhitespace || $0.isNewline }) {
+                audit.issue("chain", "must be 1–128 characters without spaces")
+            } else {
+                settings.chain = chain
+            }
+        }
+        settings.backlogLimit = audit.integer("backlog_limit", in: 1...10_000_000) ?? settings.backlogLimit
+    }
+
+    static func decodeSinks(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        guard let sinks = audit.child("sinks") else { return }
+        var names: Set<String> = []
+        for sink in sinks.elements() {
+            guard sink.expectMapping(allowedKeys: ["name", "type", "url", "token", "index", "format", "batch_size", "ca_file"]) else { continue }
+            let kinds = AuditSinkConfiguration.Kind.allCases.map(\.rawValue)
+            guard let name = sink.requiredString("name"), let type = sink.requiredString("type"), let url = sink.requiredString("url") else { continue }
+            guard let kind = AuditSinkConfiguration.Kind(rawValue: type) else {
+                sink.issue("type", "must be one of \(kinds.joined(separator: ", ")); got '\(type)'")
+                continue
+            }
+            if kind == .syslog {
+                guard url.hasPrefix("tcp://") || url.hasPrefix("tls://") else {
+                    sink.issue("url", "must be tcp://host:port or tls://host:port for syslog")
+                    continue
+                }
+            } else if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                sink.issue("url", "must be an http:// or https:// URL")
+                continue
+            }
+            if !names.insert(name).inserted { sink.issue("name", "'\(name)' names another sink too") }
+            var format: AuditFormat?
+            if let text = sink.string("format") {
+                format = AuditFormat(rawValue: text)
+                if format == nil { sink.issue("format", "must be one of jsonl, ecs, ocsf, cef; got '\(text)'") }
+            }
+            var configuration = AuditSinkConfiguration(name: name, kind: kind, url: url, token: sink.string("token"), format: format)
+            configuration.index = sink.string("index") ?? configuration.index
+            configuration.batchSize = sink.integer("batch_size", in: 1...10_000) ?? configuration.batchSize
+            if let caFile = sink.string("ca_file") {
+                if FileManager.default.isReadableFile(atPath: caFile) { configuration.caFile = caFile } else { sink.issue("ca_file", "cannot read '\(caFile)'") }
+            }
+            settings.sinks.append(configuration)
+        }
+    }
+
+    static func decodeAlerts(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        guard let alerts = audit.child("alerts"), alerts.expectMapping(allowedKeys: ["failed_logins_per_minute", "cost_spike_ratio", "baseline_minutes",
+                                                                                   "dedup_seconds", "max_per_minute", "destinations"]) else { return }
+        var configuration = settings.alerts
+        configuration.rules.failedLoginsPerMinute = alerts.integer("failed_logins_per_minute", in: 1...1_000_000) ?? configuration.rules.failedLoginsPerMinute
+        configuration.rules.costSpikeRatio = alerts.number("cost_spike_ratio", in: 1...1000) ?? configuration.rules.costSpikeRatio
+        configuration.rules.baselineMinutes = alerts.integer("baseline_minutes", in: 5...10_080) ?? configuration.rules.baselineMinutes
+        configuration.dedupSeconds = alerts.number("dedup_seconds", in: 0...86_400) ?? configuration.dedupSeconds
+        configuration.maximumPerMinute = alerts.integer("max_per_minute", in: 1...10_000) ?? configuration.maximumPerMinute
+        for destination in alerts.child("destinations")?.elements() ?? [] {
+            guard destination.expectMapping(allowedKeys: ["type", "url", "token", "routing_key"]), let type = destination.requiredString("type") else { continue }
+            guard let kind = AlertDestination.Kind(rawValue: type) else {
+                destination.issue("type", "must be one of slack, pagerduty, webhook; got '\(type)'")
+                continue
+            }
+            let url = destination.string("url") ?? (kind == .pagerduty ? AlertDestination.pagerDutyEvents : nil)
+            guard let url else {
+                destination.issue("url", "is required")
+                continue
+            }
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                destination.issue("url", "must be an http:// or https:// URL")
+                continue
+            }
+            let token = kind == .pagerduty ? destination.requiredString("routing_key") : destination.string("token")
+            if kind == .pagerduty && token == nil { continue }
+            configuration.destinations.append(AlertDestination(kind: kind, url: url, token: token))
+        }
+        settings.alerts = configuration
+    }
+
+    static func decodeCheckpoints(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        decodeSinks(audit, into: &settings)
+        decodeAlerts(audit, into: &settings)
+        if let origin = audit.string("origin") {
+            if origin.isEmpty || origin.utf8.count > 200 || origin.contains(where: { $0.isWhitespace || $0.isNewline || $0 == "+" }) {
+                audit.issue("origin", "must be 1–200 characters without spaces or '+'")
+            } else {
+                settings.origin = origin
+            }
+        }
+        settings.signingKeyFile = audit.string("signing_key_file") ?? settings.signingKeyFile
+        guard let checkpoints = audit.child("checkpoints"),
+              checkpoints.expectMapping(allowedKeys: ["every_records", "every_seconds", "directory", "s3"]) else { return }
+        settings.checkpointEveryRecords = checkpoints.integer("every_records", in: 1...10_000_000) ?? settings.checkpointEveryRecords
+        settings.checkpointEverySeconds = checkpoints.number("every_seconds", in: 0.1...86_400) ?? settings.checkpointEverySeconds
+        settings.checkpointDirectory = checkpoints.string("directory") ?? settings.checkpointDirectory
+        if let s3 = checkpoints.child("s3"), s3.expectMapping(allowedKeys: ["bucket", "prefix", "region", "endpoint", "access_key_id",
+                                                                             "secret_access_key", "retention_days"]) {
+            let bucket = s3.requiredString("bucket"), key = s3.requiredString("access_key_id"), secret = s3.requiredString("secret_access_key")
+            if let bucket, let key, let secret {
+                var target = GatewayConfiguration.Audit.S3Bucket(bucket: bucket, accessKeyID: key, secretAccessKey: secret)
+                target.prefix = s3.string("prefix") ?? target.prefix
+                target.region = s3.string("region") ?? target.region
+                if let endpoint = s3.string("endpoint") {
+                    if endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") { target.endpoint = endpoint } else {
+                        s3.issue("endpoint", "must be an http:// or https:// URL")
+                    }
+                }
+                target.retentionDays = s3.integer("retention_days", in: 0...36_500) ?? target.retentionDays
+                settings.checkpointBucket = target
+            }
+        }
+    }
+}
