@@ -127,7 +127,10 @@ public final class AuditSinkExporter: Service, Sendable {
             logger.warning("audit sink unavailable; will retry", metadata: ["sink": "\(configuration.name)", "reason": "\(reason)"])
             return nil
         case .refused(let indices):
-            try await refuse(batch, indices)
+            let refused = try await refuse(batch, indices)
+            try await save(cursor: last)
+            counters.withLock { $0.delivered += batch.count - refused; $0.rejected += refused }
+            return batch.count
         case .delivered:
             break
         }
@@ -136,8 +139,9 @@ public final class AuditSinkExporter: Service, Sendable {
         return batch.count
     }
 
-    /// Splits a refused batch until each refused record is alone: those are passed over, the others sent.
-    private func refuse(_ batch: [(sequence: Int64, record: JSONObject)], _ indices: [Int]) async throws {
+    /// Splits a refused batch until each refused record is alone: those are passed over, the
+    /// others sent. Returns how many were passed over.
+    private func refuse(_ batch: [(sequence: Int64, record: JSONObject)], _ indices: [Int]) async throws -> Int {
         var refused = Set(indices)
         if indices.isEmpty, batch.count > 1 {
             // The whole batch was refused: find the records it was refused for, half by half.
@@ -161,7 +165,7 @@ public final class AuditSinkExporter: Service, Sendable {
         for index in refused.sorted() {
             logger.error("audit sink refused a record; passed over", metadata: ["sink": "\(configuration.name)", "seq": "\(batch[index].sequence)"])
         }
-        counters.withLock { $0.rejected += refused.count; $0.delivered -= refused.count }
+        return refused.count
     }
 
     /// One request with `records`, and what the answer means.

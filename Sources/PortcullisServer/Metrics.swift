@@ -79,6 +79,15 @@ struct GatewayMetrics: Sendable {
         out.family("portcullis_guard_decisions_total", "counter", "Guard findings by guard, category and the action the policy took.",
                    audit.guardEvents.counts.map { ([("guard", $0.key.guardName), ("category", $0.key.category), ("action", $0.key.action)],
                                                     Double($0.value)) })
+        out.family("portcullis_audit_backlog_records", "gauge", "Audit records waiting in memory because the database refused them (failing open).",
+                   value: Double(audit.writer.backlogCount))
+        out.family("portcullis_audit_sink_records_total", "counter", "Audit records each sink delivered, refused (4xx, passed over) or failed to send.",
+                   audit.exporters.flatMap { exporter -> [(labels: [(String, String)], value: Double)] in
+                       let counts = exporter.counts, sink = exporter.configuration.name
+                       return [([("sink", sink), ("result", "delivered")], Double(counts.delivered)),
+                               ([("sink", sink), ("result", "refused")], Double(counts.rejected)),
+                               ([("sink", sink), ("result", "failed_attempt")], Double(counts.failures))]
+                   })
         let deployments = router.allDeployments
         out.family("portcullis_deployment_up", "gauge", "1 when the deployment passed its last health check and its circuit admits requests.",
                    deployments.map { ([("deployment", $0.name)], $0.isSelectable() ? 1 : 0) })

@@ -126,6 +126,9 @@ struct AuditSinkTests {
                     #expect(delivered.isDisjoint(with: refused), "the refused records were passed over")
                 }
                 #expect(receiver.splunkToken == "Splunk hec-token")
+                let metrics = try await gateway.request(.GET, "/metrics").body
+                #expect(metrics.contains(#"portcullis_audit_sink_records_total{sink="hook",result="refused"} 2"#), "the refused records are counted")
+                #expect(metrics.contains("portcullis_audit_backlog_records 0"))
                 let document = receiver.elasticDocuments[expected.first ?? ""]
                 #expect(document?["@timestamp"]?.stringValue != nil && document?["event"]?.objectValue?["dataset"]?.stringValue == "portcullis.audit",
                         "Elasticsearch gets ECS")
