@@ -49,7 +49,8 @@ declare -A KEYS=([$DEFAULT_PORT]="$(create_key $DEFAULT_PORT)" [$LIMITS_PORT]="$
 for port in "${!KEYS[@]}"; do [[ "${KEYS[$port]}" == pck_* ]] || { log "no key from the gateway on $port"; exit 1; }; done
 declare -A PORT=([direct]=$MOCK_PORT [nginx]=$NGINX_PORT [core]=$CORE_PORT [limits]=$LIMITS_PORT [default]=$DEFAULT_PORT [redis]=$REDIS_GATEWAY_PORT
                  [noaudit]=$NOAUDIT_PORT)
-PATHS=(direct nginx core limits default redis noaudit)
+# noaudit right after default: the audit ratio compares two measurements a few seconds apart, not across the redis run.
+PATHS=(direct nginx core limits default noaudit redis)
 
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
