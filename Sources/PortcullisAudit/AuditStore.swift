@@ -389,7 +389,18 @@ public struct AuditReader: Sendable {
         self.store = store
     }
 
+    /// Records matching `filter`, newest first, as the API shows them.
     public func list(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONValue] {
+        try await page(filter, order: "timestamp DESC, chain, seq DESC", limit: limit, offset: offset).map(Self.object)
+    }
+
+    /// Records matching `filter`, oldest first, in pages (`export`).
+    public func oldestFirst(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONObject] {
+        try await page(filter, order: "timestamp, chain, seq", limit: limit, offset: offset).compactMap { Self.object($0).objectValue }
+    }
+
+    /// One page of the rows `filter` selects, in `order` (a fixed clause, never input).
+    private func page(_ filter: AuditFilter, order: String, limit: Int, offset: Int) async throws -> [SQLRow] {
         var conditions: [String] = []
         var binds: [SQLValue] = []
         func add(_ column: String, _ comparison: String, _ value: SQLValue) {
@@ -404,21 +415,7 @@ public struct AuditReader: Sendable {
         if let request = filter.requestID { add("request_id", "=", .text(request)) }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
         binds += [.integer(Int64(limit)), .integer(Int64(offset))]
-        let rows = try await store.query("SELECT * FROM audit_logs \(whereClause) ORDER BY timestamp DESC, chain, seq DESC LIMIT $\(binds.count - 1) OFFSET $\(binds.count)",
-                                         binds)
-        return rows.map(Self.object)
-    }
-
-    /// Records in `filter`'s time range, oldest first, in pages (`export`).
-    public func oldestFirst(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONObject] {
-        var conditions: [String] = []
-        var binds: [SQLValue] = []
-        if let from = filter.from { binds.append(.integer(from)); conditions.append("timestamp >= $\(binds.count)") }
-        if let to = filter.to { binds.append(.integer(to)); conditions.append("timestamp < $\(binds.count)") }
-        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        binds += [.integer(Int64(limit)), .integer(Int64(offset))]
-        return try await store.query("SELECT * FROM audit_logs \(whereClause) ORDER BY timestamp, chain, seq LIMIT $\(binds.count - 1) OFFSET $\(binds.count)",
-                                     binds).compactMap { Self.object($0).objectValue }
+        return try await store.query("SELECT * FROM audit_logs \(whereClause) ORDER BY \(order) LIMIT $\(binds.count - 1) OFFSET $\(binds.count)", binds)
     }
 
     /// The records of `chain` after sequence number `after`, in order (a sink's next batch).

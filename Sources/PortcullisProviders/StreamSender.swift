@@ -72,11 +72,6 @@ public final class StreamSender: Sendable {
         channel.withLock { if $0 === open { $0 = nil } }
         open.close(promise: nil)
     }
-
-    /// Closes the kept connection.
-    public func shutdown() async {
-        if let open = channel.withLock({ current in defer { current = nil }; return current }) { try? await open.close() }
-    }
 }
 
 public struct StreamSenderError: Error, CustomStringConvertible {
