@@ -50,7 +50,7 @@ public struct AuditRecord: Sendable, Equatable {
         }
         output.append(UInt8(ascii: "{"))
         field("id", first: true); text(id)
-        field("timestamp"); output.append(contentsOf: String(timestamp).utf8)
+        field("timestamp"); JSONWriter.writeInteger(timestamp, into: &output)
         field("severity"); text(severity.rawValue)
         field("category"); text(category)
         field("action"); text(action)

@@ -44,6 +44,15 @@ public enum AuditTable {
                 "CREATE TRIGGER audit_logs_no_truncate BEFORE TRUNCATE ON audit_logs FOR EACH STATEMENT EXECUTE FUNCTION portcullis_audit_append_only()",
             ]
         },
+        // One index per severity worth a runbook, each of only its rows: a successful request's
+        // records (INFO, the bulk) enter none, which on SQLite is a B-tree less per record on the
+        // gateway's own core (measured ~1.7 µs of ~12 µs per row). `WHERE severity = 'CRITICAL'
+        // ORDER BY timestamp DESC` reads its index in order in both engines; INFO filters scan the time index.
+        Migration(version: 305, name: "audit logs severity indexes of their rows") { _ in
+            ["DROP INDEX audit_logs_severity"] + AuditRecord.Severity.allCases.filter { $0 != .info }.map { severity in
+                "CREATE INDEX audit_logs_\(severity.rawValue.lowercased()) ON audit_logs (timestamp) WHERE severity = '\(severity.rawValue)'"
+            }
+        },
     ]
 }
 
@@ -217,57 +226,61 @@ public final class AuditWriter: Service, Sendable {
     /// advisory lock for the transaction; SQLite: its single writer), so that two processes
     /// given one chain name still extend it as one line, in turn.
     ///
-    /// SQLite has one writer, this process: the head committed last is kept and the read
-    /// skipped (a statement less per batch). Should another process have moved it on, the
-    /// insert meets the unique sequence, the kept head is dropped and the next batch reads it.
+    /// SQLite has one writer, this process: the head committed last is kept, and the rows go
+    /// through the store's kept statement in one job (`executeMany`) without reading it. Should
+    /// another process have moved it on, the insert meets the unique sequence, the kept head is
+    /// dropped and the next batch reads it.
     private func commit(_ records: [AuditRecord]) async throws {
         let name = chainName
         let encoded = records.map { ($0, $0.canonical) }
-        let known = store.dialect == .sqlite ? head.withLock { $0 } : nil
-        let advanced: AuditChain
         do {
-            advanced = try await store.transaction { transaction in
+            if store.dialect == .sqlite, let known = head.withLock({ $0 }) {
+                var chain = known
+                let rows = encoded.map { Self.row($0.0, canonical: $0.1, chain: &chain) }
+                try await store.executeMany(Self.insertStatements[1], rows)
+                head.withLock { $0 = chain }
+                return
+            }
+            let advanced = try await store.transaction { transaction in
                 if transaction.dialect == .postgres {
                     _ = try await transaction.query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1))) AS chain_lock",
                                                     [.text("portcullis.audit_logs." + name)])
                 }
                 var chain = AuditChain(name: name)
-                if let known {
-                    chain = known
-                } else {
-                    let rows = try await transaction.query("SELECT seq, hash FROM audit_logs WHERE chain = $1 ORDER BY seq DESC LIMIT 1", [.text(name)])
-                    if let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text {
-                        chain = AuditChain(name: name, nextSequence: sequence + 1, head: hash)
-                    }
+                let rows = try await transaction.query("SELECT seq, hash FROM audit_logs WHERE chain = $1 ORDER BY seq DESC LIMIT 1", [.text(name)])
+                if let row = rows.first, let sequence = row["seq"].integer, let hash = row["hash"].text {
+                    chain = AuditChain(name: name, nextSequence: sequence + 1, head: hash)
                 }
                 try await Self.insert(encoded, into: transaction, chain: &chain)
                 return chain
             }
+            if store.dialect == .sqlite { head.withLock { $0 = advanced } }
         } catch {
             head.withLock { $0 = nil }
             throw error
         }
-        if store.dialect == .sqlite { head.withLock { $0 = advanced } }
     }
 
     /// The head last committed (SQLite only); nil until known.
     private let head = Mutex<AuditChain?>(nil)
 
+    /// The 13 binds of one row, linking `record` into `chain`.
+    private static func row(_ record: AuditRecord, canonical: [UInt8], chain: inout AuditChain) -> [SQLValue] {
+        let link = chain.link(record, canonical: canonical)
+        return [.text(record.id), .text(chain.name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
+                .text(record.category), .text(record.action), .text(record.outcome),
+                record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
+                .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)]
+    }
+
+    /// Many-row statements of up to 64 rows (PostgreSQL parses one per batch, not one per record).
     private static func insert(_ encoded: [(AuditRecord, [UInt8])], into transaction: any SQLExecutor, chain: inout AuditChain) async throws {
-        let name = chain.name
-        // One statement per 64 records: parsed once per batch, not once per record.
         var start = 0
         while start < encoded.count {
             let part = encoded[start..<min(start + Self.rowsPerStatement, encoded.count)]
             var binds: [SQLValue] = []
             binds.reserveCapacity(part.count * 13)
-            for (record, canonical) in part {
-                let link = chain.link(record, canonical: canonical)
-                binds += [.text(record.id), .text(name), .integer(link.sequence), .integer(record.timestamp), .text(record.severity.rawValue),
-                          .text(record.category), .text(record.action), .text(record.outcome),
-                          record.requestID.map(SQLValue.text) ?? .null, record.actorKeyID.map(SQLValue.text) ?? .null,
-                          .text(String(decoding: canonical, as: UTF8.self)), .text(link.previousHash), .text(link.hash)]
-            }
+            for (record, canonical) in part { binds += row(record, canonical: canonical, chain: &chain) }
             try await transaction.execute(Self.insertStatements[part.count], binds)
             start += part.count
         }

@@ -128,66 +128,71 @@ public final class RequestAudit: GuardEventSink, Sendable {
             facts.intentRecorded = true
             return facts
         }
-        var details = common(facts)
-        details.append(newKey: "stage", "before upstream")
         return AuditRecord(id: auditID, timestamp: Int64(Date().timeIntervalSince1970 * 1_000_000), severity: .info, category: "request",
-                           action: "request.forward", outcome: "pending", requestID: requestID, actorKeyID: facts.actor?.keyID, details: details)
+                           action: "request.forward", outcome: "pending", requestID: requestID, actorKeyID: facts.actor?.keyID,
+                           details: details(facts, ending: nil))
     }
 
     /// The request's outcome once the response is complete (for a stream, when it ended).
     public func outcome(status: Int, now: Date = Date()) -> AuditRecord {
         let facts = self.facts.withLock { $0 }
-        var details = common(facts)
-        details.append(newKey: "status", .integer(Int64(status)))
         let elapsed = ContinuousClock.now - started
-        details.append(newKey: "latency_us", .integer(elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
-        if let code = facts.code { details.append(newKey: "code", .string(code.rawValue)) }
-        if let prompt = facts.promptTokens { details.append(newKey: "prompt_tokens", .integer(Int64(prompt))) }
-        if let completion = facts.completionTokens { details.append(newKey: "completion_tokens", .integer(Int64(completion))) }
-        if let cost = facts.costMicros { details.append(newKey: "cost_micros", .integer(cost)) }
-        if !facts.findings.isEmpty {
-            details.append(newKey: "guard_findings", .array(facts.findings.map { event in
-                ["guard": .string(event.guardName), "category": .string(event.category), "risk": .string(event.risk),
-                 "action": .string(event.action), "policy": .string(AuditRecord.bounded(event.policy))]
-            }))
-        }
-        if facts.intentRecorded { details.append(newKey: "intent_id", .string(auditID)) }
+        let latency = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
         let authenticationFailed = facts.failure != nil
-        if authenticationFailed {
-            details.append(newKey: "auth_method", .string(facts.failedMethod ?? "none"))
-            details.append(newKey: "reason", .string(AuditRecord.bounded(facts.failure ?? "")))
-            if let key = facts.presentedKeyID { details.append(newKey: "presented_key_id", .string(AuditRecord.bounded(key))) }
-        }
         let blocked = facts.code == .guardrailBlocked
         return AuditRecord(id: facts.intentRecorded ? nil : auditID, timestamp: Int64(now.timeIntervalSince1970 * 1_000_000),
                            severity: Self.severity(status: status, code: facts.code, findings: facts.findings),
                            category: authenticationFailed ? "authentication" : "request",
                            action: authenticationFailed ? "authenticate" : "request.complete",
                            outcome: authenticationFailed ? "failure" : blocked ? "blocked" : status < 400 ? "success" : status < 500 ? "refused" : "failed",
-                           requestID: requestID, actorKeyID: facts.actor?.keyID, details: details)
+                           requestID: requestID, actorKeyID: facts.actor?.keyID, details: details(facts, ending: (status, latency)))
     }
 
-    /// What every record of the request names (each key once, so members are appended unchecked).
-    private func common(_ facts: Facts) -> JSONObject {
+    /// A record's details: what every record of the request names, and for its outcome
+    /// (`ending`: status and latency in µs) the status, code, usage, findings and, for a refused
+    /// credential, its kind and reason. Members are appended in key order, each once, so the
+    /// canonical encoding writes them as they are.
+    private func details(_ facts: Facts, ending: (status: Int, latency: Int64)?) -> JSONObject {
         var details = JSONObject()
-        details.append(newKey: "method", .string(method))
-        details.append(newKey: "path", .string(AuditRecord.bounded(path)))
-        details.append(newKey: "received_at", .integer(receivedAt))
-        if let traceID { details.append(newKey: "trace_id", .string(traceID)) }
-        if let source = facts.sourceAddress { details.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
+        let failed = ending != nil && facts.failure != nil
         if let actor = facts.actor {
             var object = JSONObject()
-            object.append(newKey: "role", .string(actor.role))
             object.append(newKey: "auth_method", .string(actor.method))
-            object.append(newKey: "mfa", .bool(actor.multiFactor))
             if let key = actor.keyID { object.append(newKey: "key_id", .string(key)) }
-            if let user = actor.userID { object.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
+            object.append(newKey: "mfa", .bool(actor.multiFactor))
+            object.append(newKey: "role", .string(actor.role))
             if let team = actor.teamID { object.append(newKey: "team_id", .string(AuditRecord.bounded(team))) }
+            if let user = actor.userID { object.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
             details.append(newKey: "actor", .object(object))
         }
-        if let model = facts.model { details.append(newKey: "model", .string(AuditRecord.bounded(model))) }
+        if failed { details.append(newKey: "auth_method", .string(facts.failedMethod ?? "none")) }
+        if ending != nil {
+            if let code = facts.code { details.append(newKey: "code", .string(code.rawValue)) }
+            if let completion = facts.completionTokens { details.append(newKey: "completion_tokens", .integer(Int64(completion))) }
+            if let cost = facts.costMicros { details.append(newKey: "cost_micros", .integer(cost)) }
+        }
         if let deployment = facts.deployment { details.append(newKey: "deployment", .string(AuditRecord.bounded(deployment))) }
+        if let ending {
+            if !facts.findings.isEmpty {
+                details.append(newKey: "guard_findings", .array(facts.findings.map { event in
+                    ["action": .string(event.action), "category": .string(event.category), "guard": .string(event.guardName),
+                     "policy": .string(AuditRecord.bounded(event.policy)), "risk": .string(event.risk)]
+                }))
+            }
+            if facts.intentRecorded { details.append(newKey: "intent_id", .string(auditID)) }
+            details.append(newKey: "latency_us", .integer(ending.latency))
+        }
+        details.append(newKey: "method", .string(method))
+        if let model = facts.model { details.append(newKey: "model", .string(AuditRecord.bounded(model))) }
+        details.append(newKey: "path", .string(AuditRecord.bounded(path)))
+        if failed, let key = facts.presentedKeyID { details.append(newKey: "presented_key_id", .string(AuditRecord.bounded(key))) }
+        if ending != nil, let prompt = facts.promptTokens { details.append(newKey: "prompt_tokens", .integer(Int64(prompt))) }
         if let provider = facts.provider { details.append(newKey: "provider", .string(provider)) }
+        if failed { details.append(newKey: "reason", .string(AuditRecord.bounded(facts.failure ?? ""))) }
+        details.append(newKey: "received_at", .integer(receivedAt))
+        if let source = facts.sourceAddress { details.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
+        if let ending { details.append(newKey: "status", .integer(Int64(ending.status))) } else { details.append(newKey: "stage", "before upstream") }
+        if let traceID { details.append(newKey: "trace_id", .string(traceID)) }
         return details
     }
 

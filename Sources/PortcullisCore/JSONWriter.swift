@@ -26,7 +26,7 @@ public enum JSONWriter {
         case .null: output.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
         case .bool(true): output.append(contentsOf: [0x74, 0x72, 0x75, 0x65])
         case .bool(false): output.append(contentsOf: [0x66, 0x61, 0x6C, 0x73, 0x65])
-        case .integer(let number): output.append(contentsOf: String(number).utf8)
+        case .integer(let number): writeInteger(number, into: &output)
         case .double(let number): writeDouble(number, into: &output)
         case .string(let text): writeString(text, into: &output)
         case .array(let elements):
@@ -61,7 +61,10 @@ public enum JSONWriter {
             output.append(UInt8(ascii: "]"))
         case .object(let object):
             output.append(UInt8(ascii: "{"))
-            for (position, entry) in object.entries.sorted(by: { $0.key < $1.key }).enumerated() {
+            // Objects built in key order (the audit records') are written as they are, not sorted into a copy.
+            let entries = object.entries
+            let inOrder = entries.indices.dropFirst().allSatisfy { entries[$0 - 1].key < entries[$0].key }
+            for (position, entry) in (inOrder ? entries : entries.sorted(by: { $0.key < $1.key })).enumerated() {
                 if position > 0 { output.append(UInt8(ascii: ",")) }
                 writeString(entry.key, into: &output)
                 output.append(UInt8(ascii: ":"))
@@ -73,6 +76,22 @@ public enum JSONWriter {
         }
     }
 
+    /// Appends the decimal digits of `number` (with its sign), without an intermediate string.
+    public static func writeInteger(_ number: Int64, into output: inout [UInt8]) {
+        if number < 0 { output.append(UInt8(ascii: "-")) }
+        var magnitude = number.magnitude
+        // 20 places hold every Int64 magnitude (Int64.min's has 19 digits).
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var start = 20
+            repeat {
+                start -= 1
+                digits[start] = UInt8(truncatingIfNeeded: magnitude % 10) &+ UInt8(ascii: "0")
+                magnitude /= 10
+            } while magnitude > 0
+            output.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
+        }
+    }
+
     private static func writeDouble(_ number: Double, into output: inout [UInt8]) {
         guard number.isFinite else {
             output.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
@@ -80,7 +99,7 @@ public enum JSONWriter {
         }
         if number.rounded() == number && abs(number) < 1e15 {
             // Keep the decimal point so the value stays a float for strict consumers.
-            output.append(contentsOf: String(Int64(number)).utf8)
+            writeInteger(Int64(number), into: &output)
             output.append(contentsOf: [0x2E, 0x30])
             return
         }

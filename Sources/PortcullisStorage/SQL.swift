@@ -83,8 +83,19 @@ extension SQLExecutor {
 public protocol SQLStore: SQLExecutor {
     /// Runs `body` in one transaction; a thrown error rolls it back.
     func transaction<Result: Sendable>(_ body: @Sendable (any SQLExecutor) async throws -> Result) async throws -> Result
+    /// Runs `sql` once for each row of binds, all in one transaction (an append of many rows).
+    func executeMany(_ sql: String, _ rows: [[SQLValue]]) async throws
     /// Closes connections.
     func close() async
+}
+
+extension SQLStore {
+    public func executeMany(_ sql: String, _ rows: [[SQLValue]]) async throws {
+        guard !rows.isEmpty else { return }
+        try await transaction { transaction in
+            for row in rows { try await transaction.execute(sql, row) }
+        }
+    }
 }
 
 /// A database failure, with the engine's message.

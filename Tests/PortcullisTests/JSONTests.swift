@@ -4,6 +4,14 @@ import Testing
 
 @Suite("JSON parser and writer")
 struct JSONTests {
+    @Test("writes integers digit for digit, the extremes included", arguments: [Int64.min, -1_000_000_007, -1, 0, 7, 10, 1_796_188_513_838_253, Int64.max])
+    func integers(number: Int64) {
+        var output: [UInt8] = []
+        JSONWriter.writeInteger(number, into: &output)
+        #expect(String(decoding: output, as: UTF8.self) == String(number))
+        #expect(JSONWriter.string(.array([.integer(number), .double(Double(number % 1_000_000))])) == "[\(number),\(number % 1_000_000).0]")
+    }
+
     @Test("round-trips a document, keeping key order and number kinds")
     func roundTrip() throws {
         let text = #"{"z":1,"a":[true,false,null,-0.5,1e-05,"x\"y\\z\n\u00e9\ud83d\ude00"],"m":{"k":12345678901234}}"#

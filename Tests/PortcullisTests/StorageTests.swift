@@ -28,6 +28,32 @@ struct StorageTests {
         }
     }
 
+    @Test("many rows through one statement commit together, every kind of value intact, or none when one row fails", arguments: Engine.allCases)
+    func executeMany(engine: Engine) async throws {
+        try await withStores(engine) { stores in
+            let store = stores[0]
+            try await MigrationRunner.migrate(store, exampleMigrations)
+            let insert = "INSERT INTO widgets (id, name, price, data) VALUES ($1, $2, $3, $4)"
+            var rows: [[SQLValue]] = (1...300).map { [.integer(Int64($0)), .text("widget \($0) «ключ»"), .double(Double($0) / 4), .blob([0, UInt8($0 % 256), 255])] }
+            rows.append([.integer(301), .text(""), .null, .null])
+            try await store.executeMany(insert, rows)
+            // A second batch reuses the kept statement.
+            try await store.executeMany(insert, [[.integer(302), .text("again"), .double(-1.5), .blob([])]])
+            let read = try await store.query("SELECT id, name, price, data FROM widgets ORDER BY id", [])
+            #expect(read.count == 302)
+            #expect(read[6]["name"].text == "widget 7 «ключ»" && read[6]["price"].double == 1.75 && read[6]["data"].blob == [0, 7, 255])
+            #expect(read[300]["name"].text == "" && read[300]["price"].isNull && read[300]["data"].isNull, "empty text stays text, not NULL")
+            #expect(read[301]["price"].double == -1.5)
+            // A duplicate key in the middle of a batch: nothing of that batch is kept, and the store goes on.
+            await #expect(throws: SQLError.self) {
+                try await store.executeMany(insert, [[.integer(400), .text("new"), .null, .null], [.integer(7), .text("duplicate"), .null, .null]])
+            }
+            #expect(try await store.query("SELECT COUNT(*) AS n FROM widgets", [])[0]["n"].integer == 302)
+            try await store.executeMany(insert, [[.integer(400), .text("new"), .null, .null]])
+            #expect(try await store.query("SELECT name FROM widgets WHERE id = 400", [])[0]["name"].text == "new")
+        }
+    }
+
     @Test("replicas that migrate at the same moment apply each change once", arguments: Engine.allCases)
     func concurrentMigrations(engine: Engine) async throws {
         try await withStores(engine, count: 4) { stores in
