@@ -11,7 +11,8 @@
 #   redis     wrk → the default security path with limits and budgets in Redis (leased ahead)
 #   noaudit   wrk → the default security path with request auditing off (audit: { enabled: false }),
 #             against which the default path's cost of its audit records is read
-# at 64 connections (req/s) and 1 connection (p50, p99). Any non-2xx answer, connect, read or
+# at 64 connections (req/s) and 1 connection (p50, p99); then three paired rounds of default and
+# noaudit loaded together (32 connections each), reporting each one's CPU time per request. Any non-2xx answer, connect, read or
 # timeout error counts as a failure and marks the measurement FAILED. Every limit is set far
 # above what is sent, so the bench measures the path, not the limiter. Also reports the
 # default gateway's resident memory before and after the run.
@@ -74,6 +75,26 @@ for c in 64 1; do
 done
 RSS_AFTER="$(rss_kb "${PID[default]}")"
 
+# The audit's cost measured in pairs as well: default and noaudit loaded at the same moment (32
+# connections each), each one's CPU time divided by the requests it answered. Both share the
+# core's noise in the same seconds, which the sequential ratio above cannot promise on a noisy VM.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+PAIRED=()
+for round in 1 2 3; do
+  a0="$(cpu_ticks "${PID[default]}")"; o0="$(cpu_ticks "${PID[noaudit]}")"
+  BENCH_KEY="${KEYS[$DEFAULT_PORT]}" taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" --timeout 5s -s bench/chat.lua \
+    "http://127.0.0.1:$DEFAULT_PORT/v1/chat/completions" > "$WORK/paired-default" & PAIRED_WRK=$!
+  BENCH_KEY="${KEYS[$NOAUDIT_PORT]}" taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" --timeout 5s -s bench/chat.lua \
+    "http://127.0.0.1:$NOAUDIT_PORT/v1/chat/completions" > "$WORK/paired-noaudit"
+  wait "$PAIRED_WRK"
+  a1="$(cpu_ticks "${PID[default]}")"; o1="$(cpu_ticks "${PID[noaudit]}")"
+  on="$(grep '^RESULT' "$WORK/paired-default")"; off="$(grep '^RESULT' "$WORK/paired-noaudit")"
+  log "paired round $round: default $on cpu_ticks=$((a1 - a0)); noaudit $off cpu_ticks=$((o1 - o0))"
+  PAIRED+=("$(awk -v ca=$((a1 - a0)) -v co=$((o1 - o0)) -v na="$(field requests "$on")" -v no="$(field requests "$off")" \
+    -v ea="$(field errors "$on")" -v eo="$(field errors "$off")" \
+    'BEGIN { printf "%.1f %.1f %.3f %d", ca * 1e4 / na, co * 1e4 / no, (co / no) / (ca / na), ea + eo }')")
+done
+
 failed=0
 {
   echo "Portcullis gateway benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, ${DURATION}s per measurement"
@@ -101,6 +122,11 @@ failed=0
   done
   echo "targets (issue 15): default >= 0.30, core >= 0.45, redis >= 0.25"
   awk -v a="$(rps default)" -v o="$(rps noaudit)" 'BEGIN { printf "64 connections: audit on / audit off (default / noaudit) req/s = %.3f (issue 16: >= 0.90)\n", a / o }'
+  for round in 1 2 3; do
+    read -r on_us off_us ratio errors <<<"${PAIRED[$((round - 1))]}"
+    mark=""; if [ "$errors" != 0 ]; then mark=" FAILED ($errors failures)"; failed=1; fi
+    printf 'paired round %d: CPU per request, audit on %s us, audit off %s us: off / on = %s%s\n' "$round" "$on_us" "$off_us" "$ratio" "$mark"
+  done
   awk -v g5="$(field p50_us "${R[default_1]}")" -v n5="$(field p50_us "${R[nginx_1]}")" \
       -v g9="$(field p99_us "${R[default_1]}")" -v n9="$(field p99_us "${R[nginx_1]}")" \
     'BEGIN { printf "1 connection, default path over nginx: p50 %+d us (target <= 150), p99 %+d us (target <= 400)\n", g5 - n5, g9 - n9 }'
