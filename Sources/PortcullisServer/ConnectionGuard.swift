@@ -129,6 +129,9 @@ public final class ConnectionGovernor: Sendable {
     /// Connections open now.
     public var openCount: Int { open.withLock { $0.count } }
 
+    /// Connections that sent bytes and are not waiting between requests (so not evictable).
+    var activeCount: Int { open.withLock { $0.values.filter { $0.idleSince == nil }.count } }
+
     /// Takes a new connection in: true when there is room (made, if need be, by closing the
     /// connection idle the longest); false when it must be refused.
     func admit(_ channel: any Channel) -> Bool {

@@ -1,6 +1,8 @@
 import Foundation
+import HummingbirdTesting
 import PortcullisConfig
 import PortcullisCore
+import PortcullisStorage
 @testable import PortcullisServer
 import Testing
 
@@ -37,7 +39,14 @@ struct ConnectionGuardTests {
 
     @Test("a partial head, a short body and an idle connection are closed on time; past the cap the oldest idle goes, else the new one is refused")
     func timeoutsAndCap() async throws {
-        try await withGateway(yaml: Self.yaml) { gateway in
+        var configuration = try ConfigurationLoader.parse(yaml: Self.yaml, environment: [:], source: "test")
+        configuration.server.port = 0
+        configuration.server.host = "127.0.0.1"
+        configuration.storage.database = "sqlite::memory:"
+        let assembled = try await Gateway(configuration: configuration, logger: testLogger, governed: true)
+        let governor = assembled.connections
+        try await assembled.makeApplication(logger: testLogger).test(.live) { client in
+            let gateway = GatewayClient(port: client.port!)
             // Three connections sending a partial head fill the cap; a fourth is refused with a 503.
             // (The header timeout is long enough that a loaded machine still reaches the fourth before it.)
             var partial: [RawConnection] = []
@@ -46,7 +55,10 @@ struct ConnectionGuardTests {
                 try await connection.send("POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n")
                 partial.append(connection)
             }
-            try await Task.sleep(nanoseconds: 50_000_000)
+            // Until the gateway has read a partial head, that connection counts as one that sent
+            // nothing and would be evicted to admit the fourth (seen while the whole suite ran in parallel).
+            for _ in 0..<250 where governor.activeCount < 3 { try await Task.sleep(nanoseconds: 4_000_000) }
+            #expect(governor.activeCount == 3, "the three partial heads were read")
             let fourth = try await RawConnection.connect(port: gateway.port)
             #expect(try await fourth.waitForClose(seconds: 2) && fourth.status == 503, "refused at the cap: \(fourth.received)")
             // The header timeout closes the partial heads with a 408.
