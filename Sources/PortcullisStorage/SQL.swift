@@ -91,6 +91,11 @@ public protocol SQLStore: SQLExecutor {
 
 extension SQLStore {
     public func executeMany(_ sql: String, _ rows: [[SQLValue]]) async throws {
+        try await executeManyInTransaction(sql, rows)
+    }
+
+    /// `executeMany` as one transaction of one statement per row (what a store without a faster way does).
+    public func executeManyInTransaction(_ sql: String, _ rows: [[SQLValue]]) async throws {
         guard !rows.isEmpty else { return }
         try await transaction { transaction in
             for row in rows { try await transaction.execute(sql, row) }

@@ -73,11 +73,7 @@ public final class SQLiteStore: SQLStore {
     /// store), or in a transaction on this connection (in memory).
     public func executeMany(_ sql: String, _ rows: [[SQLValue]]) async throws {
         guard !rows.isEmpty else { return }
-        guard let path else {
-            return try await transaction { transaction in
-                for row in rows { try await transaction.execute(sql, row) }
-            }
-        }
+        guard let path else { return try await executeManyInTransaction(sql, rows) }
         let connection: SQLiteBatchConnection
         if let open = batch.withLock({ $0 }) { connection = open } else { connection = try await batchConnection(path) }
         try await connection.executeMany(sql, rows)
