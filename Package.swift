@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         .target(
@@ -40,6 +42,7 @@ let package = Package(
             name: "PortcullisConfig",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisTLS",
                 "PortcullisAudit",
                 "PortcullisGuardrails",
                 "PortcullisAccess",
@@ -53,6 +56,7 @@ let package = Package(
             name: "PortcullisProviders",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisTLS",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -66,6 +70,7 @@ let package = Package(
             name: "PortcullisRouting",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisTLS",
                 "PortcullisProviders",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -82,8 +87,19 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisTLS",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PortcullisRedis",
             dependencies: [
+                "PortcullisTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -94,10 +110,12 @@ let package = Package(
             name: "PortcullisStorage",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisTLS",
                 "PortcullisRedis",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -108,6 +126,7 @@ let package = Package(
             name: "PortcullisAccess",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisTLS",
                 "PortcullisStorage",
                 "PortcullisRedis",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -140,6 +159,7 @@ let package = Package(
                 "PortcullisGuardrails",
                 "PortcullisStorage",
                 "PortcullisRedis",
+                "PortcullisTLS",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -201,6 +221,7 @@ let package = Package(
                 "PortcullisAccess",
                 "PortcullisGuardrails",
                 "PortcullisAudit",
+                "PortcullisTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -26,8 +26,36 @@ public struct AuthConfiguration: Sendable, Equatable {
     public var oidc: [OIDCIssuerConfiguration] = []
     /// Roles whose callers must have used multi-factor authentication. Default `[admin]`.
     public var mfaRequiredRoles: [Role] = [.admin]
+    /// Client certificate subjects that authenticate as a principal (service-to-service callers,
+    /// with `server.tls.client_auth`). Default none.
+    public var certificatePrincipals: [CertificatePrincipalConfiguration] = []
 
     public init(masterKey: String? = nil) { self.masterKey = masterKey }
+}
+
+/// A verified client certificate's subject, and who it makes the caller: a principal like a
+/// key's, with its own models and limits. A certificate is one factor (what the caller holds).
+public struct CertificatePrincipalConfiguration: Sendable, Equatable {
+    /// The subject as `CN=…,OU=…,O=…`, most specific first (RFC 4514), compared exactly.
+    public var subject: String
+    public var user: String?
+    public var team: String?
+    /// Default `user`.
+    public var role: Role = .user
+    /// Models it may use; empty means all.
+    public var models: [String] = []
+    public var requestsPerMinute: Int64?
+    public var tokensPerMinute: Int64?
+    public var maximumConcurrency: Int64?
+
+    public init(subject: String) { self.subject = subject }
+
+    /// The principal a request with this certificate acts as.
+    public var principal: Principal {
+        Principal(credential: .certificate(subject: subject), userID: user ?? subject, teamID: team, role: role, multiFactor: false,
+                  allowedModels: models, requestsPerMinute: requestsPerMinute, tokensPerMinute: tokensPerMinute,
+                  maximumConcurrency: maximumConcurrency)
+    }
 }
 
 /// One OpenID Connect issuer.

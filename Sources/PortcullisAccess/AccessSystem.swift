@@ -3,6 +3,7 @@ import Logging
 import PortcullisCore
 import PortcullisRedis
 import PortcullisStorage
+import PortcullisTLS
 import ServiceLifecycle
 import Synchronization
 
@@ -93,7 +94,8 @@ public struct AccessSystem: Sendable {
         let bus: any ControlBus
         let state: any SharedState
         if let url = storage.redis {
-            let client = RedisClient(configuration: try RedisConfiguration(url: url))
+            let endpoint = try RedisConfiguration(url: url)
+            let client = RedisClient(configuration: endpoint, tlsConfiguration: endpoint.endpoint.useTLS ? try storage.redisTLS.configuration() : nil)
             redis = client
             let remote = RedisSharedState(client: client)
             let primary: any SharedState
@@ -122,10 +124,10 @@ public struct AccessSystem: Sendable {
                                             leeway: settings.leewaySeconds, mfaMethods: settings.mfaMethods, mfaContexts: settings.mfaContexts),
                        jwksURL: settings.jwksURL, fetch: fetcher(settings.caFile))
         }
-        let required = auth.required ?? (auth.masterKey != nil || !auth.oidc.isEmpty)
+        let required = auth.required ?? (auth.masterKey != nil || !auth.oidc.isEmpty || !auth.certificatePrincipals.isEmpty)
         let authenticator = Authenticator(masterKey: auth.masterKey, keys: keys, cache: cache, tokens: TokenVerifier(issuers: issuers),
                                           health: health, recorder: recorder, isRequired: required, failOpen: auth.failOpen,
-                                          mfaRequiredRoles: Set(auth.mfaRequiredRoles))
+                                          mfaRequiredRoles: Set(auth.mfaRequiredRoles), certificatePrincipals: auth.certificatePrincipals)
         let admission = Admission(state: state, directory: directoryCache, recorder: recorder, roleLimits: limits.roles,
                                   modelLimits: limits.models)
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)

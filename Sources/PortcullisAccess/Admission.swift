@@ -65,6 +65,11 @@ public final class Admission: Sendable {
                                  concurrency: principal.maximumConcurrency)
             subjects.append(("key:\(id)", own.over(roleDefault)))
             if let userID = principal.userID, let userLimits { subjects.append(("user:\(userID)", userLimits)) }
+        case .certificate(let subject):
+            // Like a key: the mapping's own limits over its role's.
+            let own = RateLimits(requestsPerMinute: principal.requestsPerMinute, tokensPerMinute: principal.tokensPerMinute,
+                                 concurrency: principal.maximumConcurrency)
+            subjects.append(("certificate:\(subject)", own.over(roleDefault)))
         case .masterKey, .token:
             if let userID = principal.userID { subjects.append(("user:\(userID)", (userLimits ?? RateLimits()).over(roleDefault))) }
         }

@@ -4,7 +4,8 @@ import PortcullisStorage
 import Synchronization
 
 /// Turns a presented credential into a `Principal`: the master key, a virtual API key
-/// (validated once, then served from the in-process cache) or an OIDC bearer token.
+/// (validated once, then served from the in-process cache), an OIDC bearer token, or, when
+/// none is presented, a verified TLS client certificate whose subject is mapped.
 public final class Authenticator: Sendable {
     private let masterKey: [UInt8]?
     private let keys: APIKeyStore
@@ -16,13 +17,18 @@ public final class Authenticator: Sendable {
     public let isRequired: Bool
     private let failOpen: Bool
     private let mfaRequiredRoles: Set<Role>
+    private let certificatePrincipals: [String: Principal]
     private let staleAdmissions = Atomic<Int>(0)
+
+    /// Whether some client certificate subject authenticates (the listener then reads the peer's certificate).
+    public var acceptsCertificates: Bool { !certificatePrincipals.isEmpty }
 
     /// Requests admitted on a cached key while the database was unreachable (fail-open).
     public var staleAdmissionCount: Int { staleAdmissions.load(ordering: .relaxed) }
 
     public init(masterKey: String?, keys: APIKeyStore, cache: ValidatedKeyCache, tokens: TokenVerifier, health: DatabaseHealth,
-                recorder: UsageRecorder?, isRequired: Bool, failOpen: Bool, mfaRequiredRoles: Set<Role>) {
+                recorder: UsageRecorder?, isRequired: Bool, failOpen: Bool, mfaRequiredRoles: Set<Role>,
+                certificatePrincipals: [CertificatePrincipalConfiguration] = []) {
         self.masterKey = masterKey.map { Array($0.utf8) }
         self.keys = keys
         self.cache = cache
@@ -32,11 +38,18 @@ public final class Authenticator: Sendable {
         self.isRequired = isRequired
         self.failOpen = failOpen
         self.mfaRequiredRoles = mfaRequiredRoles
+        self.certificatePrincipals = Dictionary(certificatePrincipals.map { ($0.subject, $0.principal) }, uniquingKeysWith: { first, _ in first })
     }
 
-    /// The principal for `presented` (nil: no credential sent), or the refusal to send.
-    public func authenticate(_ presented: String?, now: Date = Date()) async throws -> Principal {
+    /// The principal for `presented` (nil: no credential sent), or the refusal to send. A
+    /// credential wins over the certificate; without one, `certificateSubject` (a verified
+    /// client certificate's) is the caller when it is mapped.
+    public func authenticate(_ presented: String?, certificateSubject: String? = nil, now: Date = Date()) async throws -> Principal {
         guard let presented, !presented.isEmpty else {
+            if let certificateSubject, let principal = certificatePrincipals[certificateSubject] {
+                try requireFactors(of: principal)
+                return principal
+            }
             if isRequired { throw GatewayError.unauthenticated() }
             return .anonymous
         }
@@ -52,13 +65,17 @@ public final class Authenticator: Sendable {
             } catch let rejection as TokenRejection {
                 throw GatewayError(status: 401, kind: .authentication, code: .invalidToken, message: rejection.message)
             }
-            if mfaRequiredRoles.contains(principal.role) && !principal.multiFactor {
-                throw GatewayError(status: 403, kind: .permission, code: .mfaRequired,
-                                   message: "The \(principal.role.rawValue) role requires multi-factor authentication; sign in again with MFA.")
-            }
+            try requireFactors(of: principal)
             return principal
         }
         throw GatewayError.unauthenticated("The API key is not valid.")
+    }
+
+    private func requireFactors(of principal: Principal) throws {
+        if mfaRequiredRoles.contains(principal.role) && !principal.multiFactor {
+            throw GatewayError(status: 403, kind: .permission, code: .mfaRequired,
+                               message: "The \(principal.role.rawValue) role requires multi-factor authentication; sign in again with MFA.")
+        }
     }
 
     private func authenticateKey(_ text: String, now: Date) async throws -> Principal {

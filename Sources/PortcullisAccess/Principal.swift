@@ -13,6 +13,8 @@ public struct Principal: Sendable, Equatable {
         case apiKey(id: String)
         /// An OIDC bearer token from `issuer`.
         case token(issuer: String)
+        /// A verified TLS client certificate with this subject.
+        case certificate(subject: String)
     }
 
     public var credential: Credential
@@ -80,6 +82,7 @@ public struct Principal: Sendable, Equatable {
         case .masterKey: return "master-key"
         case .apiKey(let id): return "key:\(id)"
         case .token(let issuer): return "token:\(issuer)#\(userID ?? "?")"
+        case .certificate(let subject): return "certificate:\(subject)"
         }
     }
 }

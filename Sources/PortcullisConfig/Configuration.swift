@@ -4,6 +4,7 @@ import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
 import PortcullisStorage
+import PortcullisTLS
 
 /// The whole gateway configuration, decoded and validated once at start-up.
 ///
@@ -35,16 +36,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
         public init() {}
     }
 
-    /// Certificate and key files in PEM.
-    public struct TLS: Sendable, Equatable {
-        public var certificatePath: String
-        public var privateKeyPath: String
-
-        public init(certificatePath: String, privateKeyPath: String) {
-            self.certificatePath = certificatePath
-            self.privateKeyPath = privateKeyPath
-        }
-    }
+    /// The listener's certificate and key files in PEM, client certificates and HSTS.
+    public typealias TLS = ServerTLSSettings
 
     // Each library owns the configuration of its part; this is the whole file's shape.
     public typealias Auth = AuthConfiguration

@@ -4,6 +4,7 @@ import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
 import PortcullisStorage
+import PortcullisTLS
 import Yams
 
 /// Checks that span keys (a model named by a policy, a judge model that exists, …), after decoding.
@@ -35,6 +36,10 @@ extension ConfigurationLoader {
         }
         if case .postgres = StorageLocation(configuration.storage.database), configuration.auth.keyPepper == nil {
             issues.add(path: "auth.key_pepper", message: "is required with PostgreSQL (set PORTCULLIS_KEY_PEPPER to 32+ random bytes shared by every replica)")
+        }
+        if !configuration.auth.certificatePrincipals.isEmpty && (configuration.server.tls?.clientAuthentication ?? .none) == .none {
+            issues.add(path: "auth.certificate_principals",
+                       message: "needs server.tls with client_auth optional or required: without it no client presents a certificate")
         }
         if configuration.routing.maximumBackoffMilliseconds < configuration.routing.initialBackoffMilliseconds {
             issues.add(path: "routing.backoff.max_ms", message: "must not be smaller than initial_ms")

@@ -46,6 +46,11 @@ struct NodeReader {
         return false
     }
 
+    var isMapping: Bool {
+        if case .mapping = node { return true }
+        return false
+    }
+
     var keys: [String] {
         guard case .mapping(let mapping) = node else { return [] }
         return mapping.keys.compactMap { $0.scalar?.string }

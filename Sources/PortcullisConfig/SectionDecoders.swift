@@ -4,6 +4,7 @@ import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
 import PortcullisStorage
+import PortcullisTLS
 import Yams
 
 /// One decoder per section of the file: each reads its keys, records what is wrong and keeps
@@ -26,21 +27,15 @@ extension ConfigurationLoader {
                 configuration.server.keepAliveIdleTimeoutSeconds = timeouts.number("keep_alive_idle_seconds", in: 0.1...86_400)
                     ?? configuration.server.keepAliveIdleTimeoutSeconds
             }
-            if let tls = server.child("tls"), tls.expectMapping(allowedKeys: ["certificate", "private_key"]) {
-                let certificate = tls.requiredString("certificate")
-                let key = tls.requiredString("private_key")
-                if let certificate, let key {
-                    for (field, file) in [("certificate", certificate), ("private_key", key)] where !FileManager.default.isReadableFile(atPath: file) {
-                        tls.issue(field, "cannot read '\(file)'")
-                    }
-                    configuration.server.tls = .init(certificatePath: certificate, privateKeyPath: key)
-                }
-            }
+            if let tls = server.child("tls") { configuration.server.tls = decodeServerTLS(tls) }
         }
         if let auth = root.child("auth") { decodeAuth(auth, into: &configuration.auth) }
         if let storage = root.child("storage"), storage.expectMapping(allowedKeys: ["database", "pool_size", "redis", "flush_interval_seconds",
                                                                                         "probe_interval_seconds", "timeout_seconds", "lease_fraction",
-                                                                                        "lease_seconds"]) {
+                                                                                        "lease_seconds", "redis_tls"]) {
+            if let tls = storage.child("redis_tls"), tls.expectMapping(allowedKeys: ["min_version", "ca_file", "client_certificate", "client_key"]) {
+                decodeClientTLS(tls, into: &configuration.storage.redisTLS, minimumVersionKey: "min_version")
+            }
             if let database = storage.string("database") {
                 if StorageLocation(database) == nil {
                     storage.issue("database", "must be sqlite:PATH, a file path, or a postgres:// URL; got '\(database)'")
@@ -93,7 +88,8 @@ extension ConfigurationLoader {
 
     static func decodeAuth(_ auth: NodeReader, into settings: inout GatewayConfiguration.Auth) {
         guard auth.expectMapping(allowedKeys: ["master_key", "required", "key_pepper", "key_cache_seconds", "rotation_grace_seconds",
-                                               "revoke_minted_keys_with_issuer", "fail_open", "oidc", "mfa_required_roles"]) else { return }
+                                               "revoke_minted_keys_with_issuer", "fail_open", "oidc", "mfa_required_roles",
+                                               "certificate_principals"]) else { return }
         if let key = auth.string("master_key") { settings.masterKey = key.isEmpty ? nil : key }
         settings.required = auth.bool("required") ?? settings.required
         if let pepper = auth.string("key_pepper"), !pepper.isEmpty {
@@ -109,6 +105,7 @@ extension ConfigurationLoader {
         if let issuers = auth.child("oidc") {
             settings.oidc = issuers.elements().compactMap(decodeIssuer)
         }
+        if let principals = auth.child("certificate_principals") { settings.certificatePrincipals = decodeCertificatePrincipals(principals) }
     }
 
     static func roleList(_ reader: NodeReader) -> [Role] {
@@ -439,7 +436,8 @@ extension ConfigurationLoader {
 
     static func decodeDeployment(_ reader: NodeReader, routing: GatewayConfiguration.Routing) -> GatewayConfiguration.Deployment? {
         guard reader.expectMapping(allowedKeys: ["provider", "model", "api_base", "api_key", "api_version", "weight", "price",
-                                                 "headers", "timeouts", "default_max_tokens", "tokens_per_second", "ca_file"]) else { return nil }
+                                                 "headers", "timeouts", "default_max_tokens", "tokens_per_second", "ca_file",
+                                                 "tls_min_version", "client_certificate", "client_key"]) else { return nil }
         let name = reader.requiredString("provider") ?? ""
         let provider = ProviderKind(rawValue: name)
         if provider == nil && !name.isEmpty {
@@ -454,13 +452,7 @@ extension ConfigurationLoader {
             reader.issue("api_base", "must be an http:// or https:// URL; got '\(base)'")
         }
         deployment.apiKey = reader.string("api_key")
-        if let caFile = reader.string("ca_file") {
-            if FileManager.default.isReadableFile(atPath: caFile) {
-                deployment.caFile = caFile
-            } else {
-                reader.issue("ca_file", "cannot read '\(caFile)'")
-            }
-        }
+        decodeClientTLS(reader, into: &deployment.tls, minimumVersionKey: "tls_min_version")
         deployment.apiVersion = reader.string("api_version")
         deployment.weight = reader.number("weight", in: 0...1_000_000) ?? 1
         deployment.defaultMaxTokens = reader.integer("default_max_tokens", in: 1...10_000_000) ?? 4096

@@ -105,14 +105,23 @@ public final class MockUpstream: Sendable {
         return router
     }
 
-    /// Builds a runnable mock server; with `tls`, it serves HTTPS (HTTP/1.1) with that certificate and key.
+    /// Builds a runnable mock server; with `tls`, it serves HTTPS (HTTP/1.1) with that certificate
+    /// and key, up to `maximumTLSVersion` (an old provider), requiring client certificates issued
+    /// by `clientCAFile` when given (an mTLS mesh).
     public func makeApplication(host: String, port: Int, logger: Logger, tls: (certificatePath: String, keyPath: String)? = nil,
+                                maximumTLSVersion: TLSVersion? = nil, clientCAFile: String? = nil,
                                 onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         var server: HTTPServerBuilder = .http1()
         if let tls {
             let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
-            server = try .tls(.http1(), tlsConfiguration: .makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key)))
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+            configuration.maximumTLSVersion = maximumTLSVersion
+            if let clientCAFile {
+                configuration.certificateVerification = .noHostnameVerification
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAFile))
+            }
+            server = try .tls(.http1(), tlsConfiguration: configuration)
         }
         return Application(router: makeRouter(), server: server,
                            configuration: .init(address: .hostname(host, port: port), serverName: "portcullis-mock"),

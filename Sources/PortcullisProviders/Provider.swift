@@ -1,5 +1,6 @@
 import Logging
 import PortcullisCore
+import PortcullisTLS
 
 /// Per-phase time limits for one upstream call, in seconds.
 public struct UpstreamTimeouts: Sendable, Equatable, Hashable {
@@ -37,12 +38,12 @@ public struct DeploymentTarget: Sendable {
     public var timeouts: UpstreamTimeouts
     /// Anthropic needs `max_tokens`; used when the client gives none.
     public var defaultMaxTokens: Int
-    /// PEM file of certificate authorities to trust for this upstream (internal PKI); the system's when nil.
-    public var trustedCAFile: String?
+    /// How an https `apiBase` is reached: TLS 1.3 unless allowed 1.2, the CAs trusted, an mTLS client certificate.
+    public var tls: ClientTLSSettings
 
     public init(name: String, provider: ProviderKind, upstreamModel: String, apiBase: String, apiKey: String? = nil,
                 apiVersion: String? = nil, headers: [String: String] = [:], timeouts: UpstreamTimeouts = UpstreamTimeouts(),
-                defaultMaxTokens: Int = 4096, trustedCAFile: String? = nil) {
+                defaultMaxTokens: Int = 4096, tls: ClientTLSSettings = ClientTLSSettings()) {
         self.name = name
         self.provider = provider
         self.upstreamModel = upstreamModel
@@ -52,7 +53,7 @@ public struct DeploymentTarget: Sendable {
         self.headers = headers
         self.timeouts = timeouts
         self.defaultMaxTokens = defaultMaxTokens
-        self.trustedCAFile = trustedCAFile
+        self.tls = tls
     }
 }
 

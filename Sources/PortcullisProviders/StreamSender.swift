@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import PortcullisTLS
 import Synchronization
 
 /// Writes bytes to one TCP (or TLS 1.2+) peer over a kept connection, reconnecting when it is
@@ -13,15 +14,12 @@ public final class StreamSender: Sendable {
     let tls: NIOSSLContext?
     private let channel = Mutex<(any Channel)?>(nil)
 
-    /// - Parameter caFile: with `tls`, the PEM certificates to trust instead of the system's roots.
+    /// - Parameter caFile: with `tls`, the PEM certificates to trust instead of the system's roots (TLS 1.3, as every outgoing connection).
     public init(host: String, port: Int, tls: Bool, caFile: String? = nil) throws {
         self.host = host
         self.port = port
         if tls {
-            var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.minimumTLSVersion = .tlsv12
-            if let caFile { configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile)) }
-            self.tls = try NIOSSLContext(configuration: configuration)
+            self.tls = try NIOSSLContext(configuration: ClientTLSSettings(trustedCAFile: caFile).configuration())
         } else {
             self.tls = nil
         }

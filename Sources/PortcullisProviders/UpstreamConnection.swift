@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import PortcullisTLS
 import Synchronization
 
 /// The status and headers of an upstream response, and its body as it arrives.
@@ -341,8 +342,8 @@ struct UpstreamEndpoint: Hashable, Sendable {
     var isTLS: Bool
     var host: String
     var port: Int
-    /// PEM file of the certificate authorities trusted for this upstream; the system's when nil.
-    var trustedCAFile: String? = nil
+    /// How TLS is spoken to it (ignored for http): connections with other settings are other pools.
+    var tls = ClientTLSSettings()
 
     /// The `Host` header value.
     var hostHeader: String {
@@ -361,8 +362,8 @@ final class UpstreamConnectionPool: Sendable {
 
     private let state = Mutex(State())
     private let group: any EventLoopGroup
-    /// TLS contexts by trusted-CA file (nil key: the system's trust roots), built once each.
-    private let sslContexts = Mutex<[String?: NIOSSLContext]>([:])
+    /// TLS contexts by their settings, built once each.
+    private let sslContexts = Mutex<[ClientTLSSettings: NIOSSLContext]>([:])
     /// Most idle connections kept per endpoint.
     let maximumIdlePerEndpoint: Int
     /// Idle connections older than this are closed instead of reused.
@@ -375,22 +376,17 @@ final class UpstreamConnectionPool: Sendable {
         self.idleTimeout = idleTimeout
     }
 
-    /// The TLS context that trusts `caFile` (or the system's roots), created on first use.
-    private func sslContext(trusting caFile: String?, deployment: String) throws -> NIOSSLContext {
+    /// The TLS context of `settings`, created on first use.
+    private func sslContext(_ settings: ClientTLSSettings, deployment: String) throws -> NIOSSLContext {
         try sslContexts.withLock { contexts in
-            if let existing = contexts[caFile] { return existing }
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.applicationProtocols = ["http/1.1"]
-            tls.minimumTLSVersion = .tlsv12
-            if let caFile {
-                do {
-                    tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
-                } catch {
-                    throw UpstreamFailure(reason: .connection, message: "cannot read the trusted CA file", deployment: deployment)
-                }
+            if let existing = contexts[settings] { return existing }
+            let context: NIOSSLContext
+            do {
+                context = try NIOSSLContext(configuration: try settings.configuration(applicationProtocols: ["http/1.1"]))
+            } catch let error as TLSSettingsError {
+                throw UpstreamFailure(reason: .connection, message: error.description, deployment: deployment)
             }
-            let context = try NIOSSLContext(configuration: tls)
-            contexts[caFile] = context
+            contexts[settings] = context
             return context
         }
     }
@@ -432,7 +428,7 @@ final class UpstreamConnectionPool: Sendable {
         if state.withLock({ $0.isShutDown }) {
             throw UpstreamFailure(reason: .connection, message: "the gateway is shutting down", deployment: deployment)
         }
-        let sslContext = endpoint.isTLS ? try sslContext(trusting: endpoint.trustedCAFile, deployment: deployment) : nil
+        let sslContext = endpoint.isTLS ? try sslContext(endpoint.tls, deployment: deployment) : nil
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -69,7 +69,7 @@ public final class UpstreamHTTPClient: Sendable {
     public func send(method: HTTPMethod = .POST, url: String, headers: [(String, String)], body: ByteBuffer?,
                      target: DeploymentTarget, context: UpstreamContext) async throws -> UpstreamResponse {
         var (parsedEndpoint, requestTarget) = try Self.parse(url, deployment: target.name)
-        parsedEndpoint.trustedCAFile = target.trustedCAFile
+        if parsedEndpoint.isTLS { parsedEndpoint.tls = target.tls }
         let endpoint = parsedEndpoint
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: requestTarget)
         head.headers.add(name: "host", value: endpoint.hostHeader)

@@ -1,6 +1,7 @@
 import Foundation
 import PortcullisCore
 import PortcullisProviders
+import PortcullisTLS
 
 /// Retries, backoff, circuit breakers and health checks.
 public struct RoutingConfiguration: Sendable, Equatable {
@@ -74,8 +75,9 @@ public struct DeploymentConfiguration: Sendable, Equatable {
     public var defaultMaxTokens: Int = 4096
     /// Demo provider only: streamed tokens per second (0 = unthrottled).
     public var tokensPerSecond: Double = 0
-    /// PEM file of certificate authorities trusted for an https `api_base` (internal PKI). Default: the system's.
-    public var caFile: String?
+    /// TLS to an https `api_base`: `tls_min_version` (default 1.3), `ca_file` (internal PKI; default the
+    /// system's roots), `client_certificate` and `client_key` (mTLS).
+    public var tls = ClientTLSSettings()
 
     public init(provider: ProviderKind, model: String, timeouts: UpstreamTimeoutsConfiguration = UpstreamTimeoutsConfiguration()) {
         self.provider = provider
@@ -102,7 +104,7 @@ extension ModelRouter {
                     name: "\(model.name)/\(kind.rawValue)[\(index)]", provider: kind, upstreamModel: settings.model,
                     apiBase: settings.apiBase ?? kind.defaultAPIBase ?? "", apiKey: settings.apiKey, apiVersion: settings.apiVersion,
                     headers: settings.headers, timeouts: timeouts, defaultMaxTokens: settings.defaultMaxTokens,
-                    trustedCAFile: settings.caFile)
+                    tls: settings.tls)
                 return Deployment(target: target, adapter: adapter(kind, settings), weight: settings.weight,
                                   price: TokenPrice(inputPerMillion: settings.inputPricePerMillion, outputPerMillion: settings.outputPricePerMillion),
                                   breaker: breaker)

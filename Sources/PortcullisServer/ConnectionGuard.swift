@@ -3,6 +3,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTPTypes
+import PortcullisTLS
 import Synchronization
 
 /// How long a client connection may take at each step, and how many may be open at once.
@@ -379,15 +380,17 @@ final class RefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// A server child channel that bounds connections and their timeouts around another one
-/// (HTTP/1.1, TLS or HTTP/2): it admits the connection, puts the activity handler first, then
-/// lets `base` build the rest. The timeout handler itself goes in through `base`'s
-/// `additionalChannelHandlers`, after HTTP decoding.
+/// (HTTP/1.1, TLS or HTTP/2): it admits the connection, puts the activity handler first (and,
+/// on TLS, the handshake observer before the TLS handler), then lets `base` build the rest. The
+/// timeout handler itself goes in through `base`'s `additionalChannelHandlers`, after HTTP decoding.
 struct GovernedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
     typealias Value = Base.Value
     let base: Base
     let governor: ConnectionGovernor
-    /// Whether the connection speaks plain HTTP (a refused one then gets a `503`).
-    let isPlainHTTP: Bool
+    /// On TLS, where handshakes are counted; nil on plain HTTP (a refused connection then gets a `503`).
+    let handshakes: TLSHandshakeCounts?
+
+    var isPlainHTTP: Bool { handshakes == nil }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         guard governor.admit(channel) else {
@@ -403,6 +406,7 @@ struct GovernedChildChannel<Base: ServerChildChannel>: ServerChildChannel {
         channel.closeFuture.whenComplete { _ in governor.remove(channel) }
         do {
             try channel.pipeline.syncOperations.addHandler(ConnectionActivityHandler(), position: .first)
+            if let handshakes { try channel.pipeline.syncOperations.addHandler(TLSHandshakeObserver(counts: handshakes), position: .first) }
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }

@@ -15,6 +15,7 @@ import PortcullisGuardrails
 import PortcullisProviders
 import PortcullisRouting
 import PortcullisStorage
+import PortcullisTLS
 import ServiceLifecycle
 
 /// Builds the gateway application from a validated configuration. `main` and the tests both use it.
@@ -46,6 +47,10 @@ public struct Gateway: Sendable {
     public let audit: AuditLogs
     /// Client connections: how many are open, what the timeouts closed.
     public let connections: ConnectionGovernor
+    /// The listener's TLS handshakes, full and resumed.
+    public let handshakes = TLSHandshakeCounts()
+    /// Every certificate the gateway serves, trusts or presents, with its expiry.
+    public let certificates: [CertificateLifetime]
 
     /// - Parameter governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
     public init(configuration: GatewayConfiguration, logger: Logger, governed: Bool = true) async throws {
@@ -102,6 +107,8 @@ public struct Gateway: Sendable {
             keepAliveIdleTimeout: server.keepAliveIdleTimeoutSeconds, maximumConnections: server.maximumConnections))
         self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,
                                            probeTimeout: routing.healthCheckTimeoutSeconds, logger: logger)
+        self.certificates = Certificates.lifetimes(of: Self.certificateFiles(configuration))
+        Self.warnAboutWeakTLS(configuration, logger: logger)
     }
 
     /// The HTTP routes with their middleware, outermost first.
@@ -109,17 +116,20 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         router.addMiddleware {
             RequestIdentityMiddleware()      // 1. edge: request id, trace context
+            StrictTransportMiddleware(header: configuration.server.tls?.strictTransportSecurity?.headerValue)
             AccessLogMiddleware()
             AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
             ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
         }
         let pipeline = self.pipeline
         router.get("/health/live") { _, _ in RequestPipeline.json(["status": "ok"]) }
-        router.get("/health/ready") { _, _ in pipeline.readiness() }
+        let certificates = self.certificates
+        router.get("/health/ready") { _, _ in pipeline.readiness(certificates: certificates) }
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
-        let metrics = GatewayMetrics(access: access, audit: audit, router: modelRouter, connections: connections)
+        let metrics = GatewayMetrics(access: access, audit: audit, router: modelRouter, connections: connections,
+                                     handshakes: configuration.server.tls == nil ? nil : handshakes, certificates: certificates)
         // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
         router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }
         let api = router.group()
@@ -153,14 +163,11 @@ public struct Gateway: Sendable {
         let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [ConnectionTimeoutHandler(governor: governor)])
         guard let tls = configuration.server.tls else {
             return HTTPServerBuilder { responder in
-                GovernedChildChannel(base: HTTP1Channel(responder: responder, configuration: http1), governor: governor, isPlainHTTP: true)
+                GovernedChildChannel(base: HTTP1Channel(responder: responder, configuration: http1), governor: governor, handshakes: nil)
             }
         }
-        let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificatePath).map { NIOSSLCertificateSource.certificate($0) }
-        let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
-        var settings = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
-        settings.minimumTLSVersion = .tlsv13
-        let tlsConfiguration = settings
+        let tlsConfiguration = try tls.configuration()
+        let handshakes = self.handshakes
         if configuration.server.http2 {
             // HTTP/2 closes a connection with no open stream after the keep-alive idle time; its
             // streams, like HTTP/1.1 requests, carry the header and body timeouts.
@@ -168,12 +175,12 @@ public struct Gateway: Sendable {
                                                   streamConfiguration: http1)
             return HTTPServerBuilder { responder in
                 GovernedChildChannel(base: try HTTP2UpgradeChannel(tlsConfiguration: tlsConfiguration, configuration: http2, responder: responder),
-                                     governor: governor, isPlainHTTP: false)
+                                     governor: governor, handshakes: handshakes)
             }
         }
         return HTTPServerBuilder { responder in
             GovernedChildChannel(base: try TLSChannel(HTTP1Channel(responder: responder, configuration: http1), tlsConfiguration: tlsConfiguration),
-                                 governor: governor, isPlainHTTP: false)
+                                 governor: governor, handshakes: handshakes)
         }
     }
 
@@ -208,6 +215,40 @@ struct UpstreamClientService: Service {
 }
 
 extension Gateway {
+    /// The certificate files of the listener, each deployment, Redis and PostgreSQL, by role.
+    static func certificateFiles(_ configuration: GatewayConfiguration) -> [(role: String, path: String)] {
+        var files = configuration.server.tls?.certificateFiles ?? []
+        for model in configuration.models {
+            for deployment in model.deployments {
+                files += deployment.tls.certificateFiles.map { ("upstream_\($0.role)", $0.path) }
+            }
+        }
+        if configuration.storage.redis?.hasPrefix("rediss://") == true {
+            files += configuration.storage.redisTLS.certificateFiles.map { ("redis_\($0.role)", $0.path) }
+        }
+        if case .postgres(let url) = StorageLocation(configuration.storage.database) {
+            files += PostgresStore.certificateFiles(url: url).map { ("database_\($0.role)", $0.path) }
+        }
+        var seen = Set<String>()
+        return files.filter { seen.insert("\($0.role) \($0.path)").inserted }
+    }
+
+    /// Says at start-up where a connection accepts less than TLS 1.3 or does not verify its peer.
+    static func warnAboutWeakTLS(_ configuration: GatewayConfiguration, logger: Logger) {
+        for model in configuration.models {
+            for deployment in model.deployments where deployment.tls.minimumVersion == .tls12 && deployment.apiBase?.hasPrefix("https://") != false {
+                logger.warning("a deployment accepts TLS 1.2", metadata: ["model": .string(model.name), "provider": .string(deployment.provider.rawValue),
+                                                                         "api_base": .string(deployment.apiBase ?? deployment.provider.defaultAPIBase ?? "")])
+            }
+        }
+        if configuration.storage.redis?.hasPrefix("rediss://") == true, configuration.storage.redisTLS.minimumVersion == .tls12 {
+            logger.warning("Redis accepts TLS 1.2 (storage.redis_tls.min_version)")
+        }
+        if case .postgres(let url) = StorageLocation(configuration.storage.database), let weakness = PostgresStore.tlsWeakness(url: url) {
+            logger.warning("PostgreSQL: \(weakness)")
+        }
+    }
+
     /// The benchmark's reference core records no requests (admin actions still are).
     static func unaudited(_ configuration: AuditConfiguration) -> AuditConfiguration {
         var configuration = configuration
@@ -219,7 +260,8 @@ extension Gateway {
     static func fetcher(http: UpstreamHTTPClient, caFile: String?, logger: Logger) -> JSONFetcher {
         { url in
             let target = DeploymentTarget(name: "oidc", provider: .openaiCompatible, upstreamModel: "", apiBase: url,
-                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: 10, total: 10, streamIdle: 10), trustedCAFile: caFile)
+                                          timeouts: UpstreamTimeouts(connect: 5, firstByte: 10, total: 10, streamIdle: 10),
+                                          tls: ClientTLSSettings(trustedCAFile: caFile))
             return try await http.sendJSON(method: .GET, url: url, headers: [("accept", "application/json")], body: nil, target: target,
                                            context: UpstreamContext(requestID: FastRandom.uuidString(), logger: logger))
         }

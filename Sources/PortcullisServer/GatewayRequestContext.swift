@@ -56,12 +56,15 @@ public struct GatewayRequestContext: RequestContext {
     public var principal: Principal = .anonymous
     /// The TCP peer (the client, or the proxy in front of it).
     public let peerAddress: SocketAddress?
+    /// The connection (an HTTP/2 stream's channel, whose parent is the connection): where a client certificate is read.
+    public let channel: any Channel
     /// What the audit log will record of this request (nil on probe routes, or with request auditing off).
     public var audit: RequestAudit?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.peerAddress = source.channel.remoteAddress
+        self.channel = source.channel
     }
 
     /// The gateway reads bodies itself with its own limit.
@@ -82,6 +85,7 @@ extension Principal {
         case .masterKey: "master_key"
         case .apiKey: "api_key"
         case .token: "oidc"
+        case .certificate: "client_certificate"
         }
         return RequestAudit.Actor(keyID: keyID, userID: userID, teamID: teamID, role: role.rawValue, method: method, multiFactor: multiFactor)
     }

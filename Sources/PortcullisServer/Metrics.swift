@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import HTTPTypes
 import PortcullisAccess
@@ -5,6 +6,7 @@ import PortcullisAudit
 import NIOCore
 import PortcullisRouting
 import PortcullisStorage
+import PortcullisTLS
 import Synchronization
 
 /// Writes the Prometheus text exposition format (version 0.0.4).
@@ -55,6 +57,9 @@ struct GatewayMetrics: Sendable {
     let audit: AuditLogs
     let router: ModelRouter
     var connections: ConnectionGovernor? = nil
+    /// The listener's handshakes (nil on plain HTTP).
+    var handshakes: TLSHandshakeCounts? = nil
+    var certificates: [CertificateLifetime] = []
 
     func exposition() -> String {
         var out = PrometheusText()
@@ -107,6 +112,16 @@ struct GatewayMetrics: Sendable {
                 ([("timeout", "body_idle")], Double(connections.bodyTimeouts.load(ordering: .relaxed))),
                 ([("timeout", "keep_alive_idle")], Double(connections.idleTimeouts.load(ordering: .relaxed))),
             ])
+        }
+        if let handshakes {
+            out.family("portcullis_tls_handshakes_total", "counter", "TLS handshakes the listener completed, full or resumed from a session ticket.",
+                       [([("kind", "full")], Double(handshakes.fullCount)), ([("kind", "resumed")], Double(handshakes.resumedCount))])
+        }
+        if !certificates.isEmpty {
+            let now = Date()
+            out.family("portcullis_tls_certificate_expiry_days", "gauge",
+                       "Days until each certificate the gateway serves, trusts or presents expires (negative once it has).",
+                       certificates.map { ([("role", $0.role), ("subject", $0.subject), ("file", $0.file)], ($0.daysLeft(now: now) * 100).rounded() / 100) })
         }
         out.family("portcullis_stream_client_disconnects_total", "counter", "Streams that ended because the client went away.",
                    value: Double(StreamDisconnects.count.load(ordering: .relaxed)))

@@ -8,6 +8,7 @@ import PortcullisAccess
 import PortcullisAudit
 import PortcullisCore
 import PortcullisStorage
+import PortcullisTLS
 
 /// Accepts or generates `x-request-id`, starts or continues the W3C trace, and returns the id on every response.
 public struct RequestIdentityMiddleware: RouterMiddleware {
@@ -36,6 +37,24 @@ public struct RequestIdentityMiddleware: RouterMiddleware {
         context.logger[metadataKey: "request_id"] = .string(requestID)
         var response = try await next(request, context)
         response.headers[HTTPField.Name("x-request-id")!] = requestID
+        return response
+    }
+}
+
+/// Sends `Strict-Transport-Security` on every response of a TLS listener (nil header: plain
+/// HTTP, or HSTS turned off — then it does nothing).
+public struct StrictTransportMiddleware: RouterMiddleware {
+    public typealias Context = GatewayRequestContext
+    let header: String?
+
+    public init(header: String?) {
+        self.header = header
+    }
+
+    public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let header else { return try await next(request, context) }
+        var response = try await next(request, context)
+        response.headers[.strictTransportSecurity] = header
         return response
     }
 }
@@ -191,8 +210,10 @@ public struct AuthenticationMiddleware: RouterMiddleware {
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         let presented = PresentedCredential.from(request.headers)
+        // A mapped client certificate stands in for a credential only when none is presented.
+        let subject = (presented ?? "").isEmpty && authenticator.acceptsCertificates ? await Certificates.peerSubject(of: context.channel) : nil
         do {
-            context.principal = try await authenticator.authenticate(presented)
+            context.principal = try await authenticator.authenticate(presented, certificateSubject: subject)
         } catch let error as GatewayError {
             context.audit?.authenticationFailed(method: PresentedCredential.method(of: presented), reason: error.message,
                                                 keyID: PresentedCredential.keyID(of: presented))

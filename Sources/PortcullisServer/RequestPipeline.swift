@@ -9,6 +9,7 @@ import PortcullisCore
 import PortcullisGuardrails
 import PortcullisProviders
 import PortcullisRouting
+import PortcullisTLS
 
 /// The request's journey, in order, in one place: the stages of ARCHITECTURE.md as values.
 ///
@@ -258,15 +259,23 @@ public struct RequestPipeline: Sendable {
     }
 
     /// `GET /health/ready`: ready when configuration is loaded and a deployment is healthy with its circuit not open.
-    public func readiness() -> Response {
+    public func readiness(certificates: [CertificateLifetime] = []) -> Response {
         let deployments = router.allDeployments
         let selectable = deployments.filter { $0.isSelectable() }.count
         let state = dependencies()
-        let body: JSONValue = ["status": selectable > 0 ? (state.isHealthy ? "ready" : "degraded") : "unavailable",
+        var body: JSONValue = ["status": selectable > 0 ? (state.isHealthy ? "ready" : "degraded") : "unavailable",
                                "healthy_deployments": .integer(Int64(selectable)), "deployments": .integer(Int64(deployments.count)),
                                "database": state.databaseReachable ? "ok" : "unreachable",
                                "shared_state": state.sharedStateDegraded ? "per-replica (Redis unreachable)" : "ok",
                                "control_bus": state.controlBusListening ? "ok" : "reconnecting"]
+        if !certificates.isEmpty, case .object(var fields) = body {
+            let now = Date()
+            fields["certificates"] = .array(certificates.map { certificate in
+                ["role": .string(certificate.role), "subject": .string(certificate.subject),
+                 "days_left": .integer(Int64(certificate.daysLeft(now: now).rounded(.down)))]
+            })
+            body = .object(fields)
+        }
         var response = Self.json(body)
         if selectable == 0 { response.status = .serviceUnavailable }
         return response

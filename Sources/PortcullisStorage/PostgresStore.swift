@@ -1,7 +1,9 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
 import PortcullisCore
+import PortcullisTLS
 import PostgresNIO
 import ServiceLifecycle
 
@@ -70,13 +72,82 @@ public final class PostgresStore: SQLStore, Service {
             port = number
             host = String(location[..<colon])
         }
-        let requireTLS = query.split(separator: "&").contains { $0 == "sslmode=require" || $0 == "sslmode=verify-full" }
         var configuration = PostgresClient.Configuration(
-            host: host, port: port, username: user, password: password, database: database,
-            tls: requireTLS ? .require(.makeClientConfiguration()) : .disable)
+            host: host, port: port, username: user, password: password, database: database, tls: try tls(query: query))
         configuration.options.minimumConnections = minimumConnections
         configuration.options.maximumConnections = max(minimumConnections, maximumConnections)
         return configuration
+    }
+
+    /// The TLS of a URL's query, as libpq reads it: `sslmode` (`disable`, the default here, then
+    /// `allow`/`prefer`, `require`, `verify-ca`, `verify-full`), `sslrootcert` (a CA file; with it
+    /// `require` verifies the chain as `verify-ca` does), `sslcert` and `sslkey` (a client
+    /// certificate), and `ssl_min_protocol_version` (`TLSv1.3` by default, `TLSv1.2` allowed).
+    static func tls(query: String) throws -> PostgresClient.Configuration.TLS {
+        let parameters = Self.parameters(query: Substring(query))
+        let mode = parameters["sslmode"] ?? "disable"
+        var settings = ClientTLSSettings(trustedCAFile: parameters["sslrootcert"], clientCertificateFile: parameters["sslcert"],
+                                         clientKeyFile: parameters["sslkey"])
+        switch parameters["ssl_min_protocol_version"] {
+        case nil, "TLSv1.3": settings.minimumVersion = .tls13
+        case "TLSv1.2": settings.minimumVersion = .tls12
+        case let other?: throw SQLError("ssl_min_protocol_version must be TLSv1.2 or TLSv1.3; got '\(other)'")
+        }
+        if (settings.clientCertificateFile == nil) != (settings.clientKeyFile == nil) {
+            throw SQLError("sslcert and sslkey go together")
+        }
+        switch mode {
+        case "disable":
+            return .disable
+        case "allow", "prefer", "require":
+            settings.verifiesHostname = false
+            settings.verifiesPeer = settings.trustedCAFile != nil
+        case "verify-ca":
+            settings.verifiesHostname = false
+        case "verify-full":
+            break
+        default:
+            throw SQLError("sslmode must be disable, allow, prefer, require, verify-ca or verify-full; got '\(mode)'")
+        }
+        let configuration: TLSConfiguration
+        do {
+            configuration = try settings.configuration()
+        } catch let error as TLSSettingsError {
+            throw SQLError("PostgreSQL TLS: \(error.description)")
+        }
+        return mode == "require" || mode.hasPrefix("verify") ? .require(configuration) : .prefer(configuration)
+    }
+
+    static func parameters(query: Substring) -> [String: String] {
+        var parameters: [String: String] = [:]
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            parameters[String(parts[0])] = String(parts[1]).removingPercentEncoding ?? String(parts[1])
+        }
+        return parameters
+    }
+
+    static func parameters(url: String) -> [String: String] {
+        guard let mark = url.firstIndex(of: "?") else { return [:] }
+        return parameters(query: url[url.index(after: mark)...])
+    }
+
+    /// The certificate files a URL names (`sslrootcert`, `sslcert`), by role.
+    public static func certificateFiles(url: String) -> [(role: String, path: String)] {
+        let parameters = parameters(url: url)
+        return [("ca", parameters["sslrootcert"]), ("client", parameters["sslcert"])].compactMap { role, path in path.map { (role, $0) } }
+    }
+
+    /// What a URL's TLS leaves open, said at start-up: TLS 1.2, or a server certificate not verified.
+    public static func tlsWeakness(url: String) -> String? {
+        let parameters = parameters(url: url)
+        let mode = parameters["sslmode"] ?? "disable"
+        if mode == "disable" { return nil }
+        if ["allow", "prefer", "require"].contains(mode) && parameters["sslrootcert"] == nil {
+            return "sslmode=\(mode) without sslrootcert does not verify the server's certificate; use verify-full"
+        }
+        return parameters["ssl_min_protocol_version"] == "TLSv1.2" ? "TLS 1.2 is accepted (ssl_min_protocol_version)" : nil
     }
 
     public func run() async throws {

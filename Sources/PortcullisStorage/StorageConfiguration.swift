@@ -1,4 +1,5 @@
 import PortcullisCore
+import PortcullisTLS
 
 /// Where durable and shared state live.
 public struct StorageConfiguration: Sendable, Equatable {
@@ -10,6 +11,10 @@ public struct StorageConfiguration: Sendable, Equatable {
     /// `redis://[:password@]host:port[/db]`, `rediss://` for TLS, or
     /// `redis-sentinel://host:port[,host:port]/master`. Absent: state lives in this process.
     public var redis: String?
+    /// TLS for `rediss://` (`redis_tls`: `ca_file`, `client_certificate`, `client_key`,
+    /// `min_version`). Default TLS 1.3 against the system's roots. PostgreSQL's TLS is set in
+    /// its URL as libpq's is (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `ssl_min_protocol_version`).
+    public var redisTLS = ClientTLSSettings()
     /// Seconds between batched usage and spend writes. Default 1.
     public var flushIntervalSeconds: Double = 1
     /// Seconds between checks that the database and Redis answer (readiness, metrics,
