@@ -6,6 +6,7 @@ import NIOSSL
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisTLS
 import Testing
 
 /// Real TLS 1.3 with HTTP/2 negotiated by ALPN, on loopback.

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
@@ -26,9 +27,11 @@ let testLogger: Logger = {
 
 /// Runs a mock upstream on a free loopback port for the duration of `body`.
 func withMockUpstream<T: Sendable>(_ behaviour: MockBehaviour = MockBehaviour(), tls: (certificatePath: String, keyPath: String)? = nil,
+                                   maximumTLSVersion: TLSVersion? = nil, clientCAFile: String? = nil,
                                    _ body: @Sendable (MockUpstream, Int) async throws -> T) async throws -> T {
     let mock = MockUpstream(behaviour: behaviour)
-    let app = try mock.makeApplication(host: "127.0.0.1", port: 0, logger: testLogger, tls: tls)
+    let app = try mock.makeApplication(host: "127.0.0.1", port: 0, logger: testLogger, tls: tls, maximumTLSVersion: maximumTLSVersion,
+                                       clientCAFile: clientCAFile)
     return try await app.test(.live) { client in
         try await body(mock, client.port!)
     }
