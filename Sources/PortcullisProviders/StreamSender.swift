@@ -5,7 +5,7 @@ import NIOSSL
 import PortcullisTLS
 import Synchronization
 
-/// Writes bytes to one TCP (or TLS 1.2+) peer over a kept connection, reconnecting when it is
+/// Writes bytes to one TCP (or TLS 1.3) peer over a kept connection, reconnecting when it is
 /// gone: what syslog over TCP (RFC 6587) and TLS (RFC 5425) need. A write returns once the
 /// bytes were handed to the socket; the peer sends no acknowledgement.
 public final class StreamSender: Sendable {

@@ -114,9 +114,10 @@ public struct Gateway: Sendable {
     /// The HTTP routes with their middleware, outermost first.
     public func makeRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
+        // Outermost, and only on a TLS listener: plain HTTP has no layer for it.
+        if let hsts = configuration.server.tls?.strictTransportSecurity { router.add(middleware: StrictTransportMiddleware(header: hsts.headerValue)) }
         router.addMiddleware {
             RequestIdentityMiddleware()      // 1. edge: request id, trace context
-            StrictTransportMiddleware(header: configuration.server.tls?.strictTransportSecurity?.headerValue)
             AccessLogMiddleware()
             AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
             ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope

@@ -41,18 +41,17 @@ public struct RequestIdentityMiddleware: RouterMiddleware {
     }
 }
 
-/// Sends `Strict-Transport-Security` on every response of a TLS listener (nil header: plain
-/// HTTP, or HSTS turned off — then it does nothing).
+/// Sends `Strict-Transport-Security` on every response of a TLS listener (added only there, and
+/// outside the error envelope, so refusals carry it too).
 public struct StrictTransportMiddleware: RouterMiddleware {
     public typealias Context = GatewayRequestContext
-    let header: String?
+    let header: String
 
-    public init(header: String?) {
+    public init(header: String) {
         self.header = header
     }
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let header else { return try await next(request, context) }
         var response = try await next(request, context)
         response.headers[.strictTransportSecurity] = header
         return response
