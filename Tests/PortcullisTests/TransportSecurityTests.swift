@@ -6,6 +6,7 @@ import NIOSSL
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+@testable import PortcullisStorage
 @testable import PortcullisTLS
 import Testing
 
@@ -326,5 +327,29 @@ struct TransportSecurityTests {
             #expect((18...20).contains(days), "the server certificate was issued for 20 days: \(ready.body)")
             }
         }
+    }
+}
+
+@Suite("PostgreSQL TLS settings read from the URL as libpq reads them")
+struct PostgresTLSSettingsTests {
+    @Test("unknown sslmode, a bad minimum version or a lone sslcert are refused; weak settings are named for the start-up warning")
+    func urlSettings() throws {
+        let base = "postgres://u:p@127.0.0.1:5432/db"
+        for query in ["sslmode=verify-everything", "sslmode=verify-full&ssl_min_protocol_version=TLSv1.1", "sslmode=require&sslcert=/tmp/c.pem"] {
+            #expect(throws: SQLError.self, "\(query)") {
+                _ = try PostgresStore.configuration(url: "\(base)?\(query)", minimumConnections: 1, maximumConnections: 1)
+            }
+        }
+        for query in ["", "sslmode=disable", "sslmode=require", "sslmode=verify-full", "sslmode=verify-ca&ssl_min_protocol_version=TLSv1.2"] {
+            _ = try PostgresStore.configuration(url: "\(base)?\(query)", minimumConnections: 1, maximumConnections: 1)
+        }
+        #expect(PostgresStore.tlsWeakness(url: base) == nil)
+        #expect(PostgresStore.tlsWeakness(url: "\(base)?sslmode=verify-full") == nil)
+        #expect(PostgresStore.tlsWeakness(url: "\(base)?sslmode=require")?.contains("does not verify") == true)
+        #expect(PostgresStore.tlsWeakness(url: "\(base)?sslmode=require&sslrootcert=/tmp/ca.pem") == nil)
+        #expect(PostgresStore.tlsWeakness(url: "\(base)?sslmode=verify-full&ssl_min_protocol_version=TLSv1.2")?.contains("TLS 1.2") == true)
+        let files = PostgresStore.certificateFiles(url: "\(base)?sslmode=verify-full&sslrootcert=/etc/ca.pem&sslcert=/etc/c.pem&sslkey=/etc/c.key")
+        #expect(files.map(\.role) == ["ca", "client"])
+        #expect(files.map(\.path) == ["/etc/ca.pem", "/etc/c.pem"])
     }
 }
