@@ -353,3 +353,100 @@ struct PostgresTLSSettingsTests {
         #expect(files.map(\.path) == ["/etc/ca.pem", "/etc/c.pem"])
     }
 }
+
+/// The TLS folder of the PostgreSQL scripts/test.sh starts: `ca.pem` (a CA of the run's own),
+/// a server certificate for the name `localhost` only (no IP address), and `client.pem`/`client.key` for the role `pgcert`,
+/// which may log in only over TLS with that certificate.
+func testPostgresTLSFolder() throws -> String {
+    try #require(ProcessInfo.processInfo.environment["PORTCULLIS_TEST_POSTGRES_TLS"],
+                 "PORTCULLIS_TEST_POSTGRES_TLS is not set: run the suite through scripts/test.sh")
+}
+
+@Suite("PostgreSQL over TLS, against the test server (TLS 1.3 only)")
+struct PostgresOverTLSTests {
+    /// The test server's URL with `user`, `host` and the query `query`.
+    static func url(user: String = "postgres", host: String = "localhost", _ query: String) throws -> String {
+        let base = try testPostgresURL()
+        let port = base.split(separator: ":").last!.split(separator: "/").first!
+        return "postgres://\(user)@\(host):\(port)/postgres?\(query)"
+    }
+
+    /// What the server says of this connection: whether it is TLS, its version and the user.
+    static func session(_ url: String) async throws -> (ssl: Bool, version: String, user: String) {
+        let store = try PostgresStore(url: url, operationTimeout: 3, logger: testLogger)
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await store.run() }
+            defer { tasks.cancelAll() }
+            let rows = try await store.query(
+                "SELECT s.ssl::int AS ssl, coalesce(s.version, '') AS version, current_user::text AS who FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()", [])
+            let row = try #require(rows.first)
+            return (row["ssl"].integer == 1, row["version"].text ?? "", row["who"].text ?? "")
+        }
+    }
+
+    @Test("verify-full with the CA file: the server sees TLS 1.3; plain connections stay plain")
+    func verifiedConnection() async throws {
+        let folder = try testPostgresTLSFolder()
+        let verified = try await Self.session(try Self.url("sslmode=verify-full&sslrootcert=\(folder)/ca.pem"))
+        #expect(verified.ssl && verified.version == "TLSv1.3", "\(verified)")
+        let plain = try await Self.session(try Self.url("sslmode=disable"))
+        #expect(!plain.ssl)
+    }
+
+    @Test("a certificate from another CA is refused, and verify-full refuses an address the certificate does not name while verify-ca accepts it")
+    func verificationFailures() async throws {
+        let folder = try testPostgresTLSFolder()
+        let other = try TestPKI.make()
+        defer { other.remove() }
+        await #expect(throws: SQLError.self) {
+            _ = try await Self.session(try Self.url("sslmode=verify-full&sslrootcert=\(other.path("ca.pem"))"))
+        }
+        await #expect(throws: SQLError.self) {
+            _ = try await Self.session(try Self.url(host: "127.0.0.1", "sslmode=verify-full&sslrootcert=\(folder)/ca.pem"))
+        }
+        let chainOnly = try await Self.session(try Self.url(host: "127.0.0.1", "sslmode=verify-ca&sslrootcert=\(folder)/ca.pem"))
+        #expect(chainOnly.ssl)
+    }
+
+    @Test("a client certificate logs in a role the server admits only by certificate")
+    func clientCertificate() async throws {
+        let folder = try testPostgresTLSFolder()
+        let tls = "sslmode=verify-full&sslrootcert=\(folder)/ca.pem"
+        let session = try await Self.session(try Self.url(user: "pgcert", "\(tls)&sslcert=\(folder)/client.pem&sslkey=\(folder)/client.key"))
+        #expect(session.ssl && session.user == "pgcert", "\(session)")
+        await #expect(throws: SQLError.self) {
+            _ = try await Self.session(try Self.url(user: "pgcert", tls))
+        }
+    }
+
+    @Test("a gateway whose database is PostgreSQL over verify-full migrates, serves, and lists the database CA's lifetime")
+    func gatewayOverTLS() async throws {
+        let folder = try testPostgresTLSFolder()
+        try await withScratchPostgresDatabase { database in
+            let yaml = """
+            auth: { master_key: pg-tls-master, key_pepper: "a-pepper-of-at-least-thirty-two-bytes-for-tests" }
+            storage: { database: "\(database.replacingOccurrences(of: "@127.0.0.1:", with: "@localhost:"))?sslmode=verify-full&sslrootcert=\(folder)/ca.pem" }
+            models: [{ name: demo, deployments: [{ provider: demo }] }]
+            """
+            try await withGateway(yaml: yaml) { gateway in
+                let key = try await gateway.request(.POST, "/admin/keys", body: #"{"role":"user"}"#,
+                                                    headers: ["authorization": "Bearer pg-tls-master"])
+                #expect(key.status == 201, "\(key.body)")
+                let ready = try await gateway.get("/health/ready")
+                #expect(ready.json?.objectValue?["database"]?.stringValue == "ok", "\(ready.body)")
+                let certificates = ready.json?.objectValue?["certificates"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                let ca = certificates.first { $0["role"]?.stringValue == "database_ca" }
+                #expect(ca?["subject"]?.stringValue == "CN=Portcullis test PostgreSQL CA", "\(ready.body)")
+                #expect((28...30).contains(ca?["days_left"]?.integerValue ?? -1))
+            }
+            // What the gateway wrote went over TLS into that database.
+            let store = try PostgresStore(url: database, logger: testLogger)
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await store.run() }
+                defer { tasks.cancelAll() }
+                let keys = try await store.query("SELECT count(*) AS n FROM portcullis_api_keys", [])
+                #expect(keys.first?["n"].integer == 1)
+            }
+        }
+    }
+}
