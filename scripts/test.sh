@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis and rsyslog from
+# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis, rsyslog and promtool from
 # Debian when missing (and moto's S3-compatible server from PyPI into a venv), starts them on loopback ports in a scratch folder, builds once,
 # runs every test, and stops the servers again (also on failure).
 set -euo pipefail
@@ -17,6 +17,8 @@ install_missing() {
   command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
   command -v curl >/dev/null 2>&1 || packages+=(curl)
+  # promtool (Debian's prometheus package): the alert rules' unit tests and the /metrics lint.
+  command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
   # rsyslog with its OpenSSL driver: the audit log's syslog export is tested against it over TCP and TLS.
   { [ -x /usr/sbin/rsyslogd ] && ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1; } || packages+=(rsyslog rsyslog-openssl)
   if ((${#packages[@]})); then
@@ -106,6 +108,10 @@ if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
 fi
 "$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]'
 export PORTCULLIS_TEST_MOTO="$SCRATCH/venv/bin/moto_server"
+
+log "checking the Prometheus alert rules (promtool check rules, promtool test rules)"
+promtool check rules deploy/prometheus/portcullis-alerts.yml >/dev/null
+promtool test rules deploy/prometheus/tests/*.yml
 
 log "building (debug, tests included)"
 swift build --build-tests

@@ -119,9 +119,10 @@ struct GatewayMetrics: Sendable {
         }
         if !certificates.isEmpty {
             let now = Date()
-            out.family("portcullis_tls_certificate_expiry_days", "gauge",
-                       "Days until each certificate the gateway serves, trusts or presents expires (negative once it has).",
-                       certificates.map { ([("role", $0.role), ("subject", $0.subject), ("file", $0.file)], ($0.daysLeft(now: now) * 100).rounded() / 100) })
+            // Seconds, the base unit by Prometheus conventions (promtool refuses days); alerts divide by 86400.
+            out.family("portcullis_tls_certificate_expiry_seconds", "gauge",
+                       "Seconds until each certificate the gateway serves, trusts or presents expires (negative once it has).",
+                       certificates.map { ([("role", $0.role), ("subject", $0.subject), ("file", $0.file)], (Double($0.notValidAfter) - now.timeIntervalSince1970).rounded()) })
         }
         out.family("portcullis_stream_client_disconnects_total", "counter", "Streams that ended because the client went away.",
                    value: Double(StreamDisconnects.count.load(ordering: .relaxed)))

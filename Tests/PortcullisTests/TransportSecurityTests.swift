@@ -307,7 +307,7 @@ struct TransportSecurityTests {
                 _ = try await fetch(none, base + "/health/live")
             }
             let metrics = try await fetch(billing, base + "/metrics", headers: ["authorization": "Bearer tls-master"]).body
-            #expect(metrics.contains(#"portcullis_tls_certificate_expiry_days{role="server",subject="CN=127.0.0.1""#), "\(metrics)")
+            #expect(metrics.contains(#"portcullis_tls_certificate_expiry_seconds{role="server",subject="CN=127.0.0.1""#), "\(metrics)")
             #expect(metrics.contains(#"role="client_ca",subject="CN=Test CA,O=Portcullis Test""#))
             }
         }
