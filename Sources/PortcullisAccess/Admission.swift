@@ -224,10 +224,12 @@ public final class Admission: Sendable {
     }
 
     static func budgetExceeded(_ budget: BudgetRecord, amount: Int64, now: Double, end: Double) -> GatewayError {
-        GatewayError(status: 429, kind: .rateLimited, code: .budgetExceeded,
-                     message: "The \(budget.scope.rawValue) budget for this \(budget.period.rawValue) is exhausted "
-                         + "(cap \(money(budget.capMicros))); this request could cost up to \(money(amount)).",
-                     headers: ["Retry-After": String(Int((end - now).rounded(.up)))])
+        var error = GatewayError(status: 429, kind: .rateLimited, code: .budgetExceeded,
+                                 message: "The \(budget.scope.rawValue) budget for this \(budget.period.rawValue) is exhausted "
+                                     + "(cap \(money(budget.capMicros))); this request could cost up to \(money(amount)).",
+                                 headers: ["Retry-After": String(Int((end - now).rounded(.up)))])
+        error.scope = budget.scope.rawValue
+        return error
     }
 
     /// Reserves `additional` more on every budget the ticket holds (a stream running past its
@@ -267,16 +269,20 @@ public final class Admission: Sendable {
         let seconds = max(1, Int(retryAfter.rounded(.up)))
         headers["Retry-After"] = String(seconds)
         let scope = subject.split(separator: ":").first.map(String.init) ?? subject
-        return GatewayError(status: 429, kind: .rateLimited, code: .rateLimitExceeded,
-                            message: "Rate limit reached for this \(scope): \(limit) \(what). Retry after \(seconds) s.", headers: headers)
+        var error = GatewayError(status: 429, kind: .rateLimited, code: .rateLimitExceeded,
+                                 message: "Rate limit reached for this \(scope): \(limit) \(what). Retry after \(seconds) s.", headers: headers)
+        error.scope = scope
+        return error
     }
 
     /// A request larger than a tokens-per-minute limit: waiting never helps, so no `Retry-After`.
     static func neverFits(_ subject: String, tokens: Int64, limit: Int64) -> GatewayError {
         let scope = subject.split(separator: ":").first.map(String.init) ?? subject
-        return GatewayError(status: 429, kind: .rateLimited, code: .requestExceedsLimit,
-                            message: "This request needs about \(tokens) tokens, more than this \(scope)'s limit of \(limit) tokens per minute: "
-                                + "it can never fit. Send a shorter request or ask for a higher limit.")
+        var error = GatewayError(status: 429, kind: .rateLimited, code: .requestExceedsLimit,
+                                 message: "This request needs about \(tokens) tokens, more than this \(scope)'s limit of \(limit) tokens per minute: "
+                                     + "it can never fit. Send a shorter request or ask for a higher limit.")
+        error.scope = scope
+        return error
     }
 
     /// OpenAI's reset format: `1m30s`, `12s`, `250ms`.

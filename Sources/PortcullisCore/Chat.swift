@@ -166,6 +166,12 @@ public struct Usage: Sendable, Equatable {
     }
 
     public var totalTokens: Int { promptTokens + completionTokens }
+
+    /// Input tokens the provider served from its prompt cache (`prompt_tokens_details.cached_tokens`;
+    /// Anthropic's `cache_read_input_tokens` arrives translated to it), 0 when it reported none.
+    public var cachedInputTokens: Int {
+        Int(details["prompt_tokens_details"]?.objectValue?["cached_tokens"]?.integerValue ?? 0)
+    }
 }
 
 /// Why generation stopped, in OpenAI's vocabulary.

@@ -61,6 +61,8 @@ public struct GatewayError: Error, Sendable, Equatable, CustomStringConvertible 
     public var param: String?
     /// Extra response headers such as `Retry-After`.
     public var headers: [String: String]
+    /// What a limit or budget refusal counted against (`key`, `user`, `team`, `model`, `global`), for metrics.
+    public var scope: String?
 
     public init(status: Int, kind: GatewayErrorKind, code: ErrorCode, message: String, param: String? = nil, headers: [String: String] = [:]) {
         self.statusCode = status

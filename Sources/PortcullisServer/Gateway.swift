@@ -16,6 +16,7 @@ import PortcullisProviders
 import PortcullisRouting
 import PortcullisStorage
 import PortcullisTLS
+import Prometheus
 import ServiceLifecycle
 
 /// Builds the gateway application from a validated configuration. `main` and the tests both use it.
@@ -24,14 +25,17 @@ import ServiceLifecycle
 ///   - configuration: the validated configuration.
 ///   - logger: the application logger (bootstrapped by the executable).
 ///   - governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
+///   - metricsRegistry: where the gateway's metrics live and `/metrics` reads from; the executable
+///     bootstraps swift-metrics over the same registry, so libraries' metrics are served too.
 ///   - onServerRunning: called with the bound channel once the server listens (tests read the port).
 public func buildApplication(
     configuration: GatewayConfiguration,
     logger: Logger,
     governed: Bool = true,
+    metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
 ) async throws -> some ApplicationProtocol {
-    let gateway = try await Gateway(configuration: configuration, logger: logger, governed: governed)
+    let gateway = try await Gateway(configuration: configuration, logger: logger, governed: governed, metricsRegistry: metricsRegistry)
     return try gateway.makeApplication(logger: logger, onServerRunning: onServerRunning)
 }
 
@@ -51,10 +55,16 @@ public struct Gateway: Sendable {
     public let handshakes = TLSHandshakeCounts()
     /// Every certificate the gateway serves, trusts or presents, with its expiry.
     public let certificates: [CertificateLifetime]
+    /// Requests, upstream attempts, tokens and security decisions, in the registry `/metrics` serves.
+    public let requestMetrics: RequestMetrics
 
-    /// - Parameter governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
-    public init(configuration: GatewayConfiguration, logger: Logger, governed: Bool = true) async throws {
+    /// - Parameters:
+    ///   - governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
+    ///   - metricsRegistry: where the metrics live (`/metrics` emits it).
+    public init(configuration: GatewayConfiguration, logger: Logger, governed: Bool = true,
+                metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) async throws {
         self.configuration = configuration
+        self.requestMetrics = RequestMetrics(registry: metricsRegistry, models: configuration.models.map(\.name))
         let client = UpstreamHTTPClient()
         self.upstreamClient = client
         let routing = configuration.routing
@@ -118,6 +128,7 @@ public struct Gateway: Sendable {
         if let hsts = configuration.server.tls?.strictTransportSecurity { router.add(middleware: StrictTransportMiddleware(header: hsts.headerValue)) }
         router.addMiddleware {
             RequestIdentityMiddleware()      // 1. edge: request id, trace context
+            RequestMetricsMiddleware(metrics: requestMetrics)
             AccessLogMiddleware()
             AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
             ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
@@ -129,7 +140,7 @@ public struct Gateway: Sendable {
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
-        let metrics = GatewayMetrics(access: access, audit: audit, router: modelRouter, connections: connections,
+        let metrics = GatewayMetrics(access: access, audit: audit, router: modelRouter, registry: requestMetrics.registry, connections: connections,
                                      handshakes: configuration.server.tls == nil ? nil : handshakes, certificates: certificates)
         // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
         router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }

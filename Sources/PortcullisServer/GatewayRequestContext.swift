@@ -60,6 +60,8 @@ public struct GatewayRequestContext: RequestContext {
     public let channel: any Channel
     /// What the audit log will record of this request (nil on probe routes, or with request auditing off).
     public var audit: RequestAudit?
+    /// What this request's metrics will record (nil on probe routes).
+    public var measures: RequestMeasures?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -7,11 +7,12 @@ import NIOCore
 import PortcullisRouting
 import PortcullisStorage
 import PortcullisTLS
+import Prometheus
 import Synchronization
 
 /// Writes the Prometheus text exposition format (version 0.0.4).
 struct PrometheusText {
-    private(set) var text = ""
+    var text = ""
 
     /// One metric family: its help and type lines, then a sample per label set.
     mutating func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: Double)]) {
@@ -51,11 +52,14 @@ struct PrometheusText {
     }
 }
 
-/// `GET /metrics`: the state of the gateway's dependencies, read at scrape time.
+/// `GET /metrics`: the registry's request, upstream and library metrics, then the state of the
+/// gateway's dependencies, read at scrape time.
 struct GatewayMetrics: Sendable {
     let access: AccessSystem
     let audit: AuditLogs
     let router: ModelRouter
+    /// The registry of the request metrics and of libraries' swift-metrics, emitted first.
+    let registry: PrometheusCollectorRegistry
     var connections: ConnectionGovernor? = nil
     /// The listener's handshakes (nil on plain HTTP).
     var handshakes: TLSHandshakeCounts? = nil
@@ -63,6 +67,7 @@ struct GatewayMetrics: Sendable {
 
     func exposition() -> String {
         var out = PrometheusText()
+        out.text = registry.emitToString()
         out.family("portcullis_database_up", "gauge", "1 when the SQL store answered the last operation or probe, 0 while it is unreachable.",
                    value: access.health.isReachable ? 1 : 0)
         if let shared = access.sharedState {
@@ -126,6 +131,14 @@ struct GatewayMetrics: Sendable {
         }
         out.family("portcullis_stream_client_disconnects_total", "counter", "Streams that ended because the client went away.",
                    value: Double(StreamDisconnects.count.load(ordering: .relaxed)))
+        if let process = ProcessStats.read() {
+            out.family("process_cpu_seconds_total", "counter", "User and system CPU time the process spent, in seconds.", value: process.cpuSeconds)
+            out.family("process_resident_memory_bytes", "gauge", "Resident memory of the process, in bytes.", value: process.residentBytes)
+            out.family("process_virtual_memory_bytes", "gauge", "Virtual memory of the process, in bytes.", value: process.virtualBytes)
+            out.family("process_open_fds", "gauge", "File descriptors the process holds open.", value: process.openFileDescriptors)
+            out.family("process_max_fds", "gauge", "The process's limit on open file descriptors.", value: process.maximumFileDescriptors)
+            out.family("process_start_time_seconds", "gauge", "When the process started, in seconds since 1970.", value: process.startTime)
+        }
         return out.text
     }
 
@@ -133,5 +146,39 @@ struct GatewayMetrics: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: exposition())))
+    }
+}
+
+/// The process's CPU time, memory and file descriptors, read from /proc at scrape time
+/// (the names Prometheus's client libraries use, so standard dashboards work). Nil off Linux.
+struct ProcessStats {
+    var cpuSeconds: Double
+    var residentBytes: Double
+    var virtualBytes: Double
+    var openFileDescriptors: Double
+    var maximumFileDescriptors: Double
+    var startTime: Double
+
+    static func read() -> ProcessStats? {
+        #if os(Linux)
+        guard let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+              let closing = stat.lastIndex(of: ")") else { return nil }
+        // Fields after the command name, which may itself hold spaces: state is field 3, so index 0 here.
+        let fields = stat[stat.index(after: closing)...].split(separator: " ")
+        guard fields.count > 22, let user = Double(fields[11]), let system = Double(fields[12]), let started = Double(fields[19]),
+              let virtual = Double(fields[20]), let resident = Double(fields[21]) else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK))), page = Double(sysconf(Int32(_SC_PAGESIZE)))
+        let bootTime = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("btime ") }
+            .flatMap { Double($0.dropFirst(6)) } ?? 0
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        return ProcessStats(cpuSeconds: (user + system) / ticks, residentBytes: resident * page, virtualBytes: virtual,
+                            openFileDescriptors: Double(open), maximumFileDescriptors: Double(limit.rlim_cur),
+                            startTime: bootTime + started / ticks)
+        #else
+        return nil
+        #endif
     }
 }

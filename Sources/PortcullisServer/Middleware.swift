@@ -70,6 +70,7 @@ public struct ErrorEnvelopeMiddleware: RouterMiddleware {
         } catch {
             let gatewayError = Self.gatewayError(for: error, path: request.uri.path)
             context.audit?.failed(code: gatewayError.code)
+            context.measures?.failed(gatewayError)
             if gatewayError.statusCode >= 500 && gatewayError.code == GatewayError.internalFailure.code {
                 context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
             }
@@ -216,9 +217,15 @@ public struct AuthenticationMiddleware: RouterMiddleware {
         } catch let error as GatewayError {
             context.audit?.authenticationFailed(method: PresentedCredential.method(of: presented), reason: error.message,
                                                 keyID: PresentedCredential.keyID(of: presented))
+            context.measures?.metrics.recordAuthentication(method: PresentedCredential.method(of: presented), outcome: error.code.rawValue)
             throw error
         }
-        context.audit?.authenticated(context.principal.auditActor)
+        let actor = context.principal.auditActor
+        context.audit?.authenticated(actor)
+        if let measures = context.measures {
+            measures.role(actor.role)
+            measures.metrics.recordAuthentication(method: actor.method, outcome: "success")
+        }
         context.logger[metadataKey: "principal"] = .string(context.principal.actor)
         return try await next(request, context)
     }

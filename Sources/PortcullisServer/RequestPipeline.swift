@@ -69,7 +69,7 @@ public struct RequestPipeline: Sendable {
     /// Stages 4–14 for a chat request of either dialect, and the response.
     func serveChat(_ request: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
         var exchange = ChatExchange(request: request, dialect: dialect, context: context)
-        try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit)            // 4. authorise
+        try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit, measures: exchange.measures)            // 4. authorise
         exchange.grant = try await admission.admit(model: request.model, principal: exchange.principal,             // 5. admission
                                                    bodySize: bodySize, maxTokens: request.maxTokens)
         do {
@@ -79,7 +79,7 @@ public struct RequestPipeline: Sendable {
             if exchange.request.stream {
                 let routed = try await route.streamChat(exchange)                                                   // 10–11. route, provider
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
-                let meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit)                 // 13. settle when it ends
+                let meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                 // 13. settle when it ends
                 return StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer)
             }
             var verdict = guardOut.review(try await route.chat(exchange.request, exchange), exchange, retried: false) // 10–12.
@@ -87,7 +87,7 @@ public struct RequestPipeline: Sendable {
                 verdict = guardOut.review(try await route.chat(retry, exchange).adding(usageOf: previous), exchange, retried: true)
             }
             guard case .deliver(let routed, let blocked) = verdict else { throw GatewayError.internalFailure }   // a retried answer is always delivered
-            await settle.settle(routed, grant: exchange.grant, audit: exchange.audit)                               // 13. settle
+            await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                               // 13. settle
             return Self.respond(routed, exchange: exchange, blocked: blocked)                                       // respond
         } catch {
             await exchange.grant?.release()
@@ -114,7 +114,7 @@ public struct RequestPipeline: Sendable {
         let body = try await decodeBody(request)                                                                    // 3. decode
         var completion = try OpenAIWire.decodeCompletionRequest(body.json)
         let principal = context.principal, caller = principal.guardCaller(reportingTo: context.audit)
-        try authorise.check(model: completion.model, principal: principal, audit: context.audit)                    // 4. authorise
+        try authorise.check(model: completion.model, principal: principal, audit: context.audit, measures: context.measures)                    // 4. authorise
         let grant = try await admission.admit(model: completion.model, principal: principal, bodySize: body.size,   // 5. admission
                                               maxTokens: completion.maxTokens)
         do {
@@ -125,22 +125,22 @@ public struct RequestPipeline: Sendable {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let request = completion, upstream = Self.upstream(context)
             if request.stream {
-                let routed = try await route.call(model: request.model, logger: context.logger) { deployment in    // 10–11. route, provider
+                let routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures) { deployment in    // 10–11. route, provider
                     try await RouteStage.prime(deployment: deployment) {
                         try await deployment.adapter.streamCompletion(request, target: deployment.target, context: upstream)
                     }
                 }
                 var response = StreamResponses.completion(routed, includeUsage: request.includeUsage,
-                                                          meter: settle.meter(for: routed, grant: grant, audit: context.audit), logger: context.logger)
+                                                          meter: settle.meter(for: routed, grant: grant, audit: context.audit, measures: context.measures), logger: context.logger)
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
-            var routed = try await route.call(model: request.model, logger: context.logger) { deployment in        // 10–11. route, provider
+            var routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures) { deployment in        // 10–11. route, provider
                 try await deployment.adapter.completion(request, target: deployment.target, context: upstream)
             }
             routed.value = guardOut.review(completion: routed.value, output: output, model: request.model,         // 12. guard out
                                            caller: caller, requestID: context.requestID)
-            let usage = await settle.settle(json: routed, grant: grant, audit: context.audit)                       // 13. settle
+            let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {
             await grant?.release()
@@ -152,15 +152,15 @@ public struct RequestPipeline: Sendable {
     public func embeddings(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                                                    // 3. decode
         let embedding = try OpenAIWire.decodeEmbeddingRequest(body.json)
-        try authorise.check(model: embedding.model, principal: context.principal, audit: context.audit)             // 4. authorise
+        try authorise.check(model: embedding.model, principal: context.principal, audit: context.audit, measures: context.measures)             // 4. authorise
         let grant = try await admission.admit(model: embedding.model, principal: context.principal, bodySize: body.size, maxTokens: 0)
         do {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let upstream = Self.upstream(context)
-            let routed = try await route.call(model: embedding.model, logger: context.logger) { deployment in       // 10–11. route, provider
+            let routed = try await route.call(model: embedding.model, logger: context.logger, measures: context.measures) { deployment in       // 10–11. route, provider
                 try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)
             }
-            let usage = await settle.settle(json: routed, grant: grant, audit: context.audit)                       // 13. settle
+            let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {
             await grant?.release()

@@ -26,13 +26,17 @@ struct ChatExchange: Sendable {
     var output: OutputInspector?
     /// What stage 14 records of the request (nil: not recorded).
     let audit: RequestAudit?
+    /// What the request's metrics record (nil: none).
+    let measures: RequestMeasures?
 
-    init(request: ChatRequest, dialect: WireDialect, principal: Principal, upstream: UpstreamContext, audit: RequestAudit? = nil) {
+    init(request: ChatRequest, dialect: WireDialect, principal: Principal, upstream: UpstreamContext, audit: RequestAudit? = nil,
+         measures: RequestMeasures? = nil) {
         self.request = request
         self.dialect = dialect
         self.principal = principal
         self.upstream = upstream
         self.audit = audit
+        self.measures = measures
     }
 
     var requestID: String { upstream.requestID }
@@ -41,15 +45,17 @@ struct ChatExchange: Sendable {
     var guardCaller: GuardCaller { principal.guardCaller(reportingTo: audit) }
 
     init(request: ChatRequest, dialect: WireDialect, context: GatewayRequestContext) {
-        self.init(request: request, dialect: dialect, principal: context.principal, upstream: RequestPipeline.upstream(context), audit: context.audit)
+        self.init(request: request, dialect: dialect, principal: context.principal, upstream: RequestPipeline.upstream(context), audit: context.audit,
+                  measures: context.measures)
     }
 }
 
 /// Stage 4, authorise: may this credential use the model? (The route's permission ran as
 /// middleware before the body was read.)
 struct AuthoriseStage: Sendable {
-    func check(model: String, principal: Principal, audit: RequestAudit? = nil) throws {
+    func check(model: String, principal: Principal, audit: RequestAudit? = nil, measures: RequestMeasures? = nil) throws {
         audit?.model(model)
+        measures?.model(model)
         guard principal.mayUse(model: model) else {
             throw GatewayError(status: 403, kind: .permission, code: .modelNotAllowed,
                                message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
@@ -106,23 +112,43 @@ struct RouteStage: Sendable {
 
     func chat(_ request: ChatRequest, _ exchange: ChatExchange) async throws -> Routed<ChatCompletion> {
         let upstream = exchange.upstream
-        return try await router.execute(model: request.model, logger: exchange.logger) { deployment in
+        return try await call(model: request.model, logger: exchange.logger, measures: exchange.measures) { deployment in
             try await deployment.adapter.chat(request, target: deployment.target, context: upstream)
         }
     }
 
     func streamChat(_ exchange: ChatExchange) async throws -> Routed<PrimedStream<ChatChunk>> {
         let request = exchange.request, upstream = exchange.upstream
-        return try await router.execute(model: request.model, logger: exchange.logger) { deployment in
+        return try await call(model: request.model, logger: exchange.logger, measures: exchange.measures) { deployment in
             try await Self.prime(deployment: deployment) {
                 try await deployment.adapter.streamChat(request, target: deployment.target, context: upstream)
             }
         }
     }
 
-    /// Any other call (legacy completions, embeddings), by the model it names.
-    func call<Value: Sendable>(model: String, logger: Logger, _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
-        try await router.execute(model: model, logger: logger, operation)
+    /// Any call by the model it names; each upstream attempt is timed into `measures` and its deployment's metrics.
+    func call<Value: Sendable>(model: String, logger: Logger, measures: RequestMeasures?,
+                               _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
+        guard let measures else { return try await router.execute(model: model, logger: logger, operation) }
+        let routed = try await router.execute(model: model, logger: logger) { deployment in
+            let start = ContinuousClock.now
+            do {
+                let value = try await operation(deployment)
+                Self.attempted(deployment, outcome: "success", since: start, measures)
+                return value
+            } catch let failure as UpstreamFailure {
+                Self.attempted(deployment, outcome: failure.outcomeLabel, since: start, measures)
+                throw failure
+            }
+        }
+        measures.metrics.recordRouting(model: measures.modelLabel, servedBy: routed.group, attempts: routed.attempts)
+        return routed
+    }
+
+    static func attempted(_ deployment: Deployment, outcome: String, since start: ContinuousClock.Instant, _ measures: RequestMeasures) {
+        let seconds = RequestMetricsMiddleware.seconds(since: start)
+        measures.attempted(seconds: seconds)
+        measures.metrics.recordAttempt(deployment: deployment.name, provider: deployment.target.provider.rawValue, outcome: outcome, seconds: seconds)
     }
 
     /// Opens a stream and receives its first event within the deployment's first-byte limit;
@@ -230,29 +256,60 @@ struct GuardOutStage: Sendable {
 /// answer's characters when the provider reported none), and told to the request's audit
 /// record; a stream settles through its meter when it ends, however it ends.
 struct SettleStage: Sendable {
-    func settle(_ routed: Routed<ChatCompletion>, grant: Grant?, audit: RequestAudit?) async {
+    func settle(_ routed: Routed<ChatCompletion>, grant: Grant?, audit: RequestAudit?, measures: RequestMeasures?) async {
         audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
-        guard let grant else { return }
+        let usage = routed.value.usage
+        guard let grant else { return Self.report(usage, of: routed, to: measures) }
         let characters = routed.value.choices.reduce(0) { $0 + ($1.message.content?.text.count ?? 0) }
-        Self.report(await grant.settle(usage: routed.value.usage, price: routed.deployment.price, outputCharacters: characters), to: audit)
+        let settlement = await grant.settle(usage: usage, price: routed.deployment.price, outputCharacters: characters)
+        Self.report(settlement, to: audit)
+        Self.report(settlement, cached: usage?.cachedInputTokens ?? 0, of: routed.deployment, to: measures)
     }
 
     /// For an answer passed through as JSON: settled at the usage it reports, returned for the headers.
-    func settle(json routed: Routed<JSONValue>, grant: Grant?, audit: RequestAudit?) async -> Usage? {
+    func settle(json routed: Routed<JSONValue>, grant: Grant?, audit: RequestAudit?, measures: RequestMeasures?) async -> Usage? {
         audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
         let usage = try? OpenAIWire.decodeUsage(routed.value.objectValue?["usage"])
-        Self.report(await grant?.settle(usage: usage, price: routed.deployment.price), to: audit)
+        guard let grant else {
+            Self.report(usage, of: routed, to: measures)
+            return usage
+        }
+        let settlement = await grant.settle(usage: usage, price: routed.deployment.price)
+        Self.report(settlement, to: audit)
+        Self.report(settlement, cached: usage?.cachedInputTokens ?? 0, of: routed.deployment, to: measures)
         return usage
     }
 
-    func meter<Value>(for routed: Routed<Value>, grant: Grant?, audit: RequestAudit?) -> StreamMeter? {
+    func meter<Value>(for routed: Routed<Value>, grant: Grant?, audit: RequestAudit?, measures: RequestMeasures?) -> StreamMeter? {
         audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
-        return grant.map { StreamMeter(grant: $0, price: routed.deployment.price) { settlement in Self.report(settlement, to: audit) } }
+        let deployment = routed.deployment
+        return grant.map {
+            StreamMeter(grant: $0, price: deployment.price) { settlement in
+                Self.report(settlement, to: audit)
+                Self.report(settlement, cached: 0, of: deployment, to: measures)
+            }
+        }
     }
 
     static func report(_ settlement: Settlement?, to audit: RequestAudit?) {
         guard let settlement, let audit else { return }
         audit.settled(promptTokens: Int(settlement.promptTokens), completionTokens: Int(settlement.completionTokens), costMicros: settlement.costMicros)
+    }
+
+    /// The settled tokens and cost, to the metrics.
+    static func report(_ settlement: Settlement?, cached: Int, of deployment: Deployment, to measures: RequestMeasures?) {
+        guard let settlement, let measures else { return }
+        measures.metrics.recordUsage(model: measures.modelLabel, deployment: deployment.name, provider: deployment.target.provider.rawValue,
+                                     input: settlement.promptTokens, output: settlement.completionTokens, cached: Int64(cached),
+                                     costMicros: settlement.costMicros)
+    }
+
+    /// Without governance nothing is charged; the usage the provider reported is still counted.
+    static func report<Value>(_ usage: Usage?, of routed: Routed<Value>, to measures: RequestMeasures?) {
+        guard let usage, let measures else { return }
+        measures.metrics.recordUsage(model: measures.modelLabel, deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue,
+                                     input: Int64(usage.promptTokens), output: Int64(usage.completionTokens), cached: Int64(usage.cachedInputTokens),
+                                     costMicros: 0)
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import PortcullisAccess
@@ -10,6 +11,7 @@ import PortcullisCore
 import PortcullisMockUpstream
 import PortcullisRouting
 import PortcullisServer
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -116,7 +118,11 @@ struct Serve: AsyncParsableCommand {
         let models = configuration.models.map(\.name).joined(separator: ", ")
         let scheme = configuration.server.tls == nil ? "http" : "https"
         let host = configuration.server.host
-        let app = try await buildApplication(configuration: configuration, logger: logger, governed: !referenceCore) { channel in
+        // One registry for the gateway's metrics and every library's swift-metrics: `/metrics` serves both.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let app = try await buildApplication(configuration: configuration, logger: logger, governed: !referenceCore,
+                                             metricsRegistry: registry) { channel in
             let port = channel.localAddress?.port ?? 0
             logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
         }

@@ -9,6 +9,7 @@ import PortcullisProviders
 @testable import PortcullisRouting
 @testable import PortcullisServer
 import PortcullisStorage
+import Prometheus
 import Synchronization
 import Testing
 
@@ -180,11 +181,22 @@ struct StageTests {
         #expect(both.value.usage == Usage(promptTokens: 30, completionTokens: 12))
         #expect(Self.answer("x", usage: nil).adding(usageOf: Self.answer("y", usage: nil)).value.usage == nil)
         let trail = RequestAudit(requestID: "req-settle", traceID: nil, method: "POST", path: "/v1/chat/completions", sourceAddress: nil)
-        await SettleStage().settle(Self.answer("x"), grant: nil, audit: trail)
+        let metrics = RequestMetrics(models: ["m"])
+        let measures = RequestMeasures(metrics: metrics)
+        measures.model("m")
+        var cachedAnswer = Self.answer("x")
+        cachedAnswer.value.usage?.details["prompt_tokens_details"] = ["cached_tokens": 4]
+        await SettleStage().settle(cachedAnswer, grant: nil, audit: trail, measures: measures)
         let details = trail.outcome(status: 200).details
         #expect(details["deployment"]?.stringValue == Self.answer("x").deployment.name, "the audit record names who served, grant or not")
         #expect(details["cost_micros"] == nil, "nothing was charged")
-        #expect(SettleStage().meter(for: Self.answer("x"), grant: nil, audit: nil) == nil)
+        // Without a grant the provider's usage is still counted, at no cost.
+        let exposition = metrics.registry.emitToString()
+        for (type, count) in [("input", 10), ("output", 5), ("cached", 4)] {
+            #expect(exposition.contains(#"portcullis_tokens_total{model="m",deployment="m/demo[0]",provider="demo",type="\#(type)"} \#(count)"#), "\(exposition)")
+        }
+        #expect(exposition.contains(#"portcullis_cost_usd_total{model="m",deployment="m/demo[0]",provider="demo"} 0"# + "\n"))
+        #expect(SettleStage().meter(for: Self.answer("x"), grant: nil, audit: nil, measures: nil) == nil)
         #expect(Grant.estimatedTokens(characters: 0) == 0 && Grant.estimatedTokens(characters: 1) == 1 && Grant.estimatedTokens(characters: 8) == 2)
     }
 
