@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis, rsyslog and promtool from
+# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis, rsyslog, promtool and amtool from
 # Debian when missing (and moto's S3-compatible server from PyPI into a venv), starts them on loopback ports in a scratch folder, builds once,
 # runs every test, and stops the servers again (also on failure).
 set -euo pipefail
@@ -19,6 +19,7 @@ install_missing() {
   command -v curl >/dev/null 2>&1 || packages+=(curl)
   # promtool (Debian's prometheus package): the alert rules' unit tests and the /metrics lint.
   command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
   # rsyslog with its OpenSSL driver: the audit log's syslog export is tested against it over TCP and TLS.
   { [ -x /usr/sbin/rsyslogd ] && ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1; } || packages+=(rsyslog rsyslog-openssl)
   if ((${#packages[@]})); then
@@ -112,6 +113,12 @@ export PORTCULLIS_TEST_MOTO="$SCRATCH/venv/bin/moto_server"
 log "checking the Prometheus alert rules (promtool check rules, promtool test rules)"
 promtool check rules deploy/prometheus/portcullis-alerts.yml >/dev/null
 promtool test rules deploy/prometheus/tests/*.yml
+log "checking the Alertmanager routing example (critical pages and posts, warning posts)"
+amtool check-config deploy/alertmanager/alertmanager.yml >/dev/null
+amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+  --verify.receivers=pagerduty-critical,slack-warnings severity=critical alertname=PortcullisProviderDown >/dev/null 2>&1
+amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
+  --verify.receivers=slack-warnings severity=warning alertname=PortcullisRedisDegraded >/dev/null 2>&1
 
 log "building (debug, tests included)"
 swift build --build-tests
