@@ -17,8 +17,9 @@ install_missing() {
   command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
   command -v openssl >/dev/null 2>&1 || packages+=(openssl)
   command -v curl >/dev/null 2>&1 || packages+=(curl)
-  # promtool (Debian's prometheus package): the alert rules' unit tests and the /metrics lint.
-  command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+  # Debian's prometheus package: promtool (the alert rules' unit tests, the /metrics lint) and the
+  # server the dashboard test scrapes a gateway with.
+  { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || packages+=(prometheus)
   command -v amtool >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
   # rsyslog with its OpenSSL driver: the audit log's syslog export is tested against it over TCP and TLS.
   { [ -x /usr/sbin/rsyslogd ] && ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1; } || packages+=(rsyslog rsyslog-openssl)
