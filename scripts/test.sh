@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis, rsyslog, promtool and amtool from
+# Runs the whole test suite on a fresh machine: installs PostgreSQL, Redis, rsyslog, promtool, amtool and kubectl from
 # Debian when missing (and moto's S3-compatible server from PyPI into a venv), starts them on loopback ports in a scratch folder, builds once,
 # runs every test, and stops the servers again (also on failure).
 set -euo pipefail
@@ -108,7 +108,7 @@ if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   python3 -m venv "$SCRATCH/venv"
 fi
-"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]'
+"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]' kubernetes-validate checkov
 export PORTCULLIS_TEST_MOTO="$SCRATCH/venv/bin/moto_server"
 
 log "checking the Prometheus alert rules (promtool check rules, promtool test rules)"
@@ -120,6 +120,20 @@ amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
   --verify.receivers=pagerduty-critical,slack-warnings severity=critical alertname=PortcullisProviderDown >/dev/null 2>&1
 amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml \
   --verify.receivers=slack-warnings severity=warning alertname=PortcullisRedisDegraded >/dev/null 2>&1
+
+log "rendering and validating the Kubernetes overlays (kustomize, kubernetes-validate, checkov)"
+command -v kubectl >/dev/null 2>&1 || { apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
+scripts/render-prometheusrule.sh "$SCRATCH/prometheusrule.yaml"
+diff -u deploy/kubernetes/base/prometheusrule.yaml "$SCRATCH/prometheusrule.yaml" \
+  || { log "deploy/kubernetes/base/prometheusrule.yaml is stale: run scripts/render-prometheusrule.sh"; exit 1; }
+for region in primary secondary dr; do
+  kubectl kustomize "deploy/kubernetes/overlays/$region" > "$SCRATCH/$region.yaml"
+  "$SCRATCH/venv/bin/kubernetes-validate" --strict --quiet --no-warn "$SCRATCH/$region.yaml"
+  # --skip-download: no call to the vendor's platform (there is no network here, and none is needed).
+  "$SCRATCH/venv/bin/checkov" -f "$SCRATCH/$region.yaml" --framework kubernetes --compact --quiet --skip-download >"$SCRATCH/checkov.txt" 2>&1 \
+    || { cat "$SCRATCH/checkov.txt" >&2; exit 1; }
+  "$SCRATCH/venv/bin/python" deploy/kubernetes/check-rendered.py "$region" "$SCRATCH/$region.yaml"
+done
 
 log "building (debug, tests included)"
 swift build --build-tests

@@ -121,6 +121,13 @@ public final class RequestMetrics: Sendable {
         streamsInFlight = registry.makeGauge(descriptor: Self.streamsInFlightFamily)
     }
 
+    static let statusClasses = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+
+    /// `2xx` for 200…299, and so on (no string built per request).
+    static func statusClass(_ status: Int) -> String {
+        statusClasses.indices.contains(status / 100 - 1) ? statusClasses[status / 100 - 1] : "other"
+    }
+
     /// The label for a model a request named.
     func modelLabel(_ model: String?) -> String {
         guard let model else { return "none" }
@@ -149,7 +156,7 @@ public final class RequestMetrics: Sendable {
 
     /// One finished request: counted by outcome, its duration observed.
     func recordRequest(route: String, model: String, status: Int, code: String, role: String, seconds: Double) {
-        let key = RequestKey(route: route, model: model, statusClass: "\(status / 100)xx", code: code, role: role)
+        let key = RequestKey(route: route, model: model, statusClass: Self.statusClass(status), code: code, role: role)
         handle(\.requests, key) {
             registry.makeCounter(descriptor: Self.requestsTotalFamily,
                                  labels: [("route", key.route), ("model", key.model), ("status_class", key.statusClass),
