@@ -63,6 +63,14 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var audit = Audit()
     /// Log level: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
+    /// `text` (the default: one readable line per event) or `json` (one Elastic Common Schema
+    /// object per line, for log forwarders).
+    public var logFormat: LogFormat = .text
 
     public init() {}
+}
+
+/// How the executable writes its log.
+public enum LogFormat: String, Sendable, CaseIterable {
+    case text, json
 }

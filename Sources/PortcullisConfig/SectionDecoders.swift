@@ -11,7 +11,7 @@ import Yams
 /// the default where a value is missing or refused.
 extension ConfigurationLoader {
     static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
-        guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level",
+        guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level", "log_format",
                                                "guardrails", "audit"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds",
                                                                                    "timeouts", "max_connections"]) {
@@ -77,6 +77,13 @@ extension ConfigurationLoader {
                 configuration.logLevel = level
             } else {
                 root.issue("log_level", "must be one of trace, debug, info, notice, warning, error, critical; got '\(level)'")
+            }
+        }
+        if let format = root.string("log_format") {
+            if let parsed = LogFormat(rawValue: format) {
+                configuration.logFormat = parsed
+            } else {
+                root.issue("log_format", "must be text or json; got '\(format)'")
             }
         }
         if let models = root.child("models") {

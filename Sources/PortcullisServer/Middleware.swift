@@ -35,6 +35,7 @@ public struct RequestIdentityMiddleware: RouterMiddleware {
         context.trace = TraceContext.continuing(request.headers[HTTPField.Name("traceparent")!])
         context.dialect = WireDialect.of(path: request.uri.path)
         context.logger[metadataKey: "request_id"] = .string(requestID)
+        if let trace = context.trace { context.logger[metadataKey: "trace_id"] = .string(trace.traceID) }
         var response = try await next(request, context)
         response.headers[HTTPField.Name("x-request-id")!] = requestID
         return response
@@ -179,7 +180,10 @@ public struct AuditMiddleware: RouterMiddleware {
     }
 }
 
-/// One log line per request: method, path, status, model, duration.
+/// One log line per request once its response is complete (a stream's when it ends): method,
+/// path, status and duration; with the request's measures (inside `RequestMetricsMiddleware`)
+/// also its model group, deployment, stable code, tokens, cost and a stream's time to first
+/// token. Never prompt or answer text.
 public struct AccessLogMiddleware: RouterMiddleware {
     public typealias Context = GatewayRequestContext
 
@@ -187,14 +191,44 @@ public struct AccessLogMiddleware: RouterMiddleware {
 
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
-        let response = try await next(request, context)
-        let elapsed = ContinuousClock.now - start
-        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-        context.logger.info("request", metadata: [
-            "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)",
-            "duration_ms": "\(DecimalText.format(milliseconds, places: 2))",
-        ])
+        var response = try await next(request, context)
+        let method = request.method.rawValue, path = request.uri.path, status = Int(response.status.code)
+        let logger = context.logger, measures = context.measures
+        guard response.body.contentLength == nil else {
+            Self.log(logger, method: method, path: path, status: status, start: start, firstByte: nil, measures: measures)
+            return response
+        }
+        let head = ContinuousClock.now, body = response.body
+        response.body = ResponseBody { writer in
+            defer { Self.log(logger, method: method, path: path, status: status, start: start, firstByte: head, measures: measures) }
+            try await body.write(writer)
+        }
         return response
+    }
+
+    static func log(_ logger: Logger, method: String, path: String, status: Int, start: ContinuousClock.Instant,
+                    firstByte: ContinuousClock.Instant?, measures: RequestMeasures?) {
+        guard logger.logLevel <= .info else { return }
+        var metadata: Logger.Metadata = [
+            "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
+            "duration_ms": .string(DecimalText.format(milliseconds(ContinuousClock.now - start), places: 2)),
+        ]
+        if let firstByte { metadata["ttft_ms"] = .string(DecimalText.format(milliseconds(firstByte - start), places: 2)) }
+        if let facts = measures?.snapshot {
+            if let model = facts.model { metadata["model"] = .string(model) }
+            if let deployment = facts.deployment { metadata["deployment"] = .string(deployment) }
+            if let code = facts.code { metadata["code"] = .string(code) }
+            if facts.inputTokens > 0 || facts.outputTokens > 0 {
+                metadata["prompt_tokens"] = .stringConvertible(facts.inputTokens)
+                metadata["completion_tokens"] = .stringConvertible(facts.outputTokens)
+            }
+            if facts.costMicros > 0 { metadata["cost_usd"] = .string(DecimalText.format(Double(facts.costMicros) / 1_000_000, places: 6)) }
+        }
+        logger.info("request", metadata: metadata)
+    }
+
+    static func milliseconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 }
 

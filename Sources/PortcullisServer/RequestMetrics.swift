@@ -254,6 +254,10 @@ public final class RequestMeasures: Sendable {
         var scope: String?
         var upstreamSeconds: Double = 0
         var reachedUpstream = false
+        var deployment: String?
+        var inputTokens: Int64 = 0
+        var outputTokens: Int64 = 0
+        var costMicros: Int64 = 0
     }
     private let facts = Mutex(Facts())
     let metrics: RequestMetrics
@@ -277,6 +281,18 @@ public final class RequestMeasures: Sendable {
     }
 
     var modelLabel: String { metrics.modelLabel(snapshot.model) }
+
+    /// A settled call's tokens and cost: kept for the access log, counted in the metrics.
+    func settled(deployment: String, provider: String, input: Int64, output: Int64, cached: Int64, costMicros: Int64) {
+        facts.withLock {
+            $0.deployment = deployment
+            $0.inputTokens += input
+            $0.outputTokens += output
+            $0.costMicros += costMicros
+        }
+        metrics.recordUsage(model: modelLabel, deployment: deployment, provider: provider, input: input, output: output, cached: cached,
+                            costMicros: costMicros)
+    }
 }
 
 extension RequestMeasures {

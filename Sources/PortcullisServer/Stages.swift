@@ -299,17 +299,15 @@ struct SettleStage: Sendable {
     /// The settled tokens and cost, to the metrics.
     static func report(_ settlement: Settlement?, cached: Int, of deployment: Deployment, to measures: RequestMeasures?) {
         guard let settlement, let measures else { return }
-        measures.metrics.recordUsage(model: measures.modelLabel, deployment: deployment.name, provider: deployment.target.provider.rawValue,
-                                     input: settlement.promptTokens, output: settlement.completionTokens, cached: Int64(cached),
-                                     costMicros: settlement.costMicros)
+        measures.settled(deployment: deployment.name, provider: deployment.target.provider.rawValue,
+                         input: settlement.promptTokens, output: settlement.completionTokens, cached: Int64(cached), costMicros: settlement.costMicros)
     }
 
     /// Without governance nothing is charged; the usage the provider reported is still counted.
     static func report<Value>(_ usage: Usage?, of routed: Routed<Value>, to measures: RequestMeasures?) {
         guard let usage, let measures else { return }
-        measures.metrics.recordUsage(model: measures.modelLabel, deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue,
-                                     input: Int64(usage.promptTokens), output: Int64(usage.completionTokens), cached: Int64(usage.cachedInputTokens),
-                                     costMicros: 0)
+        measures.settled(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue,
+                         input: Int64(usage.promptTokens), output: Int64(usage.completionTokens), cached: Int64(usage.cachedInputTokens), costMicros: 0)
     }
 }
 

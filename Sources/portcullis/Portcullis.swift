@@ -65,11 +65,17 @@ func allowedCPUCount() -> Int? {
 
 /// Sets up logging once, for the whole process (only the executable bootstraps).
 enum LoggingSetup {
-    static func bootstrap(level: String) -> Logger {
+    static func bootstrap(level: String, format: LogFormat = .text) -> Logger {
+        let threshold = Logger.Level(rawValue: level) ?? .info
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(rawValue: level) ?? .info
-            return handler
+            switch format {
+            case .json:
+                return ECSLogHandler(label: label, level: threshold)
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = threshold
+                return handler
+            }
         }
         var logger = Logger(label: "portcullis")
         logger.logLevel = Logger.Level(rawValue: level) ?? .info
@@ -114,7 +120,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("portcullis: --reference-core is for benchmarks and refuses a configuration with credentials\n".utf8))
             throw ExitCode(2)
         }
-        let logger = LoggingSetup.bootstrap(level: configuration.logLevel)
+        let logger = LoggingSetup.bootstrap(level: configuration.logLevel, format: configuration.logFormat)
         let models = configuration.models.map(\.name).joined(separator: ", ")
         let scheme = configuration.server.tls == nil ? "http" : "https"
         let host = configuration.server.host

@@ -30,9 +30,9 @@ struct PrometheusServer {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["prometheus", "--config.file=\(folder.path)/prometheus.yml", "--storage.tsdb.path=\(folder.path)/data",
                              "--web.listen-address=127.0.0.1:\(port)"]
-        let log = FileHandle(forWritingAtPath: folder.appendingPathComponent("log").path)
-            ?? { FileManager.default.createFile(atPath: folder.appendingPathComponent("log").path, contents: nil)
-                 return FileHandle(forWritingAtPath: folder.appendingPathComponent("log").path)! }()
+        let logPath = folder.appendingPathComponent("log").path
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try #require(FileHandle(forWritingAtPath: logPath))
         process.standardOutput = log
         process.standardError = log
         try process.run()

@@ -47,12 +47,13 @@ func withGateway<T: Sendable>(yaml: String, environment: [String: String] = [:],
 }
 
 /// Runs the gateway built from `configuration` and passes a client.
-func withGateway<T: Sendable>(configuration: GatewayConfiguration, _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
+func withGateway<T: Sendable>(configuration: GatewayConfiguration, logger: Logger = testLogger,
+                              _ body: @Sendable (GatewayClient) async throws -> T) async throws -> T {
     var configuration = configuration
     if configuration.storage.database == GatewayConfiguration.Storage().database {
         configuration.storage.database = "sqlite::memory:"   // never a file in the working directory
     }
-    let app = try await buildApplication(configuration: configuration, logger: testLogger)
+    let app = try await buildApplication(configuration: configuration, logger: logger)
     return try await app.test(.live) { client in
         try await body(GatewayClient(port: client.port!))
     }
