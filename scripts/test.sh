@@ -108,7 +108,11 @@ if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   python3 -m venv "$SCRATCH/venv"
 fi
-"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]' kubernetes-validate checkov
+"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]'
+# The manifest checkers in a venv of their own: checkov pins boto3 and friends, and resolving it
+# together with moto backtracks for many minutes.
+python3 -m venv "$SCRATCH/k8s-venv"
+"$SCRATCH/k8s-venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate checkov
 export PORTCULLIS_TEST_MOTO="$SCRATCH/venv/bin/moto_server"
 
 log "checking the Prometheus alert rules (promtool check rules, promtool test rules)"
@@ -128,11 +132,11 @@ diff -u deploy/kubernetes/base/prometheusrule.yaml "$SCRATCH/prometheusrule.yaml
   || { log "deploy/kubernetes/base/prometheusrule.yaml is stale: run scripts/render-prometheusrule.sh"; exit 1; }
 for region in primary secondary dr; do
   kubectl kustomize "deploy/kubernetes/overlays/$region" > "$SCRATCH/$region.yaml"
-  "$SCRATCH/venv/bin/kubernetes-validate" --strict --quiet --no-warn "$SCRATCH/$region.yaml"
+  "$SCRATCH/k8s-venv/bin/kubernetes-validate" --strict --quiet --no-warn "$SCRATCH/$region.yaml"
   # --skip-download: no call to the vendor's platform (there is no network here, and none is needed).
-  "$SCRATCH/venv/bin/checkov" -f "$SCRATCH/$region.yaml" --framework kubernetes --compact --quiet --skip-download >"$SCRATCH/checkov.txt" 2>&1 \
+  "$SCRATCH/k8s-venv/bin/checkov" -f "$SCRATCH/$region.yaml" --framework kubernetes --compact --quiet --skip-download >"$SCRATCH/checkov.txt" 2>&1 \
     || { cat "$SCRATCH/checkov.txt" >&2; exit 1; }
-  "$SCRATCH/venv/bin/python" deploy/kubernetes/check-rendered.py "$region" "$SCRATCH/$region.yaml"
+  "$SCRATCH/k8s-venv/bin/python" deploy/kubernetes/check-rendered.py "$region" "$SCRATCH/$region.yaml"
 done
 
 log "building (debug, tests included)"
