@@ -21,6 +21,8 @@ public struct AccessSystem: Sendable {
     public let ipPolicy: IPPolicyEngine
     public let bus: any ControlBus
     public let health: DatabaseHealth
+    /// What the health probe measured of the database and Redis (latency, memory, replication lag).
+    public let measurements: DependencyMeasurements
     public let sharedState: ResilientSharedState?
     public let rotationGrace: Double
     /// Whether keys a developer mints are revoked with the developer's key.
@@ -147,13 +149,14 @@ public struct AccessSystem: Sendable {
                                         })
         services.append(controlListener)
         services.append(IPRuleRefresher(policy: ipPolicy, directory: directory, redis: redis))
+        let measurements = DependencyMeasurements()
         services.append(HealthProbe(store: store, health: health, redis: redis, sharedState: resilient,
-                                    interval: storage.probeIntervalSeconds))
+                                    interval: storage.probeIntervalSeconds, measurements: measurements))
         if let redis { services.append(RedisCloser(client: redis)) }
         // After the closer: services shut down in reverse order, so leases go back before Redis closes.
         if let leaseFlusher { services.append(leaseFlusher) }
         return AccessSystem(store: store, keys: keys, directory: directory, directoryCache: directoryCache, authenticator: authenticator,
-                            admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, sharedState: resilient,
+                            admission: admission, recorder: recorder, ipPolicy: ipPolicy, bus: bus, health: health, measurements: measurements, sharedState: resilient,
                             rotationGrace: auth.rotationGraceSeconds,
                             revokeMintedKeysWithIssuer: auth.revokeMintedKeysWithIssuer, controlListener: controlListener,
                             services: services,

@@ -75,6 +75,27 @@ struct GatewayMetrics: Sendable {
                        "1 while limits and budgets are shared through Redis, 0 while this replica enforces them alone.",
                        value: shared.isDegraded ? 0 : 1)
         }
+        let measured = access.measurements.current
+        if let latency = measured.databaseLatency {
+            out.family("portcullis_database_latency_seconds", "gauge", "Round trip of the health probe's last database query.", value: latency)
+        }
+        if let lag = measured.replicationLagBytes {
+            out.family("portcullis_database_replication_lag_bytes", "gauge",
+                       "WAL bytes not yet replayed as this gateway's connection sees it: the farthest standby of a primary, or a standby's own gap.",
+                       value: lag)
+        }
+        if let standbys = measured.standbys {
+            out.family("portcullis_database_standbys", "gauge", "Standbys streaming from the primary the gateway writes to.", value: standbys)
+        }
+        if let latency = measured.redisLatency {
+            out.family("portcullis_redis_latency_seconds", "gauge", "Round trip of the health probe's last Redis PING.", value: latency)
+        }
+        if let used = measured.redisUsedMemory {
+            out.family("portcullis_redis_memory_used_bytes", "gauge", "Memory Redis reports in use (INFO memory used_memory).", value: used)
+        }
+        if let maximum = measured.redisMaxMemory {
+            out.family("portcullis_redis_memory_max_bytes", "gauge", "Redis's maxmemory (0: no limit).", value: maximum)
+        }
         out.family("portcullis_control_bus_up", "gauge", "1 while this replica hears revocations and policy changes from the others.",
                    value: access.controlListener.isListening ? 1 : 0)
         out.family("portcullis_usage_pending_rows", "gauge", "Aggregated usage rows waiting for the next batched write.",

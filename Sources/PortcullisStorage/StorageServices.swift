@@ -22,6 +22,30 @@ public final class DatabaseHealth: Sendable {
     public var isReachable: Bool { failingSince.withLock { $0 == nil } }
 }
 
+/// What the health probe last measured of the database and Redis, for `/metrics`.
+public final class DependencyMeasurements: Sendable {
+    public struct Values: Sendable, Equatable {
+        /// Round trip of the last database probe, in seconds (nil before the first answer).
+        public var databaseLatency: Double?
+        /// Bytes of WAL not yet replayed: on a primary the farthest standby behind it, on a
+        /// standby its own; nil on SQLite, or when the role may not read it.
+        public var replicationLagBytes: Double?
+        /// Standbys streaming from this primary (nil on SQLite).
+        public var standbys: Double?
+        /// Round trip of the last Redis PING, in seconds.
+        public var redisLatency: Double?
+        /// Redis's `used_memory` and `maxmemory` (0: no limit), in bytes, from `INFO memory`.
+        public var redisUsedMemory: Double?
+        public var redisMaxMemory: Double?
+    }
+    private let values = Mutex(Values())
+
+    public init() {}
+
+    public var current: Values { values.withLock { $0 } }
+    func update(_ change: (inout Values) -> Void) { values.withLock { change(&$0) } }
+}
+
 /// Closes the SQLite store after everything that writes to it has stopped.
 public struct StoreCloser: Service {
     public let store: any SQLStore
@@ -76,13 +100,36 @@ public struct HealthProbe: Service {
     public let redis: RedisClient?
     public let sharedState: ResilientSharedState?
     public let interval: Double
+    public let measurements: DependencyMeasurements
 
-    public init(store: any SQLStore, health: DatabaseHealth, redis: RedisClient?, sharedState: ResilientSharedState?, interval: Double) {
+    public init(store: any SQLStore, health: DatabaseHealth, redis: RedisClient?, sharedState: ResilientSharedState?, interval: Double,
+                measurements: DependencyMeasurements = DependencyMeasurements()) {
         self.store = store
         self.health = health
         self.redis = redis
         self.sharedState = sharedState
         self.interval = interval
+        self.measurements = measurements
+    }
+
+    /// PostgreSQL's replication lag as this connection sees it: a primary's farthest standby
+    /// (bytes between its WAL and the standby's replay), or a standby's own replay gap.
+    static let replicationQuery = """
+        SELECT CASE WHEN pg_is_in_recovery()
+                    THEN coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)
+                    ELSE coalesce((SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication), 0)
+               END::bigint AS lag_bytes,
+               (SELECT count(*) FROM pg_stat_replication)::bigint AS standbys
+        """
+
+    /// `used_memory` and `maxmemory` from the text `INFO memory` answers.
+    static func memory(fromInfo info: String) -> (used: Double?, maximum: Double?) {
+        var used: Double?, maximum: Double?
+        for line in info.split(whereSeparator: \.isNewline) {
+            if line.hasPrefix("used_memory:") { used = Double(line.dropFirst("used_memory:".count)) }
+            if line.hasPrefix("maxmemory:") { maximum = Double(line.dropFirst("maxmemory:".count)) }
+        }
+        return (used, maximum)
     }
 
     public func run() async throws {
@@ -92,20 +139,48 @@ public struct HealthProbe: Service {
                 // A probe that hangs is reported unreachable at its deadline, at once; the next
                 // probe starts only after it has returned, so hung calls never pile up.
                 group.addTask {
+                    let start = ContinuousClock.now
                     let answer = try? await Deadline.run(within: limit, onExpiry: { health.recordFailure() }) {
                         try await store.query("SELECT 1 AS ok", [])
                     }
+                    let latency = Self.seconds(ContinuousClock.now - start)
                     if answer?.count == 1 { health.recordSuccess() } else { health.recordFailure() }
+                    guard answer?.count == 1 else { return }
+                    var lag: Double?, standbys: Double?
+                    if store.dialect == .postgres,
+                       let row = (try? await Deadline.run(within: limit) { try await store.query(Self.replicationQuery, []) })?.first {
+                        lag = row["lag_bytes"].double
+                        standbys = row["standbys"].double
+                    }
+                    measurements.update {
+                        $0.databaseLatency = latency
+                        $0.replicationLagBytes = lag
+                        $0.standbys = standbys
+                    }
                 }
                 if let redis, let sharedState {
                     group.addTask {
+                        let start = ContinuousClock.now
                         let answer = try? await Deadline.run(within: limit, onExpiry: { sharedState.recordProbe(reachable: false) }) {
                             try await redis.command(["PING"])
                         }
+                        let latency = Self.seconds(ContinuousClock.now - start)
                         sharedState.recordProbe(reachable: answer?.string == "PONG")
+                        guard answer?.string == "PONG" else { return }
+                        let info = try? await Deadline.run(within: limit) { try await redis.command(["INFO", "memory"]) }
+                        let memory = Self.memory(fromInfo: info?.string ?? "")
+                        measurements.update {
+                            $0.redisLatency = latency
+                            $0.redisUsedMemory = memory.used
+                            $0.redisMaxMemory = memory.maximum
+                        }
                     }
                 }
             }
         }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }

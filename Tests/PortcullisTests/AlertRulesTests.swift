@@ -34,17 +34,26 @@ struct AlertRulesTests {
         #expect(queried.count >= 11, "\(queried)")
         let pki = try TestPKI.make()
         defer { pki.remove() }
-        var configuration = try TransportSecurityTests.tlsConfiguration(pki, yaml: """
-        storage: { redis: "\(try testRedisURL())/5" }
-        """)
-        configuration.server.host = "127.0.0.1"
-        let metrics = try await withGateway(configuration: configuration) { gateway in
-            try await pki.withClients([nil]) { clients in
-                // Traffic first: request families appear once a request has been counted.
-                let chat = #"{"model":"demo","messages":[{"role":"user","content":"hello"}]}"#
-                let answer = try await fetch(clients[0], "https://127.0.0.1:\(gateway.port)/v1/chat/completions", method: .POST, body: chat)
-                #expect(answer.status == 200)
-                return try await fetch(clients[0], "https://127.0.0.1:\(gateway.port)/metrics").body
+        let metrics = try await withScratchPostgresDatabase { database in
+            var configuration = try TransportSecurityTests.tlsConfiguration(pki, yaml: """
+            auth: { key_pepper: "alert-rules-pepper-0123456789abcdef-012" }
+            storage: { database: "\(database)", redis: "\(try testRedisURL())/5", probe_interval_seconds: 0.2 }
+            """)
+            configuration.server.host = "127.0.0.1"
+            return try await withGateway(configuration: configuration) { gateway in
+                try await pki.withClients([nil]) { clients in
+                    // Traffic first: request families appear once a request has been counted.
+                    let chat = #"{"model":"demo","messages":[{"role":"user","content":"hello"}]}"#
+                    let answer = try await fetch(clients[0], "https://127.0.0.1:\(gateway.port)/v1/chat/completions", method: .POST, body: chat)
+                    #expect(answer.status == 200)
+                    // And a probe: the database and Redis measurements follow its first round.
+                    var text = ""
+                    for _ in 0..<50 where !text.contains("# TYPE portcullis_database_replication_lag_bytes ") {
+                        try await Task.sleep(for: .milliseconds(100))
+                        text = try await fetch(clients[0], "https://127.0.0.1:\(gateway.port)/metrics").body
+                    }
+                    return text
+                }
             }
         }
         for name in queried.sorted() {

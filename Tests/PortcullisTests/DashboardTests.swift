@@ -58,7 +58,7 @@ struct PrometheusServer {
     }
 }
 
-@Suite("The Grafana dashboard against a real Prometheus scraping a gateway under traffic")
+@Suite("The Grafana dashboard against a real Prometheus scraping a gateway (PostgreSQL, Redis, TLS) under traffic")
 struct DashboardTests {
     static let master = ["authorization": "Bearer dashboard-master"]
 
@@ -86,7 +86,7 @@ struct DashboardTests {
             .filter { $0["type"]?.stringValue == "row" }.compactMap { $0["title"]?.stringValue }
         #expect(rows == ["Performance", "Reliability", "Security", "Infrastructure"])
         let queries = try Self.panelQueries()
-        #expect(queries.count >= 25)
+        #expect(queries.count >= 30)
 
         let pki = try TestPKI.make()
         defer { pki.remove() }
@@ -95,11 +95,12 @@ struct DashboardTests {
         failing.errorStatus = 503
         try await withMockUpstream(failing) { _, failingPort in
             try await withMockUpstream { _, healthyPort in
+                try await withScratchPostgresDatabase { database in
                 var configuration = try ConfigurationLoader.parse(yaml: """
                 server:
                   tls: { certificate: "\(pki.path("server.pem"))", private_key: "\(pki.path("server.key"))" }
-                auth: { master_key: dashboard-master }
-                storage: { redis: "\(try testRedisURL())/6" }
+                auth: { master_key: dashboard-master, key_pepper: "dashboard-pepper-0123456789abcdef-0123" }
+                storage: { database: "\(database)", redis: "\(try testRedisURL())/6", probe_interval_seconds: 0.5 }
                 routing:
                   retries: 1
                   backoff: { initial_ms: 5, max_ms: 10 }
@@ -166,6 +167,7 @@ struct DashboardTests {
                         }
                         #expect(empty.isEmpty, "panels without data:\n\(empty.joined(separator: "\n"))\nPrometheus log:\n\(prometheus.log.suffix(2000))")
                     }
+                }
                 }
             }
         }

@@ -2,6 +2,7 @@ import Foundation
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+@testable import PortcullisStorage
 import Testing
 
 /// The value of a sample in a Prometheus exposition: the sum over every series of `name`
@@ -102,6 +103,43 @@ struct RequestMetricsTests {
                     #expect(lint.status == 0, "promtool check metrics: \(lint.output)")
                 }
             }
+        }
+    }
+}
+
+@Suite("Dependency measurements on /metrics")
+struct DependencyMetricsTests {
+    @Test("INFO memory is read for used_memory and maxmemory")
+    func redisInfo() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nmaxmemory:268435456\r\nmaxmemory_policy:noeviction\r\n"
+        let memory = HealthProbe.memory(fromInfo: info)
+        #expect(memory.used == 1_048_576 && memory.maximum == 268_435_456)
+        #expect(HealthProbe.memory(fromInfo: "").used == nil)
+    }
+
+    @Test("with PostgreSQL and Redis: database and Redis latency, Redis memory, standbys and replication lag are measured by the probe")
+    func probeMeasurements() async throws {
+        let yaml = """
+        storage: { probe_interval_seconds: 0.2 }
+        models: [{ name: demo, deployments: [{ provider: demo }] }]
+        """
+        try await withGateway(engine: .postgres, yaml: yaml) { gateway in
+            var text = ""
+            for _ in 0..<50 where sample(text, "portcullis_redis_memory_used_bytes") == nil || sample(text, "portcullis_database_standbys") == nil {
+                try await Task.sleep(for: .milliseconds(100))
+                text = try await gateway.get("/metrics").body
+            }
+            let databaseLatency = try #require(sample(text, "portcullis_database_latency_seconds"))
+            #expect(databaseLatency > 0 && databaseLatency < 5)
+            let redisLatency = try #require(sample(text, "portcullis_redis_latency_seconds"))
+            #expect(redisLatency > 0 && redisLatency < 5)
+            #expect((sample(text, "portcullis_redis_memory_used_bytes") ?? 0) > 100_000, "a running Redis uses some memory")
+            #expect(sample(text, "portcullis_redis_memory_max_bytes") == 0, "the test Redis has no maxmemory")
+            // The test server has no standby: none streaming, nothing behind.
+            #expect(sample(text, "portcullis_database_standbys") == 0)
+            #expect(sample(text, "portcullis_database_replication_lag_bytes") == 0)
+            let lint = try runTool("promtool", ["check", "metrics"], input: text)
+            #expect(lint.status == 0, "promtool check metrics: \(lint.output)")
         }
     }
 }
