@@ -45,7 +45,7 @@ extension ConfigurationLoader {
             }
             configuration.storage.poolSize = storage.integer("pool_size", in: 1...200) ?? configuration.storage.poolSize
             if let redis = storage.string("redis") {
-                let schemes = ["redis://", "rediss://", "redis-sentinel://"]
+                let schemes = ["redis://", "rediss://", "redis-sentinel://", "rediss-sentinel://"]
                 if redis.isEmpty {
                     configuration.storage.redis = nil
                 } else if schemes.contains(where: redis.hasPrefix) {

@@ -30,19 +30,18 @@ public struct RedisConfiguration: Sendable, Equatable {
         self.sentinelMasterName = sentinelMasterName
     }
 
-    /// Reads `redis://[user:password@]host[:port][/database]` (`rediss://` for TLS).
+    /// Reads `redis://[user:password@]host[:port][/database]` (`rediss://` for TLS), or
+    /// `redis-sentinel://[user:password@]host[:port],host[:port]…/master[/database]`
+    /// (`rediss-sentinel://` for TLS): the sentinels to ask for the master named `master`
+    /// (their port defaults to 26379), the credentials and database being the master's.
     public init(url: String) throws {
-        let useTLS: Bool
-        var rest: Substring
-        if url.hasPrefix("rediss://") {
-            useTLS = true
-            rest = url.dropFirst(9)
-        } else if url.hasPrefix("redis://") {
-            useTLS = false
-            rest = url.dropFirst(8)
-        } else {
-            throw RedisError(.connection, "a Redis URL starts with redis:// or rediss://")
+        let schemes: [(prefix: String, useTLS: Bool, sentinel: Bool)] = [
+            ("rediss-sentinel://", true, true), ("redis-sentinel://", false, true), ("rediss://", true, false), ("redis://", false, false),
+        ]
+        guard let scheme = schemes.first(where: { url.hasPrefix($0.prefix) }) else {
+            throw RedisError(.connection, "a Redis URL starts with redis://, rediss://, redis-sentinel:// or rediss-sentinel://")
         }
+        var rest = url.dropFirst(scheme.prefix.count)
         var username: String?
         var password: String?
         if let at = rest.lastIndex(of: "@") {
@@ -56,25 +55,44 @@ public struct RedisConfiguration: Sendable, Equatable {
                 password = String(credentials).removingPercentEncodingIfPossible
             }
         }
-        var database = 0
+        var path: [Substring] = []
         if let slash = rest.firstIndex(of: "/") {
-            let path = rest[rest.index(after: slash)...]
-            if !path.isEmpty {
-                guard let number = Int(path), number >= 0 else { throw RedisError(.connection, "invalid database '\(path)' in Redis URL") }
-                database = number
-            }
+            path = rest[rest.index(after: slash)...].split(separator: "/", omittingEmptySubsequences: false)
             rest = rest[..<slash]
         }
-        var host = String(rest)
-        var port = 6379
-        if let colon = rest.lastIndex(of: ":"), !rest.hasPrefix("[") || rest[..<colon].hasSuffix("]") {
-            guard let number = Int(rest[rest.index(after: colon)...]) else { throw RedisError(.connection, "invalid port in Redis URL") }
+        var masterName: String?
+        if scheme.sentinel {
+            guard let name = path.first, !name.isEmpty else {
+                throw RedisError(.connection, "a redis-sentinel URL names the master after the sentinels: redis-sentinel://host:26379,host:26379/mymaster")
+            }
+            masterName = String(name)
+            path.removeFirst()
+        }
+        var database = 0
+        if let number = path.first, !number.isEmpty {
+            guard path.count == 1, let value = Int(number), value >= 0 else { throw RedisError(.connection, "invalid database '\(number)' in Redis URL") }
+            database = value
+        }
+        let defaultPort = scheme.sentinel ? 26379 : 6379
+        let hosts = try rest.split(separator: ",", omittingEmptySubsequences: false).map { try Self.endpoint($0, defaultPort: defaultPort, useTLS: scheme.useTLS) }
+        guard let first = hosts.first else { throw RedisError(.connection, "missing host in Redis URL") }
+        guard scheme.sentinel || hosts.count == 1 else { throw RedisError(.connection, "only a redis-sentinel URL lists several hosts") }
+        self.init(endpoint: first, username: username, password: password, database: database,
+                  sentinels: scheme.sentinel ? hosts : [], sentinelMasterName: masterName)
+    }
+
+    /// `host[:port]` (IPv6 in brackets) as an endpoint.
+    static func endpoint(_ text: Substring, defaultPort: Int, useTLS: Bool) throws -> RedisEndpoint {
+        var host = String(text)
+        var port = defaultPort
+        if let colon = text.lastIndex(of: ":"), !text.hasPrefix("[") || text[..<colon].hasSuffix("]") {
+            guard let number = Int(text[text.index(after: colon)...]) else { throw RedisError(.connection, "invalid port in Redis URL") }
             port = number
-            host = String(rest[..<colon])
+            host = String(text[..<colon])
         }
         host = host.trimmingCharacters(in: ["[", "]"])
         guard !host.isEmpty else { throw RedisError(.connection, "missing host in Redis URL") }
-        self.init(endpoint: RedisEndpoint(host: host, port: port, useTLS: useTLS), username: username, password: password, database: database)
+        return RedisEndpoint(host: host, port: port, useTLS: useTLS)
     }
 }
 

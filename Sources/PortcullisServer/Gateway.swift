@@ -235,7 +235,7 @@ extension Gateway {
                 files += deployment.tls.certificateFiles.map { ("upstream_\($0.role)", $0.path) }
             }
         }
-        if configuration.storage.redis?.hasPrefix("rediss://") == true {
+        if configuration.storage.redis?.hasPrefix("rediss") == true {
             files += configuration.storage.redisTLS.certificateFiles.map { ("redis_\($0.role)", $0.path) }
         }
         if case .postgres(let url) = StorageLocation(configuration.storage.database) {
@@ -253,7 +253,7 @@ extension Gateway {
                                                                          "api_base": .string(deployment.apiBase ?? deployment.provider.defaultAPIBase ?? "")])
             }
         }
-        if configuration.storage.redis?.hasPrefix("rediss://") == true, configuration.storage.redisTLS.minimumVersion == .tls12 {
+        if configuration.storage.redis?.hasPrefix("rediss") == true, configuration.storage.redisTLS.minimumVersion == .tls12 {
             logger.warning("Redis accepts TLS 1.2 (storage.redis_tls.min_version)")
         }
         if case .postgres(let url) = StorageLocation(configuration.storage.database), let weakness = PostgresStore.tlsWeakness(url: url) {

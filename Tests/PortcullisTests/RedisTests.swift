@@ -72,6 +72,15 @@ struct RESPCodecTests {
         #expect(full.password == "s@cret")
         #expect(full.database == 2)
         #expect(throws: RedisError.self) { try RedisConfiguration(url: "http://x") }
+        let watched = try RedisConfiguration(url: "redis-sentinel://:pw@10.0.0.1:26380,sentinel-b,[::1]:26381/mymaster/3")
+        #expect(watched.sentinels == [RedisEndpoint(host: "10.0.0.1", port: 26380), RedisEndpoint(host: "sentinel-b", port: 26379),
+                                      RedisEndpoint(host: "::1", port: 26381)])
+        #expect(watched.sentinelMasterName == "mymaster" && watched.database == 3 && watched.password == "pw")
+        let secure = try RedisConfiguration(url: "rediss-sentinel://s1:26379/cache")
+        #expect(secure.sentinels.allSatisfy(\.useTLS) && secure.sentinelMasterName == "cache" && secure.database == 0)
+        for bad in ["redis-sentinel://s1:26379", "redis-sentinel://s1:26379/", "redis://a:1,b:2", "redis-sentinel://s1/m/x", "redis-sentinel://s1:port/m"] {
+            #expect(throws: RedisError.self, "\(bad)") { try RedisConfiguration(url: bad) }
+        }
     }
 }
 
