@@ -35,6 +35,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 source scripts/servers.sh
+source ops/lib.sh
 start_postgres
 start_redis
 
@@ -42,23 +43,7 @@ log "building the release binary"
 swift build -c release --product portcullis >/dev/null
 BIN="$(swift build -c release --show-bin-path)/portcullis"
 
-cat > "$SCRATCH/gateway.yaml" <<YAML
-log_level: warning
-server: { shutdown_grace_seconds: 10 }
-auth: { master_key: drill-master-key, key_pepper: "drill-pepper-0123456789abcdef-0123456789" }
-storage: { database: "$PORTCULLIS_TEST_POSTGRES_URL", redis: "$PORTCULLIS_TEST_REDIS_URL", probe_interval_seconds: 1 }
-limits:
-  roles: { admin: { rpm: 100000000, tpm: 2000000000, concurrency: 100000 } }
-  models: { limited: { rpm: $LIMIT } }
-guardrails: { enabled: false }
-audit: { enabled: false }
-routing: { health_check: { interval_seconds: 0 } }
-models:
-  - name: bench
-    deployments: [{ provider: demo }]
-  - name: limited
-    deployments: [{ provider: demo }]
-YAML
+write_drill_config "$SCRATCH/gateway.yaml" "$PORTCULLIS_TEST_POSTGRES_URL" "$PORTCULLIS_TEST_REDIS_URL" "$LIMIT" 1
 
 start_gateway() { # index
   local port="${GATEWAY_PORTS[$1]}"

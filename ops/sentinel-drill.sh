@@ -28,6 +28,7 @@ for tool in wrk redis-server redis-sentinel; do command -v "$tool" >/dev/null 2>
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 ((${#missing[@]} == 0)) || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 source scripts/servers.sh
+source ops/lib.sh
 start_postgres
 
 redis_on() { # port extra-arguments…
@@ -59,22 +60,7 @@ log "building the release binary"
 swift build -c release --product portcullis >/dev/null
 BIN="$(swift build -c release --show-bin-path)/portcullis"
 SENTINELS="$(printf '127.0.0.1:%s,' "${SENTINEL_PORTS[@]}")"
-cat > "$SCRATCH/gateway.yaml" <<YAML
-log_level: warning
-auth: { master_key: drill-master-key, key_pepper: "drill-pepper-0123456789abcdef-0123456789" }
-storage: { database: "$PORTCULLIS_TEST_POSTGRES_URL", redis: "redis-sentinel://${SENTINELS%,}/drill", probe_interval_seconds: 0.5 }
-limits:
-  roles: { admin: { rpm: 100000000, tpm: 2000000000, concurrency: 100000 } }
-  models: { limited: { rpm: $LIMIT } }
-guardrails: { enabled: false }
-audit: { enabled: false }
-routing: { health_check: { interval_seconds: 0 } }
-models:
-  - name: bench
-    deployments: [{ provider: demo }]
-  - name: limited
-    deployments: [{ provider: demo }]
-YAML
+write_drill_config "$SCRATCH/gateway.yaml" "$PORTCULLIS_TEST_POSTGRES_URL" "redis-sentinel://${SENTINELS%,}/drill" "$LIMIT" 0.5
 for port in "${GATEWAY_PORTS[@]}"; do
   "$BIN" serve --config "$SCRATCH/gateway.yaml" --port "$port" >>"$SCRATCH/gateway-$port.log" 2>&1 &
   PIDS+=($!)
