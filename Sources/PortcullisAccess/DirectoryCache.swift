@@ -1,4 +1,5 @@
 import Foundation
+import PortcullisCore
 import PortcullisStorage
 import Synchronization
 
@@ -68,8 +69,7 @@ public final class DirectoryCache: Sendable {
 extension ContinuousClock {
     /// Seconds on the monotonic clock since the first call.
     static var uptime: Double {
-        let components = (ContinuousClock.now - origin).components
-        return Double(components.seconds) + Double(components.attoseconds) / 1e18
+        (ContinuousClock.now - origin).inSeconds
     }
 
     private static let origin = ContinuousClock.now

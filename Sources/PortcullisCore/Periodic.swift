@@ -63,3 +63,10 @@ public enum Periodic {
         if let final { await Task { await final() }.value }
     }
 }
+
+extension Duration {
+    /// This duration in seconds, as a floating-point number (what metrics and logs report).
+    public var inSeconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -228,7 +228,7 @@ public struct AccessLogMiddleware: RouterMiddleware {
     }
 
     static func milliseconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        duration.inSeconds * 1000
     }
 }
 

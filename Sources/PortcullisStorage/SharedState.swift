@@ -1,3 +1,4 @@
+import PortcullisCore
 import Synchronization
 
 /// The outcome of asking a sliding-window limiter for room.
@@ -280,7 +281,6 @@ extension InProcessSharedState {
 
     /// Seconds since this process first asked, on a monotonic clock: the default expiry clock.
     public static func uptimeSeconds() -> Double {
-        let components = (ContinuousClock.now - processStart).components
-        return Double(components.seconds) + Double(components.attoseconds) / 1e18
+        (ContinuousClock.now - processStart).inSeconds
     }
 }

@@ -143,7 +143,7 @@ public struct HealthProbe: Service {
                     let answer = try? await Deadline.run(within: limit, onExpiry: { health.recordFailure() }) {
                         try await store.query("SELECT 1 AS ok", [])
                     }
-                    let latency = Self.seconds(ContinuousClock.now - start)
+                    let latency = (ContinuousClock.now - start).inSeconds
                     if answer?.count == 1 { health.recordSuccess() } else { health.recordFailure() }
                     guard answer?.count == 1 else { return }
                     var lag: Double?, standbys: Double?
@@ -164,7 +164,7 @@ public struct HealthProbe: Service {
                         let answer = try? await Deadline.run(within: limit, onExpiry: { sharedState.recordProbe(reachable: false) }) {
                             try await redis.command(["PING"])
                         }
-                        let latency = Self.seconds(ContinuousClock.now - start)
+                        let latency = (ContinuousClock.now - start).inSeconds
                         sharedState.recordProbe(reachable: answer?.string == "PONG")
                         guard answer?.string == "PONG" else { return }
                         let info = try? await Deadline.run(within: limit) { try await redis.command(["INFO", "memory"]) }
@@ -178,9 +178,5 @@ public struct HealthProbe: Service {
                 }
             }
         }
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
