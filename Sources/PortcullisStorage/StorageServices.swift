@@ -39,6 +39,8 @@ public final class DependencyMeasurements: Sendable {
         public var redisMaxMemory: Double?
     }
     private let values = Mutex(Values())
+    /// False once the server refused the replication query (a role without the functions).
+    let replicationReadable = Atomic<Bool>(true)
 
     public init() {}
 
@@ -115,7 +117,8 @@ public struct HealthProbe: Service {
     /// PostgreSQL's replication lag as this connection sees it: a primary's farthest standby
     /// (bytes between its WAL and the standby's replay), or a standby's own replay gap.
     static let replicationQuery = """
-        SELECT CASE WHEN pg_is_in_recovery()
+        SELECT 1 AS ok,
+               CASE WHEN pg_is_in_recovery()
                     THEN coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)
                     ELSE coalesce((SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication), 0)
                END::bigint AS lag_bytes,
@@ -139,23 +142,32 @@ public struct HealthProbe: Service {
                 // A probe that hangs is reported unreachable at its deadline, at once; the next
                 // probe starts only after it has returned, so hung calls never pile up.
                 group.addTask {
+                    // One query a tick, as before the replication figures: on PostgreSQL it reads them too.
+                    let readsReplication = store.dialect == .postgres && measurements.replicationReadable.load(ordering: .relaxed)
                     let start = ContinuousClock.now
-                    let answer = try? await Deadline.run(within: limit, onExpiry: { health.recordFailure() }) {
-                        try await store.query("SELECT 1 AS ok", [])
+                    let answer: Result<[SQLRow], any Error>
+                    do {
+                        answer = .success(try await Deadline.run(within: limit, onExpiry: { health.recordFailure() }) {
+                            try await store.query(readsReplication ? Self.replicationQuery : "SELECT 1 AS ok", [])
+                        })
+                    } catch {
+                        answer = .failure(error)
                     }
                     let latency = (ContinuousClock.now - start).inSeconds
-                    if answer?.count == 1 { health.recordSuccess() } else { health.recordFailure() }
-                    guard answer?.count == 1 else { return }
-                    var lag: Double?, standbys: Double?
-                    if store.dialect == .postgres,
-                       let row = (try? await Deadline.run(within: limit) { try await store.query(Self.replicationQuery, []) })?.first {
-                        lag = row["lag_bytes"].double
-                        standbys = row["standbys"].double
-                    }
-                    measurements.update {
-                        $0.databaseLatency = latency
-                        $0.replicationLagBytes = lag
-                        $0.standbys = standbys
+                    switch answer {
+                    case .success(let rows) where rows.count == 1:
+                        health.recordSuccess()
+                        measurements.update {
+                            $0.databaseLatency = latency
+                            $0.replicationLagBytes = readsReplication ? rows[0]["lag_bytes"].double : nil
+                            $0.standbys = readsReplication ? rows[0]["standbys"].double : nil
+                        }
+                    case .failure(let error as SQLError) where readsReplication && !error.isUnavailable:
+                        // The server answered but refused the replication functions: it is up; probe plainly from now on.
+                        health.recordSuccess()
+                        measurements.replicationReadable.store(false, ordering: .relaxed)
+                    default:
+                        health.recordFailure()
                     }
                 }
                 if let redis, let sharedState {
