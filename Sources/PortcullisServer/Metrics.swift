@@ -88,7 +88,7 @@ struct GatewayMetrics: Sendable {
             out.family("portcullis_database_standbys", "gauge", "Standbys streaming from the primary the gateway writes to.", value: standbys)
         }
         if let latency = measured.redisLatency {
-            out.family("portcullis_redis_latency_seconds", "gauge", "Round trip of the health probe's last Redis PING.", value: latency)
+            out.family("portcullis_redis_latency_seconds", "gauge", "Round trip of the health probe's last Redis command (INFO memory).", value: latency)
         }
         if let used = measured.redisUsedMemory {
             out.family("portcullis_redis_memory_used_bytes", "gauge", "Memory Redis reports in use (INFO memory used_memory).", value: used)

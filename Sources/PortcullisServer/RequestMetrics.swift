@@ -270,7 +270,13 @@ public final class RequestMeasures: Sendable {
 
     func model(_ model: String) { facts.withLock { $0.model = model } }
     func role(_ role: String) { facts.withLock { $0.role = role } }
-    func failed(code: ErrorCode) { facts.withLock { $0.code = code.rawValue } }
+    /// A refusal's code and, for limits and budgets, what it counted against.
+    func failed(_ error: GatewayError) {
+        facts.withLock {
+            $0.code = error.code.rawValue
+            $0.scope = error.scope
+        }
+    }
 
     /// An upstream attempt of this request ended.
     func attempted(seconds: Double) {
@@ -292,16 +298,6 @@ public final class RequestMeasures: Sendable {
         }
         metrics.recordUsage(model: modelLabel, deployment: deployment, provider: provider, input: input, output: output, cached: cached,
                             costMicros: costMicros)
-    }
-}
-
-extension RequestMeasures {
-    /// A refusal's code and, for limits and budgets, what it counted against.
-    func failed(_ error: GatewayError) {
-        facts.withLock {
-            $0.code = error.code.rawValue
-            $0.scope = error.scope
-        }
     }
 }
 

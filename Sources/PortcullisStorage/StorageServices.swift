@@ -32,7 +32,7 @@ public final class DependencyMeasurements: Sendable {
         public var replicationLagBytes: Double?
         /// Standbys streaming from this primary (nil on SQLite).
         public var standbys: Double?
-        /// Round trip of the last Redis PING, in seconds.
+        /// Round trip of the last Redis probe (`INFO memory`), in seconds.
         public var redisLatency: Double?
         /// Redis's `used_memory` and `maxmemory` (0: no limit), in bytes, from `INFO memory`.
         public var redisUsedMemory: Double?
@@ -172,15 +172,15 @@ public struct HealthProbe: Service {
                 }
                 if let redis, let sharedState {
                     group.addTask {
+                        // One command a tick, as with PING before: INFO memory answers only from a live server.
                         let start = ContinuousClock.now
                         let answer = try? await Deadline.run(within: limit, onExpiry: { sharedState.recordProbe(reachable: false) }) {
-                            try await redis.command(["PING"])
+                            try await redis.command(["INFO", "memory"])
                         }
                         let latency = (ContinuousClock.now - start).inSeconds
-                        sharedState.recordProbe(reachable: answer?.string == "PONG")
-                        guard answer?.string == "PONG" else { return }
-                        let info = try? await Deadline.run(within: limit) { try await redis.command(["INFO", "memory"]) }
-                        let memory = Self.memory(fromInfo: info?.string ?? "")
+                        let memory = Self.memory(fromInfo: answer?.string ?? "")
+                        sharedState.recordProbe(reachable: memory.used != nil)
+                        guard memory.used != nil else { return }
                         measurements.update {
                             $0.redisLatency = latency
                             $0.redisUsedMemory = memory.used
