@@ -34,6 +34,9 @@ struct FaultTests {
                 try postgres.stop()
                 #expect(try await open.awaitReadiness("database", "unreachable"), "readiness tells the database is gone")
                 #expect(try await open.request(.GET, "/health/ready").json?.objectValue?["status"]?.stringValue == "degraded")
+                // The key's fresh cache entry (0.2 s) must have lapsed, or the first chats below are
+                // plain cache hits rather than the stale admissions counted.
+                try await Task.sleep(for: .milliseconds(400))
                 #expect(try await open.metric("portcullis_database_up") == 0)
                 for _ in 0..<5 {
                     let served = try await open.chat(key: key)
