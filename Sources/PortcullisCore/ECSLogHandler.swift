@@ -54,6 +54,9 @@ public struct ECSLogHandler: LogHandler {
             case "duration_ms":
                 // ECS's event.duration is in nanoseconds.
                 object["event.duration"] = Double(text).map { .integer(Int64(($0 * 1_000_000).rounded())) } ?? .string(text)
+            case _ where Self.numericFields.contains(key):
+                // Counts and amounts stay numbers, so a log pipeline can sum and chart them.
+                object["portcullis.\(key)"] = Int64(text).map(JSONValue.integer) ?? Double(text).map(JSONValue.double) ?? .string(text)
             default:
                 object[Self.fieldNames[key] ?? "portcullis.\(key)"] = .string(text)
             }
@@ -67,6 +70,9 @@ public struct ECSLogHandler: LogHandler {
         line.append(UInt8(ascii: "\n"))
         write(line)
     }
+
+    /// The access log's members written as JSON numbers.
+    static let numericFields: Set<String> = ["prompt_tokens", "completion_tokens", "cost_usd", "ttft_ms"]
 
     static func flatten(_ value: Logger.Metadata.Value) -> String {
         switch value {

@@ -82,10 +82,11 @@ struct AccessLogTests {
                 let streamed = try #require(entries.first { $0["url.path"]?.stringValue == "/v1/chat/completions" && $0["http.response.status_code"]?.integerValue == 200 })
                 #expect(streamed["portcullis.model"]?.stringValue == "gpt")
                 #expect(streamed["portcullis.deployment"]?.stringValue?.hasPrefix("gpt/") == true)
-                #expect(Int(streamed["portcullis.prompt_tokens"]?.stringValue ?? "") ?? 0 > 0)
-                #expect(Int(streamed["portcullis.completion_tokens"]?.stringValue ?? "") ?? 0 > 0)
-                #expect(Double(streamed["portcullis.cost_usd"]?.stringValue ?? "") ?? 0 > 0)
-                let ttft = Double(streamed["portcullis.ttft_ms"]?.stringValue ?? "") ?? -1
+                // Counts and amounts are JSON numbers, not strings.
+                #expect(streamed["portcullis.prompt_tokens"]?.integerValue ?? 0 > 0, "\(String(describing: streamed["portcullis.prompt_tokens"]))")
+                #expect(streamed["portcullis.completion_tokens"]?.integerValue ?? 0 > 0)
+                #expect(streamed["portcullis.cost_usd"]?.doubleValue ?? 0 > 0)
+                let ttft = streamed["portcullis.ttft_ms"]?.doubleValue ?? -1
                 let total = Double(streamed["event.duration"]?.integerValue ?? 0) / 1_000_000
                 #expect(ttft >= 0 && total > ttft + 50, "the entry timed the whole stream (\(total) ms), after its first token (\(ttft) ms)")
                 #expect(streamed["trace.id"]?.stringValue == "4bf92f3577b34da6a3ce929d0e0e4736")
