@@ -9,8 +9,8 @@ public struct LimitViolators: Sendable {
     public enum Grouping: String, Sendable, CaseIterable {
         case key, user, team
 
-        /// The actor member of a record's details that names the caller.
-        var member: String {
+        /// The actor member of a record's details that names the caller (and the API's field for it).
+        public var member: String {
             switch self {
             case .key: "key_id"
             case .user: "user_id"
@@ -28,10 +28,6 @@ public struct LimitViolators: Sendable {
         public var lastRefusedAt: Int64
     }
 
-    /// The refusals counted.
-    public static let codes: Set<String> = [ErrorCode.rateLimitExceeded.rawValue, ErrorCode.requestExceedsLimit.rawValue,
-                                            ErrorCode.budgetExceeded.rawValue]
-
     /// The newest refused outcomes read at most; a window holding more says so (`truncated`).
     public static let scanLimit = 100_000
 
@@ -44,7 +40,7 @@ public struct LimitViolators: Sendable {
     public init(outcomes: [(timestamp: Int64, details: JSONObject)], by grouping: Grouping, top: Int, truncated: Bool) {
         var counts: [String: Entry] = [:]
         for (timestamp, details) in outcomes {
-            guard let code = details["code"]?.stringValue, Self.codes.contains(code),
+            guard let code = details["code"]?.stringValue, ErrorCode.limitRefusals.contains(code),
                   let subject = details["actor"]?.objectValue?[grouping.member]?.stringValue else { continue }
             var entry = counts[subject] ?? Entry(subject: subject, refusals: 0, byCode: [:], lastRefusedAt: timestamp)
             entry.refusals += 1

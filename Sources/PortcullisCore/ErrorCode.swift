@@ -80,3 +80,9 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     /// 504: A time limit passed; the message names the phase.
     case upstreamTimeout = "upstream_timeout"
 }
+
+extension ErrorCode {
+    /// The refusals of a rate limit, token limit or budget: what the limit-refusal metric and the
+    /// admin API's violators count.
+    public static let limitRefusals: Set<String> = [rateLimitExceeded.rawValue, requestExceedsLimit.rawValue, budgetExceeded.rawValue]
+}

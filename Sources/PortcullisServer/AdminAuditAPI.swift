@@ -41,11 +41,10 @@ extension AdminAPI {
         let to = filter.to ?? Int64(Date().timeIntervalSince1970 * 1_000_000) + 1
         let from = filter.from ?? to - 3_600_000_000
         let violators = try await audit.reader.limitViolators(from: from, to: to, by: grouping, top: top)
-        let member = grouping == .key ? "key_id" : grouping == .user ? "user_id" : "team_id"
         let data: [JSONValue] = violators.entries.map { entry in
             var codes = JSONObject()
             for (code, count) in entry.byCode.sorted(by: { $0.key < $1.key }) { codes[code] = .integer(Int64(count)) }
-            return [member: .string(entry.subject), "refusals": .integer(Int64(entry.refusals)), "by_code": .object(codes),
+            return [grouping.member: .string(entry.subject), "refusals": .integer(Int64(entry.refusals)), "by_code": .object(codes),
                     "last_refused_at": .integer(entry.lastRefusedAt)]
         }
         return Self.json(["object": "list", "by": .string(grouping.rawValue), "from": .integer(from), "to": .integer(to),

@@ -312,9 +312,6 @@ public struct RequestMetricsMiddleware: RouterMiddleware {
         self.metrics = metrics
     }
 
-    static let limitCodes: Set<String> = [ErrorCode.rateLimitExceeded.rawValue, ErrorCode.requestExceedsLimit.rawValue,
-                                          ErrorCode.budgetExceeded.rawValue]
-
     public func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
         guard !path.hasPrefix("/health/"), path != "/metrics" else { return try await next(request, context) }
@@ -363,7 +360,7 @@ public struct RequestMetricsMiddleware: RouterMiddleware {
         let code = facts.code ?? (status >= 400 ? "unclassified" : "none")
         metrics.recordRequest(route: route, model: metrics.modelLabel(facts.model), status: status, code: code, role: facts.role,
                               seconds: seconds(since: start))
-        if limitCodes.contains(code) { metrics.recordLimitRefusal(code: code, scope: facts.scope ?? "unknown", role: facts.role) }
+        if ErrorCode.limitRefusals.contains(code) { metrics.recordLimitRefusal(code: code, scope: facts.scope ?? "unknown", role: facts.role) }
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {
