@@ -9,6 +9,9 @@ public final class Deployment: Sendable {
     public let adapter: any ProviderAdapter
     public let weight: Double
     public let price: TokenPrice
+    /// The configuration it was built from (nil when built directly): a reload keeps a deployment
+    /// whose configuration did not change, with its circuit and health.
+    public let settings: DeploymentConfiguration?
     private let breaker: Mutex<CircuitBreaker>
     private let healthy = Atomic<Bool>(true)
     /// When the deployment last failed (a health check or a call that counts), wall-clock seconds; 0: never.
@@ -17,13 +20,17 @@ public final class Deployment: Sendable {
     public let panicSelections = Atomic<Int>(0)
 
     public init(target: DeploymentTarget, adapter: any ProviderAdapter, weight: Double = 1, price: TokenPrice = TokenPrice(),
-                breaker: CircuitBreaker.Configuration = CircuitBreaker.Configuration()) {
+                breaker: CircuitBreaker.Configuration = CircuitBreaker.Configuration(), settings: DeploymentConfiguration? = nil) {
         self.target = target
         self.adapter = adapter
         self.weight = max(weight, 0)
         self.price = price
+        self.settings = settings
         self.breaker = Mutex(CircuitBreaker(configuration: breaker))
     }
+
+    /// Its circuit breaker's thresholds.
+    public var breakerConfiguration: CircuitBreaker.Configuration { breaker.withLock { $0.configuration } }
 
     /// The deployment's secret-free name.
     public var name: String { target.name }

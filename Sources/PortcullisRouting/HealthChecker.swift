@@ -5,7 +5,8 @@ import ServiceLifecycle
 
 /// Probes every remote deployment on an interval and marks it healthy or not.
 public struct HealthChecker: Service {
-    public let deployments: [Deployment]
+    /// The deployments to probe, read at each round (a reload may change them).
+    private let currentDeployments: @Sendable () -> [Deployment]
     /// Seconds between rounds.
     public let interval: Double
     /// Time limit for one probe, seconds.
@@ -13,11 +14,19 @@ public struct HealthChecker: Service {
     private let logger: Logger
 
     public init(deployments: [Deployment], interval: Double = 30, probeTimeout: Double = 5, logger: Logger) {
-        self.deployments = deployments.filter { $0.target.provider != .demo }
+        self.init(deployments: { deployments }, interval: interval, probeTimeout: probeTimeout, logger: logger)
+    }
+
+    /// - Parameter deployments: read at every round, so deployments a reload adds are probed from the next one.
+    public init(deployments: @escaping @Sendable () -> [Deployment], interval: Double = 30, probeTimeout: Double = 5, logger: Logger) {
+        self.currentDeployments = deployments
         self.interval = interval
         self.probeTimeout = probeTimeout
         self.logger = logger
     }
+
+    /// The remote deployments (the demo model has nothing to probe).
+    public var deployments: [Deployment] { currentDeployments().filter { $0.target.provider != .demo } }
 
     /// Probes every deployment once, concurrently.
     public func checkAll() async {
@@ -47,7 +56,7 @@ public struct HealthChecker: Service {
     }
 
     public func run() async throws {
-        guard !deployments.isEmpty, interval > 0 else {
+        guard interval > 0 else {
             try? await gracefulShutdown()
             return
         }

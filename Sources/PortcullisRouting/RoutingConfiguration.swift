@@ -89,28 +89,34 @@ public struct DeploymentConfiguration: Sendable, Equatable {
 extension ModelRouter {
     /// The router of `models` as configured: each deployment with its adapter (from `adapter`,
     /// one per provider kind), target, weight, price and circuit breaker; retries and backoff
-    /// from `routing`.
-    public init(models: [ModelConfiguration], routing: RoutingConfiguration,
+    /// from `routing`. A deployment of `previous` (the router a reload replaces) with the same name,
+    /// configuration and breaker thresholds is kept as it is, with its circuit, health and counters.
+    public init(models: [ModelConfiguration], routing: RoutingConfiguration, keeping previous: ModelRouter? = nil,
                 adapter: (ProviderKind, DeploymentConfiguration) -> any ProviderAdapter) {
         let breaker = CircuitBreaker.Configuration(failureThreshold: routing.circuitFailureThreshold,
                                                    window: routing.circuitWindowSeconds, cooldown: routing.circuitCooldownSeconds)
         let created = Int64(Date().timeIntervalSince1970)
+        var kept: [String: Deployment] = [:]
+        for deployment in previous?.allDeployments ?? [] where deployment.breakerConfiguration == breaker { kept[deployment.name] = deployment }
         let groups = models.map { model in
             let deployments = model.deployments.enumerated().map { index, settings in
                 let timeouts = UpstreamTimeouts(connect: settings.timeouts.connect, firstByte: settings.timeouts.firstByte,
                                                 total: settings.timeouts.total, streamIdle: settings.timeouts.streamIdle)
                 let kind = settings.provider
+                let name = "\(model.name)/\(kind.rawValue)[\(index)]"
+                if let unchanged = kept[name], unchanged.settings == settings { return unchanged }
                 let target = DeploymentTarget(
-                    name: "\(model.name)/\(kind.rawValue)[\(index)]", provider: kind, upstreamModel: settings.model,
+                    name: name, provider: kind, upstreamModel: settings.model,
                     apiBase: settings.apiBase ?? kind.defaultAPIBase ?? "", apiKey: settings.apiKey, apiVersion: settings.apiVersion,
                     headers: settings.headers, timeouts: timeouts, defaultMaxTokens: settings.defaultMaxTokens,
                     tls: settings.tls)
                 return Deployment(target: target, adapter: adapter(kind, settings), weight: settings.weight,
                                   price: TokenPrice(inputPerMillion: settings.inputPricePerMillion, outputPerMillion: settings.outputPricePerMillion),
-                                  breaker: breaker)
+                                  breaker: breaker, settings: settings)
             }
             let owner = model.deployments.first.map { $0.provider == .demo ? "portcullis" : $0.provider.rawValue } ?? "portcullis"
-            return ModelGroup(name: model.name, deployments: deployments, fallbacks: model.fallbacks, created: created, ownedBy: owner)
+            let since = previous?.groups[model.name]?.created ?? created
+            return ModelGroup(name: model.name, deployments: deployments, fallbacks: model.fallbacks, created: since, ownedBy: owner)
         }
         let policy = RetryPolicy(retries: routing.retries, initialBackoff: routing.initialBackoffMilliseconds / 1000,
                                  maximumBackoff: routing.maximumBackoffMilliseconds / 1000, maximumRetryAfter: routing.maximumRetryAfterSeconds)
