@@ -41,10 +41,11 @@ public func buildApplication(
 
 /// The assembled gateway: routing table, upstream client and request pipeline.
 public struct Gateway: Sendable {
+    /// The configuration it started with (a reload's models, routing and guardrails are in `live`).
     public let configuration: GatewayConfiguration
-    public let modelRouter: ModelRouter
+    /// The models, routing and guard policies in force, which a reload replaces.
+    public let live: LiveRouting
     public let upstreamClient: UpstreamHTTPClient
-    public let pipeline: RequestPipeline
     public let healthChecker: HealthChecker
     public let access: AccessSystem
     /// Guard decisions and admin actions.
@@ -57,6 +58,15 @@ public struct Gateway: Sendable {
     public let certificates: [CertificateLifetime]
     /// Requests, upstream attempts, tokens and security decisions, in the registry `/metrics` serves.
     public let requestMetrics: RequestMetrics
+    /// Limits, budgets and usage accounting (nil for the benchmark's reference), kept across reloads.
+    let governance: Governance?
+    /// Builds the reloadable part.
+    let factory: PipelineFactory
+
+    /// The routing table in force.
+    public var modelRouter: ModelRouter { live.current.router }
+    /// The request pipeline in force.
+    public var pipeline: RequestPipeline { live.current.pipeline }
 
     /// - Parameters:
     ///   - governed: false serves without limits, budgets or usage accounting (the benchmark's reference).
@@ -67,31 +77,10 @@ public struct Gateway: Sendable {
         self.requestMetrics = RequestMetrics(registry: metricsRegistry, models: configuration.models.map(\.name))
         let client = UpstreamHTTPClient()
         self.upstreamClient = client
-        let routing = configuration.routing
-        let openAI = OpenAIAdapter(http: client), anthropic = AnthropicAdapter(http: client)
-        self.modelRouter = ModelRouter(models: configuration.models, routing: routing) { kind, settings in
-            switch kind {
-            case .anthropic: anthropic
-            case .demo: DemoProvider(tokensPerSecond: settings.tokensPerSecond)
-            case .openai, .openaiCompatible, .vllm, .ollama, .azure: openAI
-            }
-        }
+        let factory = PipelineFactory(client: client, logger: logger)
+        self.factory = factory
         // Everything that can refuse the configuration comes before the access system, which must be shut down once started.
-        let policies = configuration.guardrails.policies + [configuration.guardrails.defaultPolicy]
-        if configuration.guardrails.enabled, policies.contains(where: { $0.input.contains("injection_classifier") }),
-           case .failure(let error) = ClassifierGuard.shipped {
-            throw ConfigurationError(source: "configuration", issues: [.init(path: "guardrails",
-                                                                            message: "the injection_classifier guard cannot load its model: \(error)")])
-        }
-        var tokenizer: BPETokenizer?
-        if let path = configuration.guardrails.tokenizer {
-            do {
-                tokenizer = try BPETokenizer(path: path)
-            } catch {
-                throw ConfigurationError(source: "configuration", issues: [.init(path: "guardrails.tokenizer", message: "\(path): \(error)")])
-            }
-        }
-        let remoteGuards = try RemoteGuards.make(configuration.guardrails, router: modelRouter, http: client, logger: logger)
+        let prepared = try factory.prepare(configuration)
         let signing = try Self.checkpointSigning(configuration, http: client, logger: logger)
         let access = try await AccessSystem.make(auth: configuration.auth, storage: configuration.storage, limits: configuration.limits,
                                                  ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations,
@@ -105,18 +94,16 @@ public struct Gateway: Sendable {
         self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
-        let guarding = configuration.guardrails.enabled && governed
-            ? InputGuarding(policies: configuration.guardrails.policies.map { $0.settings(tokenizer: tokenizer) },
-                            fallback: configuration.guardrails.defaultPolicy.settings(tokenizer: tokenizer), events: audit.guardEvents,
-                            remote: remoteGuards, pseudonymKey: Array((configuration.guardrails.pseudonymKey ?? "").utf8)) : nil
-        self.pipeline = RequestPipeline(router: modelRouter, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                        guarding: guarding, audit: audit, dependencies: { [access] in access.dependencyState })
+        self.governance = governance
+        let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit,
+                                                dependencies: { [access] in access.dependencyState }))
+        self.live = live
         let server = configuration.server
         self.connections = ConnectionGovernor(limits: ConnectionLimits(
             headerTimeout: server.headerTimeoutSeconds, bodyIdleTimeout: server.bodyIdleTimeoutSeconds,
             keepAliveIdleTimeout: server.keepAliveIdleTimeoutSeconds, maximumConnections: server.maximumConnections))
-        self.healthChecker = HealthChecker(deployments: modelRouter.allDeployments, interval: routing.healthCheckIntervalSeconds,
-                                           probeTimeout: routing.healthCheckTimeoutSeconds, logger: logger)
+        self.healthChecker = HealthChecker(deployments: { live.current.router.allDeployments }, interval: configuration.routing.healthCheckIntervalSeconds,
+                                           probeTimeout: configuration.routing.healthCheckTimeoutSeconds, logger: logger)
         self.certificates = Certificates.lifetimes(of: Self.certificateFiles(configuration))
         Self.warnAboutWeakTLS(configuration, logger: logger)
     }
@@ -133,14 +120,15 @@ public struct Gateway: Sendable {
             AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
             ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
         }
-        let pipeline = self.pipeline
+        // Each handler takes the pipeline in force when it starts (a reload swaps it; see `LiveRouting`).
+        let live = self.live
         router.get("/health/live") { _, _ in RequestPipeline.json(["status": "ok"]) }
         let certificates = self.certificates
-        router.get("/health/ready") { _, _ in pipeline.readiness(certificates: certificates) }
+        router.get("/health/ready") { _, _ in live.current.pipeline.readiness(certificates: certificates) }
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
-        let metrics = GatewayMetrics(access: access, audit: audit, router: modelRouter, registry: requestMetrics.registry, connections: connections,
+        let metrics = GatewayMetrics(access: access, audit: audit, live: live, registry: requestMetrics.registry, connections: connections,
                                      handshakes: configuration.server.tls == nil ? nil : handshakes, certificates: certificates)
         // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
         router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }
@@ -151,13 +139,13 @@ public struct Gateway: Sendable {
         }
         for prefix in ["/v1", ""] {
             let models = api.group(RouterPath(prefix.isEmpty ? "" : prefix)).add(middleware: PermissionMiddleware(.callModels))   // 3. authorise
-            models.post("chat/completions") { request, context in try await pipeline.chatCompletions(request, context: context) }
-            models.post("completions") { request, context in try await pipeline.completions(request, context: context) }
-            models.post("embeddings") { request, context in try await pipeline.embeddings(request, context: context) }
-            models.post("messages") { request, context in try await pipeline.messages(request, context: context) }
+            models.post("chat/completions") { request, context in try await live.current.pipeline.chatCompletions(request, context: context) }
+            models.post("completions") { request, context in try await live.current.pipeline.completions(request, context: context) }
+            models.post("embeddings") { request, context in try await live.current.pipeline.embeddings(request, context: context) }
+            models.post("messages") { request, context in try await live.current.pipeline.messages(request, context: context) }
             let listing = api.group(RouterPath(prefix.isEmpty ? "" : prefix)).add(middleware: PermissionMiddleware(.listModels))
-            listing.get("models") { _, context in pipeline.listModels(for: context.principal) }
-            listing.get("models/{id}") { _, context in try pipeline.model(context.parameters.require("id"), for: context.principal) }
+            listing.get("models") { _, context in live.current.pipeline.listModels(for: context.principal) }
+            listing.get("models/{id}") { _, context in try live.current.pipeline.model(context.parameters.require("id"), for: context.principal) }
         }
         let admin = router.group("admin")
         admin.addMiddleware {
@@ -200,7 +188,7 @@ public struct Gateway: Sendable {
     public func makeApplication(logger: Logger, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services + audit.services
         // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
-        if let settlements = pipeline.admission.governance?.settlements { services.append(settlements) }
+        if let settlements = governance?.settlements { services.append(settlements) }
         services.append(healthChecker)
         return Application(
             router: makeRouter(),

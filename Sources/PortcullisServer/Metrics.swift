@@ -57,7 +57,8 @@ struct PrometheusText {
 struct GatewayMetrics: Sendable {
     let access: AccessSystem
     let audit: AuditLogs
-    let router: ModelRouter
+    /// The routing in force, and the reloads that put it there.
+    let live: LiveRouting
     /// The registry of the request metrics and of libraries' swift-metrics, emitted first.
     let registry: PrometheusCollectorRegistry
     var connections: ConnectionGovernor? = nil
@@ -119,7 +120,15 @@ struct GatewayMetrics: Sendable {
                                ([("sink", sink), ("result", "refused")], Double(counts.rejected)),
                                ([("sink", sink), ("result", "failed_attempt")], Double(counts.failures))]
                    })
-        let deployments = router.allDeployments
+        let reloads = live.counts
+        out.family("portcullis_config_reloads_total", "counter", "Configuration reloads (SIGHUP or a changed file) applied, and refused for an error.",
+                   [([("outcome", "applied")], Double(reloads.applied)), ([("outcome", "failed")], Double(reloads.failed))])
+        out.family("portcullis_config_last_reload_successful", "gauge",
+                   "0 while the last reload attempt was refused (the gateway runs on the configuration before it), 1 otherwise.",
+                   value: reloads.lastSucceeded ? 1 : 0)
+        out.family("portcullis_config_last_reload_success_timestamp_seconds", "gauge",
+                   "When the configuration in force was loaded (start-up or the last applied reload), Unix time.", value: reloads.lastSuccessTime)
+        let deployments = live.current.router.allDeployments
         out.family("portcullis_deployment_up", "gauge", "1 when the deployment passed its last health check and its circuit admits requests.",
                    deployments.map { ([("deployment", $0.name)], $0.isSelectable() ? 1 : 0) })
         out.family("portcullis_circuit_open", "gauge", "1 while the deployment's circuit breaker is open or half open.",

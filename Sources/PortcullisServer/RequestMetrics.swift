@@ -18,7 +18,8 @@ import Synchronization
 /// counters and gauges are atomics; its histograms take an uncontended lock).
 public final class RequestMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    let models: Set<String>
+    /// The model groups ever configured (a reload adds its new ones; none is dropped, so a label's series carries on).
+    private let models: Mutex<Set<String>>
 
     /// Request latency buckets, 5 ms to 120 s: fine enough for p50/p95/p99 at every scale.
     static let latencyBuckets: [Double] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
@@ -117,7 +118,7 @@ public final class RequestMetrics: Sendable {
     ///   - models: the configured model groups; any other model is labelled `other`.
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), models: [String]) {
         self.registry = registry
-        self.models = Set(models)
+        self.models = Mutex(Set(models))
         streamsInFlight = registry.makeGauge(descriptor: Self.streamsInFlightFamily)
     }
 
@@ -128,10 +129,20 @@ public final class RequestMetrics: Sendable {
         statusClasses.indices.contains(status / 100 - 1) ? statusClasses[status / 100 - 1] : "other"
     }
 
+    /// Labels the model groups a reload configured with their own names from now on.
+    public func addModels(_ names: [String]) {
+        models.withLock { $0.formUnion(names) }
+    }
+
+    /// Whether `model` is a configured model group (labelled with its name).
+    func isConfigured(_ model: String) -> Bool {
+        models.withLock { $0.contains(model) }
+    }
+
     /// The label for a model a request named.
     func modelLabel(_ model: String?) -> String {
         guard let model else { return "none" }
-        return models.contains(model) ? model : "other"
+        return isConfigured(model) ? model : "other"
     }
 
     /// A cached handle: found under the lock, or made (registration has its own lock) and kept.
@@ -221,7 +232,7 @@ public final class RequestMetrics: Sendable {
                 registry.makeCounter(descriptor: Self.retriesTotalFamily, labels: [("model", model)])
             }.increment(by: Int64(attempts - 1))
         }
-        if group != model, models.contains(group) {
+        if group != model, isConfigured(group) {
             handle(\.fallbacks, PairKey(first: model, second: group)) {
                 registry.makeCounter(descriptor: Self.fallbacksTotalFamily, labels: [("model", model), ("fallback", group)])
             }.increment()

@@ -98,24 +98,20 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Override log_level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String?
 
+    @Option(help: "Seconds between reads of the --config file to reload it when it changed (0: on SIGHUP only).")
+    var configWatchSeconds: Double = 2
+
     @Flag(help: .hidden)   // the benchmark's reference: no limits, budgets or usage accounting; refused with credentials configured
     var referenceCore = false
 
     func run() async throws {
-        var configuration: GatewayConfiguration
+        let configuration: GatewayConfiguration
         do {
-            if let config {
-                configuration = try ConfigurationLoader.load(path: config)
-            } else {
-                configuration = ConfigurationLoader.embeddedDefault()
-            }
+            configuration = try loadConfiguration()
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("portcullis: refusing to start: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
-        if let host { configuration.server.host = host }
-        if let port { configuration.server.port = port }
-        if let logLevel { configuration.logLevel = logLevel }
         if referenceCore && (configuration.auth.masterKey != nil || !configuration.auth.oidc.isEmpty) {
             FileHandle.standardError.write(Data("portcullis: --reference-core is for benchmarks and refuses a configuration with credentials\n".utf8))
             throw ExitCode(2)
@@ -127,12 +123,20 @@ struct Serve: AsyncParsableCommand {
         // One registry for the gateway's metrics and every library's swift-metrics: `/metrics` serves both.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let app = try await buildApplication(configuration: configuration, logger: logger, governed: !referenceCore,
-                                             metricsRegistry: registry) { channel in
+        let gateway = try await Gateway(configuration: configuration, logger: logger, governed: !referenceCore, metricsRegistry: registry)
+        let app = try gateway.makeApplication(logger: logger) { channel in
             let port = channel.localAddress?.port ?? 0
             logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
         }
-        var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint],
+        var services: [any Service] = [app]
+        // Models, deployments, routing and guard policies reload on SIGHUP and when the file changes.
+        if let config {
+            let serve = self
+            services.append(ConfigurationReloader(gateway: gateway, path: config, watchInterval: configWatchSeconds, logger: logger) {
+                try serve.loadConfiguration()
+            })
+        }
+        var lifecycle = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint],
                                                   cancellationSignals: [.sigquit], logger: logger)
         // In-flight requests get `shutdown_grace_seconds` to finish; then the rest is cancelled.
         lifecycle.maximumGracefulShutdownDuration = .nanoseconds(Int64(configuration.server.shutdownGraceSeconds * 1_000_000_000))
@@ -144,6 +148,15 @@ struct Serve: AsyncParsableCommand {
             ? nil : EventLoopTaskExecutor(group: MultiThreadedEventLoopGroup.singleton)
         try await withTaskExecutorPreference(executor) { try await group.run() }
         logger.notice("Portcullis stopped")
+    }
+
+    /// The --config file (or the embedded default) with the command line's overrides; a reload reads it the same way.
+    func loadConfiguration() throws -> GatewayConfiguration {
+        var configuration = try config.map { try ConfigurationLoader.load(path: $0) } ?? ConfigurationLoader.embeddedDefault()
+        if let host { configuration.server.host = host }
+        if let port { configuration.server.port = port }
+        if let logLevel { configuration.logLevel = logLevel }
+        return configuration
     }
 }
 

@@ -175,20 +175,30 @@ final class ScratchRedis: Sendable {
 final class GatewayProcess: Sendable {
     let process: Process
     let client: GatewayClient
+    /// The `--config` file, which a test may rewrite to exercise a reload.
+    let configurationFile: URL
+    /// Where the process's standard error (its log) goes.
+    let logFile: URL
 
     /// Starts the binary with `yaml` on a free port and waits until it answers.
-    init(yaml: String) async throws {
+    init(yaml: String, logLevel: String = "error", arguments: [String] = []) async throws {
         let port = try freeLoopbackPort()
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let binary = directory.appendingPathComponent("portcullis").path
-        let configuration = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-replica-\(UUID().uuidString).yaml")
+        let name = "portcullis-replica-\(UUID().uuidString)"
+        let configuration = FileManager.default.temporaryDirectory.appendingPathComponent(name + ".yaml")
         try yaml.write(to: configuration, atomically: true, encoding: .utf8)
+        let logFile = FileManager.default.temporaryDirectory.appendingPathComponent(name + ".log")
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["serve", "--config", configuration.path, "--port", String(port), "--log-level", "error"]
+        process.arguments = ["serve", "--config", configuration.path, "--port", String(port), "--log-level", logLevel] + arguments
         process.standardOutput = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: logFile)
         try process.run()
         self.process = process
+        self.configurationFile = configuration
+        self.logFile = logFile
         self.client = GatewayClient(port: port)
         let started = ContinuousClock.now
         while ContinuousClock.now - started < .seconds(30) {
@@ -196,8 +206,11 @@ final class GatewayProcess: Sendable {
             try await Task.sleep(nanoseconds: 100_000_000)
         }
         stop()
-        throw TestFailure("the gateway process on port \(port) did not start")
+        throw TestFailure("the gateway process on port \(port) did not start: \(log)")
     }
+
+    /// What the process has logged so far.
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
     func stop() {
         kill(process.processIdentifier, SIGKILL)
