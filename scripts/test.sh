@@ -44,19 +44,21 @@ install_missing
 start_postgres
 start_redis
 
-# A Python venv of the test run's own: the official SDKs for the compatibility suite, and moto's
-# S3-compatible server, which the audit checkpoint tests publish to.
+# A Python venv of the test run's own: the official SDKs for the compatibility suite, moto's
+# S3-compatible server, which the audit checkpoint tests publish to, and the OTLP protobuf definitions.
 if ! python3 -m venv "$SCRATCH/venv" >/dev/null 2>&1; then
   log "installing python3-venv"
   apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
   python3 -m venv "$SCRATCH/venv"
 fi
-"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]'
+"$SCRATCH/venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest 'moto[server]' opentelemetry-proto
 # The manifest checkers in a venv of their own: checkov pins boto3 and friends, and resolving it
 # together with moto backtracks for many minutes.
 python3 -m venv "$SCRATCH/k8s-venv"
 "$SCRATCH/k8s-venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate checkov
 export PORTCULLIS_TEST_MOTO="$SCRATCH/venv/bin/moto_server"
+# The OTLP receiver of the tracing tests decodes spans with opentelemetry-proto from this venv.
+export PORTCULLIS_TEST_PYTHON="$SCRATCH/venv/bin/python"
 
 log "checking the Prometheus alert rules (promtool check rules, promtool test rules)"
 promtool check rules deploy/prometheus/portcullis-alerts.yml >/dev/null

@@ -52,6 +52,35 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public typealias Guardrails = GuardrailsConfiguration
     public typealias Audit = AuditConfiguration
 
+    /// OpenTelemetry traces, exported over OTLP/HTTP (protobuf). Off unless `endpoint` is set.
+    /// The standard `OTEL_*` environment variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// `OTEL_TRACES_SAMPLER_ARG`, `OTEL_SERVICE_NAME`, …) override these once tracing is on.
+    public struct Tracing: Sendable, Equatable {
+        /// The collector's OTLP/HTTP address (`http://otel-collector:4318`); spans go to its
+        /// `/v1/traces` unless the URL already names that path. Default none: tracing off.
+        public var endpoint: String?
+        /// Fraction of new traces recorded, 0–1; a caller's `traceparent` decision is followed. Default 1.
+        public var sampleRatio: Double = 1
+        /// `service.name` of every span. Default `portcullis`.
+        public var serviceName: String = "portcullis"
+        /// Headers sent with each export (a collector's token, say).
+        public var headers: [String: String] = [:]
+        /// Seconds an export may take before it is abandoned. Default 10.
+        public var exportTimeoutSeconds: Double = 10
+
+        public init() {}
+
+        /// Whether spans are recorded and exported.
+        public var isEnabled: Bool { endpoint != nil }
+
+        /// The URL spans are posted to.
+        public var tracesURL: String? {
+            guard let endpoint else { return nil }
+            if endpoint.hasSuffix("/v1/traces") { return endpoint }
+            return endpoint.hasSuffix("/") ? endpoint + "v1/traces" : endpoint + "/v1/traces"
+        }
+    }
+
     public var server = Server()
     public var auth = Auth()
     public var guardrails = Guardrails()
@@ -61,6 +90,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var routing = Routing()
     public var models: [Model] = []
     public var audit = Audit()
+    public var tracing = Tracing()
     /// Log level: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
     /// `text` (the default: one readable line per event) or `json` (one Elastic Common Schema

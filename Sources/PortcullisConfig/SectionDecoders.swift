@@ -12,7 +12,7 @@ import Yams
 extension ConfigurationLoader {
     static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
         guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level", "log_format",
-                                               "guardrails", "audit"]) else { return }
+                                               "guardrails", "audit", "tracing"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds",
                                                                                    "timeouts", "max_connections"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
@@ -72,6 +72,7 @@ extension ConfigurationLoader {
             decodeRouting(routing, into: &configuration.routing)
         }
         if let audit = root.child("audit") { decodeAudit(audit, into: &configuration.audit) }
+        if let tracing = root.child("tracing") { decodeTracing(tracing, into: &configuration.tracing) }
         if let level = root.string("log_level") {
             if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
                 configuration.logLevel = level
@@ -92,6 +93,25 @@ extension ConfigurationLoader {
     }
 
     static let roleNames = Role.allCases.map(\.rawValue)
+
+    static func decodeTracing(_ reader: NodeReader, into tracing: inout GatewayConfiguration.Tracing) {
+        guard reader.expectMapping(allowedKeys: ["endpoint", "sample_ratio", "service_name", "headers", "export_timeout_seconds"]) else { return }
+        if let endpoint = reader.string("endpoint"), !endpoint.isEmpty {
+            if endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") {
+                tracing.endpoint = endpoint
+            } else {
+                reader.issue("endpoint", "must be the collector's http:// or https:// OTLP/HTTP address; got '\(endpoint)'")
+            }
+        }
+        tracing.sampleRatio = reader.number("sample_ratio", in: 0...1) ?? tracing.sampleRatio
+        if let name = reader.string("service_name") {
+            if name.isEmpty { reader.issue("service_name", "must not be empty") } else { tracing.serviceName = name }
+        }
+        if let headers = reader.child("headers"), headers.expectMapping(allowedKeys: nil) {
+            for key in headers.keys { tracing.headers[key] = headers.string(key) ?? "" }
+        }
+        tracing.exportTimeoutSeconds = reader.number("export_timeout_seconds", in: 0.1...300) ?? tracing.exportTimeoutSeconds
+    }
 
     static func decodeAuth(_ auth: NodeReader, into settings: inout GatewayConfiguration.Auth) {
         guard auth.expectMapping(allowedKeys: ["master_key", "required", "key_pepper", "key_cache_seconds", "rotation_grace_seconds",

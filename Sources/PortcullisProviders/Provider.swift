@@ -57,6 +57,12 @@ public struct DeploymentTarget: Sendable {
     }
 }
 
+/// The `traceparent` of the upstream attempt under way, set while tracing records each attempt
+/// as a span of its own; it takes the place of `UpstreamContext.traceparent` for that attempt.
+public enum UpstreamTrace {
+    @TaskLocal public static var traceparent: String?
+}
+
 /// Request-scoped facts sent upstream: identity for correlation, trace context, the logger.
 public struct UpstreamContext: Sendable {
     public var requestID: String

@@ -77,7 +77,7 @@ public final class UpstreamHTTPClient: Sendable {
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         for (name, value) in target.headers { head.headers.replaceOrAdd(name: name, value: value) }
         head.headers.replaceOrAdd(name: "x-request-id", value: context.requestID)
-        if let traceparent = context.traceparent { head.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
+        if let traceparent = UpstreamTrace.traceparent ?? context.traceparent { head.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
         if let body {
             head.headers.replaceOrAdd(name: "content-type", value: "application/json")
             head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))

@@ -127,3 +127,8 @@ private final class FileContents: Sendable {
         }
     }
 }
+
+extension ConfigurationReloader: CustomStringConvertible {
+    /// The service group logs its services by description: the path only, never the configuration's secrets.
+    public var description: String { "ConfigurationReloader(\(path))" }
+}

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdHTTP2
 import HummingbirdTLS
+import Instrumentation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -18,6 +19,7 @@ import PortcullisStorage
 import PortcullisTLS
 import Prometheus
 import ServiceLifecycle
+import Tracing
 
 /// Builds the gateway application from a validated configuration. `main` and the tests both use it.
 ///
@@ -116,6 +118,10 @@ public struct Gateway: Sendable {
         router.addMiddleware {
             RequestIdentityMiddleware()      // 1. edge: request id, trace context
             RequestMetricsMiddleware(metrics: requestMetrics)
+        }
+        // A span per request, when the executable bootstrapped a tracer (`tracing.endpoint`).
+        if configuration.tracing.isEnabled { router.add(middleware: RequestTracingMiddleware(tracer: InstrumentationSystem.tracer)) }
+        router.addMiddleware {
             AccessLogMiddleware()
             AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
             ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope

@@ -203,6 +203,7 @@ extension Gateway {
         let sections: [(String, Bool)] = [
             ("server", start.server != requested.server), ("auth", start.auth != requested.auth), ("storage", start.storage != requested.storage),
             ("limits", start.limits != requested.limits), ("ip_policy", start.ipPolicy != requested.ipPolicy), ("audit", start.audit != requested.audit),
+            ("tracing", start.tracing != requested.tracing),
             ("log_level", start.logLevel != requested.logLevel), ("log_format", start.logFormat != requested.logFormat),
             ("routing.health_check", start.routing.healthCheckIntervalSeconds != requested.routing.healthCheckIntervalSeconds
                 || start.routing.healthCheckTimeoutSeconds != requested.routing.healthCheckTimeoutSeconds),

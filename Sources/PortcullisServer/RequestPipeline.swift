@@ -125,7 +125,8 @@ public struct RequestPipeline: Sendable {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let request = completion, upstream = Self.upstream(context)
             if request.stream {
-                let routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures) { deployment in    // 10–11. route, provider
+                let routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures,
+                                                 operation: "text_completion") { deployment in    // 10–11. route, provider
                     try await RouteStage.prime(deployment: deployment) {
                         try await deployment.adapter.streamCompletion(request, target: deployment.target, context: upstream)
                     }
@@ -135,7 +136,8 @@ public struct RequestPipeline: Sendable {
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
-            var routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures) { deployment in        // 10–11. route, provider
+            var routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures,
+                                               operation: "text_completion") { deployment in        // 10–11. route, provider
                 try await deployment.adapter.completion(request, target: deployment.target, context: upstream)
             }
             routed.value = guardOut.review(completion: routed.value, output: output, model: request.model,         // 12. guard out
@@ -157,7 +159,7 @@ public struct RequestPipeline: Sendable {
         do {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let upstream = Self.upstream(context)
-            let routed = try await route.call(model: embedding.model, logger: context.logger, measures: context.measures) { deployment in       // 10–11. route, provider
+            let routed = try await route.call(model: embedding.model, logger: context.logger, measures: context.measures, operation: "embeddings") { deployment in       // 10–11. route, provider
                 try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)
             }
             let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle

@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Instrumentation
 import Logging
 import PortcullisAccess
 import PortcullisAudit
@@ -7,6 +8,7 @@ import PortcullisCore
 import PortcullisGuardrails
 import PortcullisProviders
 import PortcullisRouting
+import Tracing
 
 /// One chat request's state through the stages: what is asked, by whom, and what each stage
 /// decided for the ones after it (the grant, the guard policy, the placeholders to restore,
@@ -126,23 +128,62 @@ struct RouteStage: Sendable {
         }
     }
 
-    /// Any call by the model it names; each upstream attempt is timed into `measures` and its deployment's metrics.
-    func call<Value: Sendable>(model: String, logger: Logger, measures: RequestMeasures?,
+    /// Any call by the model it names; each upstream attempt is timed into `measures` and its
+    /// deployment's metrics, and, when the request is traced, recorded as a client span whose
+    /// `traceparent` the attempt sends upstream. `operation` names the GenAI operation of those spans.
+    func call<Value: Sendable>(model: String, logger: Logger, measures: RequestMeasures?, operation name: String = "chat",
                                _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
         guard let measures else { return try await router.execute(model: model, logger: logger, operation) }
+        let parent = InstrumentationContext.current   // the request's span, when tracing is on
         let routed = try await router.execute(model: model, logger: logger) { deployment in
             let start = ContinuousClock.now
+            guard let parent else {
+                do {
+                    let value = try await operation(deployment)
+                    Self.attempted(deployment, outcome: "success", since: start, measures)
+                    return value
+                } catch let failure as UpstreamFailure {
+                    Self.attempted(deployment, outcome: failure.outcomeLabel, since: start, measures)
+                    throw failure
+                }
+            }
+            let span = Self.attemptSpan(deployment, operation: name, parent: parent)
             do {
-                let value = try await operation(deployment)
+                let value = try await UpstreamTrace.$traceparent.withValue(GenAI.traceparent(of: span.context, tracer: InstrumentationSystem.tracer)) {
+                    try await operation(deployment)
+                }
                 Self.attempted(deployment, outcome: "success", since: start, measures)
+                span.end()
                 return value
             } catch let failure as UpstreamFailure {
                 Self.attempted(deployment, outcome: failure.outcomeLabel, since: start, measures)
+                span.attributes["error.type"] = failure.outcomeLabel
+                if case .status(let code) = failure.reason { span.attributes["http.response.status_code"] = code }
+                span.setStatus(SpanStatus(code: .error, message: failure.message))
+                span.end()
                 throw failure
+            } catch {
+                span.attributes["error.type"] = "\(type(of: error))"
+                span.setStatus(SpanStatus(code: .error))
+                span.end()
+                throw error
             }
         }
         measures.metrics.recordRouting(model: measures.modelLabel, servedBy: routed.group, attempts: routed.attempts)
         return routed
+    }
+
+    /// A client span for one upstream attempt (the conventions' `{operation} {model}` name); it
+    /// covers the whole answer, or a stream up to its first event.
+    static func attemptSpan(_ deployment: Deployment, operation: String, parent: InstrumentationContext) -> any Span {
+        let target = deployment.target
+        let span = InstrumentationSystem.tracer.startSpan("\(operation) \(target.upstreamModel)", context: parent, ofKind: .client)
+        span.attributes["gen_ai.operation.name"] = operation
+        span.attributes["gen_ai.provider.name"] = GenAI.providerName(target.provider)
+        span.attributes["gen_ai.request.model"] = target.upstreamModel
+        span.attributes["portcullis.deployment"] = target.name
+        if !target.apiBase.isEmpty { span.attributes["server.address"] = GenAI.host(of: target.apiBase) }
+        return span
     }
 
     static func attempted(_ deployment: Deployment, outcome: String, since start: ContinuousClock.Instant, _ measures: RequestMeasures) {

@@ -1,10 +1,12 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import Instrumentation
 import Logging
 import Metrics
 import NIOCore
 import NIOPosix
+import OTel
 import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
@@ -61,6 +63,31 @@ func allowedCPUCount() -> Int? {
         if bounds.count == 2 { count += bounds[1] - bounds[0] + 1 } else if bounds.count == 1 { count += 1 }
     }
     return count > 0 ? count : nil
+}
+
+/// Sets up tracing once, for the whole process, when `tracing.endpoint` is set: OpenTelemetry
+/// spans exported over OTLP/HTTP (protobuf) by swift-otel, sampled by trace id and following a
+/// caller's decision; the `OTEL_*` environment variables override the file.
+enum TracingSetup {
+    static func bootstrap(_ tracing: GatewayConfiguration.Tracing, logger: Logger) throws -> (any Service)? {
+        guard let url = tracing.tracesURL else { return nil }
+        var otel = OTel.Configuration.default
+        otel.serviceName = tracing.serviceName
+        otel.logs.enabled = false
+        otel.metrics.enabled = false
+        otel.traces.enabled = true
+        otel.traces.exporter = .otlp
+        otel.traces.otlpExporter.endpoint = url
+        otel.traces.otlpExporter.protocol = .httpProtobuf
+        otel.traces.otlpExporter.headers = tracing.headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        otel.traces.otlpExporter.timeout = .milliseconds(Int64(tracing.exportTimeoutSeconds * 1000))
+        otel.traces.sampler = .parentBasedTraceIDRatio(ratio: tracing.sampleRatio) ?? .parentBasedAlwaysOn
+        otel.diagnosticLogger = .custom(logger)
+        let backend = try OTel.makeTracingBackend(configuration: otel)
+        InstrumentationSystem.bootstrap(backend.factory)
+        logger.notice("tracing: spans go to \(url)", metadata: ["sample_ratio": .stringConvertible(tracing.sampleRatio)])
+        return backend.service
+    }
 }
 
 /// Sets up logging once, for the whole process (only the executable bootstraps).
@@ -123,12 +150,15 @@ struct Serve: AsyncParsableCommand {
         // One registry for the gateway's metrics and every library's swift-metrics: `/metrics` serves both.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        // Traces, when configured: bootstrapped before the gateway, which reads the tracer once.
+        let tracing = try TracingSetup.bootstrap(configuration.tracing, logger: logger)
         let gateway = try await Gateway(configuration: configuration, logger: logger, governed: !referenceCore, metricsRegistry: registry)
         let app = try gateway.makeApplication(logger: logger) { channel in
             let port = channel.localAddress?.port ?? 0
             logger.notice("Portcullis listening on \(scheme)://\(host):\(port) — models: \(models)")
         }
-        var services: [any Service] = [app]
+        // The exporter first: a service group stops in reverse order, so spans of the last requests still go out.
+        var services: [any Service] = (tracing.map { [$0] } ?? []) + [app]
         // Models, deployments, routing and guard policies reload on SIGHUP and when the file changes.
         if let config {
             let serve = self

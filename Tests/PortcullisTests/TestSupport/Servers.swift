@@ -181,7 +181,7 @@ final class GatewayProcess: Sendable {
     let logFile: URL
 
     /// Starts the binary with `yaml` on a free port and waits until it answers.
-    init(yaml: String, logLevel: String = "error", arguments: [String] = []) async throws {
+    init(yaml: String, logLevel: String = "error", arguments: [String] = [], environment: [String: String] = [:]) async throws {
         let port = try freeLoopbackPort()
         let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let binary = directory.appendingPathComponent("portcullis").path
@@ -193,6 +193,7 @@ final class GatewayProcess: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["serve", "--config", configuration.path, "--port", String(port), "--log-level", logLevel] + arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, given in given } }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: logFile)
         try process.run()
@@ -331,4 +332,29 @@ enum RawSocket {
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
     }
+}
+
+/// The test OTLP/HTTP trace receiver (`scripts/otlp-receiver.py`, which decodes the protobuf with
+/// PyPI's opentelemetry-proto, installed by scripts/test.sh) on a free loopback port for the
+/// duration of `body`; `body` gets its port. A test fails, never skips, when it cannot start.
+func withOTLPReceiver<T: Sendable>(_ body: @Sendable (Int) async throws -> T) async throws -> T {
+    let port = try freeLoopbackPort()
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    let python = ProcessInfo.processInfo.environment["PORTCULLIS_TEST_PYTHON"] ?? "python3"
+    process.arguments = [python, repositoryRoot.appendingPathComponent("scripts/otlp-receiver.py").path, String(port)]
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    defer {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+    let started = ContinuousClock.now
+    while true {
+        if !process.isRunning { throw TestFailure("the OTLP receiver did not start (pip install opentelemetry-proto; see its error above)") }
+        if let answer = try? await GatewayClient(port: port).request(.GET, "/spans", timeout: 1), answer.status == 200 { break }
+        if ContinuousClock.now - started > .seconds(30) { throw TestFailure("the OTLP receiver did not answer on port \(port)") }
+        try await Task.sleep(nanoseconds: 100_000_000)
+    }
+    return try await body(port)
 }
