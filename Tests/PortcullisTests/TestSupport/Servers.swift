@@ -88,7 +88,8 @@ final class ScratchPostgres: Sendable {
     let binaries: String
     var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres" }
 
-    init() throws {
+    /// A new cluster; with `primary`, a streaming standby of that one (pg_basebackup -R), in recovery until promoted.
+    init(standbyOf primary: ScratchPostgres? = nil) throws {
         let initdb = try #require(try FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")
             .sorted { $0.compare($1, options: .numeric) == .orderedAscending }
             .map { "/usr/lib/postgresql/\($0)/bin" }
@@ -98,8 +99,18 @@ final class ScratchPostgres: Sendable {
         port = try freeLoopbackPort()
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         if getuid() == 0 { try Self.run(["/usr/bin/chown", "postgres:postgres", folder]) }
-        try Self.run(asPostgres(["\(binaries)/initdb", "-D", "\(folder)/data", "-U", "postgres", "-A", "trust", "--no-sync"]))
+        if let primary {
+            try Self.run(asPostgres(["\(binaries)/pg_basebackup", "-h", "127.0.0.1", "-p", String(primary.port), "-U", "postgres",
+                                     "-D", "\(folder)/data", "-R", "-X", "stream", "--no-sync"]))
+        } else {
+            try Self.run(asPostgres(["\(binaries)/initdb", "-D", "\(folder)/data", "-U", "postgres", "-A", "trust", "--no-sync"]))
+        }
         try start()
+    }
+
+    /// Ends recovery: the standby becomes a primary.
+    func promote() throws {
+        try Self.run(asPostgres(["\(binaries)/pg_ctl", "-D", "\(folder)/data", "-w", "promote"]))
     }
 
     private func asPostgres(_ arguments: [String]) -> [String] {
