@@ -399,14 +399,21 @@ final class UpstreamConnectionPool: Sendable {
         return state.withLock { state -> UpstreamConnection? in
             while var list = state.idle[endpoint], let connection = list.popLast() {
                 state.idle[endpoint] = list
-                let age = now &- connection.lastUsed.load(ordering: .relaxed)
-                if connection.channel.isActive && Int64(age) < idleTimeout.nanoseconds {
+                if connection.channel.isActive && Self.isFresh(lastUsed: connection.lastUsed.load(ordering: .relaxed), now: now, timeout: idleTimeout) {
                     return connection
                 }
                 stale.append(connection)
             }
             return nil
         }
+    }
+
+    /// Whether a connection last used at `lastUsed` (uptime nanoseconds) may be reused at `now`.
+    /// `lastUsed` can be later than `now`: another thread returned the connection after `now`
+    /// was read (the chaos drill's 3-replica load found the subtraction overflowing there).
+    static func isFresh(lastUsed: UInt64, now: UInt64, timeout: TimeAmount) -> Bool {
+        guard now > lastUsed else { return true }
+        return now - lastUsed < UInt64(max(0, timeout.nanoseconds))
     }
 
     /// Returns a connection after a complete exchange.

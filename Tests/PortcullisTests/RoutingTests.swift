@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import PortcullisCore
 @testable import PortcullisProviders
 import PortcullisRouting
@@ -216,6 +217,15 @@ struct ModelRouterTests {
 
 @Suite("Upstream connection state")
 struct UpstreamConnectionStateTests {
+    @Test("an idle connection is fresh within the idle timeout, stale after it, and fresh (never a trap) when another thread returned it after `now` was read")
+    func idleFreshness() {
+        let timeout = TimeAmount.seconds(55)
+        #expect(UpstreamConnectionPool.isFresh(lastUsed: 1_000, now: 1_000 + 54_000_000_000, timeout: timeout))
+        #expect(!UpstreamConnectionPool.isFresh(lastUsed: 1_000, now: 1_000 + 56_000_000_000, timeout: timeout))
+        #expect(UpstreamConnectionPool.isFresh(lastUsed: 2_000_000, now: 1_000_000, timeout: timeout))
+        #expect(UpstreamConnectionPool.isFresh(lastUsed: .max, now: 0, timeout: timeout))
+    }
+
     @Test("an exchange goes idle → awaiting head → streaming → idle; a connection the upstream does not keep alive is closed and not reused")
     func exchangeLifecycle() {
         var state = UpstreamConnectionState<Int>()
