@@ -134,10 +134,14 @@ public struct Gateway: Sendable {
 
         let ipPolicy = access.ipPolicy
         let authenticator = access.authenticator
-        let metrics = GatewayMetrics(access: access, audit: audit, live: live, registry: requestMetrics.registry, connections: connections,
+        var metrics = GatewayMetrics(access: access, audit: audit, live: live, registry: requestMetrics.registry, connections: connections,
                                      handshakes: configuration.server.tls == nil ? nil : handshakes, certificates: certificates)
+        // Exemplars name traces: only with tracing on is there one to link to.
+        if configuration.tracing.isEnabled { metrics.exemplars = requestMetrics.exemplars }
         // Operational data: from the addresses allowed on admin routes, without a credential (Prometheus scrapes).
-        router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { _, _ in metrics.response() }
+        router.group().add(middleware: IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)).get("/metrics") { [metrics] request, _ in
+            metrics.response(accept: request.headers[.accept])
+        }
         let api = router.group()
         api.addMiddleware {
             IPPolicyMiddleware(policy: ipPolicy, adminRoutes: false)                // 1b. client address

@@ -172,8 +172,17 @@ struct GatewayMetrics: Sendable {
         return out.text
     }
 
-    func response() -> Response {
+    /// Trace ids of sampled requests by latency bucket (served to an OpenMetrics scrape).
+    var exemplars: RequestExemplars? = nil
+
+    /// Prometheus text, or OpenMetrics with exemplars when the scraper's `Accept` asks for it.
+    func response(accept: String? = nil) -> Response {
         var headers = HTTPFields()
+        if let exemplars, let accept, accept.contains("application/openmetrics-text") {
+            headers[.contentType] = OpenMetricsText.contentType
+            return Response(status: .ok, headers: headers,
+                            body: .init(byteBuffer: ByteBuffer(string: OpenMetricsText.convert(exposition(), exemplars: exemplars))))
+        }
         headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: exposition())))
     }

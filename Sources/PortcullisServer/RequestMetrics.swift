@@ -111,6 +111,8 @@ public final class RequestMetrics: Sendable {
         var refusals: [RefusalKey: Counter] = [:]
     }
     private let handles = Mutex(Handles())
+    /// Trace ids of sampled requests by duration bucket, for an OpenMetrics scrape.
+    let exemplars = RequestExemplars(bounds: RequestMetrics.latencyBuckets)
     let streamsInFlight: Gauge
 
     /// - Parameters:
@@ -166,7 +168,7 @@ public final class RequestMetrics: Sendable {
     }
 
     /// One finished request: counted by outcome, its duration observed.
-    func recordRequest(route: String, model: String, status: Int, code: String, role: String, seconds: Double) {
+    func recordRequest(route: String, model: String, status: Int, code: String, role: String, seconds: Double, traceID: String? = nil) {
         let key = RequestKey(route: route, model: model, statusClass: Self.statusClass(status), code: code, role: role)
         handle(\.requests, key) {
             registry.makeCounter(descriptor: Self.requestsTotalFamily,
@@ -178,6 +180,7 @@ public final class RequestMetrics: Sendable {
             registry.makeValueHistogram(descriptor: Self.requestDurationSecondsFamily, labels: [("route", route), ("model", model)],
                                         buckets: Self.latencyBuckets)
         }.record(seconds)
+        if let traceID { exemplars.record(route: route, model: model, seconds: seconds, traceID: traceID) }
     }
 
     /// The gateway's own time for a request that reached an upstream: time to its response head less the upstream's.
@@ -269,6 +272,8 @@ public final class RequestMeasures: Sendable {
         var inputTokens: Int64 = 0
         var outputTokens: Int64 = 0
         var costMicros: Int64 = 0
+        /// The trace of the request's span, when tracing recorded (sampled) it.
+        var traceID: String?
     }
     private let facts = Mutex(Facts())
     let metrics: RequestMetrics
@@ -281,6 +286,8 @@ public final class RequestMeasures: Sendable {
 
     func model(_ model: String) { facts.withLock { $0.model = model } }
     func role(_ role: String) { facts.withLock { $0.role = role } }
+    /// The request's span was sampled: its trace id is the duration's exemplar.
+    func traced(_ traceID: String) { facts.withLock { $0.traceID = traceID } }
     /// A refusal's code and, for limits and budgets, what it counted against.
     func failed(_ error: GatewayError) {
         facts.withLock {
@@ -370,7 +377,7 @@ public struct RequestMetricsMiddleware: RouterMiddleware {
         let facts = measures.snapshot, metrics = measures.metrics
         let code = facts.code ?? (status >= 400 ? "unclassified" : "none")
         metrics.recordRequest(route: route, model: metrics.modelLabel(facts.model), status: status, code: code, role: facts.role,
-                              seconds: seconds(since: start))
+                              seconds: seconds(since: start), traceID: facts.traceID)
         if ErrorCode.limitRefusals.contains(code) { metrics.recordLimitRefusal(code: code, scope: facts.scope ?? "unknown", role: facts.role) }
     }
 

@@ -45,6 +45,7 @@ public struct RequestTracingMiddleware: RouterMiddleware {
             trace.parentSpanID = context.trace?.parentSpanID
             context.trace = trace
             context.logger[metadataKey: "trace_id"] = .string(trace.traceID)
+            if trace.flags == "01" { context.measures?.traced(trace.traceID) }
         }
         let measures = context.measures
         var response: Response

@@ -12,16 +12,17 @@ struct PrometheusServer {
     let port: Int
     let folder: URL
 
-    /// Starts Prometheus scraping `target` (host:port) every second over HTTPS, trusting `caFile`.
-    static func start(scraping target: String, caFile: String) throws -> PrometheusServer {
+    /// Starts Prometheus scraping `target` (host:port) every second, over HTTPS trusting `caFile`
+    /// (plain HTTP without one), with `features` (`--enable-feature`) on.
+    static func start(scraping target: String, caFile: String?, features: [String] = []) throws -> PrometheusServer {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-prometheus-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let transport = caFile.map { "scheme: https\n    tls_config: { ca_file: \"\($0)\" }" } ?? "scheme: http"
         let configuration = """
         global: { scrape_interval: 1s, evaluation_interval: 1s }
         scrape_configs:
           - job_name: portcullis
-            scheme: https
-            tls_config: { ca_file: "\(caFile)" }
+            \(transport)
             static_configs: [{ targets: ["\(target)"] }]
         """
         try configuration.write(to: folder.appendingPathComponent("prometheus.yml"), atomically: true, encoding: .utf8)
@@ -29,7 +30,7 @@ struct PrometheusServer {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["prometheus", "--config.file=\(folder.path)/prometheus.yml", "--storage.tsdb.path=\(folder.path)/data",
-                             "--web.listen-address=127.0.0.1:\(port)"]
+                             "--web.listen-address=127.0.0.1:\(port)"] + features.map { "--enable-feature=\($0)" }
         let logPath = folder.appendingPathComponent("log").path
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try #require(FileHandle(forWritingAtPath: logPath))
@@ -46,6 +47,17 @@ struct PrometheusServer {
     }
 
     var log: String { (try? String(contentsOf: folder.appendingPathComponent("log"), encoding: .utf8)) ?? "" }
+
+    /// The exemplars of `expression` over the last `seconds` (nil when Prometheus refused the query).
+    func exemplars(_ expression: String, seconds: Double, client: HTTPClient) async throws -> [JSONValue]? {
+        let encoded = expression.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        let now = Date().timeIntervalSince1970
+        let url = "http://127.0.0.1:\(port)/api/v1/query_exemplars?query=\(encoded)&start=\(now - seconds)&end=\(now + 5)"
+        let response = try await client.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+        let json = try JSONParser.parse(String(buffer: try await response.body.collect(upTo: 1 << 22)))
+        guard json.objectValue?["status"]?.stringValue == "success" else { return nil }
+        return json.objectValue?["data"]?.arrayValue
+    }
 
     /// An instant query's result series (nil when Prometheus refused the query).
     func query(_ expression: String, client: HTTPClient) async throws -> [JSONValue]? {

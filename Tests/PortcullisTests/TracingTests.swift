@@ -1,6 +1,8 @@
+import AsyncHTTPClient
 import Foundation
 import PortcullisConfig
 import PortcullisCore
+import Synchronization
 import Testing
 
 @Suite("OpenTelemetry traces over OTLP/HTTP", .serialized)
@@ -102,6 +104,44 @@ struct TracingTests {
                 #expect(Self.attribute(refused, "http.response.status_code")?.integerValue == 404)
                 _ = mock
             }
+        }
+    }
+
+    @Test("a Prometheus with exemplar storage reads the OpenMetrics scrape: latency buckets carry the trace ids of sampled requests")
+    func exemplars() async throws {
+        try await withOTLPReceiver { otlp in
+            let yaml = """
+                tracing: { endpoint: "http://127.0.0.1:\(otlp)" }
+                models: [{ name: demo, deployments: [{ provider: demo }] }]
+                """
+            let gateway = try await GatewayProcess(yaml: yaml, environment: ["OTEL_BSP_SCHEDULE_DELAY": "100"])
+            defer { gateway.stop() }
+            let client = gateway.client
+            // The scrape a Prometheus asks for: OpenMetrics, ending in # EOF.
+            let scraped = try await client.request(.GET, "/metrics", headers: ["accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"])
+            #expect(scraped.headers["content-type"]?.hasPrefix("application/openmetrics-text") == true)
+            #expect(scraped.body.hasSuffix("# EOF\n") && !scraped.body.contains(" untyped\n"))
+            #expect(try await client.get("/metrics").headers["content-type"]?.hasPrefix("text/plain") == true)
+
+            let prometheus = try PrometheusServer.start(scraping: "127.0.0.1:\(client.port)", caFile: nil, features: ["exemplar-storage"])
+            defer { prometheus.stop() }
+            let sampled = "5bf92f3577b34da6a3ce929d0e0e4736"
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            defer { _ = http.shutdown() }
+            let found = Mutex<[String]>([])
+            let seen = try await eventually(seconds: 30) {
+                _ = try await client.post("/v1/chat/completions", #"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#,
+                                          headers: ["traceparent": "00-\(sampled)-00f067aa0ba902b7-01"])
+                let series = try await prometheus.exemplars(#"portcullis_request_duration_seconds_bucket{model="demo"}"#, seconds: 60, client: http) ?? []
+                let ids = series.flatMap { $0.objectValue?["exemplars"]?.arrayValue ?? [] }
+                    .compactMap { $0.objectValue?["labels"]?.objectValue?["trace_id"]?.stringValue }
+                found.withLock { $0 = ids }
+                return ids.contains(sampled)
+            }
+            #expect(seen, "exemplars: \(found.withLock { $0 }); prometheus log: \(prometheus.log.suffix(1500))")
+            // The rest of the scrape parsed as well: the counters are there.
+            let counted = try await prometheus.query(#"portcullis_requests_total{model="demo"}"#, client: http) ?? []
+            #expect(!counted.isEmpty)
         }
     }
 
