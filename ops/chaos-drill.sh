@@ -35,24 +35,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-missing=()
-for tool in haproxy wrk redis-server; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source ops/lib.sh
+install_drill_tools haproxy wrk redis-server postgresql
 source scripts/servers.sh
 start_postgres
 start_redis
 
-if [ -z "${PORTCULLIS_BIN:-}" ]; then
-  log "building the release binary"
-  swift build -c release --product portcullis >/dev/null
-  PORTCULLIS_BIN="$(swift build -c release --show-bin-path)/portcullis"
-fi
+drill_binary
 for index in 0 1; do
-  "$PORTCULLIS_BIN" mock-upstream --port "${MOCK_PORTS[$index]}" >"$SCRATCH/mock-$index.log" 2>&1 &
+  "$BIN" mock-upstream --port "${MOCK_PORTS[$index]}" >"$SCRATCH/mock-$index.log" 2>&1 &
   OTHER_PIDS+=($!)
 done
 for port in "${MOCK_PORTS[@]}"; do
@@ -80,39 +71,9 @@ models:
       - { provider: openai_compatible, model: mock-b, api_base: "http://127.0.0.1:${MOCK_PORTS[1]}/v1", api_key: sk-chaos-b }
 YAML
 
-start_gateway() { # index
-  local port="${GATEWAY_PORTS[$1]}"
-  "$PORTCULLIS_BIN" serve --config "$SCRATCH/gateway.yaml" --port "$port" >>"$SCRATCH/gateway-$1.log" 2>&1 &
-  GATEWAY_PIDS[$1]=$!
-  for _ in $(seq 300); do curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  log "replica $1 did not become ready:"; tail -20 "$SCRATCH/gateway-$1.log" >&2; exit 1
-}
 for index in 0 1 2; do start_gateway "$index"; done
 
-cat > "$SCRATCH/haproxy.cfg" <<CFG
-global
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response
-  option http-buffer-request
-frontend gateway
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend replicas
-backend replicas
-  balance roundrobin
-  option httpchk GET /health/ready
-  http-check expect status 200
-  default-server inter 500ms fall 2 rise 2
-  server r0 127.0.0.1:${GATEWAY_PORTS[0]} check
-  server r1 127.0.0.1:${GATEWAY_PORTS[1]} check
-  server r2 127.0.0.1:${GATEWAY_PORTS[2]} check
-CFG
+write_haproxy_config "$HAPROXY_PORT"
 haproxy -f "$SCRATCH/haproxy.cfg" -db >"$SCRATCH/haproxy.log" 2>&1 &
 OTHER_PIDS+=($!)
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$HAPROXY_PORT/health/live" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -153,7 +114,7 @@ line="RESULT drill=chaos seconds=$LOAD_SECONDS requests=$requests failed=$errors
 printf '%s\n%s\n' "$line" "$statuses"
 mkdir -p "$(dirname "$RESULTS")"
 {
-  printf '# ops/chaos-drill.sh %s — %s, %s, %s\n' "$LOAD_SECONDS" "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$PORTCULLIS_BIN"
+  printf '# ops/chaos-drill.sh %s — %s, %s, %s\n' "$LOAD_SECONDS" "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$BIN"
   printf '%s\n' "$line"
   printf '# %s\n' "$statuses"
   sed 's/^/# /' "$events"

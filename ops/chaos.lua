@@ -1,20 +1,16 @@
 -- bench/chat.lua's request, with each answer's status tallied: the chaos drill reports which
 -- statuses its failures had (and wrk's socket errors) beside the RESULT line.
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local key = os.getenv("BENCH_KEY")
-if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
-wrk.body = '{"model":"bench","messages":[{"role":"user","content":"Say hello in five words"}],"max_tokens":16}'
+dofile("bench/chat.lua")
 
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
+local tallied = {}
+function setup(thread) table.insert(tallied, thread) end
 function init(args) statuses = {} end
 function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
 
 function done(summary, latency, requests)
   local failures = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
   local tally = {}
-  for _, thread in ipairs(threads) do
+  for _, thread in ipairs(tallied) do
     for status, count in pairs(thread:get("statuses")) do
       tally[status] = (tally[status] or 0) + count
       if status < 200 or status > 299 then failures = failures + count end

@@ -27,59 +27,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-missing=()
-for tool in haproxy wrk redis-server; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]/redis-server/redis-server}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-source scripts/servers.sh
 source ops/lib.sh
+install_drill_tools haproxy wrk redis-server postgresql
+source scripts/servers.sh
 start_postgres
 start_redis
 
-log "building the release binary"
-swift build -c release --product portcullis >/dev/null
-BIN="$(swift build -c release --show-bin-path)/portcullis"
+drill_binary
 
 write_drill_config "$SCRATCH/gateway.yaml" "$PORTCULLIS_TEST_POSTGRES_URL" "$PORTCULLIS_TEST_REDIS_URL" "$LIMIT" 1
 
-start_gateway() { # index
-  local port="${GATEWAY_PORTS[$1]}"
-  "$BIN" serve --config "$SCRATCH/gateway.yaml" --port "$port" >>"$SCRATCH/gateway-$1.log" 2>&1 &
-  GATEWAY_PIDS[$1]=$!
-  for _ in $(seq 200); do curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1 && return 0; sleep 0.05; done
-  log "replica $1 did not become ready:"; tail -20 "$SCRATCH/gateway-$1.log" >&2; exit 1
-}
 for index in 0 1 2; do start_gateway "$index"; done
 
-# HAProxy checks readiness twice a second and retries, on another replica, a request whose
-# connection failed or was closed before any answer (a replica killed or draining).
-cat > "$SCRATCH/haproxy.cfg" <<CFG
-global
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 30s
-  timeout server 30s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response
-  option http-buffer-request
-frontend gateway
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend replicas
-backend replicas
-  balance roundrobin
-  option httpchk GET /health/ready
-  http-check expect status 200
-  default-server inter 500ms fall 2 rise 2
-  server r0 127.0.0.1:${GATEWAY_PORTS[0]} check
-  server r1 127.0.0.1:${GATEWAY_PORTS[1]} check
-  server r2 127.0.0.1:${GATEWAY_PORTS[2]} check
-CFG
+write_haproxy_config "$HAPROXY_PORT"
 haproxy -f "$SCRATCH/haproxy.cfg" -db >"$SCRATCH/haproxy.log" 2>&1 &
 HAPROXY_PID=$!
 for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$HAPROXY_PORT/health/live" >/dev/null 2>&1 && break; sleep 0.05; done

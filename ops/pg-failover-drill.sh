@@ -31,13 +31,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-missing=()
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
-if ((${#missing[@]})); then
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+source ops/lib.sh
+install_drill_tools wrk postgresql
 PG_BIN="$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
 AS_POSTGRES=()
 if [ "$(id -u)" = 0 ]; then AS_POSTGRES=(runuser -u postgres --); fi
@@ -59,11 +54,7 @@ start_cluster standby "$STANDBY_PORT"
 in_recovery() { "${AS_POSTGRES[@]}" "$PG_BIN/psql" -h 127.0.0.1 -p "$1" -U postgres -Atqc "SELECT pg_is_in_recovery()" 2>/dev/null || echo down; }
 [ "$(in_recovery "$STANDBY_PORT")" = t ] || { log "the standby is not in recovery"; exit 1; }
 
-if [ -z "${PORTCULLIS_BIN:-}" ]; then
-  log "building the release binary"
-  swift build -c release --product portcullis >/dev/null
-  PORTCULLIS_BIN="$(swift build -c release --show-bin-path)/portcullis"
-fi
+drill_binary
 # The standby first in the URL: the gateway must find the writable host, not take the first.
 cat > "$SCRATCH/gateway.yaml" <<YAML
 log_level: notice
@@ -81,7 +72,7 @@ models:
   - name: bench
     deployments: [{ provider: demo }]
 YAML
-"$PORTCULLIS_BIN" serve --config "$SCRATCH/gateway.yaml" --port "$GATEWAY_PORT" >>"$SCRATCH/gateway.log" 2>&1 &
+"$BIN" serve --config "$SCRATCH/gateway.yaml" --port "$GATEWAY_PORT" >>"$SCRATCH/gateway.log" 2>&1 &
 PIDS+=($!)
 BASE="http://127.0.0.1:$GATEWAY_PORT"
 for _ in $(seq 300); do curl -fsS "$BASE/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -129,5 +120,5 @@ verdict="$(awk -v l="$lost" -v x="$((recorded - answered))" -v c="$CONNECTIONS" 
 result="RESULT drill=pg_promotion requests=$requests failed=$errors answered=$answered usage_recorded=$recorded lost=$lost writes_again_after_seconds=$recovered bound_lost=0 bound_seconds=30 $verdict"
 printf '%s\n' "$result"
 mkdir -p "$(dirname "$RESULTS")"
-{ printf '# ops/pg-failover-drill.sh %s — %s, %s, %s\n' "$LOAD_SECONDS" "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$PORTCULLIS_BIN"; printf '%s\n' "$result"; } > "$RESULTS"
+{ printf '# ops/pg-failover-drill.sh %s — %s, %s, %s\n' "$LOAD_SECONDS" "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD)" "$BIN"; printf '%s\n' "$result"; } > "$RESULTS"
 [ "$verdict" = ok ]

@@ -247,6 +247,12 @@ public struct Directory: Sendable {
                 "CREATE INDEX portcullis_usage_key ON portcullis_usage_daily (key_id, day)",
             ]
         },
+        // A usage batch is written once: a flush retried after its commit's answer was lost
+        // (the primary died, a failover) finds its id and adds nothing twice.
+        Migration(version: 107, name: "usage batch ids") { _ in
+            ["CREATE TABLE portcullis_usage_batches (batch_id TEXT PRIMARY KEY, written_at BIGINT NOT NULL)",
+             "CREATE INDEX portcullis_usage_batches_written ON portcullis_usage_batches (written_at)"]
+        },
     ]
 
     static func optional(_ value: String?) -> SQLValue { value.map(SQLValue.text) ?? .null }
@@ -394,10 +400,19 @@ public struct Directory: Sendable {
 
     // MARK: Usage
 
-    /// Adds a batch of aggregated usage rows in one transaction.
-    public func addUsage(_ rows: [UsageRow]) async throws {
+    /// Adds a batch of aggregated usage rows in one transaction, once: a batch whose id was
+    /// already written (a retry after its commit's answer was lost) adds nothing. Batch ids are
+    /// kept for a day.
+    public func addUsage(_ rows: [UsageRow], batchID: String) async throws {
         guard !rows.isEmpty else { return }
+        let now = Int64(Date().timeIntervalSince1970)
         try await store.transaction { transaction in
+            let claimed = try await transaction.query("""
+                INSERT INTO portcullis_usage_batches (batch_id, written_at) VALUES ($1, $2)
+                ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id
+                """, [.text(batchID), .integer(now)])
+            guard !claimed.isEmpty else { return }
+            try await transaction.execute("DELETE FROM portcullis_usage_batches WHERE written_at < $1", [.integer(now - 86_400)])
             for row in rows {
                 try await transaction.execute("""
                     INSERT INTO portcullis_usage_daily (day, key_id, user_id, team_id, model, requests, prompt_tokens, completion_tokens, cost_micros)

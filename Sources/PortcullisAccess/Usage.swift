@@ -24,9 +24,16 @@ public final class UsageRecorder: Service, Sendable {
         var costMicros: Int64 = 0
     }
 
+    /// A batch taken from the buffer and not yet known to be written, with the id it is written under.
+    struct PendingBatch: Sendable {
+        var id: String
+        var rows: [UsageRow]
+    }
     private struct Buffer {
         var usage: [Dimensions: Totals] = [:]
         var lastUsed: [String: Int64] = [:]
+        /// Retried, under the same id, until a write of it succeeds.
+        var unwritten: PendingBatch?
     }
 
     private let buffer = Mutex(Buffer())
@@ -90,42 +97,46 @@ public final class UsageRecorder: Service, Sendable {
     public var failedFlushCount: Int { failedFlushes.load(ordering: .relaxed) }
 
     /// Aggregated usage rows waiting for the next flush.
-    public var pendingRows: Int { buffer.withLock { $0.usage.count } }
+    public var pendingRows: Int { buffer.withLock { $0.usage.count + ($0.unwritten?.rows.count ?? 0) } }
 
-    /// Writes what has been collected; on failure puts it back for the next attempt. While the
-    /// database is known to be down it is not tried: the rows wait for the health probe to see it back.
+    /// Writes what has been collected; on failure keeps it, as the same batch, for the next
+    /// attempt. While the database is known to be down it is not tried: the rows wait for the
+    /// health probe to see it back.
+    ///
+    /// A batch has an id the database records with it, so a batch whose commit succeeded but
+    /// whose answer was lost (the primary died at that moment) is not counted twice when retried;
+    /// rows collected meanwhile go in the next batch.
     public func flush() async {
         guard health.isReachable else { return }
-        let taken = buffer.withLock { buffer in
-            let taken = buffer
-            buffer = Buffer()
-            return taken
+        let (batch, lastUsed) = buffer.withLock { buffer -> (PendingBatch?, [String: Int64]) in
+            if buffer.unwritten == nil, !buffer.usage.isEmpty {
+                let rows = buffer.usage.map { dimensions, totals in
+                    UsageRow(day: dimensions.day, keyID: dimensions.keyID, userID: dimensions.userID, teamID: dimensions.teamID,
+                             model: dimensions.model, requests: totals.requests, promptTokens: totals.promptTokens,
+                             completionTokens: totals.completionTokens, costMicros: totals.costMicros)
+                }.sorted { ($0.day, $0.keyID, $0.userID, $0.teamID, $0.model) < ($1.day, $1.keyID, $1.userID, $1.teamID, $1.model) }
+                buffer.unwritten = PendingBatch(id: FastRandom.hex(bytes: 16), rows: rows)
+                buffer.usage = [:]
+            }
+            let lastUsed = buffer.lastUsed
+            buffer.lastUsed = [:]
+            return (buffer.unwritten, lastUsed)
         }
-        guard !taken.usage.isEmpty || !taken.lastUsed.isEmpty else { return }
-        let rows = taken.usage.map { dimensions, totals in
-            UsageRow(day: dimensions.day, keyID: dimensions.keyID, userID: dimensions.userID, teamID: dimensions.teamID, model: dimensions.model,
-                     requests: totals.requests, promptTokens: totals.promptTokens, completionTokens: totals.completionTokens,
-                     costMicros: totals.costMicros)
-        }.sorted { ($0.day, $0.keyID, $0.userID, $0.teamID, $0.model) < ($1.day, $1.keyID, $1.userID, $1.teamID, $1.model) }
+        guard batch != nil || !lastUsed.isEmpty else { return }
         do {
-            try await directory.addUsage(rows)
-            try await keys.recordLastUsed(taken.lastUsed)
+            if let batch {
+                try await directory.addUsage(batch.rows, batchID: batch.id)
+                buffer.withLock { if $0.unwritten?.id == batch.id { $0.unwritten = nil } }
+            }
+            try await keys.recordLastUsed(lastUsed)
             health.recordSuccess()
             flushes.add(1, ordering: .relaxed)
         } catch {
             if (error as? SQLError)?.isUnavailable ?? false { health.recordFailure() }
             failedFlushes.add(1, ordering: .relaxed)
-            logger.warning("usage flush failed; keeping \(rows.count) rows for the next attempt", metadata: ["error": "\(error)"])
+            logger.warning("usage flush failed; keeping the batch for the next attempt", metadata: ["error": "\(error)"])
             buffer.withLock { buffer in
-                for (dimensions, totals) in taken.usage {
-                    var merged = buffer.usage[dimensions] ?? Totals()
-                    merged.requests += totals.requests
-                    merged.promptTokens += totals.promptTokens
-                    merged.completionTokens += totals.completionTokens
-                    merged.costMicros += totals.costMicros
-                    buffer.usage[dimensions] = merged
-                }
-                for (key, time) in taken.lastUsed where (buffer.lastUsed[key] ?? 0) < time { buffer.lastUsed[key] = time }
+                for (key, time) in lastUsed where (buffer.lastUsed[key] ?? 0) < time { buffer.lastUsed[key] = time }
             }
         }
     }
