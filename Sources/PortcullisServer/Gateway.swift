@@ -115,16 +115,24 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         // Outermost, and only on a TLS listener: plain HTTP has no layer for it.
         if let hsts = configuration.server.tls?.strictTransportSecurity { router.add(middleware: StrictTransportMiddleware(header: hsts.headerValue)) }
-        router.addMiddleware {
-            RequestIdentityMiddleware()      // 1. edge: request id, trace context
-            RequestMetricsMiddleware(metrics: requestMetrics)
-        }
-        // A span per request, when the executable bootstrapped a tracer (`tracing.endpoint`).
-        if configuration.tracing.isEnabled { router.add(middleware: RequestTracingMiddleware(tracer: InstrumentationSystem.tracer)) }
-        router.addMiddleware {
-            AccessLogMiddleware()
-            AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
-            ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
+        // One typed chain either way: without tracing the request path has no tracing layer at all.
+        if configuration.tracing.isEnabled {
+            router.addMiddleware {
+                RequestIdentityMiddleware()      // 1. edge: request id, trace context
+                RequestMetricsMiddleware(metrics: requestMetrics)
+                RequestTracingMiddleware(tracer: InstrumentationSystem.tracer)   //    a span per request (`tracing.endpoint`)
+                AccessLogMiddleware()
+                AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
+                ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
+            }
+        } else {
+            router.addMiddleware {
+                RequestIdentityMiddleware()      // 1. edge: request id, trace context
+                RequestMetricsMiddleware(metrics: requestMetrics)
+                AccessLogMiddleware()
+                AuditMiddleware(audit: audit)    // 14. audit: the outcome of every API and admin request
+                ErrorEnvelopeMiddleware()        //    every refusal in the client's envelope
+            }
         }
         // Each handler takes the pipeline in force when it starts (a reload swaps it; see `LiveRouting`).
         let live = self.live
