@@ -49,6 +49,7 @@ let package = Package(
                 "PortcullisCore",
                 "PortcullisTLS",
                 "PortcullisAudit",
+                "PortcullisCache",
                 "PortcullisGuardrails",
                 "PortcullisAccess",
                 "PortcullisStorage",
@@ -153,9 +154,20 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisCache",
+            dependencies: [
+                "PortcullisCore",
+                "PortcullisRedis",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "PortcullisServer",
             dependencies: [
                 "PortcullisAudit",
+                "PortcullisCache",
                 "PortcullisCore",
                 "PortcullisConfig",
                 "PortcullisProviders",
@@ -234,6 +246,7 @@ let package = Package(
                 "PortcullisAccess",
                 "PortcullisGuardrails",
                 "PortcullisAudit",
+                "PortcullisCache",
                 "PortcullisTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -2,7 +2,13 @@
 # REDIS_PORT and define log() before sourcing; this file adds the tools, the release binary
 # in $BIN, the mock upstream and redis-server (each on core 1), and the helpers below.
 
-need() { command -v "$1" >/dev/null 2>&1 || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+# A fresh machine has no package lists yet: install, and on failure refresh the lists once and retry.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+}
 need wrk wrk
 need redis-server redis-server
 need curl curl

@@ -12,7 +12,7 @@ MOCK_PORT=19101; GATEWAY_PORT=19102; REDIS_PORT=19103
 WORK="$(mktemp -d /tmp/portcullis-profile.XXXXXX)"
 log() { printf '[profile] %s\n' "$*" >&2; }
 source bench/lib.sh
-command -v perf >/dev/null || { log "installing linux-perf"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+need perf linux-perf
 
 if [ "$PATH_NAME" = limits ]; then
   gateway_yaml "$GATEWAY_PORT" "" "guardrails: { enabled: false }" > "$WORK/default.yaml"

@@ -30,7 +30,8 @@ public struct AccessSystem: Sendable {
     public let controlListener: ControlListener
     /// Long-lived parts to run as services, in start order (stopped in reverse).
     public let services: [any Service]
-    let redis: RedisClient?
+    /// The Redis client of the shared state (nil: none configured), for other libraries' shared tiers.
+    public let redis: RedisClient?
 
     /// Opens storage, applies migrations (this library's and `migrations`) and wires the parts together.
     /// - Parameter fetcher: how OIDC discovery documents and JWKS are fetched, given an issuer's CA file.

@@ -1,5 +1,6 @@
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
@@ -51,6 +52,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public typealias Model = ModelConfiguration
     public typealias Guardrails = GuardrailsConfiguration
     public typealias Audit = AuditConfiguration
+    public typealias Cache = CacheConfiguration
 
     /// OpenTelemetry traces, exported over OTLP/HTTP (protobuf). Off unless `endpoint` is set.
     /// The standard `OTEL_*` environment variables (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
@@ -91,6 +93,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var models: [Model] = []
     public var audit = Audit()
     public var tracing = Tracing()
+    /// Exact caching of answers (off by default).
+    public var cache = Cache()
     /// Log level: trace, debug, info, notice, warning, error, critical. Default info.
     public var logLevel: String = "info"
     /// `text` (the default: one readable line per event) or `json` (one Elastic Common Schema

@@ -16,6 +16,14 @@ public struct Routed<Value> {
     /// Whether it was served in panic: every deployment of its group was marked down by health
     /// checks, so the one that failed longest ago was tried anyway.
     public var panic = false
+
+    public init(value: Value, deployment: Deployment, group: String, attempts: Int, panic: Bool = false) {
+        self.value = value
+        self.deployment = deployment
+        self.group = group
+        self.attempts = attempts
+        self.panic = panic
+    }
 }
 
 /// Chooses deployments for a model, with weighted balancing, retries with backoff,

@@ -10,6 +10,7 @@ import NIOHTTP1
 import NIOSSL
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisConfig
 import PortcullisCore
 import PortcullisGuardrails
@@ -62,6 +63,8 @@ public struct Gateway: Sendable {
     public let requestMetrics: RequestMetrics
     /// Limits, budgets and usage accounting (nil for the benchmark's reference), kept across reloads.
     let governance: Governance?
+    /// The exact cache's entries, in process and in Redis when configured (nil: caching off), kept across reloads.
+    let cache: ExactCache?
     /// Builds the reloadable part.
     let factory: PipelineFactory
 
@@ -97,7 +100,12 @@ public struct Gateway: Sendable {
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
         self.governance = governance
-        let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit,
+        let metrics = requestMetrics
+        let cache = configuration.cache.mayCache
+            ? ExactCache(configuration.cache, shared: access.redis.map(RedisCacheStore.init), observe: { metrics.recordCacheError(reason: $0.rawValue) })
+            : nil
+        self.cache = cache
+        let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit, cache: cache,
                                                 dependencies: { [access] in access.dependencyState }))
         self.live = live
         let server = configuration.server

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisConfig
 import PortcullisCore
 import PortcullisGuardrails
@@ -140,7 +141,7 @@ struct PipelineFactory: Sendable {
     }
 
     /// The request pipeline over a prepared configuration.
-    func assemble(_ prepared: Prepared, configuration: GatewayConfiguration, governance: Governance?, audit: AuditLogs,
+    func assemble(_ prepared: Prepared, configuration: GatewayConfiguration, governance: Governance?, audit: AuditLogs, cache: ExactCache?,
                   dependencies: @escaping @Sendable () -> DependencyState) -> LiveRouting.Snapshot {
         let guardrails = configuration.guardrails
         let guarding = guardrails.enabled && governance != nil
@@ -148,7 +149,8 @@ struct PipelineFactory: Sendable {
                             fallback: guardrails.defaultPolicy.settings(tokenizer: prepared.tokenizer), events: audit.guardEvents,
                             remote: prepared.remoteGuards, pseudonymKey: Array((guardrails.pseudonymKey ?? "").utf8)) : nil
         let pipeline = RequestPipeline(router: prepared.router, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                       guarding: guarding, audit: audit, dependencies: dependencies)
+                                       guarding: guarding, audit: audit, cache: cache.map { ($0, configuration.cache) },
+                                       dependencies: dependencies)
         return LiveRouting.Snapshot(configuration: configuration, router: prepared.router, pipeline: pipeline)
     }
 }
@@ -175,11 +177,15 @@ extension Gateway {
             var effective = running.configuration
             effective.models = configuration.models
             effective.guardrails = configuration.guardrails
+            let bounds = (effective.cache.maximumBytes, effective.cache.maximumEntryBytes, effective.cache.redisTimeoutSeconds)
+            effective.cache = configuration.cache
+            // The cache's store was sized at start-up and stays: its entries outlive a reload.
+            (effective.cache.maximumBytes, effective.cache.maximumEntryBytes, effective.cache.redisTimeoutSeconds) = bounds
             let (interval, timeout) = (effective.routing.healthCheckIntervalSeconds, effective.routing.healthCheckTimeoutSeconds)
             effective.routing = configuration.routing
             effective.routing.healthCheckIntervalSeconds = interval   // the health checker runs on its start-up settings
             effective.routing.healthCheckTimeoutSeconds = timeout
-            let snapshot = factory.assemble(prepared, configuration: effective, governance: governance, audit: audit,
+            let snapshot = factory.assemble(prepared, configuration: effective, governance: governance, audit: audit, cache: cache,
                                             dependencies: { [access] in access.dependencyState })
             requestMetrics.addModels(configuration.models.map(\.name))
             live.replace(with: snapshot)
@@ -204,6 +210,10 @@ extension Gateway {
             ("server", start.server != requested.server), ("auth", start.auth != requested.auth), ("storage", start.storage != requested.storage),
             ("limits", start.limits != requested.limits), ("ip_policy", start.ipPolicy != requested.ipPolicy), ("audit", start.audit != requested.audit),
             ("tracing", start.tracing != requested.tracing),
+            // A cache off at start has no store to switch on; the store's bounds were set at start.
+            ("cache", (!start.cache.mayCache && requested.cache.mayCache) || start.cache.maximumBytes != requested.cache.maximumBytes
+                || start.cache.maximumEntryBytes != requested.cache.maximumEntryBytes
+                || start.cache.redisTimeoutSeconds != requested.cache.redisTimeoutSeconds),
             ("log_level", start.logLevel != requested.logLevel), ("log_format", start.logFormat != requested.logFormat),
             ("routing.health_check", start.routing.healthCheckIntervalSeconds != requested.routing.healthCheckIntervalSeconds
                 || start.routing.healthCheckTimeoutSeconds != requested.routing.healthCheckTimeoutSeconds),

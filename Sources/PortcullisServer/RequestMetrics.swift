@@ -74,6 +74,19 @@ public final class RequestMetrics: Sendable {
         family("limit_refusals", unit: "total", "Requests refused by a rate limit, concurrency limit or budget, by code, scope (key, user, team, global, model) and role.")
     }
 
+    static var cacheLookupsTotalFamily: MetricNameDescriptor {
+        family("cache_lookups", unit: "total", "Chat requests the exact cache applied to, by model group and outcome (hit, miss, bypass).")
+    }
+    static var cacheSavedTokensTotalFamily: MetricNameDescriptor {
+        family("cache_saved_tokens", unit: "total", "Tokens not sent to a provider because the cache answered, by model group and type (input, output).")
+    }
+    static var cacheSavedCostUsdTotalFamily: MetricNameDescriptor {
+        family("cache_saved_cost_usd", unit: "total", "What the calls the cache answered cost when they were first made, in US dollars, by model group.")
+    }
+    static var cacheErrorsTotalFamily: MetricNameDescriptor {
+        family("cache_errors", unit: "total", "Cache entries dropped as corrupt and shared-cache (Redis) reads or writes that failed or timed out, by reason.")
+    }
+
     struct RequestKey: Hashable {
         var route: String, model: String, statusClass: String, code: String, role: String
     }
@@ -95,6 +108,9 @@ public final class RequestMetrics: Sendable {
     struct TokenCounters {
         var input: Counter, output: Counter, cached: Counter, cost: Counter
     }
+    struct SavingCounters {
+        var input: Counter, output: Counter, cost: Counter
+    }
 
     private struct Handles {
         var requests: [RequestKey: Counter] = [:]
@@ -109,6 +125,9 @@ public final class RequestMetrics: Sendable {
         var fallbacks: [PairKey: Counter] = [:]
         var authentications: [PairKey: Counter] = [:]
         var refusals: [RefusalKey: Counter] = [:]
+        var cacheLookups: [PairKey: Counter] = [:]
+        var cacheSavings: [String: SavingCounters] = [:]
+        var cacheErrors: [String: Counter] = [:]
     }
     private let handles = Mutex(Handles())
     /// Trace ids of sampled requests by duration bucket, for an OpenMetrics scrape.
@@ -240,6 +259,34 @@ public final class RequestMetrics: Sendable {
                 registry.makeCounter(descriptor: Self.fallbacksTotalFamily, labels: [("model", model), ("fallback", group)])
             }.increment()
         }
+    }
+
+    // MARK: Cache
+
+    /// One chat request stage 8 applied to: `hit`, `miss` or `bypass`.
+    func recordCacheLookup(model: String, outcome: String) {
+        handle(\.cacheLookups, PairKey(first: model, second: outcome)) {
+            registry.makeCounter(descriptor: Self.cacheLookupsTotalFamily, labels: [("model", model), ("outcome", outcome)])
+        }.increment()
+    }
+
+    /// What one hit saved: the tokens and cost of the call that first produced the answer.
+    func recordCacheSavings(model: String, input: Int64, output: Int64, costMicros: Int64) {
+        let counters = handle(\.cacheSavings, model) {
+            SavingCounters(input: registry.makeCounter(descriptor: Self.cacheSavedTokensTotalFamily, labels: [("model", model), ("type", "input")]),
+                           output: registry.makeCounter(descriptor: Self.cacheSavedTokensTotalFamily, labels: [("model", model), ("type", "output")]),
+                           cost: registry.makeCounter(descriptor: Self.cacheSavedCostUsdTotalFamily, labels: [("model", model)]))
+        }
+        if input > 0 { counters.input.increment(by: input) }
+        if output > 0 { counters.output.increment(by: output) }
+        if costMicros > 0 { counters.cost.increment(by: Double(costMicros) / 1_000_000) }
+    }
+
+    /// A corrupt entry dropped (`corrupt_entry`) or a shared-cache operation that failed (`redis`).
+    func recordCacheError(reason: String) {
+        handle(\.cacheErrors, reason) {
+            registry.makeCounter(descriptor: Self.cacheErrorsTotalFamily, labels: [("reason", reason)])
+        }.increment()
     }
 
     // MARK: Security

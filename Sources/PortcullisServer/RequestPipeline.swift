@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisProviders
@@ -22,7 +23,8 @@ import PortcullisTLS
 ///  5. admission  rate limits, concurrency, the worst-case budget reservation (released if anything later fails)
 ///  6. guard in   the caller's guard policy as a cascade; personal data redacted or tokenised
 ///  7. transform  enforced system prompt, canary, spotlighting of untrusted content
-///  8. cache, 9. schedule — not built yet; their stages go here
+///  8. cache      the exact cache: a hit is answered here (whole or replayed as a stream); a miss is stored after stage 13
+///  9. schedule   not built yet; its stage goes here
 /// 10–11. route, provider: model group → deployment, retries, fallbacks, circuit breakers; adapter
 /// 12. guard out  output guards on the answer (a stream's chunks as they pass), placeholders restored
 /// 13. settle     usage and cost charged to the grant
@@ -42,6 +44,7 @@ public struct RequestPipeline: Sendable {
     let admission: AdmissionStage
     let guardIn: GuardInStage
     let transform: TransformStage
+    let cache: CacheStage
     let route: RouteStage
     let guardOut: GuardOutStage
     let settle = SettleStage()
@@ -51,14 +54,17 @@ public struct RequestPipeline: Sendable {
     ///   - governance: limits, budgets and usage accounting; nil serves without them (benchmark reference).
     ///   - guarding: input and output guardrails; nil runs none.
     ///   - audit: the audit log that records requests; nil records none.
+    ///   - cache: the exact cache and its settings; nil caches nothing.
     public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, guarding: InputGuarding? = nil,
-                audit: AuditLogs? = nil, dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
+                audit: AuditLogs? = nil, cache: (store: ExactCache, settings: CacheConfiguration)? = nil,
+                dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
         self.maximumBodyBytes = maximumBodyBytes
         self.dependencies = dependencies
         admission = AdmissionStage(governance: governance, router: router)
         guardIn = GuardInStage(guarding: guarding)
         transform = TransformStage(guarding: guarding)
+        self.cache = CacheStage(cache: cache?.store, settings: cache?.settings ?? CacheConfiguration(), router: router)
         route = RouteStage(router: router)
         guardOut = GuardOutStage(guarding: guarding)
         self.audit = AuditStage(audit: audit)
@@ -67,20 +73,29 @@ public struct RequestPipeline: Sendable {
     // MARK: A chat request's journey
 
     /// Stages 4–14 for a chat request of either dialect, and the response.
-    func serveChat(_ request: ChatRequest, bodySize: Int, dialect: WireDialect, context: GatewayRequestContext) async throws -> Response {
-        var exchange = ChatExchange(request: request, dialect: dialect, context: context)
+    func serveChat(_ request: ChatRequest, bodySize: Int, dialect: WireDialect, cacheControl: String?,
+                   context: GatewayRequestContext) async throws -> Response {
+        var asked = request
+        let directive = try CacheStage.directive(&asked, cacheControl: cacheControl)                               // 3. decode: the gateway's own cache field
+        var exchange = ChatExchange(request: asked, dialect: dialect, context: context)
+        exchange.cacheDirective = directive
         try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit, measures: exchange.measures)            // 4. authorise
         exchange.grant = try await admission.admit(model: request.model, principal: exchange.principal,             // 5. admission
                                                    bodySize: bodySize, maxTokens: request.maxTokens)
         do {
             try await guardIn.inspect(&exchange)                                                                    // 6. guard in
             transform.apply(&exchange)                                                                              // 7. transform
+            let plan = cache.plan(exchange)                                                                         // 8. cache
+            if let plan, let hit = await cache.lookup(plan) { return try await cache.respond(hit, exchange: exchange) }
             try await audit.beforeUpstream(exchange.audit)                                                          // 14. audit: durable first
             if exchange.request.stream {
                 let routed = try await route.streamChat(exchange)                                                   // 10–11. route, provider
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
                 let meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                 // 13. settle when it ends
-                return StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer)
+                var response = StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer,
+                                                    collector: cache.collector(for: plan, routed: routed))         // 8. cache it once complete
+                CacheStage.mark(&response, plan: plan, exchange: exchange)
+                return response
             }
             var verdict = guardOut.review(try await route.chat(exchange.request, exchange), exchange, retried: false) // 10–12.
             if case .retry(let retry, let previous) = verdict {                                                     // once more, when the format asks
@@ -88,7 +103,10 @@ public struct RequestPipeline: Sendable {
             }
             guard case .deliver(let routed, let blocked) = verdict else { throw GatewayError.internalFailure }   // a retried answer is always delivered
             await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                               // 13. settle
-            return Self.respond(routed, exchange: exchange, blocked: blocked)                                       // respond
+            if let plan, blocked == nil { await cache.store(routed, plan: plan) }                                   // 8. cache what the client gets
+            var response = Self.respond(routed, exchange: exchange, blocked: blocked)                               // respond
+            CacheStage.mark(&response, plan: plan, exchange: exchange)
+            return response
         } catch {
             await exchange.grant?.release()
             throw error
@@ -100,13 +118,15 @@ public struct RequestPipeline: Sendable {
     /// `POST /v1/chat/completions`.
     public func chatCompletions(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                                                    // 3. decode
-        return try await serveChat(try OpenAIWire.decodeChatRequest(body.json), bodySize: body.size, dialect: .openAI, context: context)
+        return try await serveChat(try OpenAIWire.decodeChatRequest(body.json), bodySize: body.size, dialect: .openAI,
+                                   cacheControl: request.headers[.cacheControl], context: context)
     }
 
     /// `POST /v1/messages` (Anthropic Messages API), served by any provider.
     public func messages(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                                                    // 3. decode
-        return try await serveChat(try AnthropicWire.decodeRequest(body.json), bodySize: body.size, dialect: .anthropic, context: context)
+        return try await serveChat(try AnthropicWire.decodeRequest(body.json), bodySize: body.size, dialect: .anthropic,
+                                   cacheControl: request.headers[.cacheControl], context: context)
     }
 
     /// `POST /v1/completions`: the same stages, the prompt strings guarded as user messages.

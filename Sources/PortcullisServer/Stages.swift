@@ -4,6 +4,7 @@ import Instrumentation
 import Logging
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisProviders
@@ -15,6 +16,10 @@ import Tracing
 /// the output guards). Stages read and change it in order; nothing else carries their results.
 struct ChatExchange: Sendable {
     var request: ChatRequest
+    /// The request as the client sent it (less the gateway's own `cache` field): stage 8's key.
+    let asked: ChatRequest
+    /// What the request asks of the cache (`Cache-Control`, the body's `cache`).
+    var cacheDirective = CacheDirective()
     let dialect: WireDialect
     let principal: Principal
     /// What an adapter needs to know about the incoming request (its id, trace and logger).
@@ -34,6 +39,7 @@ struct ChatExchange: Sendable {
     init(request: ChatRequest, dialect: WireDialect, principal: Principal, upstream: UpstreamContext, audit: RequestAudit? = nil,
          measures: RequestMeasures? = nil) {
         self.request = request
+        self.asked = request
         self.dialect = dialect
         self.principal = principal
         self.upstream = upstream

@@ -142,16 +142,17 @@ enum StreamResponses {
 
     /// A chat stream in the exchange's dialect, with its limit headers: each chunk passes the
     /// output guard and the restorer; `meter` counts it, may end it at a budget, and settles it.
+    /// `collector` sees each chunk as the client gets it and is finished when the stream completes.
     static func chat(_ routed: Routed<PrimedStream<ChatChunk>>, exchange: ChatExchange, meter: StreamMeter?,
-                     outputGuard: ChunkGuard?, restorer: ChunkRestorer?) -> Response {
+                     outputGuard: ChunkGuard?, restorer: ChunkRestorer?, collector: StreamCollector?) -> Response {
         var response: Response
         switch exchange.dialect {
         case .openAI:
             response = openAIChat(routed, includeUsage: exchange.request.includeUsage, meter: meter, restorer: restorer,
-                                  outputGuard: outputGuard, logger: exchange.logger)
+                                  outputGuard: outputGuard, collector: collector, logger: exchange.logger)
         case .anthropic:
             response = anthropicChat(routed, model: exchange.request.model, meter: meter, restorer: restorer,
-                                     outputGuard: outputGuard, logger: exchange.logger)
+                                     outputGuard: outputGuard, collector: collector, logger: exchange.logger)
         }
         RequestPipeline.addLimitHeaders(exchange.grant, to: &response.headers)
         return response
@@ -159,14 +160,16 @@ enum StreamResponses {
 
     /// An OpenAI-framed chat stream; `meter` counts it, may end it at a budget, and settles it.
     static func openAIChat(_ routed: Routed<PrimedStream<ChatChunk>>, includeUsage: Bool, meter: StreamMeter?,
-                           restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {
+                           restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, collector: StreamCollector? = nil, logger: Logger) -> Response {
         let framing = OpenAIChunkFraming(includeUsage: includeUsage)
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             let end = await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
                 let inspected = try outputGuard?.apply(chunk) ?? chunk
-                return framing.frame(restorer?.restore(inspected) ?? inspected).map { [$0] } ?? []
+                let delivered = restorer?.restore(inspected) ?? inspected
+                collector?.add(delivered)
+                return framing.frame(delivered).map { [$0] } ?? []
             }
             outputGuard?.finish()
             try await close(end, writer: &writer, meter: meter, deployment: deployment, logger: logger) { end in
@@ -179,6 +182,7 @@ enum StreamResponses {
                     return [SSEWriter.data(JSONWriter.bytes(failure.openAIEnvelope()))]
                 }
             }
+            if case .completed = end { await collector?.finish() }   // after the client has its last byte
         }
         return Response(status: .ok, headers: headers(routed), body: body)
     }
@@ -211,14 +215,17 @@ enum StreamResponses {
 
     /// An Anthropic-framed chat stream (`message_start` … `message_stop`).
     static func anthropicChat(_ routed: Routed<PrimedStream<ChatChunk>>, model: String, meter: StreamMeter?,
-                              restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, logger: Logger) -> Response {
+                              restorer: ChunkRestorer? = nil, outputGuard: ChunkGuard? = nil, collector: StreamCollector? = nil,
+                              logger: Logger) -> Response {
         let deployment = routed.deployment
         let primed = routed.value
         let body = ResponseBody { writer in
             var encoder = AnthropicStreamEncoder(model: model)
             let end = await pump(primed, writer: &writer, deployment: deployment, gate: { chunk in await meter?.admit(chunk) ?? true }) { (chunk: ChatChunk) throws(GatewayError) -> [ByteBuffer] in
                 let inspected = try outputGuard?.apply(chunk) ?? chunk
-                return encoder.encode(restorer?.restore(inspected) ?? inspected)
+                let delivered = restorer?.restore(inspected) ?? inspected
+                collector?.add(delivered)
+                return encoder.encode(delivered)
             }
             outputGuard?.finish()
             try await close(end, writer: &writer, meter: meter, deployment: deployment, logger: logger) { end in
@@ -231,6 +238,7 @@ enum StreamResponses {
                     return [AnthropicStreamEncoder.errorEvent(failure)]
                 }
             }
+            if case .completed = end { await collector?.finish() }   // after the client has its last byte
         }
         return Response(status: .ok, headers: headers(routed), body: body)
     }

@@ -1,0 +1,168 @@
+import Foundation
+import PortcullisCore
+import Synchronization
+
+/// One answer kept by the cache, with what served it (for the routing headers and the savings).
+public struct CachedAnswer: Sendable, Equatable {
+    public var completion: ChatCompletion
+    /// The deployment and model group that produced it.
+    public var deployment: String
+    public var group: String
+    /// When it was stored (seconds since 1970).
+    public var storedAt: Double
+    /// What the call that produced it cost, in micro-dollars: what each hit saves.
+    public var costMicros: Int64
+    /// When it stops being served (seconds since 1970); set by `ExactCache.store`.
+    public var expiresAt: Double
+
+    public init(completion: ChatCompletion, deployment: String, group: String, storedAt: Double, costMicros: Int64,
+                expiresAt: Double = .infinity) {
+        self.completion = completion
+        self.deployment = deployment
+        self.group = group
+        self.storedAt = storedAt
+        self.costMicros = costMicros
+        self.expiresAt = expiresAt
+    }
+
+    /// The stored form (also what the shared cache holds).
+    public func encoded() -> [UInt8] {
+        let object: JSONObject = ["v": 1, "deployment": .string(deployment), "group": .string(group), "stored_at": .double(storedAt),
+                                  "expires_at": .double(expiresAt), "cost_micros": .integer(costMicros), "answer": OpenAIWire.encodeChatCompletion(completion)]
+        return JSONWriter.bytes(.object(object))
+    }
+
+    /// The answer in `bytes`, or nil when they are not one this version wrote (a corrupt entry).
+    public static func decode(_ bytes: [UInt8]) -> CachedAnswer? {
+        guard let value = try? JSONParser.parse(bytes[...]), let object = value.objectValue, object["v"]?.integerValue == 1,
+              let deployment = object["deployment"]?.stringValue, let group = object["group"]?.stringValue,
+              let storedAt = object["stored_at"]?.doubleValue, let expiresAt = object["expires_at"]?.doubleValue, let cost = object["cost_micros"]?.integerValue,
+              let answer = object["answer"], let completion = try? OpenAIWire.decodeChatCompletion(answer), !completion.choices.isEmpty
+        else { return nil }
+        return CachedAnswer(completion: completion, deployment: deployment, group: group, storedAt: storedAt, costMicros: cost,
+                            expiresAt: expiresAt)
+    }
+
+    /// Whether an answer may be kept: every choice finished normally (`stop` or `tool_calls`)
+    /// and none is empty. Truncated (`length`), filtered and refused answers are never cached.
+    public static func isCacheable(_ completion: ChatCompletion) -> Bool {
+        !completion.choices.isEmpty && completion.choices.allSatisfy { choice in
+            guard choice.finishReason == .stop || choice.finishReason == .toolCalls else { return false }
+            if let refusal = choice.message.refusal, !refusal.isEmpty { return false }
+            return !(choice.message.content?.text ?? "").isEmpty || !choice.message.toolCalls.isEmpty
+        }
+    }
+}
+
+/// The shared tier of the cache (Redis when configured): every replica reads what any wrote.
+public protocol SharedCacheStore: Sendable {
+    func value(forKey key: String) async throws -> [UInt8]?
+    func set(_ bytes: [UInt8], forKey key: String, ttlSeconds: Double) async throws
+    func removeValue(forKey key: String) async throws
+}
+
+/// The exact cache: an in-process LRU in front of an optional shared tier.
+///
+/// The shared tier is optional in every sense: a read or write that fails or takes longer than
+/// its time limit is a local miss (or a local-only write), never a failed request, and after a
+/// failure the tier is left alone for a second. An entry that cannot be decoded is dropped
+/// from both tiers and counted.
+public final class ExactCache: Sendable {
+    /// What the cache did, for the metrics.
+    public struct Counts: Sendable, Equatable {
+        public var corrupt = 0
+        public var sharedFailures = 0
+    }
+
+    /// Something that went wrong, told to the observer (for the metrics).
+    public enum Event: String, Sendable {
+        case corruptEntry = "corrupt_entry"
+        case sharedFailure = "redis"
+    }
+
+    let local: LocalCache<CachedAnswer>
+    let observe: @Sendable (Event) -> Void
+    let shared: (any SharedCacheStore)?
+    let sharedTimeout: Duration
+    let maximumEntryBytes: Int
+    private let sharedPausedUntil = Mutex<Double>(0)
+    private let counts = Mutex(Counts())
+
+    public init(maximumBytes: Int, maximumEntryBytes: Int, shared: (any SharedCacheStore)?, sharedTimeoutSeconds: Double,
+                observe: @escaping @Sendable (Event) -> Void = { _ in }) {
+        local = LocalCache(maximumBytes: maximumBytes)
+        self.observe = observe
+        self.shared = shared
+        self.sharedTimeout = Deadline.seconds(sharedTimeoutSeconds)
+        self.maximumEntryBytes = maximumEntryBytes
+    }
+
+    public convenience init(_ configuration: CacheConfiguration, shared: (any SharedCacheStore)?,
+                            observe: @escaping @Sendable (Event) -> Void = { _ in }) {
+        self.init(maximumBytes: configuration.maximumBytes, maximumEntryBytes: configuration.maximumEntryBytes, shared: shared,
+                  sharedTimeoutSeconds: configuration.redisTimeoutSeconds, observe: observe)
+    }
+
+    /// The answer under `key`, from this process or the shared tier (which then fills the local one).
+    public func answer(for key: CacheKey, now: Double = Date().timeIntervalSince1970) async -> CachedAnswer? {
+        if let hit = local.value(forKey: key.digest, now: now) { return hit }
+        guard let shared, sharedAvailable(now: now) else { return nil }
+        let bytes: [UInt8]?
+        do {
+            bytes = try await Deadline.run(within: sharedTimeout) { try await shared.value(forKey: Self.sharedKey(key)) }
+        } catch {
+            sharedFailed(now: now)
+            return nil
+        }
+        guard let bytes else { return nil }
+        guard let answer = CachedAnswer.decode(bytes) else {
+            counts.withLock { $0.corrupt += 1 }
+            observe(.corruptEntry)
+            try? await Deadline.run(within: sharedTimeout) { try await shared.removeValue(forKey: Self.sharedKey(key)) }
+            return nil
+        }
+        guard answer.expiresAt > now else { return nil }
+        local.set(answer, forKey: key.digest, bytes: bytes.count, expires: answer.expiresAt)
+        return answer
+    }
+
+    /// Keeps `answer` under `key` for `ttlSeconds` in both tiers; false when it is too large to keep.
+    @discardableResult
+    public func store(_ answer: CachedAnswer, for key: CacheKey, ttlSeconds: Double, now: Double = Date().timeIntervalSince1970) async -> Bool {
+        var answer = answer
+        answer.expiresAt = now + ttlSeconds
+        let bytes = answer.encoded()
+        guard bytes.count <= maximumEntryBytes else { return false }
+        local.set(answer, forKey: key.digest, bytes: bytes.count, expires: answer.expiresAt)
+        guard let shared, sharedAvailable(now: now) else { return true }
+        do {
+            try await Deadline.run(within: sharedTimeout) { try await shared.set(bytes, forKey: Self.sharedKey(key), ttlSeconds: ttlSeconds) }
+        } catch {
+            sharedFailed(now: now)
+        }
+        return true
+    }
+
+    /// Drops the entry under `key` from both tiers.
+    public func remove(_ key: CacheKey) async {
+        local.removeValue(forKey: key.digest)
+        guard let shared else { return }
+        try? await Deadline.run(within: sharedTimeout) { try await shared.removeValue(forKey: Self.sharedKey(key)) }
+    }
+
+    /// Corrupt entries dropped and shared-tier failures so far.
+    public var counters: Counts { counts.withLock { $0 } }
+
+    /// Entries and bytes held in this process.
+    public var localStatistics: (entries: Int, bytes: Int, evictions: Int) { local.statistics }
+
+    static func sharedKey(_ key: CacheKey) -> String { "portcullis:cache:v1:" + key.digest }
+
+    private func sharedAvailable(now: Double) -> Bool { sharedPausedUntil.withLock { $0 <= now } }
+
+    private func sharedFailed(now: Double) {
+        counts.withLock { $0.sharedFailures += 1 }
+        observe(.sharedFailure)
+        sharedPausedUntil.withLock { $0 = now + 1 }
+    }
+}

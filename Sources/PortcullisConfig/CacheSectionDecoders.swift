@@ -1,0 +1,47 @@
+import PortcullisCache
+
+/// The `cache` section, and the `cache` overrides of model groups and guard policies.
+extension ConfigurationLoader {
+    static func decodeCache(_ reader: NodeReader, into cache: inout GatewayConfiguration.Cache) {
+        guard reader.expectMapping(allowedKeys: ["exact", "ttl_seconds", "maximum_ttl_seconds", "max_bytes", "max_entry_bytes", "scope",
+                                                 "redis_timeout_seconds", "charge_hits"]) else { return }
+        cache.exact = reader.bool("exact") ?? cache.exact
+        cache.ttlSeconds = reader.number("ttl_seconds", in: 1...31_536_000) ?? cache.ttlSeconds
+        cache.maximumTTLSeconds = reader.number("maximum_ttl_seconds", in: 1...31_536_000) ?? cache.maximumTTLSeconds
+        cache.maximumBytes = reader.integer("max_bytes", in: 1024...68_719_476_736) ?? cache.maximumBytes
+        cache.maximumEntryBytes = reader.integer("max_entry_bytes", in: 256...1_073_741_824) ?? cache.maximumEntryBytes
+        cache.redisTimeoutSeconds = reader.number("redis_timeout_seconds", in: 0.001...10) ?? cache.redisTimeoutSeconds
+        cache.chargeHits = reader.bool("charge_hits") ?? cache.chargeHits
+        if let scope = reader.string("scope") {
+            if let parsed = GatewayConfiguration.Cache.Scope(rawValue: scope) {
+                cache.scope = parsed
+            } else {
+                reader.issue("scope", "must be team or key; got '\(scope)'")
+            }
+        }
+        if cache.maximumEntryBytes > cache.maximumBytes {
+            reader.issue("max_entry_bytes", "must not exceed max_bytes (\(cache.maximumBytes))")
+        }
+    }
+
+    /// `models[].cache` and `guardrails.policies[].cache`: `{ exact, ttl_seconds }` for that group or policy.
+    static func decodeCacheOverrides(_ root: NodeReader, into cache: inout GatewayConfiguration.Cache) {
+        if let models = root.child("models"), models.isSequence {
+            for model in models.elements() {
+                guard let name = model.string("name"), let reader = model.child("cache") else { continue }
+                if let override = decodeCacheOverride(reader) { cache.models[name] = override }
+            }
+        }
+        if let policies = root.child("guardrails")?.child("policies"), policies.isSequence {
+            for policy in policies.elements() {
+                guard let name = policy.string("name"), let reader = policy.child("cache") else { continue }
+                if let override = decodeCacheOverride(reader) { cache.policies[name] = override }
+            }
+        }
+    }
+
+    static func decodeCacheOverride(_ reader: NodeReader) -> GatewayConfiguration.Cache.Override? {
+        guard reader.expectMapping(allowedKeys: ["exact", "ttl_seconds"]) else { return nil }
+        return .init(exact: reader.bool("exact"), ttlSeconds: reader.number("ttl_seconds", in: 1...31_536_000))
+    }
+}
