@@ -157,7 +157,11 @@ let package = Package(
             name: "PortcullisCache",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisProviders",
                 "PortcullisRedis",
+                "PortcullisStorage",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

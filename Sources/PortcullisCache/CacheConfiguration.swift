@@ -1,3 +1,5 @@
+import PortcullisCore
+
 /// The `cache` section: which answers are kept and served again, for how long, and whose.
 ///
 /// Off by default. A model group (`models[].cache`) or a guard policy (`guardrails.policies[].cache`)
@@ -7,6 +9,24 @@ public struct CacheConfiguration: Sendable, Equatable {
     public enum Scope: String, Sendable, Equatable, CaseIterable {
         case team
         case key
+    }
+
+    /// Which identical requests in flight at once share one upstream call.
+    public enum Deduplication: String, Sendable, Equatable, CaseIterable {
+        /// Those whose answer is meant to be reproducible: `temperature` 0 or a fixed `seed`.
+        case deterministic
+        /// Every identical request.
+        case always
+        case off
+
+        /// Whether `request` may share another's call.
+        public func applies(to request: ChatRequest) -> Bool {
+            switch self {
+            case .deterministic: request.temperature == 0 || request.seed != nil
+            case .always: true
+            case .off: false
+            }
+        }
     }
 
     /// What a model group or a guard policy changes for its requests.
@@ -36,8 +56,15 @@ public struct CacheConfiguration: Sendable, Equatable {
     public var scope: Scope = .team
     /// Time limit of one shared-cache (Redis) read or write; past it the local cache answers. Default 0.05 s.
     public var redisTimeoutSeconds: Double = 0.05
-    /// Whether a cache hit is charged to budgets as if it had been served. Default false: hits cost nothing.
+    /// Whether a cache hit (or a request that joined another's call) is charged to budgets as if
+    /// it had been served. Default false: they cost nothing.
     public var chargeHits = false
+    /// Seconds single-input embedding requests wait to be sent together (0: never batched). Default 0.01.
+    public var embeddingBatchWindowSeconds = 0.01
+    /// Inputs in one batched embedding call at most. Default 64.
+    public var embeddingBatchMaximumInputs = 64
+    /// In-flight de-duplication. Default `deterministic`.
+    public var deduplication: Deduplication = .deterministic
     /// Overrides by model group name.
     public var models: [String: Override] = [:]
     /// Overrides by guard policy name.

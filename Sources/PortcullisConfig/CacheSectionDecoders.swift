@@ -4,7 +4,7 @@ import PortcullisCache
 extension ConfigurationLoader {
     static func decodeCache(_ reader: NodeReader, into cache: inout GatewayConfiguration.Cache) {
         guard reader.expectMapping(allowedKeys: ["exact", "ttl_seconds", "maximum_ttl_seconds", "max_bytes", "max_entry_bytes", "scope",
-                                                 "redis_timeout_seconds", "charge_hits"]) else { return }
+                                                 "redis_timeout_seconds", "charge_hits", "dedup", "embedding_batch"]) else { return }
         cache.exact = reader.bool("exact") ?? cache.exact
         cache.ttlSeconds = reader.number("ttl_seconds", in: 1...31_536_000) ?? cache.ttlSeconds
         cache.maximumTTLSeconds = reader.number("maximum_ttl_seconds", in: 1...31_536_000) ?? cache.maximumTTLSeconds
@@ -17,6 +17,17 @@ extension ConfigurationLoader {
                 cache.scope = parsed
             } else {
                 reader.issue("scope", "must be team or key; got '\(scope)'")
+            }
+        }
+        if let batch = reader.child("embedding_batch"), batch.expectMapping(allowedKeys: ["window_ms", "max_inputs"]) {
+            if let window = batch.number("window_ms", in: 0...100) { cache.embeddingBatchWindowSeconds = window / 1000 }
+            cache.embeddingBatchMaximumInputs = batch.integer("max_inputs", in: 1...2048) ?? cache.embeddingBatchMaximumInputs
+        }
+        if let dedup = reader.string("dedup") {
+            if let parsed = GatewayConfiguration.Cache.Deduplication(rawValue: dedup) {
+                cache.deduplication = parsed
+            } else {
+                reader.issue("dedup", "must be deterministic, always or off; got '\(dedup)'")
             }
         }
         if cache.maximumEntryBytes > cache.maximumBytes {

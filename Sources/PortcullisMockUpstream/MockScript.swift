@@ -12,6 +12,8 @@ struct MockScript {
     let promptTokens: Int
     let finishedByLength: Bool
     let includeUsage: Bool
+    /// The texts of an embeddings request, in order.
+    let embeddingInputs: [String]
 
     init(request: JSONObject, api: MockUpstream.API, behaviour: MockBehaviour, sequence: Int, model: String) {
         self.api = api
@@ -29,6 +31,8 @@ struct MockScript {
         case .openAIEmbedding:
             prompt = ""
         }
+        let input = request["input"]
+        embeddingInputs = input?.stringValue.map { [$0] } ?? input?.arrayValue?.compactMap(\.stringValue) ?? []
         var system = ""
         if behaviour.echoSystem {
             switch api {
@@ -124,11 +128,22 @@ struct MockScript {
         }
     }
 
+    /// One vector per input, made from the input (its length in bytes, the sum of its bytes
+    /// modulo 1000 over 1000, then 0.5), so that a caller can tell its own vector.
     func embeddingResponse() -> JSONValue {
-        ["object": "list", "model": .string(model),
-         "data": [["object": "embedding", "index": 0, "embedding": [0.125, -0.25, 0.5]]],
-         "usage": ["prompt_tokens": .integer(Int64(promptTokens)), "total_tokens": .integer(Int64(promptTokens))]]
+        let inputs = embeddingInputs.isEmpty ? [""] : embeddingInputs
+        let data: [JSONValue] = inputs.enumerated().map { index, text in
+            let bytes = Array(text.utf8)
+            let vector: [JSONValue] = [.double(Double(bytes.count)), .double(Double(bytes.reduce(0) { $0 + Int($1) } % 1000) / 1000), .double(0.5)]
+            return ["object": "embedding", "index": .integer(Int64(index)), "embedding": .array(vector)]
+        }
+        let tokens = Int64(inputs.reduce(0) { $0 + max(1, ($1.utf8.count + 3) / 4) })
+        return ["object": "list", "model": .string(model), "data": .array(data),
+                "usage": ["prompt_tokens": .integer(tokens), "total_tokens": .integer(tokens)]]
     }
+
+    /// Whether an embeddings request holds an input the mock refuses (`REJECT-ME`), as a provider refuses one too long.
+    var refusesEmbedding: Bool { embeddingInputs.contains { $0.contains("REJECT-ME") } }
 
     private func data(_ value: JSONValue) -> ByteBuffer {
         var buffer = ByteBuffer(string: "data: ")

@@ -294,6 +294,10 @@ public final class MockUpstream: Sendable {
         }
         switch api {
         case .openAIEmbedding:
+            if script.refusesEmbedding {
+                return Self.json(["error": ["message": "This input cannot be embedded.", "type": "invalid_request_error", "code": "invalid_input"]],
+                                 status: .badRequest)
+            }
             return Self.json(script.embeddingResponse())
         case .openAIChat, .openAICompletion, .anthropic:
             guard stream else { return Self.json(script.completeResponse()) }

@@ -26,6 +26,8 @@ public struct Routed<Value> {
     }
 }
 
+extension Routed: Sendable where Value: Sendable {}
+
 /// Chooses deployments for a model, with weighted balancing, retries with backoff,
 /// circuit breakers and fallback chains across groups.
 public struct ModelRouter: Sendable {

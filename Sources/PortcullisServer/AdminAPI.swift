@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisCore
 
 /// `/admin`: keys, users, teams, budgets, IP rules, usage and the action log. JSON in and
@@ -11,6 +12,8 @@ import PortcullisCore
 struct AdminAPI: Sendable {
     let access: AccessSystem
     let audit: AuditLogs
+    /// What the cost layer saved (nil: not kept).
+    let savings: SavingsLedger?
 
     func register(on group: RouterGroup<GatewayRequestContext>) {
         group.get("whoami") { _, context in Self.json(Self.principalObject(context.principal)) }
@@ -53,6 +56,7 @@ struct AdminAPI: Sendable {
             await access.recorder.flush()
             return Self.json(["flushed": true])
         }
+        group.get("savings") { request, context in try await savingsReport(request, context) }
         group.get("actions") { request, context in try await list(request, context) { try await audit.adminActions.list(limit: $0, offset: $1) } }
         group.get("guard-events") { request, context in try await list(request, context) { try await audit.guardEvents.list(limit: $0, offset: $1) } }
         registerAudit(on: group)
@@ -370,6 +374,29 @@ struct AdminAPI: Sendable {
         return try await list(request, context, requiring: nil) { limit, offset in
             try await access.directory.usage(groupBy: groupBy, filters: filters, fromDay: query["from"].map(String.init), toDay: query["to"].map(String.init),
                                              limit: limit, offset: offset)
+        }
+    }
+
+    /// `GET /admin/savings`: what the cache and de-duplication saved, summed by `group_by`
+    /// (day, team_id, mechanism, model; default day,team_id,mechanism), for admins and auditors.
+    func savingsReport(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        try context.principal.require(.readAdministration)
+        let query = request.uri.queryParameters
+        let dimensions = ["day", "team_id", "mechanism", "model"]
+        let groupBy = (query["group_by"].map(String.init) ?? "day,team_id,mechanism").split(separator: ",").map(String.init)
+        for dimension in groupBy where !dimensions.contains(dimension) {
+            throw GatewayError.invalidParameter("group_by", "group_by takes day, team_id, mechanism, model; got '\(GatewayError.echo(dimension))'")
+        }
+        for name in ["from", "to"] {
+            if let day = query[Substring(name)], !Self.isDay(day) { throw GatewayError.invalidParameter(name, "\(name) must be a day, YYYY-MM-DD") }
+        }
+        if let mechanism = query["mechanism"], !["exact", "dedup"].contains(mechanism) {
+            throw GatewayError.invalidParameter("mechanism", "mechanism is exact or dedup")
+        }
+        await savings?.flush()   // this replica's pending savings first
+        return try await list(request, context) { limit, offset in
+            try await savings?.totals(groupBy: groupBy, teamID: query["team_id"].map(String.init), mechanism: query["mechanism"].map(String.init),
+                                      fromDay: query["from"].map(String.init), toDay: query["to"].map(String.init), limit: limit, offset: offset) ?? []
         }
     }
 

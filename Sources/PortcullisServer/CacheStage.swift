@@ -16,24 +16,37 @@ import Synchronization
 /// when an answer is cached. A hit is served in the client's dialect (a stream is replayed with the
 /// usual event shape) and costs nothing unless `charge_hits`; a miss stores the answer the client
 /// got, unless it was refused, blocked, filtered or cut at `length`. Off: no plan, nothing happens.
+///
+/// De-duplication (`cache.dedup`, by default for requests with `temperature` 0 or a `seed`):
+/// identical requests of one tenant in flight at the same time share one upstream call; a
+/// stream is teed to each of them (a late joiner gets what was already sent, then the live
+/// tail). Each is admitted, guarded, audited and answered on its own; one that joined is charged
+/// nothing unless `charge_hits`, and says `x-portcullis-dedup: joined`.
 struct CacheStage: Sendable {
-    let cache: ExactCache?
-    let settings: CacheConfiguration
+    let wiring: CacheWiring
     let router: ModelRouter
 
+    var cache: ExactCache? { wiring.exact }
+    var settings: CacheConfiguration { wiring.settings }
+
     static let header = HTTPField.Name("x-portcullis-cache")!
+    static let dedupHeader = HTTPField.Name("x-portcullis-dedup")!
 
     /// What stage 8 decided for one request.
     struct Plan: Sendable {
         let key: CacheKey
         let ttlSeconds: Double
+        /// Whether the exact cache applies to the request's model group and policy.
+        let exact: Bool
         /// False when the request said `no-cache` or `no-store`.
         let lookup: Bool
         /// False when the request said `no-store`.
         let store: Bool
+        /// Whether an identical request in flight may share its upstream call.
+        let deduplicates: Bool
 
-        /// The header's value when the answer does not come from the cache.
-        var missOutcome: String { lookup ? "miss" : "bypass" }
+        /// The header's value when the answer does not come from the cache (nil: the exact cache does not apply).
+        var missOutcome: String? { exact ? (lookup ? "miss" : "bypass") : nil }
     }
 
     /// The gateway's own `cache` field and `Cache-Control`, taken before the request is guarded
@@ -51,17 +64,56 @@ struct CacheStage: Sendable {
         return directive
     }
 
-    /// The plan for `exchange`, or nil when exact caching is off for its model group and policy.
+    /// The plan for `exchange`, or nil when neither the exact cache nor de-duplication applies.
+    /// A request whose policy plants a canary is never de-duplicated: each must carry its own.
     func plan(_ exchange: ChatExchange) -> Plan? {
-        guard cache != nil, settings.mayCache else { return nil }
         let applied = settings.settings(model: exchange.asked.model, policy: exchange.policy?.name)
-        guard applied.exact else { return nil }
+        let exact = applied.exact && cache != nil
+        let deduplicates = settings.deduplication.applies(to: exchange.asked) && exchange.output?.context.canary == nil
+        guard exact || deduplicates else { return nil }
         let directive = exchange.cacheDirective
         let principal = exchange.principal
         let tenant = settings.scope == .team ? principal.teamID.map { "team:" + $0 } ?? principal.actor : principal.actor
         let key = CacheKey(tenant: tenant, namespace: directive.namespace, policy: exchange.policy?.name, request: exchange.asked)
-        return Plan(key: key, ttlSeconds: min(directive.ttlSeconds ?? applied.ttlSeconds, settings.maximumTTLSeconds),
-                    lookup: !directive.skipLookup, store: !directive.skipStore)
+        return Plan(key: key, ttlSeconds: min(directive.ttlSeconds ?? applied.ttlSeconds, settings.maximumTTLSeconds), exact: exact,
+                    lookup: exact && !directive.skipLookup, store: exact && !directive.skipStore, deduplicates: deduplicates)
+    }
+
+    /// The whole answer: from the identical call in flight when there is one (`joined`), else from `call`.
+    func answer(_ plan: Plan?, _ call: @escaping @Sendable () async throws -> Routed<ChatCompletion>) async throws
+        -> (routed: Routed<ChatCompletion>, joined: Bool) {
+        guard let plan, plan.deduplicates else { return (try await call(), false) }
+        let (routed, joined) = try await wiring.calls.value(for: plan.key.digest, call)
+        return (routed, joined)
+    }
+
+    /// The stream: a reader of the identical one in flight when there is one (`joined`), else
+    /// `open`'s, teed so that identical requests arriving before it ends can read it too.
+    func stream(_ plan: Plan?, _ open: @escaping @Sendable () async throws -> Routed<PrimedStream<ChatChunk>>) async throws
+        -> (routed: Routed<PrimedStream<ChatChunk>>, joined: Bool) {
+        guard let plan, plan.deduplicates else { return (try await open(), false) }
+        let streams = wiring.streams, key = plan.key.digest
+        let (shared, joined) = try await streams.value(for: key, holdsUntilRetired: true) {
+            let routed = try await open()
+            let deployment = routed.deployment
+            let tee = SharedStream(routed.value, failure: { error in
+                guard let failure = error as? UpstreamFailure else { return error }
+                deployment.record(failure)   // once for the call, not once per reader
+                return ModelRouter.clientError(for: failure)
+            }, onEnd: { streams.retire(key) })
+            return Routed(value: tee, deployment: deployment, group: routed.group, attempts: routed.attempts, panic: routed.panic)
+        }
+        return (Routed(value: shared.value.reader(), deployment: shared.deployment, group: shared.group, attempts: shared.attempts,
+                       panic: shared.panic), joined)
+    }
+
+    /// A request that joined another's call: charged nothing unless `charge_hits` (then `charge`
+    /// runs), counted, audited and marked.
+    func joined(_ exchange: ChatExchange, usage: Usage?, deployment: Deployment, charge: () async -> Void) async {
+        exchange.audit?.cache("joined")
+        exchange.measures.map { $0.metrics.recordDeduplicated(model: $0.modelLabel) }
+        saved(exchange, mechanism: "dedup", usage: usage, deployment: deployment, model: exchange.asked.model)
+        if settings.chargeHits { await charge() } else { await exchange.grant?.release() }
     }
 
     /// The cached answer for `plan` with the deployment that produced it (or its group's first,
@@ -81,8 +133,8 @@ struct CacheStage: Sendable {
     }
 
     /// The collector a streamed answer passes through on a miss, stored when the stream completes.
-    func collector(for plan: Plan?, routed: Routed<PrimedStream<ChatChunk>>) -> StreamCollector? {
-        guard let plan, plan.store, cache != nil else { return nil }
+    func collector(for plan: Plan?, routed: Routed<PrimedStream<ChatChunk>>, joined: Bool) -> StreamCollector? {
+        guard let plan, plan.store, cache != nil, !joined else { return nil }
         let deployment = routed.deployment, group = routed.group, attempts = routed.attempts
         return StreamCollector { completion in
             await store(Routed(value: completion, deployment: deployment, group: group, attempts: attempts), plan: plan)
@@ -93,13 +145,8 @@ struct CacheStage: Sendable {
     /// and a cost of nothing charged.
     func respond(_ hit: Routed<ChatCompletion>, exchange: ChatExchange) async throws -> Response {
         exchange.audit?.cache("hit")
-        if let measures = exchange.measures {
-            measures.metrics.recordCacheLookup(model: measures.modelLabel, outcome: "hit")
-            let usage = hit.value.usage
-            let cost = usage.map { hit.deployment.price.cost(of: $0) } ?? 0
-            measures.metrics.recordCacheSavings(model: measures.modelLabel, input: Int64(usage?.promptTokens ?? 0),
-                                                output: Int64(usage?.completionTokens ?? 0), costMicros: Int64((cost * 1_000_000).rounded()))
-        }
+        exchange.measures.map { $0.metrics.recordCacheLookup(model: $0.modelLabel, outcome: "hit") }
+        saved(exchange, mechanism: "exact", usage: hit.value.usage, deployment: hit.deployment, model: hit.group)
         if settings.chargeHits {
             await SettleStage().settle(hit, grant: exchange.grant, audit: exchange.audit, measures: nil)
         } else {
@@ -121,12 +168,53 @@ struct CacheStage: Sendable {
         return response
     }
 
+    /// What a request answered without its own upstream call saved: to the metrics and the ledger.
+    func saved(_ exchange: ChatExchange, mechanism: String, usage: Usage?, deployment: Deployment, model: String) {
+        let input = Int64(usage?.promptTokens ?? 0), output = Int64(usage?.completionTokens ?? 0)
+        let cost = Int64(((usage.map { deployment.price.cost(of: $0) } ?? 0) * 1_000_000).rounded())
+        if let measures = exchange.measures {
+            measures.metrics.recordCacheSavings(model: measures.modelLabel, mechanism: mechanism, input: input, output: output, costMicros: cost)
+        }
+        wiring.savings?.record(teamID: exchange.principal.teamID, mechanism: mechanism, model: model, inputTokens: input, outputTokens: output,
+                               costMicros: cost)
+    }
+
     /// Says what stage 8 did for an answer that did not come from the cache.
-    static func mark(_ response: inout Response, plan: Plan?, exchange: ChatExchange) {
-        guard let plan else { return }
-        response.headers[header] = plan.missOutcome
-        exchange.audit?.cache(plan.missOutcome)
-        if let measures = exchange.measures { measures.metrics.recordCacheLookup(model: measures.modelLabel, outcome: plan.missOutcome) }
+    static func mark(_ response: inout Response, plan: Plan?, joined: Bool, exchange: ChatExchange) {
+        if joined { response.headers[dedupHeader] = "joined" }
+        guard let outcome = plan?.missOutcome else { return }
+        response.headers[header] = outcome
+        if !joined { exchange.audit?.cache(outcome) }
+        if let measures = exchange.measures { measures.metrics.recordCacheLookup(model: measures.modelLabel, outcome: outcome) }
+    }
+}
+
+/// What stage 8 works with, kept across reloads: the exact cache's store (nil: off), its
+/// settings, and the calls and streams in flight that identical requests may join.
+public struct CacheWiring: Sendable {
+    let exact: ExactCache?
+    let settings: CacheConfiguration
+    let calls: InFlight<Routed<ChatCompletion>>
+    let streams: InFlight<Routed<SharedStream<ChatChunk>>>
+    /// Where what was saved is summed for `/admin/savings` (nil: not kept).
+    let savings: SavingsLedger?
+
+    public init(exact: ExactCache? = nil, settings: CacheConfiguration = CacheConfiguration(), savings: SavingsLedger? = nil) {
+        self.init(exact: exact, settings: settings, calls: InFlight(), streams: InFlight(), savings: savings)
+    }
+
+    init(exact: ExactCache?, settings: CacheConfiguration, calls: InFlight<Routed<ChatCompletion>>,
+         streams: InFlight<Routed<SharedStream<ChatChunk>>>, savings: SavingsLedger?) {
+        self.exact = exact
+        self.settings = settings
+        self.calls = calls
+        self.streams = streams
+        self.savings = savings
+    }
+
+    /// The same store and calls in flight under new settings (a reload).
+    func with(settings: CacheConfiguration) -> CacheWiring {
+        CacheWiring(exact: exact, settings: settings, calls: calls, streams: streams, savings: savings)
     }
 }
 

@@ -63,8 +63,8 @@ public struct Gateway: Sendable {
     public let requestMetrics: RequestMetrics
     /// Limits, budgets and usage accounting (nil for the benchmark's reference), kept across reloads.
     let governance: Governance?
-    /// The exact cache's entries, in process and in Redis when configured (nil: caching off), kept across reloads.
-    let cache: ExactCache?
+    /// The exact cache's entries (in process, and in Redis when configured) and the calls in flight, kept across reloads.
+    let cache: CacheWiring
     /// Builds the reloadable part.
     let factory: PipelineFactory
 
@@ -88,7 +88,7 @@ public struct Gateway: Sendable {
         let prepared = try factory.prepare(configuration)
         let signing = try Self.checkpointSigning(configuration, http: client, logger: logger)
         let access = try await AccessSystem.make(auth: configuration.auth, storage: configuration.storage, limits: configuration.limits,
-                                                 ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations,
+                                                 ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations + SavingsLedger.migrations,
                                                  fetcher: { caFile in Self.fetcher(http: client, caFile: caFile, logger: logger) }, logger: logger)
         self.access = access
         let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds,
@@ -101,9 +101,11 @@ public struct Gateway: Sendable {
                                                reserveOutputTokens: configuration.limits.reserveOutputTokens) : nil
         self.governance = governance
         let metrics = requestMetrics
-        let cache = configuration.cache.mayCache
+        let exact = configuration.cache.mayCache
             ? ExactCache(configuration.cache, shared: access.redis.map(RedisCacheStore.init), observe: { metrics.recordCacheError(reason: $0.rawValue) })
             : nil
+        let savings = SavingsLedger(store: access.store, interval: configuration.storage.flushIntervalSeconds, logger: logger)
+        let cache = CacheWiring(exact: exact, settings: configuration.cache, savings: savings)
         self.cache = cache
         let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit, cache: cache,
                                                 dependencies: { [access] in access.dependencyState }))
@@ -178,7 +180,7 @@ public struct Gateway: Sendable {
             IPPolicyMiddleware(policy: ipPolicy, adminRoutes: true)
             AuthenticationMiddleware(authenticator: authenticator)
         }
-        AdminAPI(access: access, audit: audit).register(on: admin)
+        AdminAPI(access: access, audit: audit, savings: cache.savings).register(on: admin)
         return router
     }
 
@@ -213,6 +215,7 @@ public struct Gateway: Sendable {
     /// The application with its services (health checks, upstream pool), ready to run.
     public func makeApplication(logger: Logger, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services + audit.services
+        if let savings = cache.savings { services.append(savings) }   // stops before the store closes
         // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
         if let settlements = governance?.settlements { services.append(settlements) }
         services.append(healthChecker)

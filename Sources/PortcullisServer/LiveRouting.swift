@@ -141,7 +141,7 @@ struct PipelineFactory: Sendable {
     }
 
     /// The request pipeline over a prepared configuration.
-    func assemble(_ prepared: Prepared, configuration: GatewayConfiguration, governance: Governance?, audit: AuditLogs, cache: ExactCache?,
+    func assemble(_ prepared: Prepared, configuration: GatewayConfiguration, governance: Governance?, audit: AuditLogs, cache: CacheWiring,
                   dependencies: @escaping @Sendable () -> DependencyState) -> LiveRouting.Snapshot {
         let guardrails = configuration.guardrails
         let guarding = guardrails.enabled && governance != nil
@@ -149,7 +149,7 @@ struct PipelineFactory: Sendable {
                             fallback: guardrails.defaultPolicy.settings(tokenizer: prepared.tokenizer), events: audit.guardEvents,
                             remote: prepared.remoteGuards, pseudonymKey: Array((guardrails.pseudonymKey ?? "").utf8)) : nil
         let pipeline = RequestPipeline(router: prepared.router, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                       guarding: guarding, audit: audit, cache: cache.map { ($0, configuration.cache) },
+                                       guarding: guarding, audit: audit, cache: cache.with(settings: configuration.cache),
                                        dependencies: dependencies)
         return LiveRouting.Snapshot(configuration: configuration, router: prepared.router, pipeline: pipeline)
     }

@@ -78,10 +78,13 @@ public final class RequestMetrics: Sendable {
         family("cache_lookups", unit: "total", "Chat requests the exact cache applied to, by model group and outcome (hit, miss, bypass).")
     }
     static var cacheSavedTokensTotalFamily: MetricNameDescriptor {
-        family("cache_saved_tokens", unit: "total", "Tokens not sent to a provider because the cache answered, by model group and type (input, output).")
+        family("cache_saved_tokens", unit: "total", "Tokens not sent to a provider because the cache answered or a request joined an identical call in flight, by model group, mechanism (exact, dedup) and type (input, output).")
     }
     static var cacheSavedCostUsdTotalFamily: MetricNameDescriptor {
-        family("cache_saved_cost_usd", unit: "total", "What the calls the cache answered cost when they were first made, in US dollars, by model group.")
+        family("cache_saved_cost_usd", unit: "total", "What the calls the cache answered or de-duplicated cost when made, in US dollars, by model group and mechanism (exact, dedup).")
+    }
+    static var deduplicatedTotalFamily: MetricNameDescriptor {
+        family("deduplicated_requests", unit: "total", "Requests that joined an identical upstream call already in flight instead of making their own, by model group.")
     }
     static var cacheErrorsTotalFamily: MetricNameDescriptor {
         family("cache_errors", unit: "total", "Cache entries dropped as corrupt and shared-cache (Redis) reads or writes that failed or timed out, by reason.")
@@ -126,7 +129,8 @@ public final class RequestMetrics: Sendable {
         var authentications: [PairKey: Counter] = [:]
         var refusals: [RefusalKey: Counter] = [:]
         var cacheLookups: [PairKey: Counter] = [:]
-        var cacheSavings: [String: SavingCounters] = [:]
+        var cacheSavings: [PairKey: SavingCounters] = [:]
+        var deduplicated: [String: Counter] = [:]
         var cacheErrors: [String: Counter] = [:]
     }
     private let handles = Mutex(Handles())
@@ -271,15 +275,23 @@ public final class RequestMetrics: Sendable {
     }
 
     /// What one hit saved: the tokens and cost of the call that first produced the answer.
-    func recordCacheSavings(model: String, input: Int64, output: Int64, costMicros: Int64) {
-        let counters = handle(\.cacheSavings, model) {
-            SavingCounters(input: registry.makeCounter(descriptor: Self.cacheSavedTokensTotalFamily, labels: [("model", model), ("type", "input")]),
-                           output: registry.makeCounter(descriptor: Self.cacheSavedTokensTotalFamily, labels: [("model", model), ("type", "output")]),
-                           cost: registry.makeCounter(descriptor: Self.cacheSavedCostUsdTotalFamily, labels: [("model", model)]))
+    func recordCacheSavings(model: String, mechanism: String, input: Int64, output: Int64, costMicros: Int64) {
+        let counters = handle(\.cacheSavings, PairKey(first: model, second: mechanism)) {
+            let labels = [("model", model), ("mechanism", mechanism)]
+            return SavingCounters(input: registry.makeCounter(descriptor: Self.cacheSavedTokensTotalFamily, labels: labels + [("type", "input")]),
+                                  output: registry.makeCounter(descriptor: Self.cacheSavedTokensTotalFamily, labels: labels + [("type", "output")]),
+                                  cost: registry.makeCounter(descriptor: Self.cacheSavedCostUsdTotalFamily, labels: labels))
         }
         if input > 0 { counters.input.increment(by: input) }
         if output > 0 { counters.output.increment(by: output) }
         if costMicros > 0 { counters.cost.increment(by: Double(costMicros) / 1_000_000) }
+    }
+
+    /// A request that joined an identical call in flight.
+    func recordDeduplicated(model: String) {
+        handle(\.deduplicated, model) {
+            registry.makeCounter(descriptor: Self.deduplicatedTotalFamily, labels: [("model", model)])
+        }.increment()
     }
 
     /// A corrupt entry dropped (`corrupt_entry`) or a shared-cache operation that failed (`redis`).

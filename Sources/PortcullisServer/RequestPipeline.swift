@@ -45,6 +45,7 @@ public struct RequestPipeline: Sendable {
     let guardIn: GuardInStage
     let transform: TransformStage
     let cache: CacheStage
+    let embeddingBatch: EmbeddingBatchStage
     let route: RouteStage
     let guardOut: GuardOutStage
     let settle = SettleStage()
@@ -54,9 +55,9 @@ public struct RequestPipeline: Sendable {
     ///   - governance: limits, budgets and usage accounting; nil serves without them (benchmark reference).
     ///   - guarding: input and output guardrails; nil runs none.
     ///   - audit: the audit log that records requests; nil records none.
-    ///   - cache: the exact cache and its settings; nil caches nothing.
+    ///   - cache: the exact cache, its settings and the calls in flight (by default: no exact cache, de-duplication as configured by default).
     public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, guarding: InputGuarding? = nil,
-                audit: AuditLogs? = nil, cache: (store: ExactCache, settings: CacheConfiguration)? = nil,
+                audit: AuditLogs? = nil, cache: CacheWiring = CacheWiring(),
                 dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
         self.maximumBodyBytes = maximumBodyBytes
@@ -64,8 +65,9 @@ public struct RequestPipeline: Sendable {
         admission = AdmissionStage(governance: governance, router: router)
         guardIn = GuardInStage(guarding: guarding)
         transform = TransformStage(guarding: guarding)
-        self.cache = CacheStage(cache: cache?.store, settings: cache?.settings ?? CacheConfiguration(), router: router)
+        self.cache = CacheStage(wiring: cache, router: router)
         route = RouteStage(router: router)
+        embeddingBatch = EmbeddingBatchStage(router: router, route: route, settings: cache.settings)
         guardOut = GuardOutStage(guarding: guarding)
         self.audit = AuditStage(audit: audit)
     }
@@ -89,23 +91,34 @@ public struct RequestPipeline: Sendable {
             if let plan, let hit = await cache.lookup(plan) { return try await cache.respond(hit, exchange: exchange) }
             try await audit.beforeUpstream(exchange.audit)                                                          // 14. audit: durable first
             if exchange.request.stream {
-                let routed = try await route.streamChat(exchange)                                                   // 10–11. route, provider
+                let (routed, joined) = try await cache.stream(plan) { [route, exchange] in try await route.streamChat(exchange) }   // 10–11. route, provider (8. or join the identical stream)
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
-                let meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                 // 13. settle when it ends
+                var meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                 // 13. settle when it ends
+                if joined, !cache.settings.chargeHits {
+                    await cache.joined(exchange, usage: nil, deployment: routed.deployment) {}
+                    meter = nil
+                }
                 var response = StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer,
-                                                    collector: cache.collector(for: plan, routed: routed))         // 8. cache it once complete
-                CacheStage.mark(&response, plan: plan, exchange: exchange)
+                                                    collector: cache.collector(for: plan, routed: routed, joined: joined))   // 8. cache it once complete
+                CacheStage.mark(&response, plan: plan, joined: joined, exchange: exchange)
                 return response
             }
-            var verdict = guardOut.review(try await route.chat(exchange.request, exchange), exchange, retried: false) // 10–12.
+            let (answer, joined) = try await cache.answer(plan) { [route, exchange] in try await route.chat(exchange.request, exchange) }  // 10–11. (8. or join the identical call)
+            var verdict = guardOut.review(answer, exchange, retried: false)                                         // 12. guard out
             if case .retry(let retry, let previous) = verdict {                                                     // once more, when the format asks
                 verdict = guardOut.review(try await route.chat(retry, exchange).adding(usageOf: previous), exchange, retried: true)
             }
             guard case .deliver(let routed, let blocked) = verdict else { throw GatewayError.internalFailure }   // a retried answer is always delivered
-            await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                               // 13. settle
-            if let plan, blocked == nil { await cache.store(routed, plan: plan) }                                   // 8. cache what the client gets
+            if joined {
+                await cache.joined(exchange, usage: routed.value.usage, deployment: routed.deployment) {
+                    await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)
+                }
+            } else {
+                await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                           // 13. settle
+                if let plan, blocked == nil { await cache.store(routed, plan: plan) }                               // 8. cache what the client gets
+            }
             var response = Self.respond(routed, exchange: exchange, blocked: blocked)                               // respond
-            CacheStage.mark(&response, plan: plan, exchange: exchange)
+            CacheStage.mark(&response, plan: plan, joined: joined, exchange: exchange)
             return response
         } catch {
             await exchange.grant?.release()
@@ -178,10 +191,8 @@ public struct RequestPipeline: Sendable {
         let grant = try await admission.admit(model: embedding.model, principal: context.principal, bodySize: body.size, maxTokens: 0)
         do {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
-            let upstream = Self.upstream(context)
-            let routed = try await route.call(model: embedding.model, logger: context.logger, measures: context.measures, operation: "embeddings") { deployment in       // 10–11. route, provider
-                try await deployment.adapter.embeddings(embedding, target: deployment.target, context: upstream)
-            }
+            let routed = try await embeddingBatch.embed(embedding, upstream: Self.upstream(context), measures: context.measures,  // 8. batched,
+                                                        route: route)                                                                    // 10–11. route, provider
             let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {

@@ -130,9 +130,12 @@ struct AuditAlertTests {
                 #expect(page?["routing_key"]?.stringValue == "R0UTING" && page?["event_action"]?.stringValue == "trigger")
                 #expect(page?["dedup_key"]?.stringValue?.hasPrefix("portcullis/failed_logins/") == true)
                 #expect(page?["payload"]?.objectValue?["severity"]?.stringValue == "error")
-                let records = try await gateway.call(.GET, "/admin/audit?category=alert", key: "alert-master")
-                let alerts = (records.json?.objectValue?["data"]?.arrayValue ?? []).compactMap(\.objectValue)
-                #expect(alerts.count == 2 && alerts.allSatisfy { $0["action"]?.stringValue == "alert.failed_logins" && $0["outcome"]?.stringValue == "delivered" })
+                // The alerts' own records follow their delivery (their writes are batched): wait for both.
+                #expect(try await eventually(seconds: 5) {
+                    let records = try await gateway.call(.GET, "/admin/audit?category=alert", key: "alert-master")
+                    let alerts = (records.json?.objectValue?["data"]?.arrayValue ?? []).compactMap(\.objectValue)
+                    return alerts.count == 2 && alerts.allSatisfy { $0["action"]?.stringValue == "alert.failed_logins" && $0["outcome"]?.stringValue == "delivered" }
+                })
             }
         }
     }

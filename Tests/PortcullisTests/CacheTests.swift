@@ -4,7 +4,10 @@ import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisProviders
 import PortcullisRedis
+import PortcullisStorage
+import Synchronization
 import Testing
 
 /// Stage 8's exact cache: what the key is made of, how entries are kept and replayed, and what
@@ -195,6 +198,32 @@ struct CacheTests {
         }
     }
 
+    @Test("the savings ledger adds what two replicas saved in one row per day, team and mechanism", arguments: Engine.allCases)
+    func savingsLedger(engine: Engine) async throws {
+        try await withStores(engine, count: 2) { stores in
+            try await MigrationRunner.migrate(stores[0], SavingsLedger.migrations)
+            let first = SavingsLedger(store: stores[0], interval: 60, logger: testLogger)
+            let second = SavingsLedger(store: stores[1], interval: 60, logger: testLogger)
+            let day = Date(timeIntervalSince1970: 1_796_256_000 + 3600)   // 2026-12-03, 01:00 UTC
+            for ledger in [first, second] {
+                ledger.record(teamID: "red", mechanism: "exact", model: "m", inputTokens: 10, outputTokens: 20, costMicros: 1500, now: day)
+                ledger.record(teamID: nil, mechanism: "dedup", model: "m", inputTokens: 1, outputTokens: 2, costMicros: 3, now: day)
+                await ledger.flush()
+            }
+            first.record(teamID: "red", mechanism: "exact", model: "m", inputTokens: 10, outputTokens: 20, costMicros: 1500, now: day)
+            await first.flush()
+            let rows = try await first.totals(groupBy: ["day", "team_id", "mechanism"], teamID: nil, mechanism: nil, fromDay: "2026-12-01",
+                                              toDay: "2026-12-31", limit: 10, offset: 0).compactMap(\.objectValue)
+            #expect(rows.count == 2)
+            let red = rows.first { $0["team_id"] == "red" }
+            #expect(red?["requests"]?.integerValue == 3 && red?["saved_output_tokens"]?.integerValue == 60 && red?["saved_cost_usd"] == "0.004500")
+            #expect(red?["day"] == "2026-12-03")
+            #expect(rows.contains { $0["team_id"] == .null && $0["mechanism"] == "dedup" && $0["requests"]?.integerValue == 2 })
+            let none = try await first.totals(groupBy: [], teamID: nil, mechanism: nil, fromDay: "2027-01-01", toDay: nil, limit: 10, offset: 0)
+            #expect(none.isEmpty)
+        }
+    }
+
     // MARK: Through the gateway
 
     static func yaml(mock: Int, cache: String = "cache: { exact: true }", storage: String = #"storage: { database: "sqlite::memory:" }"#) -> String {
@@ -229,6 +258,13 @@ struct CacheTests {
                 let audited = try await gateway.call(.GET, "/admin/audit/\(second.headers["x-portcullis-audit-id"] ?? "none")", key: "test-master-key")
                 #expect(audited.json?.objectValue?["details"]?.objectValue?["cache"]?.stringValue == "hit", "the hit is audited: \(audited.body)")
                 #expect(audited.json?.objectValue?["details"]?.objectValue?["deployment"] == nil, "no deployment served it")
+                let report = try await gateway.call(.GET, "/admin/savings", key: "test-master-key")
+                let rows = report.json?.objectValue?["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                #expect(rows.count == 1, "\(report.body)")
+                #expect(rows.first?["team_id"] == "t1" && rows.first?["mechanism"] == "exact" && rows.first?["requests"]?.integerValue == 1)
+                #expect((rows.first?["saved_output_tokens"]?.integerValue ?? 0) > 0 && rows.first?["day"]?.stringValue?.count == 10)
+                #expect(try await gateway.call(.GET, "/admin/savings?group_by=colour", key: "test-master-key").errorCode == "invalid_parameter")
+                #expect(try await gateway.call(.GET, "/admin/savings", key: key).status == 403, "a user may not read the savings")
 
                 // Each part of the request that changes the answer is a miss.
                 let warmer = try await gateway.chat(key: key, model: "m", text: "What is the capital of France?", extra: #","temperature":0.9"#)
@@ -256,7 +292,7 @@ struct CacheTests {
 
                 let text = try await gateway.request(.GET, "/metrics").body
                 #expect(text.contains(#"portcullis_cache_lookups_total{model="m",outcome="hit"} 1"#))
-                #expect(text.contains(#"portcullis_cache_saved_tokens_total{model="m",type="output"}"#))
+                #expect(text.contains(#"portcullis_cache_saved_tokens_total{model="m",mechanism="exact",type="output"}"#))
             }
         }
     }
@@ -370,6 +406,293 @@ struct CacheTests {
                 #expect(hit.status == 200 && hit.headers["x-portcullis-cache"] == "hit")
                 let text = try await gateway.request(.GET, "/metrics").body
                 #expect(text.contains(#"portcullis_cache_errors_total{reason="redis"}"#))
+            }
+        }
+    }
+}
+
+/// Stage 8's in-flight de-duplication: identical requests at the same time share one upstream call.
+@Suite("In-flight de-duplication")
+struct DeduplicationTests {
+    final class Counter: Sendable {
+        let value = Mutex(0)
+        func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+        var count: Int { value.withLock { $0 } }
+    }
+
+    @Test("concurrent callers of one key share one run and its result, a failure included; a later caller runs anew")
+    func sharedCalls() async throws {
+        let calls = InFlight<Int>()
+        let runs = Counter()
+        let results = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    try await calls.value(for: "k") {
+                        try await Task.sleep(for: .milliseconds(200))
+                        return runs.increment()
+                    }
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(runs.count == 1)
+        #expect(results.allSatisfy { $0.0 == 1 })
+        #expect(results.filter(\.1).count == 49, "all but the first joined")
+        #expect(calls.count == 0, "the entry left once its value was ready")
+        #expect(try await calls.value(for: "k") { runs.increment() } == (2, false))
+
+        struct Refused: Error {}
+        let failures = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<5 {
+                group.addTask {
+                    do {
+                        _ = try await calls.value(for: "bad") {
+                            try await Task.sleep(for: .milliseconds(100))
+                            throw Refused()
+                        }
+                        return false
+                    } catch {
+                        return error is Refused
+                    }
+                }
+            }
+            return await group.reduce(into: 0) { $0 += $1 ? 1 : 0 }
+        }
+        #expect(failures == 5)
+    }
+
+    @Test("a shared stream gives a late reader everything from the first event; the last reader leaving cancels the pull")
+    func sharedStream() async throws {
+        let pulled = Counter()
+        let (source, feed) = AsyncStream.makeStream(of: Int.self)
+        let stream = EventStream<Int> {
+            var iterator = source.makeAsyncIterator()
+            return {
+                let next = await iterator.next()
+                if next != nil { _ = pulled.increment() }
+                return next
+            }
+        }
+        feed.yield(0)
+        let primed = try #require(try await PrimedStream.prime(stream))
+        let ended = Counter()
+        let shared = SharedStream(primed, onEnd: { _ = ended.increment() })
+        feed.yield(1)
+        feed.yield(2)
+        var early = shared.reader().takeRestAndFirst()
+        #expect(early.first == 0 && pulled.count >= 1)
+        #expect(try await early.rest.next() == 1)
+        #expect(try await early.rest.next() == 2)
+        feed.yield(3)
+        var late = shared.reader().takeRestAndFirst()   // joins after three events
+        #expect(late.first == 0)
+        var seen: [Int] = []
+        for _ in 0..<3 { seen.append(try await late.rest.next() ?? -1) }
+        #expect(seen == [1, 2, 3], "the late reader gets what was already sent, then the tail")
+        feed.yield(4)
+        #expect(try await early.rest.next() == 3)
+        #expect(try await early.rest.next() == 4)
+        #expect(try await late.rest.next() == 4)
+        feed.finish()
+        #expect(try await early.rest.next() == nil)
+        #expect(try await eventually(seconds: 2) { ended.count == 1 })
+
+        // Abandoned: once every reader is gone, the pull stops without waiting for the source.
+        let (silent, voice) = AsyncStream.makeStream(of: Int.self)
+        voice.yield(9)
+        let quiet = EventStream<Int> {
+            var iterator = silent.makeAsyncIterator()
+            return { await iterator.next() }
+        }
+        let abandonedEnd = Counter()
+        let lonely = SharedStream(try #require(try await PrimedStream.prime(quiet)), onEnd: { _ = abandonedEnd.increment() })
+        do {
+            let reader = lonely.reader()
+            #expect(reader.first == 9)
+        }
+        #expect(try await eventually(seconds: 5) { abandonedEnd.count == 1 }, "the source never ended: the pull was cancelled")
+        #expect(lonely.progress.finished)
+    }
+
+    static func yaml(mock: Int, dedup: String = "deterministic") -> String {
+        """
+        auth: { master_key: test-master-key }
+        storage: { database: "sqlite::memory:" }
+        cache: { dedup: \(dedup) }
+        models:
+        \(openAIModel("m", port: mock))
+        """
+    }
+
+    static func concurrently(_ count: Int, _ gateway: GatewayClient, body: String) async throws -> [HTTPResult] {
+        var wide = gateway
+        wide.wide = true
+        let client = wide
+        return try await withThrowingTaskGroup(of: HTTPResult.self) { group in
+            for _ in 0..<count {
+                group.addTask { try await client.call(.POST, "/v1/chat/completions", key: "test-master-key", body: body) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+    }
+
+    @Test("50 identical deterministic requests at once: one upstream call and 50 full answers, streamed and not")
+    func fifty() async throws {
+        try await withMockUpstream { _, mock in
+            try await configureMock(port: mock, #"{"latency_ms": 1500}"#)   // long enough that all 50 arrive while the first is in flight
+            try await withGateway(yaml: Self.yaml(mock: mock)) { gateway in
+                let whole = #"{"model":"m","temperature":0,"messages":[{"role":"user","content":"Name three rivers of Siberia"}]}"#
+                let answers = try await Self.concurrently(50, gateway, body: whole)
+                #expect(answers.allSatisfy { $0.status == 200 })
+                let texts = Set(answers.compactMap { $0.json?.objectValue?["choices"]?.arrayValue?.first?.objectValue?["message"]?.objectValue?["content"]?.stringValue })
+                #expect(texts.count == 1 && texts.first?.isEmpty == false, "every client got the whole answer")
+                #expect(answers.filter { $0.headers["x-portcullis-dedup"] == "joined" }.count == 49,
+                        "\(answers.filter { $0.headers["x-portcullis-dedup"] == nil }.map { "\($0.headers)" })")
+                #expect(try await CacheTests.upstreamCalls(mock) == 1)
+
+                try await configureMock(port: mock, #"{"latency_ms": 0, "ttft_ms": 1000, "tokens_per_second": 20}"#)
+                let streamed = #"{"model":"m","seed":11,"stream":true,"messages":[{"role":"user","content":"Name three rivers of Siberia"}]}"#
+                let streams = try await Self.concurrently(50, gateway, body: streamed)
+                #expect(streams.allSatisfy { $0.status == 200 && $0.sseData.last == "[DONE]" })
+                let contents = Set(streams.map { stream in
+                    stream.sseData.compactMap { try? JSONParser.parse($0) }.compactMap {
+                        $0.objectValue?["choices"]?.arrayValue?.first?.objectValue?["delta"]?.objectValue?["content"]?.stringValue
+                    }.joined()
+                })
+                #expect(contents.count == 1 && contents.first?.isEmpty == false, "every stream carried the whole answer")
+                #expect(try await CacheTests.upstreamCalls(mock) == 2)
+                let text = try await gateway.request(.GET, "/metrics").body
+                #expect(text.contains(#"portcullis_deduplicated_requests_total{model="m"} 98"#))
+                let report = try await gateway.call(.GET, "/admin/savings?group_by=mechanism&mechanism=dedup", key: "test-master-key")
+                #expect(report.json?.objectValue?["data"]?.arrayValue?.first?.objectValue?["requests"]?.integerValue == 98, "\(report.body)")
+            }
+        }
+    }
+
+    @Test("not de-duplicated: sampled requests under deterministic, and anything with dedup off")
+    func notShared() async throws {
+        try await withMockUpstream { _, mock in
+            try await configureMock(port: mock, #"{"latency_ms": 300}"#)
+            try await withGateway(yaml: Self.yaml(mock: mock)) { gateway in
+                let sampled = #"{"model":"m","temperature":0.8,"messages":[{"role":"user","content":"Write a haiku"}]}"#
+                let answers = try await Self.concurrently(5, gateway, body: sampled)
+                #expect(answers.allSatisfy { $0.status == 200 && $0.headers["x-portcullis-dedup"] == nil })
+                #expect(try await CacheTests.upstreamCalls(mock) == 5)
+            }
+        }
+        try await withMockUpstream { _, mock in
+            try await configureMock(port: mock, #"{"latency_ms": 300}"#)
+            try await withGateway(yaml: Self.yaml(mock: mock, dedup: "off")) { gateway in
+                let deterministic = #"{"model":"m","temperature":0,"messages":[{"role":"user","content":"Write a haiku"}]}"#
+                _ = try await Self.concurrently(5, gateway, body: deterministic)
+                #expect(try await CacheTests.upstreamCalls(mock) == 5)
+            }
+        }
+    }
+}
+
+extension PrimedStream {
+    /// The first event and an iterator over the rest, for a test to read by hand.
+    func takeRestAndFirst() -> (first: Element, rest: EventStream<Element>.Iterator) {
+        (first, takeRest()!)
+    }
+}
+
+/// Stage 8 for embeddings: concurrent single-input requests become one upstream call.
+@Suite("Embedding micro-batching")
+struct EmbeddingBatchTests {
+    static func embed(_ client: GatewayClient, _ text: String) async throws -> HTTPResult {
+        try await client.call(.POST, "/v1/embeddings", key: "test-master-key", body: #"{"model":"e","input":"\#(text)","encoding_format":"float"}"#)
+    }
+
+    static func embeddingCalls(_ port: Int) async throws -> [JSONObject] {
+        try await mockRequests(port: port).filter { $0["path"]?.stringValue == "/v1/embeddings" }
+    }
+
+    @Test("64 concurrent embeddings: a few upstream calls, each client its own vector and its share of the usage")
+    func sixtyFour() async throws {
+        try await withMockUpstream { _, mock in
+            let yaml = """
+                auth: { master_key: test-master-key }
+                storage: { database: "sqlite::memory:" }
+                cache: { embedding_batch: { window_ms: 50, max_inputs: 64 } }
+                models:
+                \(openAIModel("e", port: mock))
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                var wide = gateway
+                wide.wide = true
+                let client = wide
+                let texts = (0..<64).map { "document number \($0) " + String(repeating: "x", count: $0) }
+                let answers = try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
+                    for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                for (text, answer) in answers {
+                    #expect(answer.status == 200)
+                    let data = answer.json?.objectValue?["data"]?.arrayValue ?? []
+                    #expect(data.count == 1 && data.first?.objectValue?["index"]?.integerValue == 0)
+                    let vector = data.first?.objectValue?["embedding"]?.arrayValue?.compactMap(\.doubleValue) ?? []
+                    #expect(vector.first == Double(text.utf8.count), "the client got the vector of its own input")
+                    #expect((answer.json?.objectValue?["usage"]?.objectValue?["prompt_tokens"]?.integerValue ?? 0) > 0)
+                }
+                let calls = try await Self.embeddingCalls(mock)
+                #expect(calls.count <= 8, "64 inputs in at most a few calls, not 64: \(calls.count)")
+                #expect(calls.contains { ($0["body"]?.objectValue?["input"]?.arrayValue?.count ?? 0) > 1 })
+                #expect(calls.allSatisfy { $0["body"]?.objectValue?["encoding_format"] == "float" }, "the options go with the batch")
+                let inputs = calls.reduce(0) { $0 + ($1["body"]?.objectValue?["input"]?.arrayValue?.count ?? 1) }
+                #expect(inputs == 64)
+            }
+        }
+    }
+
+    @Test("a refused input fails only its own request; a lone request waits the window and goes alone; window 0 batches nothing")
+    func refusedInput() async throws {
+        try await withMockUpstream { _, mock in
+            let yaml = """
+                auth: { master_key: test-master-key }
+                storage: { database: "sqlite::memory:" }
+                cache: { embedding_batch: { window_ms: 100 } }
+                models:
+                \(openAIModel("e", port: mock))
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                var wide = gateway
+                wide.wide = true
+                let client = wide
+                let texts = ["good one", "REJECT-ME please", "good two", "good three"]
+                let answers = try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
+                    for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
+                    return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+                }
+                #expect(answers["REJECT-ME please"]?.status == 400)
+                #expect(answers["REJECT-ME please"]?.errorCode == "upstream_rejected_request")
+                for text in ["good one", "good two", "good three"] {
+                    #expect(answers[text]?.status == 200, "\(text): \(answers[text]?.body ?? "")")
+                }
+                let calls = try await Self.embeddingCalls(mock)
+                #expect(calls.contains { $0["body"]?.objectValue?["input"]?.arrayValue?.count == 4 }, "the four went as one batch first")
+                #expect(calls.count == 5, "the refused batch, then each input alone")
+                let lone = try await Self.embed(gateway, "alone")
+                #expect(lone.status == 200)
+            }
+            let unbatched = """
+                auth: { master_key: test-master-key }
+                storage: { database: "sqlite::memory:" }
+                cache: { embedding_batch: { window_ms: 0 } }
+                models:
+                \(openAIModel("e", port: mock))
+                """
+            try await withGateway(yaml: unbatched) { gateway in
+                var wide = gateway
+                wide.wide = true
+                let client = wide
+                let before = try await Self.embeddingCalls(mock).count
+                _ = try await withThrowingTaskGroup(of: HTTPResult.self) { group in
+                    for index in 0..<6 { group.addTask { try await Self.embed(client, "unbatched \(index)") } }
+                    return try await group.reduce(into: 0) { count, _ in count += 1 }
+                }
+                #expect(try await Self.embeddingCalls(mock).count - before == 6)
             }
         }
     }

@@ -84,6 +84,15 @@ struct HTTPResult: Sendable {
 /// A plain HTTP client for the gateway over real loopback sockets.
 struct GatewayClient: Sendable {
     let port: Int
+    /// Whether requests may use up to 100 connections at once (the shared client keeps 8 per host).
+    var wide = false
+
+    /// A client for tests that need many requests in flight to one gateway at the same time.
+    static let wideClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 100)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
@@ -96,7 +105,7 @@ struct GatewayClient: Sendable {
             request.body = .bytes(ByteBuffer(string: body))
             if headers["content-type"] == nil { request.headers.add(name: "content-type", value: "application/json") }
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(timeout))
+        let response = try await (wide ? Self.wideClient : HTTPClient.shared).execute(request, timeout: .seconds(timeout))
         let bytes = try await response.body.collect(upTo: 64 << 20)
         var fields: [String: String] = [:]
         for header in response.headers { fields[header.name.lowercased()] = header.value }
