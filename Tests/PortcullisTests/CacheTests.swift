@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PortcullisAccess
 @testable import PortcullisCache
 import PortcullisConfig
@@ -379,6 +380,36 @@ struct CacheTests {
                 #expect(content == text(live))
                 #expect(try await Self.upstreamCalls(mock) == 1)
             }
+        }
+    }
+
+    @Test("a corrupt shared entry is dropped, counted and replaced by the fresh answer, never served")
+    func corruptEntry() async throws {
+        let namespace = UUID().uuidString
+        try await withMockUpstream { _, mock in
+            let redisURL = "\(try testRedisURL())/4"
+            let storage = #"storage: { database: "sqlite::memory:", redis: "\#(redisURL)" }"#
+            let body = #"{"model":"m","messages":[{"role":"user","content":"Where is the Hermitage?"}],"cache":{"namespace":"\#(namespace)"}}"#
+            // The key the gateway will compute: the master key's tenant, the default policy, the request as decoded.
+            var request = try OpenAIWire.decodeChatRequest(JSONParser.parse(body))
+            _ = try CacheDirective.take(from: &request.extra, cacheControl: nil)
+            let key = CacheKey(tenant: "master-key", namespace: namespace, policy: "default", request: request)
+            let redis = RedisClient(configuration: try RedisConfiguration(url: redisURL))
+            _ = try await redis.command(["SET", .string(ExactCache.sharedKey(key)), "{not an entry", "PX", "60000"])
+            try await withGateway(yaml: Self.yaml(mock: mock, storage: storage)) { gateway in
+                let answer = try await gateway.call(.POST, "/v1/chat/completions", key: "test-master-key", body: body)
+                #expect(answer.status == 200 && answer.headers["x-portcullis-cache"] == "miss")
+                #expect(try await Self.upstreamCalls(mock) == 1)
+                let text = try await gateway.request(.GET, "/metrics").body
+                #expect(text.contains(#"portcullis_cache_errors_total{reason="corrupt_entry"} 1"#))
+                let stored = try await redis.command(["GET", .string(ExactCache.sharedKey(key))])
+                guard case .bulkString(let buffer?) = stored else {
+                    Issue.record("the fresh answer was not stored: \(stored)")
+                    return
+                }
+                #expect(CachedAnswer.decode(Array(buffer.readableBytesView)) != nil, "the corrupt entry was replaced by a readable one")
+            }
+            await redis.shutdown()
         }
     }
 
