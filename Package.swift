@@ -105,6 +105,7 @@ let package = Package(
         .target(
             name: "PortcullisRedis",
             dependencies: [
+                "PortcullisCore",
                 "PortcullisTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

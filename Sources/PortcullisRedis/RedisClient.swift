@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import PortcullisCore
 import Synchronization
 
 /// How to reach Redis: one server, or the master that Sentinel names.
@@ -339,16 +340,5 @@ enum SHA1 {
             let text = String(word, radix: 16)
             return String(repeating: "0", count: 8 - text.count) + text
         }.joined()
-    }
-}
-
-extension Result where Failure == any Error {
-    /// Captures the outcome of an async throwing body.
-    init(catching body: () async throws -> Success) async {
-        do {
-            self = .success(try await body())
-        } catch {
-            self = .failure(error)
-        }
     }
 }

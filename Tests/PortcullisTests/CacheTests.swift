@@ -556,9 +556,7 @@ struct DeduplicationTests {
     }
 
     static func concurrently(_ count: Int, _ gateway: GatewayClient, body: String) async throws -> [HTTPResult] {
-        var wide = gateway
-        wide.wide = true
-        let client = wide
+        let client = EmbeddingBatchTests.wide(gateway)
         return try await withThrowingTaskGroup(of: HTTPResult.self) { group in
             for _ in 0..<count {
                 group.addTask { try await client.call(.POST, "/v1/chat/completions", key: "test-master-key", body: body) }
@@ -636,6 +634,23 @@ struct EmbeddingBatchTests {
         try await client.call(.POST, "/v1/embeddings", key: "test-master-key", body: #"{"model":"e","input":"\#(text)","encoding_format":"float"}"#)
     }
 
+    static func yaml(mock: Int, batch: String) -> String {
+        """
+        auth: { master_key: test-master-key }
+        storage: { database: "sqlite::memory:" }
+        cache: { embedding_batch: \(batch) }
+        models:
+        \(openAIModel("e", port: mock))
+        """
+    }
+
+    /// `gateway` on a client that keeps up to 100 requests in flight.
+    static func wide(_ gateway: GatewayClient) -> GatewayClient {
+        var wide = gateway
+        wide.wide = true
+        return wide
+    }
+
     static func embeddingCalls(_ port: Int) async throws -> [JSONObject] {
         try await mockRequests(port: port).filter { $0["path"]?.stringValue == "/v1/embeddings" }
     }
@@ -643,17 +658,8 @@ struct EmbeddingBatchTests {
     @Test("64 concurrent embeddings: a few upstream calls, each client its own vector and its share of the usage")
     func sixtyFour() async throws {
         try await withMockUpstream { _, mock in
-            let yaml = """
-                auth: { master_key: test-master-key }
-                storage: { database: "sqlite::memory:" }
-                cache: { embedding_batch: { window_ms: 50, max_inputs: 64 } }
-                models:
-                \(openAIModel("e", port: mock))
-                """
-            try await withGateway(yaml: yaml) { gateway in
-                var wide = gateway
-                wide.wide = true
-                let client = wide
+            try await withGateway(yaml: Self.yaml(mock: mock, batch: "{ window_ms: 50, max_inputs: 64 }")) { gateway in
+                let client = Self.wide(gateway)
                 let texts = (0..<64).map { "document number \($0) " + String(repeating: "x", count: $0) }
                 let answers = try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
                     for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
@@ -680,17 +686,8 @@ struct EmbeddingBatchTests {
     @Test("a refused input fails only its own request; a lone request waits the window and goes alone; window 0 batches nothing")
     func refusedInput() async throws {
         try await withMockUpstream { _, mock in
-            let yaml = """
-                auth: { master_key: test-master-key }
-                storage: { database: "sqlite::memory:" }
-                cache: { embedding_batch: { window_ms: 100 } }
-                models:
-                \(openAIModel("e", port: mock))
-                """
-            try await withGateway(yaml: yaml) { gateway in
-                var wide = gateway
-                wide.wide = true
-                let client = wide
+            try await withGateway(yaml: Self.yaml(mock: mock, batch: "{ window_ms: 100 }")) { gateway in
+                let client = Self.wide(gateway)
                 let texts = ["good one", "REJECT-ME please", "good two", "good three"]
                 let answers = try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
                     for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
@@ -707,17 +704,8 @@ struct EmbeddingBatchTests {
                 let lone = try await Self.embed(gateway, "alone")
                 #expect(lone.status == 200)
             }
-            let unbatched = """
-                auth: { master_key: test-master-key }
-                storage: { database: "sqlite::memory:" }
-                cache: { embedding_batch: { window_ms: 0 } }
-                models:
-                \(openAIModel("e", port: mock))
-                """
-            try await withGateway(yaml: unbatched) { gateway in
-                var wide = gateway
-                wide.wide = true
-                let client = wide
+            try await withGateway(yaml: Self.yaml(mock: mock, batch: "{ window_ms: 0 }")) { gateway in
+                let client = Self.wide(gateway)
                 let before = try await Self.embeddingCalls(mock).count
                 _ = try await withThrowingTaskGroup(of: HTTPResult.self) { group in
                     for index in 0..<6 { group.addTask { try await Self.embed(client, "unbatched \(index)") } }
