@@ -94,9 +94,9 @@ public struct RequestPipeline: Sendable {
                 let (routed, joined) = try await cache.stream(plan) { [route, exchange] in try await route.streamChat(exchange) }   // 10–11. route, provider (8. or join the identical stream)
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
                 var meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                 // 13. settle when it ends
-                if joined, !cache.settings.chargeHits {
+                if joined {                                                                                         // charged through the meter, if at all
                     await cache.joined(exchange, usage: nil, deployment: routed.deployment) {}
-                    meter = nil
+                    if !cache.settings.chargeHits { meter = nil }
                 }
                 var response = StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer,
                                                     collector: cache.collector(for: plan, routed: routed, joined: joined))   // 8. cache it once complete

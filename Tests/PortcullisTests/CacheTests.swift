@@ -227,6 +227,10 @@ struct CacheTests {
 
     // MARK: Through the gateway
 
+    /// A cache whose Redis reads and writes may take 2 s: under a loaded CI the first command
+    /// (which opens the connection) can exceed the 50 ms default, which is a local miss by design.
+    static let patientRedisCache = "cache: { exact: true, redis_timeout_seconds: 2 }"
+
     static func yaml(mock: Int, cache: String = "cache: { exact: true }", storage: String = #"storage: { database: "sqlite::memory:" }"#) -> String {
         """
         auth: { master_key: test-master-key }
@@ -396,7 +400,7 @@ struct CacheTests {
             let key = CacheKey(tenant: "master-key", namespace: namespace, policy: "default", request: request)
             let redis = RedisClient(configuration: try RedisConfiguration(url: redisURL))
             _ = try await redis.command(["SET", .string(ExactCache.sharedKey(key)), "{not an entry", "PX", "60000"])
-            try await withGateway(yaml: Self.yaml(mock: mock, storage: storage)) { gateway in
+            try await withGateway(yaml: Self.yaml(mock: mock, cache: Self.patientRedisCache, storage: storage)) { gateway in
                 let answer = try await gateway.call(.POST, "/v1/chat/completions", key: "test-master-key", body: body)
                 #expect(answer.status == 200 && answer.headers["x-portcullis-cache"] == "miss")
                 #expect(try await Self.upstreamCalls(mock) == 1)
@@ -418,9 +422,9 @@ struct CacheTests {
         let namespace = UUID().uuidString
         try await withMockUpstream { _, mock in
             let storage = #"storage: { database: "sqlite::memory:", redis: "\#(try testRedisURL())/4" }"#
-            let first = try await GatewayProcess(yaml: Self.yaml(mock: mock, storage: storage))
+            let first = try await GatewayProcess(yaml: Self.yaml(mock: mock, cache: Self.patientRedisCache, storage: storage))
             defer { first.stop() }
-            let second = try await GatewayProcess(yaml: Self.yaml(mock: mock, storage: storage))
+            let second = try await GatewayProcess(yaml: Self.yaml(mock: mock, cache: Self.patientRedisCache, storage: storage))
             defer { second.stop() }
             let body = #","cache":{"namespace":"\#(namespace)"}"#
             let stored = try await first.client.chat(key: "test-master-key", model: "m", text: "Which city hosts the 2028 Olympic Games?", extra: body)
