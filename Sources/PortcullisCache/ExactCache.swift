@@ -68,12 +68,6 @@ public protocol SharedCacheStore: Sendable {
 /// failure the tier is left alone for a second. An entry that cannot be decoded is dropped
 /// from both tiers and counted.
 public final class ExactCache: Sendable {
-    /// What the cache did, for the metrics.
-    public struct Counts: Sendable, Equatable {
-        public var corrupt = 0
-        public var sharedFailures = 0
-    }
-
     /// Something that went wrong, told to the observer (for the metrics).
     public enum Event: String, Sendable {
         case corruptEntry = "corrupt_entry"
@@ -86,7 +80,6 @@ public final class ExactCache: Sendable {
     let sharedTimeout: Duration
     let maximumEntryBytes: Int
     private let sharedPausedUntil = Mutex<Double>(0)
-    private let counts = Mutex(Counts())
 
     public init(maximumBytes: Int, maximumEntryBytes: Int, shared: (any SharedCacheStore)?, sharedTimeoutSeconds: Double,
                 observe: @escaping @Sendable (Event) -> Void = { _ in }) {
@@ -116,7 +109,6 @@ public final class ExactCache: Sendable {
         }
         guard let bytes else { return nil }
         guard let answer = CachedAnswer.decode(bytes) else {
-            counts.withLock { $0.corrupt += 1 }
             observe(.corruptEntry)
             try? await Deadline.run(within: sharedTimeout) { try await shared.removeValue(forKey: Self.sharedKey(key)) }
             return nil
@@ -143,25 +135,11 @@ public final class ExactCache: Sendable {
         return true
     }
 
-    /// Drops the entry under `key` from both tiers.
-    public func remove(_ key: CacheKey) async {
-        local.removeValue(forKey: key.digest)
-        guard let shared else { return }
-        try? await Deadline.run(within: sharedTimeout) { try await shared.removeValue(forKey: Self.sharedKey(key)) }
-    }
-
-    /// Corrupt entries dropped and shared-tier failures so far.
-    public var counters: Counts { counts.withLock { $0 } }
-
-    /// Entries and bytes held in this process.
-    public var localStatistics: (entries: Int, bytes: Int, evictions: Int) { local.statistics }
-
     static func sharedKey(_ key: CacheKey) -> String { "portcullis:cache:v1:" + key.digest }
 
     private func sharedAvailable(now: Double) -> Bool { sharedPausedUntil.withLock { $0 <= now } }
 
     private func sharedFailed(now: Double) {
-        counts.withLock { $0.sharedFailures += 1 }
         observe(.sharedFailure)
         sharedPausedUntil.withLock { $0 = now + 1 }
     }

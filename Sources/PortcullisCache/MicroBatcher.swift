@@ -16,8 +16,13 @@ public final class MicroBatcher<Key: Hashable & Sendable, Item: Sendable, Output
         var generation = 0
     }
 
-    private let pending = Mutex<[Key: Pending]>([:])
-    private let generations = Mutex(0)
+    struct State {
+        var batches: [Key: Pending] = [:]
+        /// Numbers each batch, so that a window's timer never sends a later batch of its key early.
+        var generations = 0
+    }
+
+    private let state = Mutex(State())
     let window: Duration
     let maximumItems: Int
     private let run: Run
@@ -31,17 +36,20 @@ public final class MicroBatcher<Key: Hashable & Sendable, Item: Sendable, Output
     /// The output for `item`, from the batch it joins under `key`.
     public func submit(_ item: Item, key: Key) async throws -> Output {
         try await withCheckedThrowingContinuation { continuation in
-            let (full, startTimer, generation): (Pending?, Bool, Int) = pending.withLock { batches in
-                var batch = batches[key] ?? Pending()
+            let (full, startTimer, generation): (Pending?, Bool, Int) = state.withLock { state in
+                var batch = state.batches[key] ?? Pending()
                 let first = batch.items.isEmpty
-                if first { batch.generation = generations.withLock { $0 += 1; return $0 } }
+                if first {
+                    state.generations += 1
+                    batch.generation = state.generations
+                }
                 batch.items.append(item)
                 batch.continuations.append(continuation)
                 if batch.items.count >= maximumItems {
-                    batches.removeValue(forKey: key)
+                    state.batches.removeValue(forKey: key)
                     return (batch, false, batch.generation)
                 }
-                batches[key] = batch
+                state.batches[key] = batch
                 return (nil, first, batch.generation)
             }
             if let full {
@@ -49,9 +57,9 @@ public final class MicroBatcher<Key: Hashable & Sendable, Item: Sendable, Output
             } else if startTimer {
                 Task {
                     try? await Task.sleep(for: window)
-                    let due: Pending? = pending.withLock { batches in
-                        guard let batch = batches[key], batch.generation == generation else { return nil }   // already sent full
-                        batches.removeValue(forKey: key)
+                    let due: Pending? = state.withLock { state in
+                        guard let batch = state.batches[key], batch.generation == generation else { return nil }   // already sent full
+                        state.batches.removeValue(forKey: key)
                         return batch
                     }
                     if let due { await execute(due, key: key) }

@@ -157,8 +157,7 @@ struct CacheStage: Sendable {
             guard let primed = try await PrimedStream.prime(EventStream(elements: CachedStream.chunks(of: hit.value))) else {
                 throw GatewayError.internalFailure
             }
-            var replay = Routed(value: primed, deployment: hit.deployment, group: hit.group, attempts: 0)
-            replay.panic = false
+            let replay = Routed(value: primed, deployment: hit.deployment, group: hit.group, attempts: 0)
             response = StreamResponses.chat(replay, exchange: exchange, meter: nil, outputGuard: nil, restorer: nil, collector: nil)
         } else {
             response = RequestPipeline.respond(hit, exchange: exchange, blocked: nil)

@@ -19,13 +19,15 @@ struct EmbeddingBatchStage: Sendable {
 
     struct Item: Sendable {
         let text: String
+        /// The request's other fields (the same for every item of a batch: they are in its key).
+        let extra: JSONObject
         let upstream: UpstreamContext
         let measures: RequestMeasures?
     }
 
     let batcher: MicroBatcher<Key, Item, Routed<JSONValue>>?
 
-    init(router: ModelRouter, route: RouteStage, settings: CacheConfiguration) {
+    init(route: RouteStage, settings: CacheConfiguration) {
         guard settings.embeddingBatchWindowSeconds > 0 else {
             batcher = nil
             return
@@ -41,7 +43,7 @@ struct EmbeddingBatchStage: Sendable {
         guard let batcher, let text = request.input.stringValue else { return try await Self.single(request, upstream: upstream, measures: measures, route: route) }
         var options: [UInt8] = []
         JSONWriter.writeSortingKeys(.object(request.extra), into: &options)
-        return try await batcher.submit(Item(text: text, upstream: upstream, measures: measures),
+        return try await batcher.submit(Item(text: text, extra: request.extra, upstream: upstream, measures: measures),
                                         key: Key(model: request.model, options: String(decoding: options, as: UTF8.self)))
     }
 
@@ -52,8 +54,7 @@ struct EmbeddingBatchStage: Sendable {
     }
 
     static func run(_ key: Key, _ items: [Item], route: RouteStage) async -> [Result<Routed<JSONValue>, any Error>] {
-        let extra = (try? JSONParser.parse(Array(key.options.utf8)[...]))?.objectValue ?? JSONObject()
-        let first = items[0]
+        let first = items[0], extra = first.extra
         guard items.count > 1 else {
             return [await Result(catching: { try await single(EmbeddingRequest(model: key.model, input: .string(first.text), extra: extra),
                                                     upstream: first.upstream, measures: first.measures, route: route) })]

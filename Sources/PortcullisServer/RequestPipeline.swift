@@ -67,7 +67,7 @@ public struct RequestPipeline: Sendable {
         transform = TransformStage(guarding: guarding)
         self.cache = CacheStage(wiring: cache, router: router)
         route = RouteStage(router: router)
-        embeddingBatch = EmbeddingBatchStage(router: router, route: route, settings: cache.settings)
+        embeddingBatch = EmbeddingBatchStage(route: route, settings: cache.settings)
         guardOut = GuardOutStage(guarding: guarding)
         self.audit = AuditStage(audit: audit)
     }

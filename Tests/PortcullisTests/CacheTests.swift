@@ -665,6 +665,14 @@ struct EmbeddingBatchTests {
         }
     }
 
+    /// Each of `texts` embedded at the same time, with its answer.
+    static func embedAll(_ client: GatewayClient, _ texts: [String]) async throws -> [(text: String, answer: HTTPResult)] {
+        try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
+            for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+    }
+
     static func embeddingCalls(_ port: Int) async throws -> [JSONObject] {
         try await mockRequests(port: port).filter { $0["path"]?.stringValue == "/v1/embeddings" }
     }
@@ -676,11 +684,7 @@ struct EmbeddingBatchTests {
                 let client = Self.wide(gateway)
                 try await Self.warm(client, connections: 64)
                 let texts = (0..<64).map { "document number \($0) " + String(repeating: "x", count: $0) }
-                let answers = try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
-                    for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
-                    return try await group.reduce(into: []) { $0.append($1) }
-                }
-                for (text, answer) in answers {
+                for (text, answer) in try await Self.embedAll(client, texts) {
                     #expect(answer.status == 200)
                     let data = answer.json?.objectValue?["data"]?.arrayValue ?? []
                     #expect(data.count == 1 && data.first?.objectValue?["index"]?.integerValue == 0)
@@ -705,10 +709,7 @@ struct EmbeddingBatchTests {
                 let client = Self.wide(gateway)
                 try await Self.warm(client, connections: 4)
                 let texts = ["good one", "REJECT-ME please", "good two", "good three"]
-                let answers = try await withThrowingTaskGroup(of: (String, HTTPResult).self) { group in
-                    for text in texts { group.addTask { (text, try await Self.embed(client, text)) } }
-                    return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
-                }
+                let answers = Dictionary(try await Self.embedAll(client, texts), uniquingKeysWith: { first, _ in first })
                 #expect(answers["REJECT-ME please"]?.status == 400)
                 #expect(answers["REJECT-ME please"]?.errorCode == "upstream_rejected_request")
                 for text in ["good one", "good two", "good three"] {
