@@ -6,6 +6,15 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+// The built-in embedder's arithmetic is written for eight-lane SIMD with fused multiply-add:
+// on x86-64 its target is compiled for AVX2 and FMA (Haswell, 2013, and every server CPU since),
+// and the cache checks the CPU for them before it loads the embedder.
+#if arch(x86_64)
+let embedderSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let embedderSettings: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "portcullis",
     platforms: [.macOS(.v15)],
@@ -155,9 +164,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisEmbedder",
+            dependencies: ["PortcullisCore"],
+            swiftSettings: strictSettings + embedderSettings
+        ),
+        .target(
             name: "PortcullisCache",
             dependencies: [
                 "PortcullisCore",
+                "PortcullisEmbedder",
                 "PortcullisProviders",
                 "PortcullisRedis",
                 "PortcullisStorage",
@@ -165,6 +180,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -214,6 +230,8 @@ let package = Package(
             dependencies: [
                 "PortcullisServer",
                 "PortcullisAudit",
+                "PortcullisCache",
+                "PortcullisEmbedder",
                 "PortcullisStorage",
                 "PortcullisAccess",
                 "PortcullisRouting",
@@ -252,6 +270,7 @@ let package = Package(
                 "PortcullisGuardrails",
                 "PortcullisAudit",
                 "PortcullisCache",
+                "PortcullisEmbedder",
                 "PortcullisTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -3,7 +3,7 @@
 # and wrk on core 1 (as in bench/run.sh), `perf record -g` on the gateway for the middle of a
 # 64-connection run. Prints the hottest symbols (self time) and the req/s reached.
 #
-# Usage: bench/profile.sh [core|limits|default] [seconds]   (default: core 10)
+# Usage: bench/profile.sh [core|limits|default|noaudit] [seconds]   (default: core 10)
 # EVENTS=ev1,ev2 counts those perf events instead of sampling (e.g. probes on swift_job_run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ need perf linux-perf
 
 if [ "$PATH_NAME" = limits ]; then
   gateway_yaml "$GATEWAY_PORT" "" "guardrails: { enabled: false }" > "$WORK/default.yaml"
+elif [ "$PATH_NAME" = noaudit ]; then
+  gateway_yaml "$GATEWAY_PORT" "" "audit: { enabled: false }" > "$WORK/default.yaml"
 else
   gateway_yaml "$GATEWAY_PORT" > "$WORK/default.yaml"
 fi

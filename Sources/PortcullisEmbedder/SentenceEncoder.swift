@@ -1,0 +1,206 @@
+import Foundation
+
+/// all-MiniLM-L6-v2 in process on the CPU: BERT's six-layer, 384-wide encoder over the
+/// question's word pieces, mean-pooled and scaled to unit length, so that the dot product of
+/// two embeddings is their cosine similarity. Weights are read once from the model directory
+/// (`vocab.txt`, `model.safetensors`, as `scripts/fetch-embedder.sh` puts them there); an
+/// embedding allocates only its own scratch buffers, so calls may run concurrently.
+public final class SentenceEncoder: Sendable {
+    /// Length of every embedding.
+    public static let dimensions = 384
+    /// Word pieces read per text, `[CLS]` and `[SEP]` included (the model's `max_seq_length`).
+    public static let tokenLimit = 256
+
+    static let width = 384, heads = 12, headWidth = 32, innerWidth = 1536, layerCount = 6, positions = 512
+
+    struct Layer {
+        /// Query, key and value projections side by side: `384 × 1152`, packed for `Kernels.linear` (as are the other weights).
+        var attention: [Float]
+        var attentionBias: [Float]
+        var projection: [Float]
+        var projectionBias: [Float]
+        var attentionNormScale: [Float]
+        var attentionNormShift: [Float]
+        var expand: [Float]
+        var expandBias: [Float]
+        var contract: [Float]
+        var contractBias: [Float]
+        var outputNormScale: [Float]
+        var outputNormShift: [Float]
+    }
+
+    public let tokenizer: WordPieceTokenizer
+    let vocabularySize: Int
+    let words: [Float]
+    let positions: [Float]
+    let segment: [Float]
+    let embeddingNormScale: [Float]
+    let embeddingNormShift: [Float]
+    let layers: [Layer]
+
+    /// Loads the model from `directory`; throws `EmbedderError` naming what is missing or malformed.
+    public init(directory: URL) throws {
+        let vocabularyURL = directory.appendingPathComponent("vocab.txt"), weightsURL = directory.appendingPathComponent("model.safetensors")
+        for url in [vocabularyURL, weightsURL] where !FileManager.default.fileExists(atPath: url.path) {
+            throw EmbedderError.missingModel("\(url.path) (scripts/fetch-embedder.sh puts the model in models/all-MiniLM-L6-v2)")
+        }
+        tokenizer = try WordPieceTokenizer(contentsOf: vocabularyURL)
+        let file = try SafeTensors(contentsOf: weightsURL)
+        let width = Self.width
+        guard let vocabularyShape = file.entries["embeddings.word_embeddings.weight"]?.shape, vocabularyShape.count == 2,
+              vocabularyShape[1] == width else { throw EmbedderError.invalidModel("embeddings.word_embeddings.weight is not 384 wide") }
+        vocabularySize = vocabularyShape[0]
+        words = try file.floats("embeddings.word_embeddings.weight", shape: [vocabularySize, width])
+        positions = try file.floats("embeddings.position_embeddings.weight", shape: [Self.positions, width])
+        segment = Array(try file.floats("embeddings.token_type_embeddings.weight", shape: [2, width]).prefix(width))
+        embeddingNormScale = try file.floats("embeddings.LayerNorm.weight", shape: [width])
+        embeddingNormShift = try file.floats("embeddings.LayerNorm.bias", shape: [width])
+        layers = try (0..<Self.layerCount).map { index in
+            let prefix = "encoder.layer.\(index)."
+            let query = try file.transposed(prefix + "attention.self.query.weight", outputs: width, inputs: width)
+            let key = try file.transposed(prefix + "attention.self.key.weight", outputs: width, inputs: width)
+            let value = try file.transposed(prefix + "attention.self.value.weight", outputs: width, inputs: width)
+            var attention = [Float](repeating: 0, count: width * 3 * width)
+            for input in 0..<width {
+                for output in 0..<width {
+                    attention[input * 3 * width + output] = query[input * width + output]
+                    attention[input * 3 * width + width + output] = key[input * width + output]
+                    attention[input * 3 * width + 2 * width + output] = value[input * width + output]
+                }
+            }
+            return Layer(
+                attention: Kernels.pack(attention, inputs: width, outputs: 3 * width),
+                attentionBias: try file.floats(prefix + "attention.self.query.bias", shape: [width])
+                    + file.floats(prefix + "attention.self.key.bias", shape: [width]) + file.floats(prefix + "attention.self.value.bias", shape: [width]),
+                projection: Kernels.pack(try file.transposed(prefix + "attention.output.dense.weight", outputs: width, inputs: width), inputs: width,
+                                         outputs: width),
+                projectionBias: try file.floats(prefix + "attention.output.dense.bias", shape: [width]),
+                attentionNormScale: try file.floats(prefix + "attention.output.LayerNorm.weight", shape: [width]),
+                attentionNormShift: try file.floats(prefix + "attention.output.LayerNorm.bias", shape: [width]),
+                expand: Kernels.pack(try file.transposed(prefix + "intermediate.dense.weight", outputs: Self.innerWidth, inputs: width), inputs: width,
+                                     outputs: Self.innerWidth),
+                expandBias: try file.floats(prefix + "intermediate.dense.bias", shape: [Self.innerWidth]),
+                contract: Kernels.pack(try file.transposed(prefix + "output.dense.weight", outputs: width, inputs: Self.innerWidth),
+                                       inputs: Self.innerWidth, outputs: width),
+                contractBias: try file.floats(prefix + "output.dense.bias", shape: [width]),
+                outputNormScale: try file.floats(prefix + "output.LayerNorm.weight", shape: [width]),
+                outputNormShift: try file.floats(prefix + "output.LayerNorm.bias", shape: [width]))
+        }
+    }
+
+    /// The unit-length embedding of `text` (its first `tokenLimit` word pieces).
+    public func embed(_ text: String) -> [Float] {
+        embed(tokens: tokenizer.encode(text, limit: Self.tokenLimit))
+    }
+
+    /// The unit-length embedding of word-piece ids (`[CLS]` … `[SEP]`); ids outside the vocabulary read as `[UNK]`.
+    public func embed(tokens: [Int32]) -> [Float] {
+        let count = min(max(tokens.count, 1), Self.positions)
+        let width = Self.width
+        var hidden = [Float](repeating: 0, count: count * width)
+        for (row, token) in tokens.prefix(count).enumerated() {
+            let id = token >= 0 && Int(token) < vocabularySize ? Int(token) : Int(tokenizer.unknown)
+            for column in 0..<width {
+                hidden[row * width + column] = words[id * width + column] + positions[row * width + column] + segment[column]
+            }
+        }
+        var projected = [Float](repeating: 0, count: count * 3 * width)
+        var context = [Float](repeating: 0, count: count * width)
+        var attended = [Float](repeating: 0, count: count * width)
+        var inner = [Float](repeating: 0, count: count * Self.innerWidth)
+        var scores = [Float](repeating: 0, count: count)
+        hidden.withUnsafeMutableBufferPointer { hidden in
+            let h = hidden.baseAddress!
+            embeddingNormScale.withUnsafeBufferPointer { scale in
+                embeddingNormShift.withUnsafeBufferPointer { shift in
+                    Kernels.addAndNormalize(h, residual: nil, rows: count, width: width, scale: scale.baseAddress!, shift: shift.baseAddress!)
+                }
+            }
+            for layer in layers {
+                projected.withUnsafeMutableBufferPointer { projected in
+                    context.withUnsafeMutableBufferPointer { context in
+                        scores.withUnsafeMutableBufferPointer { scores in
+                            Self.attend(h, layer: layer, rows: count, projected: projected.baseAddress!, context: context.baseAddress!, scores: scores.baseAddress!)
+                        }
+                        attended.withUnsafeMutableBufferPointer { attended in
+                            Self.linear(context.baseAddress!, rows: count, inputs: width, weights: layer.projection, bias: layer.projectionBias,
+                                        outputs: width, into: attended.baseAddress!)
+                            Self.normalize(h, adding: attended.baseAddress!, rows: count, scale: layer.attentionNormScale, shift: layer.attentionNormShift)
+                        }
+                    }
+                }
+                inner.withUnsafeMutableBufferPointer { inner in
+                    Self.linear(h, rows: count, inputs: width, weights: layer.expand, bias: layer.expandBias, outputs: Self.innerWidth, into: inner.baseAddress!)
+                    Kernels.gelu(inner.baseAddress!, count: count * Self.innerWidth)
+                    attended.withUnsafeMutableBufferPointer { attended in
+                        Self.linear(inner.baseAddress!, rows: count, inputs: Self.innerWidth, weights: layer.contract, bias: layer.contractBias,
+                                    outputs: width, into: attended.baseAddress!)
+                        Self.normalize(h, adding: attended.baseAddress!, rows: count, scale: layer.outputNormScale, shift: layer.outputNormShift)
+                    }
+                }
+            }
+        }
+        // Mean over the tokens, then unit length.
+        var pooled = [Float](repeating: 0, count: width)
+        for row in 0..<count {
+            for column in 0..<width { pooled[column] += hidden[row * width + column] }
+        }
+        var norm: Float = 0
+        for column in 0..<width {
+            pooled[column] /= Float(count)
+            norm += pooled[column] * pooled[column]
+        }
+        let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
+        return pooled.map { $0 * inverse }
+    }
+
+    /// Self-attention of one layer: the query, key and value projections of every row, then
+    /// for each head and row the softmax of its scaled scores against every row, mixing the values.
+    private static func attend(_ hidden: UnsafePointer<Float>, layer: Layer, rows: Int, projected: UnsafeMutablePointer<Float>,
+                               context: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+        let width = Self.width, stride = 3 * width
+        linear(hidden, rows: rows, inputs: width, weights: layer.attention, bias: layer.attentionBias, outputs: stride, into: projected)
+        let scale = 1 / Float(headWidth).squareRoot()
+        for head in 0..<heads {
+            let offset = head * headWidth
+            for row in 0..<rows {
+                let query = projected + row * stride + offset
+                for other in 0..<rows {
+                    scores[other] = Kernels.dot(query, projected + other * stride + width + offset, count: headWidth) * scale
+                }
+                Kernels.softmax(scores, count: rows)
+                var low = Kernels.Vector(), high = Kernels.Vector(), third = Kernels.Vector(), fourth = Kernels.Vector()
+                for other in 0..<rows {
+                    let value = UnsafeRawPointer(projected + other * stride + 2 * width + offset)
+                    let weight = Kernels.Vector(repeating: scores[other])
+                    low.addProduct(weight, value.loadUnaligned(as: Kernels.Vector.self))
+                    high.addProduct(weight, value.loadUnaligned(fromByteOffset: 32, as: Kernels.Vector.self))
+                    third.addProduct(weight, value.loadUnaligned(fromByteOffset: 64, as: Kernels.Vector.self))
+                    fourth.addProduct(weight, value.loadUnaligned(fromByteOffset: 96, as: Kernels.Vector.self))
+                }
+                let target = UnsafeMutableRawPointer(context + row * width + offset)
+                target.storeBytes(of: low, as: Kernels.Vector.self)
+                target.storeBytes(of: high, toByteOffset: 32, as: Kernels.Vector.self)
+                target.storeBytes(of: third, toByteOffset: 64, as: Kernels.Vector.self)
+                target.storeBytes(of: fourth, toByteOffset: 96, as: Kernels.Vector.self)
+            }
+        }
+    }
+
+    private static func linear(_ input: UnsafePointer<Float>, rows: Int, inputs: Int, weights: [Float], bias: [Float], outputs: Int,
+                               into output: UnsafeMutablePointer<Float>) {
+        weights.withUnsafeBufferPointer { weights in
+            bias.withUnsafeBufferPointer { bias in
+                Kernels.linear(input, rows: rows, inputs: inputs, weights: weights.baseAddress!, bias: bias.baseAddress!, outputs: outputs, into: output)
+            }
+        }
+    }
+
+    private static func normalize(_ hidden: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>, rows: Int, scale: [Float], shift: [Float]) {
+        scale.withUnsafeBufferPointer { scale in
+            shift.withUnsafeBufferPointer { shift in
+                Kernels.addAndNormalize(hidden, residual: residual, rows: rows, width: width, scale: scale.baseAddress!, shift: shift.baseAddress!)
+            }
+        }
+    }
+}
