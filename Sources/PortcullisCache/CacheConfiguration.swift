@@ -35,11 +35,40 @@ public struct CacheConfiguration: Sendable, Equatable {
         public var exact: Bool?
         /// Seconds an entry lives (nil: as the level above).
         public var ttlSeconds: Double?
+        /// Whether the semantic cache is on for them, when it is configured (nil: as the level above).
+        public var semantic: Bool?
+        /// Their similarity threshold for a semantic hit (nil: as the level above).
+        public var threshold: Double?
 
-        public init(exact: Bool? = nil, ttlSeconds: Double? = nil) {
+        public init(exact: Bool? = nil, ttlSeconds: Double? = nil, semantic: Bool? = nil, threshold: Double? = nil) {
             self.exact = exact
             self.ttlSeconds = ttlSeconds
+            self.semantic = semantic
+            self.threshold = threshold
         }
+    }
+
+    /// The semantic cache (`cache.semantic`): the last user turn is embedded and an answer
+    /// cached for a question at least `threshold` similar is served, when everything else in
+    /// the request (tenant, namespace, policy, model group, system prompt, earlier turns, tools,
+    /// parameters) is exactly the same.
+    public struct Semantic: Sendable, Equatable {
+        /// The value of `embeddingModel` that names the in-process embedder.
+        public static let builtin = "builtin"
+        /// `builtin` (all-MiniLM-L6-v2 in process, on the CPU) or the name of an embedding model
+        /// group, called through routing. Default `builtin`.
+        public var embeddingModel = Semantic.builtin
+        /// Least cosine similarity of a hit. Default 0.95.
+        public var threshold = 0.95
+        /// Where the built-in embedder's model is (`scripts/fetch-embedder.sh` puts it there). Default `models/all-MiniLM-L6-v2`.
+        public var modelDirectory = "models/all-MiniLM-L6-v2"
+        /// Longest an embedding may take; past it the request is a miss. Default 0.2 s.
+        public var timeoutSeconds = 0.2
+        /// Questions remembered in process at most (per replica); past it the least recently used
+        /// partitions, then the oldest questions of a partition, are forgotten. Default 100000.
+        public var maximumEntries = 100_000
+
+        public init() {}
     }
 
     /// Exact caching for every model group unless overridden. Default false.
@@ -65,6 +94,8 @@ public struct CacheConfiguration: Sendable, Equatable {
     public var embeddingBatchMaximumInputs = 64
     /// In-flight de-duplication. Default `deterministic`.
     public var deduplication: Deduplication = .deterministic
+    /// The semantic cache; nil (the default): off.
+    public var semantic: Semantic?
     /// Overrides by model group name.
     public var models: [String: Override] = [:]
     /// Overrides by guard policy name.
@@ -72,19 +103,31 @@ public struct CacheConfiguration: Sendable, Equatable {
 
     public init() {}
 
-    /// What applies to a request for `model` under guard policy `policy`: whether exact caching is on and the entry's lifetime.
-    public func settings(model: String, policy: String?) -> (exact: Bool, ttlSeconds: Double) {
-        var exact = self.exact, ttl = ttlSeconds
+    /// What applies to a request for `model` under guard policy `policy`: whether exact
+    /// caching is on, the entry's lifetime, and the semantic threshold (nil: no semantic lookup).
+    public func settings(model: String, policy: String?) -> Applied {
+        var applied = Applied(exact: exact, ttlSeconds: ttlSeconds, semantic: semantic != nil, threshold: semantic?.threshold ?? 1)
         for override in [models[model], policy.flatMap { policies[$0] }] {
             guard let override else { continue }
-            exact = override.exact ?? exact
-            ttl = override.ttlSeconds ?? ttl
+            applied.exact = override.exact ?? applied.exact
+            applied.ttlSeconds = override.ttlSeconds ?? applied.ttlSeconds
+            if semantic != nil { applied.semantic = override.semantic ?? applied.semantic }
+            applied.threshold = override.threshold ?? applied.threshold
         }
-        return (exact, ttl)
+        return applied
     }
 
-    /// Whether any model group or policy can have exact caching on.
+    /// What applies to one request.
+    public struct Applied: Sendable, Equatable {
+        public var exact: Bool
+        public var ttlSeconds: Double
+        /// Whether the semantic cache is looked in (it is configured and not turned off for the group or policy).
+        public var semantic: Bool
+        public var threshold: Double
+    }
+
+    /// Whether any model group or policy can have exact or semantic caching on.
     public var mayCache: Bool {
-        exact || models.values.contains { $0.exact == true } || policies.values.contains { $0.exact == true }
+        exact || semantic != nil || models.values.contains { $0.exact == true } || policies.values.contains { $0.exact == true }
     }
 }

@@ -4,7 +4,7 @@ import PortcullisCache
 extension ConfigurationLoader {
     static func decodeCache(_ reader: NodeReader, into cache: inout GatewayConfiguration.Cache) {
         guard reader.expectMapping(allowedKeys: ["exact", "ttl_seconds", "maximum_ttl_seconds", "max_bytes", "max_entry_bytes", "scope",
-                                                 "redis_timeout_seconds", "charge_hits", "dedup", "embedding_batch"]) else { return }
+                                                 "redis_timeout_seconds", "charge_hits", "dedup", "embedding_batch", "semantic"]) else { return }
         cache.exact = reader.bool("exact") ?? cache.exact
         cache.ttlSeconds = reader.number("ttl_seconds", in: 1...31_536_000) ?? cache.ttlSeconds
         cache.maximumTTLSeconds = reader.number("maximum_ttl_seconds", in: 1...31_536_000) ?? cache.maximumTTLSeconds
@@ -30,6 +30,7 @@ extension ConfigurationLoader {
                 reader.issue("dedup", "must be deterministic, always or off; got '\(dedup)'")
             }
         }
+        if let semantic = reader.child("semantic") { cache.semantic = decodeSemantic(semantic) }
         if cache.maximumEntryBytes > cache.maximumBytes {
             reader.issue("max_entry_bytes", "must not exceed max_bytes (\(cache.maximumBytes))")
         }
@@ -52,7 +53,22 @@ extension ConfigurationLoader {
     }
 
     static func decodeCacheOverride(_ reader: NodeReader) -> GatewayConfiguration.Cache.Override? {
-        guard reader.expectMapping(allowedKeys: ["exact", "ttl_seconds"]) else { return nil }
-        return .init(exact: reader.bool("exact"), ttlSeconds: reader.number("ttl_seconds", in: 1...31_536_000))
+        guard reader.expectMapping(allowedKeys: ["exact", "ttl_seconds", "semantic", "threshold"]) else { return nil }
+        return .init(exact: reader.bool("exact"), ttlSeconds: reader.number("ttl_seconds", in: 1...31_536_000), semantic: reader.bool("semantic"),
+                     threshold: reader.number("threshold", in: 0.5...1))
+    }
+
+    /// `cache.semantic`: `{ embedding_model, threshold, model_directory, timeout_ms, max_entries }`.
+    static func decodeSemantic(_ reader: NodeReader) -> GatewayConfiguration.Cache.Semantic? {
+        guard reader.expectMapping(allowedKeys: ["embedding_model", "threshold", "model_directory", "timeout_ms", "max_entries"]) else { return nil }
+        var semantic = GatewayConfiguration.Cache.Semantic()
+        if let model = reader.string("embedding_model") {
+            if model.isEmpty { reader.issue("embedding_model", "must be builtin or the name of an embedding model group") } else { semantic.embeddingModel = model }
+        }
+        semantic.threshold = reader.number("threshold", in: 0.5...1) ?? semantic.threshold
+        semantic.modelDirectory = reader.string("model_directory") ?? semantic.modelDirectory
+        if let timeout = reader.number("timeout_ms", in: 1...10_000) { semantic.timeoutSeconds = timeout / 1000 }
+        semantic.maximumEntries = reader.integer("max_entries", in: 1...10_000_000) ?? semantic.maximumEntries
+        return semantic
     }
 }

@@ -188,9 +188,11 @@ struct CacheTests {
             """, environment: [:], source: "test")
         let cache = configuration.cache
         #expect(cache.scope == .key && cache.maximumBytes == 1_048_576)
-        #expect(cache.settings(model: "fast", policy: nil) == (false, 120))
-        #expect(cache.settings(model: "slow", policy: nil) == (true, 5))
-        #expect(cache.settings(model: "fast", policy: "finance") == (true, 9), "a policy's override wins over its model's")
+        let applied = { (model: String, policy: String?) in cache.settings(model: model, policy: policy) }
+        #expect(applied("fast", nil).exact == false && applied("fast", nil).ttlSeconds == 120)
+        #expect(applied("slow", nil).exact == true && applied("slow", nil).ttlSeconds == 5)
+        #expect(applied("fast", "finance").exact == true && applied("fast", "finance").ttlSeconds == 9, "a policy's override wins over its model's")
+        #expect(!applied("fast", "finance").semantic, "no semantic cache unless cache.semantic is configured")
         #expect(throws: ConfigurationError.self) {
             try ConfigurationLoader.parse(yaml: "cache: { scope: everyone }", environment: [:], source: "test")
         }

@@ -1,0 +1,222 @@
+import Foundation
+import NIOPosix
+import PortcullisCore
+import PortcullisEmbedder
+import Synchronization
+
+/// Turns a question into a unit-length vector for the semantic cache.
+public protocol QuestionEmbedder: Sendable {
+    /// The embedding of `text`, scaled to unit length; throws when it cannot be had.
+    func embed(_ text: String) async throws -> [Float]
+}
+
+/// all-MiniLM-L6-v2 in process: the embedding runs on NIO's blocking thread pool, never on
+/// the event loop that holds the request (one question takes a few milliseconds of one core).
+public final class BuiltinEmbedder: QuestionEmbedder {
+    public let encoder: SentenceEncoder
+    private let pool: NIOThreadPool
+
+    /// Loads the model from `directory`; throws `EmbedderError` when it is missing or damaged,
+    /// or when this CPU lacks the vector instructions the encoder is compiled for.
+    public init(directory: URL, pool: NIOThreadPool = .singleton) throws {
+        if let missing = CPUFeatures.missingForEmbedder {
+            throw EmbedderError.invalidModel("this CPU lacks \(missing), which the built-in embedder needs; use an embedding model group instead")
+        }
+        encoder = try SentenceEncoder(directory: directory)
+        self.pool = pool
+    }
+
+    public func embed(_ text: String) async throws -> [Float] {
+        let encoder = self.encoder
+        return try await pool.runIfActive { encoder.embed(text) }
+    }
+}
+
+/// What the CPU offers, read where the operating system says (Linux: `/proc/cpuinfo`).
+public enum CPUFeatures {
+    /// The instruction sets the built-in embedder is compiled for that this CPU lacks (nil: none lacking).
+    public static let missingForEmbedder: String? = {
+        #if arch(x86_64) && os(Linux)
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+              let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        let present = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }).map(String.init))
+        let missing = ["avx2", "fma"].filter { !present.contains($0) }
+        return missing.isEmpty ? nil : missing.joined(separator: " and ")
+        #else
+        return nil
+        #endif
+    }()
+}
+
+/// The semantic cache's memory of questions: for each partition (tenant, namespace, policy
+/// and the request without its last user turn, hashed), a vector index of the questions
+/// whose answers the exact cache holds, each pointing at its answer's key. A lookup embeds the
+/// asked question (bounded by `timeout`: slower is a miss) and takes the most similar question
+/// of the same partition at or above the threshold; questions of other tenants, system prompts,
+/// tools or parameters are in other partitions and can never match.
+public final class SemanticCache: Sendable {
+    /// A remembered question close enough to the asked one.
+    public struct Match: Sendable, Equatable {
+        /// The key of the remembered question's answer in the exact cache.
+        public var key: CacheKey
+        public var similarity: Float
+        /// Where it is in its partition (to forget it when its answer has gone).
+        public var node: Int32
+    }
+
+    /// Why a lookup found nothing to compare.
+    public enum Failure: String, Error, Sendable {
+        case timeout
+        case embedder
+        case busy
+    }
+
+    struct Partition {
+        var index: VectorIndex
+        var keys: [CacheKey] = []
+        var forgotten = Set<Int32>()
+        var lastUsed: UInt64 = 0
+    }
+
+    struct State {
+        var partitions: [String: Partition] = [:]
+        var entries = 0
+        var clock: UInt64 = 0
+    }
+
+    public let embedder: any QuestionEmbedder
+    public let timeout: Duration
+    public let maximumEntries: Int
+    /// Embeddings running at once at most; past it a lookup is a miss rather than a queue.
+    public let maximumPending: Int
+    let dimensions: Int
+    private let state = Mutex(State())
+    private let pending = Atomic<Int>(0)
+    /// Told of each embedding that failed or timed out.
+    let observe: @Sendable (Failure) -> Void
+
+    public init(embedder: any QuestionEmbedder, dimensions: Int = SentenceEncoder.dimensions, timeoutSeconds: Double = 0.2,
+                maximumEntries: Int = 100_000, maximumPending: Int = 64, observe: @escaping @Sendable (Failure) -> Void = { _ in }) {
+        self.embedder = embedder
+        self.dimensions = dimensions
+        self.timeout = .milliseconds(Int64((timeoutSeconds * 1000).rounded()))
+        self.maximumEntries = max(1, maximumEntries)
+        self.maximumPending = max(1, maximumPending)
+        self.observe = observe
+    }
+
+    /// Questions remembered, over all partitions.
+    public var count: Int { state.withLock { $0.entries } }
+
+    /// The embedding of `question`, or nil (counted) when the embedder failed, was too slow or is saturated.
+    public func embed(_ question: String) async -> [Float]? {
+        guard pending.add(1, ordering: .relaxed).newValue <= maximumPending else {
+            pending.subtract(1, ordering: .relaxed)
+            observe(.busy)
+            return nil
+        }
+        defer { pending.subtract(1, ordering: .relaxed) }
+        let embedder = self.embedder, timeout = self.timeout, dimensions = self.dimensions
+        let outcome: Result<[Float], Failure> = await withTaskGroup(of: Result<[Float], Failure>?.self) { group in
+            group.addTask {
+                do {
+                    let vector = try await embedder.embed(question)
+                    return vector.count == dimensions && vector.allSatisfy(\.isFinite) ? .success(vector) : .failure(.embedder)
+                } catch {
+                    return .failure(.embedder)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return Task.isCancelled ? nil : .failure(.timeout)
+            }
+            defer { group.cancelAll() }
+            while let result = await group.next() {
+                if let result { return result }
+            }
+            return .failure(.timeout)
+        }
+        switch outcome {
+        case .success(let vector): return vector
+        case .failure(let failure):
+            observe(failure)
+            return nil
+        }
+    }
+
+    /// The remembered question of `partition` most similar to `vector`, when at least `threshold` similar.
+    public func match(_ vector: [Float], partition: String, threshold: Double) -> Match? {
+        state.withLock { state in
+            state.clock += 1
+            guard var entry = state.partitions[partition] else { return nil }
+            entry.lastUsed = state.clock
+            defer { state.partitions[partition] = entry }
+            for found in entry.index.search(vector, limit: 4) where !entry.forgotten.contains(found.node) {
+                guard Double(found.similarity) >= threshold else { return nil }
+                return Match(key: entry.keys[Int(found.node)], similarity: found.similarity, node: found.node)
+            }
+            return nil
+        }
+    }
+
+    /// Remembers that the answer under `key` answers `vector`'s question in `partition`.
+    public func remember(_ vector: [Float], partition: String, key: CacheKey) {
+        guard vector.count == dimensions else { return }
+        state.withLock { state in
+            state.clock += 1
+            var entry = state.partitions.removeValue(forKey: partition) ?? Partition(index: VectorIndex(dimensions: dimensions))
+            // The same question asked again (its answer stored again) is not a second node.
+            if let nearest = entry.index.search(vector, limit: 1).first, nearest.similarity > 0.9999, !entry.forgotten.contains(nearest.node) {
+                entry.keys[Int(nearest.node)] = key
+            } else {
+                entry.index.insert(vector)
+                entry.keys.append(key)
+                state.entries += 1
+            }
+            entry.lastUsed = state.clock
+            state.partitions[partition] = entry
+            Self.evict(&state, keeping: partition, limit: maximumEntries)
+        }
+    }
+
+    /// Forgets one question whose answer is no longer in the exact cache.
+    public func forget(_ match: Match, partition: String) {
+        state.withLock { state in
+            guard var entry = state.partitions[partition], Int(match.node) < entry.keys.count, entry.keys[Int(match.node)] == match.key else { return }
+            entry.forgotten.insert(match.node)
+            state.partitions[partition] = entry
+        }
+    }
+
+    /// Forgets every question whose answer's key `isGone` says is gone (erasure).
+    public func forget(where isGone: (CacheKey) -> Bool) {
+        state.withLock { state in
+            for (name, var entry) in state.partitions {
+                for (node, key) in entry.keys.enumerated() where isGone(key) { entry.forgotten.insert(Int32(node)) }
+                state.partitions[name] = entry
+            }
+        }
+    }
+
+    /// Past `limit` questions: whole partitions least recently used first, then, when one
+    /// partition alone is too large, it is rebuilt from its newer half.
+    private static func evict(_ state: inout State, keeping partition: String, limit: Int) {
+        while state.entries > limit {
+            let oldest = state.partitions.filter { $0.key != partition }.min { $0.value.lastUsed < $1.value.lastUsed }
+            if let oldest {
+                state.entries -= oldest.value.keys.count
+                state.partitions[oldest.key] = nil
+                continue
+            }
+            guard let entry = state.partitions[partition] else { return }
+            let keep = entry.keys.count / 2
+            var rebuilt = Partition(index: VectorIndex(dimensions: entry.index.dimensions), lastUsed: entry.lastUsed)
+            for node in (entry.keys.count - keep)..<entry.keys.count where !entry.forgotten.contains(Int32(node)) {
+                rebuilt.index.insert(Array(entry.index.vector(Int32(node))))
+                rebuilt.keys.append(entry.keys[node])
+            }
+            state.entries -= entry.keys.count - rebuilt.keys.count
+            state.partitions[partition] = rebuilt
+        }
+    }
+}
