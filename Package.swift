@@ -9,10 +9,12 @@ let strictSettings: [SwiftSetting] = [
 // The built-in embedder's arithmetic is written for eight-lane SIMD with fused multiply-add:
 // on x86-64 its target is compiled for AVX2 and FMA (Haswell, 2013, and every server CPU since),
 // and the cache checks the CPU for them before it loads the embedder.
+// It is optimised in debug builds too: unoptimised, one question takes seconds, past the
+// semantic cache's time limit, and the tests of a debug build would measure nothing real.
 #if arch(x86_64)
-let embedderSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+let embedderSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"]), .unsafeFlags(["-O"], .when(configuration: .debug))]
 #else
-let embedderSettings: [SwiftSetting] = []
+let embedderSettings: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 #endif
 
 let package = Package(
@@ -286,6 +288,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            // Read through #filePath: the reference vectors of the built-in embedder.
+            exclude: ["Data"],
             swiftSettings: strictSettings
         ),
     ]

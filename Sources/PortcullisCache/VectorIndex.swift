@@ -67,9 +67,11 @@ public struct VectorIndex: Sendable {
                 var list = neighbours[Int(neighbour.node)][level]
                 list.append(node)
                 if list.count > limit {
+                    // Over its bound, a node keeps its nearest links (the new node's diverse choice
+                    // already spread the graph; re-choosing here would cost a square of its links).
                     let base = self.vector(neighbour.node)
-                    let scored = list.map { Candidate(node: $0, similarity: similarity(base, self.vector($0))) }.sorted { $0.similarity > $1.similarity }
-                    list = diverse(scored, limit: limit).map(\.node)
+                    let scored = list.map { Candidate(node: $0, similarity: similarity(base, self.vector($0))) }
+                    list = scored.sorted { $0.similarity > $1.similarity }.prefix(limit).map(\.node)
                 }
                 neighbours[Int(neighbour.node)][level] = list
             }

@@ -1,5 +1,6 @@
 import Foundation
 import PortcullisAccess
+import PortcullisCache
 import PortcullisCore
 import PortcullisGuardrails
 import PortcullisRouting
@@ -21,6 +22,9 @@ extension ConfigurationLoader {
             }
         }
         let names = Set(configuration.models.map(\.name))
+        if let model = configuration.cache.semantic?.embeddingModel, model != GatewayConfiguration.Cache.Semantic.builtin, !names.contains(model) {
+            issues.add(path: "cache.semantic.embedding_model", message: "unknown model '\(model)'; use builtin or an embedding model group defined here")
+        }
         for (index, model) in configuration.models.enumerated() {
             for (position, fallback) in model.fallbacks.enumerated() {
                 if fallback == model.name {

@@ -30,14 +30,17 @@ struct CacheStage: Sendable {
     var settings: CacheConfiguration { wiring.settings }
 
     static let header = HTTPField.Name("x-portcullis-cache")!
+    static let similarityHeader = HTTPField.Name("x-portcullis-cache-similarity")!
     static let dedupHeader = HTTPField.Name("x-portcullis-dedup")!
 
     /// What stage 8 decided for one request.
     struct Plan: Sendable {
         let key: CacheKey
         let ttlSeconds: Double
-        /// Whether the exact cache applies to the request's model group and policy.
+        /// Whether the exact cache is looked in for the request's model group and policy.
         let exact: Bool
+        /// The semantic lookup, when the semantic cache applies to the request.
+        let semantic: SemanticProbe?
         /// False when the request said `no-cache` or `no-store`.
         let lookup: Bool
         /// False when the request said `no-store`.
@@ -45,8 +48,30 @@ struct CacheStage: Sendable {
         /// Whether an identical request in flight may share its upstream call.
         let deduplicates: Bool
 
-        /// The header's value when the answer does not come from the cache (nil: the exact cache does not apply).
-        var missOutcome: String? { exact ? (lookup ? "miss" : "bypass") : nil }
+        /// The header's value when the answer does not come from the cache (nil: no cache applies).
+        var missOutcome: String? { exact || semantic != nil ? (lookup ? "miss" : "bypass") : nil }
+    }
+
+    /// The semantic side of a plan: the partition (everything but the last user turn, hashed
+    /// with the tenant, namespace and policy), the question, the threshold, and the question's
+    /// embedding once made (the lookup's, kept for storing the answer).
+    final class SemanticProbe: Sendable {
+        let partition: String
+        let question: String
+        let threshold: Double
+        let vector = Mutex<[Float]?>(nil)
+
+        init(partition: String, question: String, threshold: Double) {
+            self.partition = partition
+            self.question = question
+            self.threshold = threshold
+        }
+    }
+
+    /// An answer from the cache: exactly the request's (`similarity` nil) or a similar question's.
+    struct Hit: Sendable {
+        let routed: Routed<ChatCompletion>
+        let similarity: Float?
     }
 
     /// The gateway's own `cache` field and `Cache-Control`, taken before the request is guarded
@@ -69,14 +94,28 @@ struct CacheStage: Sendable {
     func plan(_ exchange: ChatExchange) -> Plan? {
         let applied = settings.settings(model: exchange.asked.model, policy: exchange.policy?.name)
         let exact = applied.exact && cache != nil
+        let question = applied.semantic && cache != nil && wiring.semantic != nil ? Self.question(of: exchange.asked) : nil
         let deduplicates = settings.deduplication.applies(to: exchange.asked) && exchange.output?.context.canary == nil
-        guard exact || deduplicates else { return nil }
+        guard exact || question != nil || deduplicates else { return nil }
         let directive = exchange.cacheDirective
         let principal = exchange.principal
         let tenant = settings.scope == .team ? principal.teamID.map { "team:" + $0 } ?? principal.actor : principal.actor
         let key = CacheKey(tenant: tenant, namespace: directive.namespace, policy: exchange.policy?.name, request: exchange.asked)
+        let probe = question.map { question in
+            var rest = exchange.asked
+            rest.messages[rest.messages.count - 1].content = .text("")
+            let partition = CacheKey(tenant: tenant, namespace: directive.namespace, policy: exchange.policy?.name, request: rest).digest
+            return SemanticProbe(partition: partition, question: question, threshold: applied.threshold)
+        }
+        let caches = exact || probe != nil
         return Plan(key: key, ttlSeconds: min(directive.ttlSeconds ?? applied.ttlSeconds, settings.maximumTTLSeconds), exact: exact,
-                    lookup: exact && !directive.skipLookup, store: exact && !directive.skipStore, deduplicates: deduplicates)
+                    semantic: probe, lookup: caches && !directive.skipLookup, store: caches && !directive.skipStore, deduplicates: deduplicates)
+    }
+
+    /// The text of the request's last turn when it is the user's (what the semantic cache embeds), else nil.
+    static func question(of request: ChatRequest) -> String? {
+        guard let last = request.messages.last, last.role == .user, let text = last.content?.text else { return nil }
+        return text.isEmpty ? nil : text
     }
 
     /// The whole answer: from the identical call in flight when there is one (`joined`), else from `call`.
@@ -116,20 +155,49 @@ struct CacheStage: Sendable {
         if settings.chargeHits { await charge() } else { await exchange.grant?.release() }
     }
 
-    /// The cached answer for `plan` with the deployment that produced it (or its group's first,
-    /// after a reload removed it); nil on a miss or a group no longer configured.
-    func lookup(_ plan: Plan) async -> Routed<ChatCompletion>? {
-        guard plan.lookup, let cache, let answer = await cache.answer(for: plan.key), let group = router.groups[answer.group],
+    /// The cached answer for `plan`: the exact one, else (with the semantic cache) the answer
+    /// of the most similar question of the same partition at or above the threshold. Nil on a
+    /// miss, or when the answer's model group is no longer configured.
+    func lookup(_ plan: Plan, exchange: ChatExchange) async -> Hit? {
+        guard plan.lookup, let cache else { return nil }
+        if plan.exact, let answer = await cache.answer(for: plan.key), let routed = routed(answer) { return Hit(routed: routed, similarity: nil) }
+        guard let probe = plan.semantic, let semantic = wiring.semantic,
+              let vector = await semantic.embed(probe.question, by: embedder(for: exchange)) else { return nil }
+        probe.vector.withLock { $0 = vector }
+        guard let match = semantic.match(vector, partition: probe.partition, threshold: probe.threshold) else { return nil }
+        guard let answer = await cache.answer(for: match.key), let routed = routed(answer) else {
+            semantic.forget(match, partition: probe.partition)
+            return nil
+        }
+        return Hit(routed: routed, similarity: match.similarity)
+    }
+
+    /// A cached answer with the deployment that produced it (or its group's first, after a reload removed it).
+    private func routed(_ answer: CachedAnswer) -> Routed<ChatCompletion>? {
+        guard let group = router.groups[answer.group],
               let deployment = group.deployments.first(where: { $0.name == answer.deployment }) ?? group.deployments.first else { return nil }
         return Routed(value: answer.completion, deployment: deployment, group: answer.group, attempts: 0)
     }
 
-    /// Keeps the answer the client got, when it may be kept.
+    /// Who embeds questions for the semantic cache: the built-in embedder, or the configured
+    /// embedding model group through routing (with the request's id and logger).
+    func embedder(for exchange: ChatExchange) -> (any QuestionEmbedder)? {
+        guard let model = settings.semantic?.embeddingModel, model != CacheConfiguration.Semantic.builtin else { return nil }
+        return GroupEmbedder(route: RouteStage(router: router), model: model, upstream: exchange.upstream)
+    }
+
+    /// Keeps the answer the client got, when it may be kept; with the semantic cache, also
+    /// remembers its question (embedded by the lookup, or now by the built-in embedder when the
+    /// request skipped the lookup).
     func store(_ routed: Routed<ChatCompletion>, plan: Plan) async {
         guard plan.store, let cache, CachedAnswer.isCacheable(routed.value) else { return }
         let cost = routed.value.usage.map { Int64((routed.deployment.price.cost(of: $0) * 1_000_000).rounded()) } ?? 0
         await cache.store(CachedAnswer(completion: routed.value, deployment: routed.deployment.name, group: routed.group,
                                        storedAt: Date().timeIntervalSince1970, costMicros: cost), for: plan.key, ttlSeconds: plan.ttlSeconds)
+        guard let probe = plan.semantic, let semantic = wiring.semantic else { return }
+        var vector = probe.vector.withLock { $0 }
+        if vector == nil, semantic.embedder != nil { vector = await semantic.embed(probe.question) }
+        if let vector { semantic.remember(vector, partition: probe.partition, key: plan.key) }
     }
 
     /// The collector a streamed answer passes through on a miss, stored when the stream completes.
@@ -142,11 +210,13 @@ struct CacheStage: Sendable {
     }
 
     /// A hit as the client's answer: whole or replayed as a stream, with `x-portcullis-cache: hit`
-    /// and a cost of nothing charged.
-    func respond(_ hit: Routed<ChatCompletion>, exchange: ChatExchange) async throws -> Response {
-        exchange.audit?.cache("hit")
-        exchange.measures.map { $0.metrics.recordCacheLookup(model: $0.modelLabel, outcome: "hit") }
-        saved(exchange, mechanism: "exact", usage: hit.value.usage, deployment: hit.deployment, model: hit.group)
+    /// (or `semantic-hit` and the similarity) and a cost of nothing charged.
+    func respond(_ found: Hit, exchange: ChatExchange) async throws -> Response {
+        let hit = found.routed
+        let outcome = found.similarity == nil ? "hit" : "semantic-hit"
+        exchange.audit?.cache(outcome, similarity: found.similarity)
+        exchange.measures.map { $0.metrics.recordCacheLookup(model: $0.modelLabel, outcome: found.similarity == nil ? "hit" : "semantic_hit") }
+        saved(exchange, mechanism: found.similarity == nil ? "exact" : "semantic", usage: hit.value.usage, deployment: hit.deployment, model: hit.group)
         if settings.chargeHits {
             await SettleStage().settle(hit, grant: exchange.grant, audit: exchange.audit, measures: nil)
         } else {
@@ -163,7 +233,8 @@ struct CacheStage: Sendable {
             response = RequestPipeline.respond(hit, exchange: exchange, blocked: nil)
             response.headers[HTTPField.Name("x-portcullis-cost")!] = DecimalText.format(0, places: 8)
         }
-        response.headers[Self.header] = "hit"
+        response.headers[Self.header] = outcome
+        if let similarity = found.similarity { response.headers[Self.similarityHeader] = DecimalText.format(Double(similarity), places: 4) }
         return response
     }
 
@@ -192,19 +263,23 @@ struct CacheStage: Sendable {
 /// settings, and the calls and streams in flight that identical requests may join.
 public struct CacheWiring: Sendable {
     let exact: ExactCache?
+    /// The semantic cache's memory of questions (nil: off).
+    let semantic: SemanticCache?
     let settings: CacheConfiguration
     let calls: InFlight<Routed<ChatCompletion>>
     let streams: InFlight<Routed<SharedStream<ChatChunk>>>
     /// Where what was saved is summed for `/admin/savings` (nil: not kept).
     let savings: SavingsLedger?
 
-    public init(exact: ExactCache? = nil, settings: CacheConfiguration = CacheConfiguration(), savings: SavingsLedger? = nil) {
-        self.init(exact: exact, settings: settings, calls: InFlight(), streams: InFlight(), savings: savings)
+    public init(exact: ExactCache? = nil, semantic: SemanticCache? = nil, settings: CacheConfiguration = CacheConfiguration(),
+                savings: SavingsLedger? = nil) {
+        self.init(exact: exact, semantic: semantic, settings: settings, calls: InFlight(), streams: InFlight(), savings: savings)
     }
 
-    init(exact: ExactCache?, settings: CacheConfiguration, calls: InFlight<Routed<ChatCompletion>>,
+    init(exact: ExactCache?, semantic: SemanticCache?, settings: CacheConfiguration, calls: InFlight<Routed<ChatCompletion>>,
          streams: InFlight<Routed<SharedStream<ChatChunk>>>, savings: SavingsLedger?) {
         self.exact = exact
+        self.semantic = semantic
         self.settings = settings
         self.calls = calls
         self.streams = streams
@@ -213,7 +288,7 @@ public struct CacheWiring: Sendable {
 
     /// The same store and calls in flight under new settings (a reload).
     func with(settings: CacheConfiguration) -> CacheWiring {
-        CacheWiring(exact: exact, settings: settings, calls: calls, streams: streams, savings: savings)
+        CacheWiring(exact: exact, semantic: semantic, settings: settings, calls: calls, streams: streams, savings: savings)
     }
 }
 
@@ -231,4 +306,24 @@ final class StreamCollector: Sendable {
 
     /// The stream reached its end normally.
     func finish() async { await completed(assembler.withLock { $0.completion }) }
+}
+
+/// Embeds a question through an embedding model group (routing, retries and fallbacks as for a
+/// client's request; not charged to the caller), its vector scaled to unit length.
+struct GroupEmbedder: QuestionEmbedder {
+    let route: RouteStage
+    let model: String
+    let upstream: UpstreamContext
+
+    func embed(_ text: String) async throws -> [Float] {
+        let routed = try await EmbeddingBatchStage.single(EmbeddingRequest(model: model, input: .string(text), extra: JSONObject()), upstream: upstream,
+                                                          measures: nil, route: route)
+        guard let values = routed.value.objectValue?["data"]?.arrayValue?.first?.objectValue?["embedding"]?.arrayValue else {
+            throw GatewayError.internalFailure
+        }
+        let vector = values.compactMap { $0.doubleValue.map(Float.init) }
+        let norm = vector.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        guard vector.count == values.count, norm > 0, norm.isFinite else { throw GatewayError.internalFailure }
+        return vector.map { $0 / norm }
+    }
 }

@@ -87,6 +87,10 @@ public struct Gateway: Sendable {
         // Everything that can refuse the configuration comes before the access system, which must be shut down once started.
         let prepared = try factory.prepare(configuration)
         let signing = try Self.checkpointSigning(configuration, http: client, logger: logger)
+        let semanticMetrics = requestMetrics
+        let semantic = try configuration.cache.semantic.map { settings in
+            try Self.semanticCache(settings, observe: { semanticMetrics.recordCacheError(reason: "semantic_" + $0.rawValue) })
+        }
         let access = try await AccessSystem.make(auth: configuration.auth, storage: configuration.storage, limits: configuration.limits,
                                                  ipPolicy: configuration.ipPolicy, migrations: AuditLogs.migrations + SavingsLedger.migrations,
                                                  fetcher: { caFile in Self.fetcher(http: client, caFile: caFile, logger: logger) }, logger: logger)
@@ -105,7 +109,7 @@ public struct Gateway: Sendable {
             ? ExactCache(configuration.cache, shared: access.redis.map(RedisCacheStore.init), observe: { metrics.recordCacheError(reason: $0.rawValue) })
             : nil
         let savings = SavingsLedger(store: access.store, interval: configuration.storage.flushIntervalSeconds, logger: logger)
-        let cache = CacheWiring(exact: exact, settings: configuration.cache, savings: savings)
+        let cache = CacheWiring(exact: exact, semantic: semantic, settings: configuration.cache, savings: savings)
         self.cache = cache
         let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit, cache: cache,
                                                 dependencies: { [access] in access.dependencyState }))
@@ -118,6 +122,20 @@ public struct Gateway: Sendable {
                                            probeTimeout: configuration.routing.healthCheckTimeoutSeconds, logger: logger)
         self.certificates = Certificates.lifetimes(of: Self.certificateFiles(configuration))
         Self.warnAboutWeakTLS(configuration, logger: logger)
+    }
+
+    /// The semantic cache of `settings`: with the built-in embedder loaded from its model
+    /// directory, or embedding through a configured model group.
+    static func semanticCache(_ settings: CacheConfiguration.Semantic, observe: @escaping @Sendable (SemanticCache.Failure) -> Void) throws -> SemanticCache {
+        var embedder: (any QuestionEmbedder)?
+        if settings.embeddingModel == CacheConfiguration.Semantic.builtin {
+            do {
+                embedder = try BuiltinEmbedder(directory: URL(fileURLWithPath: settings.modelDirectory))
+            } catch {
+                throw ConfigurationError(source: "cache.semantic", issues: [ConfigurationIssue(path: "cache.semantic.model_directory", message: "\(error)")])
+            }
+        }
+        return SemanticCache(embedder: embedder, timeoutSeconds: settings.timeoutSeconds, maximumEntries: settings.maximumEntries, observe: observe)
     }
 
     /// The HTTP routes with their middleware, outermost first.

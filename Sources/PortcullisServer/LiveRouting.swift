@@ -194,6 +194,11 @@ extension Gateway {
         }
     }
 
+    /// What of the semantic cache only a restart changes (nil: off).
+    static func semanticSetup(_ semantic: CacheConfiguration.Semantic?) -> [String]? {
+        semantic.map { [$0.embeddingModel, $0.modelDirectory, "\($0.timeoutSeconds)", "\($0.maximumEntries)"] }
+    }
+
     static func report(from running: LiveRouting.Snapshot, to applied: LiveRouting.Snapshot, requested: GatewayConfiguration) -> ReloadReport {
         var report = ReloadReport()
         let old = Dictionary(running.configuration.models.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -213,7 +218,9 @@ extension Gateway {
             // A cache off at start has no store to switch on; the store's bounds were set at start.
             ("cache", (!start.cache.mayCache && requested.cache.mayCache) || start.cache.maximumBytes != requested.cache.maximumBytes
                 || start.cache.maximumEntryBytes != requested.cache.maximumEntryBytes
-                || start.cache.redisTimeoutSeconds != requested.cache.redisTimeoutSeconds),
+                || start.cache.redisTimeoutSeconds != requested.cache.redisTimeoutSeconds
+                // The semantic cache's embedder and bounds are set at start; its threshold and overrides reload.
+                || Self.semanticSetup(start.cache.semantic) != Self.semanticSetup(requested.cache.semantic)),
             ("log_level", start.logLevel != requested.logLevel), ("log_format", start.logFormat != requested.logFormat),
             ("routing.health_check", start.routing.healthCheckIntervalSeconds != requested.routing.healthCheckIntervalSeconds
                 || start.routing.healthCheckTimeoutSeconds != requested.routing.healthCheckTimeoutSeconds),

@@ -88,7 +88,7 @@ public struct RequestPipeline: Sendable {
             try await guardIn.inspect(&exchange)                                                                    // 6. guard in
             transform.apply(&exchange)                                                                              // 7. transform
             let plan = cache.plan(exchange)                                                                         // 8. cache
-            if let plan, let hit = await cache.lookup(plan) { return try await cache.respond(hit, exchange: exchange) }
+            if let plan, let hit = await cache.lookup(plan, exchange: exchange) { return try await cache.respond(hit, exchange: exchange) }
             try await audit.beforeUpstream(exchange.audit)                                                          // 14. audit: durable first
             if exchange.request.stream {
                 let (routed, joined) = try await cache.stream(plan) { [route, exchange] in try await route.streamChat(exchange) }   // 10–11. route, provider (8. or join the identical stream)
