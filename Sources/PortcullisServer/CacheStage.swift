@@ -197,7 +197,10 @@ struct CacheStage: Sendable {
         guard let probe = plan.semantic, let semantic = wiring.semantic else { return }
         var vector = probe.vector.withLock { $0 }
         if vector == nil, semantic.embedder != nil { vector = await semantic.embed(probe.question) }
-        if let vector { semantic.remember(vector, partition: probe.partition, key: plan.key) }
+        if let vector {
+            semantic.remember(vector, partition: probe.partition, key: plan.key)
+            wiring.sharing?.publish(vector, partition: probe.partition, key: plan.key)
+        }
     }
 
     /// The collector a streamed answer passes through on a miss, stored when the stream completes.
@@ -265,21 +268,24 @@ public struct CacheWiring: Sendable {
     let exact: ExactCache?
     /// The semantic cache's memory of questions (nil: off).
     let semantic: SemanticCache?
+    /// How its questions reach the other replicas (nil: without Redis, or off).
+    let sharing: SemanticSharing?
     let settings: CacheConfiguration
     let calls: InFlight<Routed<ChatCompletion>>
     let streams: InFlight<Routed<SharedStream<ChatChunk>>>
     /// Where what was saved is summed for `/admin/savings` (nil: not kept).
     let savings: SavingsLedger?
 
-    public init(exact: ExactCache? = nil, semantic: SemanticCache? = nil, settings: CacheConfiguration = CacheConfiguration(),
-                savings: SavingsLedger? = nil) {
-        self.init(exact: exact, semantic: semantic, settings: settings, calls: InFlight(), streams: InFlight(), savings: savings)
+    public init(exact: ExactCache? = nil, semantic: SemanticCache? = nil, sharing: SemanticSharing? = nil,
+                settings: CacheConfiguration = CacheConfiguration(), savings: SavingsLedger? = nil) {
+        self.init(exact: exact, semantic: semantic, sharing: sharing, settings: settings, calls: InFlight(), streams: InFlight(), savings: savings)
     }
 
-    init(exact: ExactCache?, semantic: SemanticCache?, settings: CacheConfiguration, calls: InFlight<Routed<ChatCompletion>>,
+    init(exact: ExactCache?, semantic: SemanticCache?, sharing: SemanticSharing?, settings: CacheConfiguration, calls: InFlight<Routed<ChatCompletion>>,
          streams: InFlight<Routed<SharedStream<ChatChunk>>>, savings: SavingsLedger?) {
         self.exact = exact
         self.semantic = semantic
+        self.sharing = sharing
         self.settings = settings
         self.calls = calls
         self.streams = streams
@@ -288,7 +294,7 @@ public struct CacheWiring: Sendable {
 
     /// The same store and calls in flight under new settings (a reload).
     func with(settings: CacheConfiguration) -> CacheWiring {
-        CacheWiring(exact: exact, semantic: semantic, settings: settings, calls: calls, streams: streams, savings: savings)
+        CacheWiring(exact: exact, semantic: semantic, sharing: sharing, settings: settings, calls: calls, streams: streams, savings: savings)
     }
 }
 

@@ -109,7 +109,8 @@ public struct Gateway: Sendable {
             ? ExactCache(configuration.cache, shared: access.redis.map(RedisCacheStore.init), observe: { metrics.recordCacheError(reason: $0.rawValue) })
             : nil
         let savings = SavingsLedger(store: access.store, interval: configuration.storage.flushIntervalSeconds, logger: logger)
-        let cache = CacheWiring(exact: exact, semantic: semantic, settings: configuration.cache, savings: savings)
+        let sharing = semantic.flatMap { semantic in access.redis.map { SemanticSharing(client: $0, cache: semantic, logger: logger) } }
+        let cache = CacheWiring(exact: exact, semantic: semantic, sharing: sharing, settings: configuration.cache, savings: savings)
         self.cache = cache
         let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit, cache: cache,
                                                 dependencies: { [access] in access.dependencyState }))
@@ -234,6 +235,7 @@ public struct Gateway: Sendable {
     public func makeApplication(logger: Logger, onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         var services: [any Service] = [UpstreamClientService(client: upstreamClient)] + access.services + audit.services
         if let savings = cache.savings { services.append(savings) }   // stops before the store closes
+        if let sharing = cache.sharing { services.append(sharing) }   // stops before Redis closes: its last questions are sent
         // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
         if let settlements = governance?.settlements { services.append(settlements) }
         services.append(healthChecker)
