@@ -11,10 +11,14 @@ let strictSettings: [SwiftSetting] = [
 // and the cache checks the CPU for them before it loads the embedder.
 // It is optimised in debug builds too: unoptimised, one question takes seconds, past the
 // semantic cache's time limit, and the tests of a debug build would measure nothing real.
+// Its widest kernel, for AVX-512, is a target of its own compiled for Skylake-SP, called only
+// when the CPU reports avx512f.
 #if arch(x86_64)
 let embedderSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"]), .unsafeFlags(["-O"], .when(configuration: .debug))]
+let wideEmbedderSettings: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "skylake-avx512"]), .unsafeFlags(["-O"], .when(configuration: .debug))]
 #else
 let embedderSettings: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+let wideEmbedderSettings: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
 #endif
 
 let package = Package(
@@ -166,8 +170,12 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "PortcullisEmbedderAVX512",
+            swiftSettings: strictSettings + wideEmbedderSettings
+        ),
+        .target(
             name: "PortcullisEmbedder",
-            dependencies: ["PortcullisCore"],
+            dependencies: ["PortcullisCore", "PortcullisEmbedderAVX512"],
             swiftSettings: strictSettings + embedderSettings
         ),
         .target(

@@ -44,22 +44,6 @@ public final class BuiltinEmbedder: QuestionEmbedder {
     }
 }
 
-/// What the CPU offers, read where the operating system says (Linux: `/proc/cpuinfo`).
-public enum CPUFeatures {
-    /// The instruction sets the built-in embedder is compiled for that this CPU lacks (nil: none lacking).
-    public static let missingForEmbedder: String? = {
-        #if arch(x86_64) && os(Linux)
-        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
-        let present = Set(flags.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }).map(String.init))
-        let missing = ["avx2", "fma"].filter { !present.contains($0) }
-        return missing.isEmpty ? nil : missing.joined(separator: " and ")
-        #else
-        return nil
-        #endif
-    }()
-}
-
 /// The semantic cache's memory of questions: for each partition (tenant, namespace, policy
 /// and the request without its last user turn, hashed), a vector index of the questions
 /// whose answers the exact cache holds, each pointing at its answer's key. A lookup embeds the

@@ -53,14 +53,14 @@ enum Kernels {
         }
     }
 
-    /// `weights` (`inputs × outputs`, input-major) rearranged into panels of sixteen outputs,
-    /// each panel's `inputs` rows of sixteen values one after another: what `linear` reads.
-    static func pack(_ weights: [Float], inputs: Int, outputs: Int) -> [Float] {
-        precondition(outputs % 16 == 0 && weights.count == inputs * outputs)
+    /// `weights` (`inputs × outputs`, input-major) rearranged into panels of `panel` outputs
+    /// (16 for `linear`, 32 for the AVX-512 kernel), each panel's `inputs` rows one after another.
+    static func pack(_ weights: [Float], inputs: Int, outputs: Int, panel: Int = 16) -> [Float] {
+        precondition(outputs % panel == 0 && weights.count == inputs * outputs)
         var packed = [Float](repeating: 0, count: weights.count)
-        for panel in 0..<(outputs / 16) {
+        for block in 0..<(outputs / panel) {
             for input in 0..<inputs {
-                for lane in 0..<16 { packed[panel * inputs * 16 + input * 16 + lane] = weights[input * outputs + panel * 16 + lane] }
+                for lane in 0..<panel { packed[block * inputs * panel + input * panel + lane] = weights[input * outputs + block * panel + lane] }
             }
         }
         return packed

@@ -1,4 +1,6 @@
 import Foundation
+import PortcullisCore
+import PortcullisEmbedderAVX512
 
 /// all-MiniLM-L6-v2 in process on the CPU: BERT's six-layer, 384-wide encoder over the
 /// question's word pieces, mean-pooled and scaled to unit length, so that the dot product of
@@ -30,6 +32,8 @@ public final class SentenceEncoder: Sendable {
     }
 
     public let tokenizer: WordPieceTokenizer
+    /// Whether the matrix products run on the AVX-512 kernel (weights in panels of 32) or the AVX2 one (panels of 16).
+    public let wide: Bool
     let vocabularySize: Int
     let words: [Float]
     let positions: [Float]
@@ -39,7 +43,10 @@ public final class SentenceEncoder: Sendable {
     let layers: [Layer]
 
     /// Loads the model from `directory`; throws `EmbedderError` naming what is missing or malformed.
-    public init(directory: URL) throws {
+    /// - Parameter wide: use the AVX-512 kernel (default: when the CPU has it).
+    public init(directory: URL, wide: Bool = CPUFeatures.hasAVX512) throws {
+        self.wide = wide
+        let panel = wide ? 32 : 16
         let vocabularyURL = directory.appendingPathComponent("vocab.txt"), weightsURL = directory.appendingPathComponent("model.safetensors")
         for url in [vocabularyURL, weightsURL] where !FileManager.default.fileExists(atPath: url.path) {
             throw EmbedderError.missingModel("\(url.path) (scripts/fetch-embedder.sh puts the model in models/all-MiniLM-L6-v2)")
@@ -69,19 +76,19 @@ public final class SentenceEncoder: Sendable {
                 }
             }
             return Layer(
-                attention: Kernels.pack(attention, inputs: width, outputs: 3 * width),
+                attention: Kernels.pack(attention, inputs: width, outputs: 3 * width, panel: panel),
                 attentionBias: try file.floats(prefix + "attention.self.query.bias", shape: [width])
                     + file.floats(prefix + "attention.self.key.bias", shape: [width]) + file.floats(prefix + "attention.self.value.bias", shape: [width]),
                 projection: Kernels.pack(try file.transposed(prefix + "attention.output.dense.weight", outputs: width, inputs: width), inputs: width,
-                                         outputs: width),
+                                         outputs: width, panel: panel),
                 projectionBias: try file.floats(prefix + "attention.output.dense.bias", shape: [width]),
                 attentionNormScale: try file.floats(prefix + "attention.output.LayerNorm.weight", shape: [width]),
                 attentionNormShift: try file.floats(prefix + "attention.output.LayerNorm.bias", shape: [width]),
                 expand: Kernels.pack(try file.transposed(prefix + "intermediate.dense.weight", outputs: Self.innerWidth, inputs: width), inputs: width,
-                                     outputs: Self.innerWidth),
+                                     outputs: Self.innerWidth, panel: panel),
                 expandBias: try file.floats(prefix + "intermediate.dense.bias", shape: [Self.innerWidth]),
                 contract: Kernels.pack(try file.transposed(prefix + "output.dense.weight", outputs: width, inputs: Self.innerWidth),
-                                       inputs: Self.innerWidth, outputs: width),
+                                       inputs: Self.innerWidth, outputs: width, panel: panel),
                 contractBias: try file.floats(prefix + "output.dense.bias", shape: [width]),
                 outputNormScale: try file.floats(prefix + "output.LayerNorm.weight", shape: [width]),
                 outputNormShift: try file.floats(prefix + "output.LayerNorm.bias", shape: [width]))
@@ -120,21 +127,22 @@ public final class SentenceEncoder: Sendable {
                 projected.withUnsafeMutableBufferPointer { projected in
                     context.withUnsafeMutableBufferPointer { context in
                         scores.withUnsafeMutableBufferPointer { scores in
-                            Self.attend(h, layer: layer, rows: count, projected: projected.baseAddress!, context: context.baseAddress!, scores: scores.baseAddress!)
+                            Self.attend(h, layer: layer, rows: count, projected: projected.baseAddress!, context: context.baseAddress!, scores: scores.baseAddress!,
+                                        wide: wide)
                         }
                         attended.withUnsafeMutableBufferPointer { attended in
                             Self.linear(context.baseAddress!, rows: count, inputs: width, weights: layer.projection, bias: layer.projectionBias,
-                                        outputs: width, into: attended.baseAddress!)
+                                        outputs: width, into: attended.baseAddress!, wide: wide)
                             Self.normalize(h, adding: attended.baseAddress!, rows: count, scale: layer.attentionNormScale, shift: layer.attentionNormShift)
                         }
                     }
                 }
                 inner.withUnsafeMutableBufferPointer { inner in
-                    Self.linear(h, rows: count, inputs: width, weights: layer.expand, bias: layer.expandBias, outputs: Self.innerWidth, into: inner.baseAddress!)
+                    Self.linear(h, rows: count, inputs: width, weights: layer.expand, bias: layer.expandBias, outputs: Self.innerWidth, into: inner.baseAddress!, wide: wide)
                     Kernels.gelu(inner.baseAddress!, count: count * Self.innerWidth)
                     attended.withUnsafeMutableBufferPointer { attended in
                         Self.linear(inner.baseAddress!, rows: count, inputs: Self.innerWidth, weights: layer.contract, bias: layer.contractBias,
-                                    outputs: width, into: attended.baseAddress!)
+                                    outputs: width, into: attended.baseAddress!, wide: wide)
                         Self.normalize(h, adding: attended.baseAddress!, rows: count, scale: layer.outputNormScale, shift: layer.outputNormShift)
                     }
                 }
@@ -157,9 +165,9 @@ public final class SentenceEncoder: Sendable {
     /// Self-attention of one layer: the query, key and value projections of every row, then
     /// for each head and row the softmax of its scaled scores against every row, mixing the values.
     private static func attend(_ hidden: UnsafePointer<Float>, layer: Layer, rows: Int, projected: UnsafeMutablePointer<Float>,
-                               context: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+                               context: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>, wide: Bool) {
         let width = Self.width, stride = 3 * width
-        linear(hidden, rows: rows, inputs: width, weights: layer.attention, bias: layer.attentionBias, outputs: stride, into: projected)
+        linear(hidden, rows: rows, inputs: width, weights: layer.attention, bias: layer.attentionBias, outputs: stride, into: projected, wide: wide)
         let scale = 1 / Float(headWidth).squareRoot()
         for head in 0..<heads {
             let offset = head * headWidth
@@ -188,10 +196,14 @@ public final class SentenceEncoder: Sendable {
     }
 
     private static func linear(_ input: UnsafePointer<Float>, rows: Int, inputs: Int, weights: [Float], bias: [Float], outputs: Int,
-                               into output: UnsafeMutablePointer<Float>) {
+                               into output: UnsafeMutablePointer<Float>, wide: Bool) {
         weights.withUnsafeBufferPointer { weights in
             bias.withUnsafeBufferPointer { bias in
-                Kernels.linear(input, rows: rows, inputs: inputs, weights: weights.baseAddress!, bias: bias.baseAddress!, outputs: outputs, into: output)
+                if wide {
+                    wideLinear(input, rows: rows, inputs: inputs, weights: weights.baseAddress!, bias: bias.baseAddress!, outputs: outputs, into: output)
+                } else {
+                    Kernels.linear(input, rows: rows, inputs: inputs, weights: weights.baseAddress!, bias: bias.baseAddress!, outputs: outputs, into: output)
+                }
             }
         }
     }

@@ -48,9 +48,13 @@ struct EmbedderTests {
         #expect(encoder.tokenizer.encode("") == [encoder.tokenizer.classifier, encoder.tokenizer.separator])
     }
 
-    @Test("embeddings and their cosines match the reference encoder")
-    func vectors() throws {
-        let encoder = try Self.encoder.get()
+    /// The AVX2 kernel always; the AVX-512 one where the CPU has it.
+    static var kernels: [Bool] { CPUFeatures.hasAVX512 ? [false, true] : [false] }
+
+    @Test("embeddings and their cosines match the reference encoder, on each kernel this CPU can run", arguments: Self.kernels)
+    func vectors(wide: Bool) throws {
+        let encoder = wide == CPUFeatures.hasAVX512 ? try Self.encoder.get() : try SentenceEncoder(directory: Self.modelDirectory, wide: wide)
+        #expect(encoder.wide == wide)
         let vectors = Self.reference.cases.map { encoder.embed($0.text) }
         for (item, vector) in zip(Self.reference.cases, vectors) {
             #expect(vector.count == SentenceEncoder.dimensions)
