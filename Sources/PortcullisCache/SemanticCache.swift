@@ -70,6 +70,8 @@ public final class SemanticCache: Sendable {
     struct Partition {
         var index: VectorIndex
         var keys: [CacheKey] = []
+        /// Each node's question, for the detail check.
+        var questions: [String] = []
         var forgotten = Set<Int32>()
         var lastUsed: UInt64 = 0
     }
@@ -156,8 +158,10 @@ public final class SemanticCache: Sendable {
         }
     }
 
-    /// The remembered question of `partition` most similar to `vector`, when at least `threshold` similar.
-    public func match(_ vector: [Float], partition: String, threshold: Double) -> Match? {
+    /// The remembered question of `partition` most similar to `vector`, when at least
+    /// `threshold` similar and, when `question` (the asked text) is given, differing from it in
+    /// wording only (`QuestionDetails`).
+    public func match(_ vector: [Float], partition: String, threshold: Double, question: String? = nil) -> Match? {
         state.withLock { state in
             state.clock += 1
             guard var entry = state.partitions[partition] else { return nil }
@@ -165,14 +169,16 @@ public final class SemanticCache: Sendable {
             defer { state.partitions[partition] = entry }
             for found in entry.index.search(vector, limit: 4) where !entry.forgotten.contains(found.node) {
                 guard Double(found.similarity) >= threshold else { return nil }
-                return Match(key: entry.keys[Int(found.node)], similarity: found.similarity, node: found.node)
+                let node = Int(found.node)
+                if let question, QuestionDetails.difference(entry.questions[node], question) != nil { continue }
+                return Match(key: entry.keys[node], similarity: found.similarity, node: found.node)
             }
             return nil
         }
     }
 
-    /// Remembers that the answer under `key` answers `vector`'s question in `partition`.
-    public func remember(_ vector: [Float], partition: String, key: CacheKey) {
+    /// Remembers that the answer under `key` answers `question` (embedded as `vector`) in `partition`.
+    public func remember(_ vector: [Float], question: String, partition: String, key: CacheKey) {
         guard !vector.isEmpty else { return }
         state.withLock { state in
             state.clock += 1
@@ -183,11 +189,13 @@ public final class SemanticCache: Sendable {
                 entry = Partition(index: VectorIndex(dimensions: vector.count))
             }
             // The same question asked again (its answer stored again) is not a second node.
-            if let nearest = entry.index.search(vector, limit: 1).first, nearest.similarity > 0.9999, !entry.forgotten.contains(nearest.node) {
+            if let nearest = entry.index.search(vector, limit: 1).first, nearest.similarity > 0.9999, !entry.forgotten.contains(nearest.node),
+               entry.questions[Int(nearest.node)] == question {
                 entry.keys[Int(nearest.node)] = key
             } else {
                 entry.index.insert(vector)
                 entry.keys.append(key)
+                entry.questions.append(question)
                 state.entries += 1
             }
             entry.lastUsed = state.clock
@@ -231,6 +239,7 @@ public final class SemanticCache: Sendable {
             for node in (entry.keys.count - keep)..<entry.keys.count where !entry.forgotten.contains(Int32(node)) {
                 rebuilt.index.insert(Array(entry.index.vector(Int32(node))))
                 rebuilt.keys.append(entry.keys[node])
+                rebuilt.questions.append(entry.questions[node])
             }
             state.entries -= entry.keys.count - rebuilt.keys.count
             state.partitions[partition] = rebuilt

@@ -47,10 +47,11 @@ public enum SemanticEvaluation {
     }
 
     /// The counts at `threshold` of pairs whose cosine similarities are `similarities` (same order), by language and (key "all") overall.
-    public static func counts(_ pairs: [Pair], similarities: [Float], threshold: Double) -> [String: Counts] {
+    /// `admitted[i]` false: pair i can never hit (the detail check refused it); nil admits every pair.
+    public static func counts(_ pairs: [Pair], similarities: [Float], admitted: [Bool]? = nil, threshold: Double) -> [String: Counts] {
         var result: [String: Counts] = [:]
-        for (pair, similarity) in zip(pairs, similarities) {
-            let hit = Double(similarity) >= threshold
+        for (index, (pair, similarity)) in zip(pairs, similarities).enumerated() {
+            let hit = Double(similarity) >= threshold && (admitted?[index] ?? true)
             for key in ["all", pair.language] {
                 var counts = result[key] ?? Counts()
                 if pair.same {
@@ -67,12 +68,12 @@ public enum SemanticEvaluation {
     }
 
     /// A table: per threshold, hit rate and wrong-hit rate overall and per language.
-    public static func report(_ pairs: [Pair], similarities: [Float], thresholds: [Double]) -> String {
+    public static func report(_ pairs: [Pair], similarities: [Float], admitted: [Bool]? = nil, thresholds: [Double]) -> String {
         let languages = Array(Set(pairs.map(\.language))).sorted()
         var text = "threshold  " + (["all"] + languages).map { $0.padding(toLength: 26, withPad: " ", startingAt: 0) }.joined() + "\n"
         text += "           " + String(repeating: "hit rate  wrong-hit rate    ", count: languages.count + 1) + "\n"
         for threshold in thresholds {
-            let counts = Self.counts(pairs, similarities: similarities, threshold: threshold)
+            let counts = Self.counts(pairs, similarities: similarities, admitted: admitted, threshold: threshold)
             var line = String(format: "%.2f       ", threshold)
             for key in ["all"] + languages {
                 let c = counts[key] ?? Counts()

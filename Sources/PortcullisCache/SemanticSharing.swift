@@ -8,7 +8,7 @@ import Synchronization
 
 /// Shares the semantic cache's questions between replicas through one Redis stream
 /// (`portcullis:semantic:v1`, capped near the cache's bound): each remembered question is
-/// appended with its partition, its answer's key and its vector, and every replica reads what
+/// appended with its partition, its answer's key, its text (for the detail check) and its vector, and every replica reads what
 /// the others appended into its own index, from the start of the stream when it starts. The
 /// answers themselves are in the exact cache's shared tier. Redis unreachable: questions wait
 /// in a bounded outbox and the local index goes on answering.
@@ -17,6 +17,7 @@ public final class SemanticSharing: Service, Sendable {
 
     struct Pending: Sendable {
         var vector: [Float]
+        var question: String
         var partition: String
         var key: CacheKey
     }
@@ -46,10 +47,10 @@ public final class SemanticSharing: Service, Sendable {
     }
 
     /// Queues a question the local cache just remembered, for the next exchange with Redis.
-    public func publish(_ vector: [Float], partition: String, key: CacheKey) {
+    public func publish(_ vector: [Float], question: String, partition: String, key: CacheKey) {
         state.withLock { state in
             if state.outbox.count >= Self.outboxLimit { state.outbox.removeFirst() }
-            state.outbox.append(Pending(vector: vector, partition: partition, key: key))
+            state.outbox.append(Pending(vector: vector, question: question, partition: partition, key: key))
         }
     }
 
@@ -75,7 +76,7 @@ public final class SemanticSharing: Service, Sendable {
             bytes.reserveCapacity(item.vector.count * 4)
             for value in item.vector { bytes.writeInteger(value.bitPattern, endianness: .little) }
             return ["XADD", .string(Self.streamKey), "MAXLEN", "~", .int(cap), "*", "origin", .string(origin), "partition", .string(item.partition),
-                    "key", .string(item.key.digest), "vector", .bytes(bytes)]
+                    "key", .string(item.key.digest), "question", .string(item.question), "vector", .bytes(bytes)]
         }
         do {
             let replies = try await client.pipeline(commands)
@@ -104,7 +105,7 @@ public final class SemanticSharing: Service, Sendable {
             let entries = Self.entries(of: reply)
             guard let last = entries.last else { return }
             for entry in entries where entry.origin != origin {
-                cache.remember(entry.vector, partition: entry.partition, key: entry.key)
+                cache.remember(entry.vector, question: entry.question, partition: entry.partition, key: entry.key)
             }
             state.withLock { $0.cursor = last.id }
             if entries.count < Self.batch { return }
@@ -116,6 +117,7 @@ public final class SemanticSharing: Service, Sendable {
         var origin: String
         var partition: String
         var key: CacheKey
+        var question: String
         var vector: [Float]
     }
 
@@ -132,12 +134,13 @@ public final class SemanticSharing: Service, Sendable {
                 index += 2
             }
             guard let origin = values["origin"]?.string, let partition = values["partition"]?.string, let key = values["key"]?.string,
+                  let question = values["question"]?.string,
                   case .bulkString(var bytes?)? = values["vector"], bytes.readableBytes % 4 == 0, bytes.readableBytes > 0 else { return nil }
             var vector: [Float] = []
             vector.reserveCapacity(bytes.readableBytes / 4)
             while let bits = bytes.readInteger(endianness: .little, as: UInt32.self) { vector.append(Float(bitPattern: bits)) }
             guard vector.allSatisfy(\.isFinite) else { return nil }
-            return Entry(id: id, origin: origin, partition: partition, key: CacheKey(digest: key), vector: vector)
+            return Entry(id: id, origin: origin, partition: partition, key: CacheKey(digest: key), question: question, vector: vector)
         }
     }
 }

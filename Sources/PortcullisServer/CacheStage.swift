@@ -164,7 +164,7 @@ struct CacheStage: Sendable {
         guard let probe = plan.semantic, let semantic = wiring.semantic,
               let vector = await semantic.embed(probe.question, by: embedder(for: exchange)) else { return nil }
         probe.vector.withLock { $0 = vector }
-        guard let match = semantic.match(vector, partition: probe.partition, threshold: probe.threshold) else { return nil }
+        guard let match = semantic.match(vector, partition: probe.partition, threshold: probe.threshold, question: probe.question) else { return nil }
         guard let answer = await cache.answer(for: match.key), let routed = routed(answer) else {
             semantic.forget(match, partition: probe.partition)
             return nil
@@ -198,8 +198,8 @@ struct CacheStage: Sendable {
         var vector = probe.vector.withLock { $0 }
         if vector == nil, semantic.embedder != nil { vector = await semantic.embed(probe.question) }
         if let vector {
-            semantic.remember(vector, partition: probe.partition, key: plan.key)
-            wiring.sharing?.publish(vector, partition: probe.partition, key: plan.key)
+            semantic.remember(vector, question: probe.question, partition: probe.partition, key: plan.key)
+            wiring.sharing?.publish(vector, question: probe.question, partition: probe.partition, key: plan.key)
         }
     }
 

@@ -50,13 +50,18 @@ struct CacheCommand: AsyncParsableCommand {
                 latencies.append((ContinuousClock.now - start).inSeconds * 1000)
                 return zip(a, b).reduce(0) { $0 + $1.0 * $1.1 }
             }
+            let differences = pairs.map { QuestionDetails.difference($0.cached, $0.asked) }
             print("\(dataset): \(pairs.count) pairs (\(pairs.filter(\.same).count) paraphrases, \(pairs.filter { !$0.same }.count) look-alikes)")
+            print("\nwhat the gateway serves: similarity at the threshold and no differing detail (numbers, negation, substituted word, direction)")
+            print(SemanticEvaluation.report(pairs, similarities: similarities, admitted: differences.map { $0 == nil }, thresholds: levels), terminator: "")
+            print("\nsimilarity alone, for comparison")
             print(SemanticEvaluation.report(pairs, similarities: similarities, thresholds: levels), terminator: "")
             print(String(format: "embedder: %.2f ms p50, %.2f ms p99 per question (%d questions)",
                          SemanticEvaluation.quantile(latencies, 0.5), SemanticEvaluation.quantile(latencies, 0.99), latencies.count))
             if verbose {
-                for (pair, similarity) in zip(pairs, similarities) {
-                    print(String(format: "%.4f  %@  %@  %@  |  %@", similarity, pair.same ? "same" : "diff", pair.language, pair.cached, pair.asked))
+                for ((pair, similarity), difference) in zip(zip(pairs, similarities), differences) {
+                    print(String(format: "%.4f  %@  %@  %@  %@  |  %@", similarity, pair.same ? "same" : "diff", pair.language,
+                                 difference?.rawValue ?? "-", pair.cached, pair.asked))
                 }
             }
         }

@@ -64,22 +64,22 @@ struct SemanticCacheTests {
         let cache = SemanticCache(embedder: TableEmbedder(table: ["a": vectors[0], "b": vectors[1]]), timeoutSeconds: 0.2, maximumEntries: 3,
                                   observe: { failure in failures.withLock { $0.append(failure) } })
         let a = try #require(await cache.embed("a"))
-        cache.remember(a, partition: "team:red", key: CacheKey(digest: "answer-a"))
+        cache.remember(a, question: "a", partition: "team:red", key: CacheKey(digest: "answer-a"))
         #expect(cache.match(a, partition: "team:red", threshold: 0.95)?.key == CacheKey(digest: "answer-a"))
         #expect(cache.match(a, partition: "team:blue", threshold: 0.95) == nil, "another partition never matches")
         let b = try #require(await cache.embed("b"))
         #expect(cache.match(b, partition: "team:red", threshold: 0.95) == nil, "a different question is below the threshold")
         // The same question stored again is one entry, pointing at the newer answer.
-        cache.remember(a, partition: "team:red", key: CacheKey(digest: "answer-a2"))
+        cache.remember(a, question: "a", partition: "team:red", key: CacheKey(digest: "answer-a2"))
         #expect(cache.count == 1 && cache.match(a, partition: "team:red", threshold: 0.95)?.key == CacheKey(digest: "answer-a2"))
         let match = try #require(cache.match(a, partition: "team:red", threshold: 0.95))
         cache.forget(match, partition: "team:red")
         #expect(cache.match(a, partition: "team:red", threshold: 0.95) == nil)
         // Bounded: past three questions the least recently used partition goes.
-        cache.remember(vectors[2], partition: "old", key: CacheKey(digest: "2"))
-        cache.remember(vectors[3], partition: "new", key: CacheKey(digest: "3"))
+        cache.remember(vectors[2], question: "2", partition: "old", key: CacheKey(digest: "2"))
+        cache.remember(vectors[3], question: "3", partition: "new", key: CacheKey(digest: "3"))
         _ = cache.match(vectors[2], partition: "old", threshold: 0.9)
-        cache.remember(vectors[1], partition: "newest", key: CacheKey(digest: "1"))
+        cache.remember(vectors[1], question: "1", partition: "newest", key: CacheKey(digest: "1"))
         #expect(cache.count <= 3)
         #expect(cache.match(vectors[2], partition: "old", threshold: 0.9) != nil, "the recently used partition stays")
         #expect(cache.match(vectors[3], partition: "new", threshold: 0.9) == nil || cache.match(a, partition: "team:red", threshold: 0.9) == nil)
@@ -93,6 +93,37 @@ struct SemanticCacheTests {
         #expect(slowVector == nil)
         #expect(ContinuousClock.now - started < .seconds(2.5), "the time limit bounds the wait")
         #expect(failures.withLock { $0 } == [.embedder, .timeout])
+    }
+
+    @Test("the detail check: numbers, negations, substituted words and direction make a different question; added wording does not")
+    func details() {
+        let differ: [(String, String, QuestionDetails.Difference)] = [
+            ("Scale the deployment to 3 replicas.", "Scale the deployment to 5 replicas.", .number),
+            ("Restart two pods in staging.", "Restart four pods in staging.", .number),
+            ("Перезапусти два пода.", "Перезапусти три пода.", .number),
+            ("Is port 22 open?", "Is port 22 not open?", .negation),
+            ("Does the backup include logs?", "Doesn't the backup include logs?", .negation),
+            ("Можно ли удалять логи?", "Нельзя ли удалять логи?", .negation),
+            ("What is the latency of Frankfurt?", "What is the latency of Warsaw?", .substitution),
+            ("How do I mount a volume?", "How do I unmount a volume?", .substitution),
+            ("Какой лимит у тарифа Старт?", "Какой лимит у тарифа Бизнес?", .substitution),
+            ("Migrate the database from MySQL to PostgreSQL.", "Migrate the database from PostgreSQL to MySQL.", .direction),
+            ("Go лучше, чем Java?", "Java лучше, чем Go?", .direction),
+        ]
+        for (cached, asked, expected) in differ {
+            #expect(QuestionDetails.difference(cached, asked) == expected, "\(cached) | \(asked)")
+        }
+        let same = [
+            ("How do I mount a volume?", "How can I mount a volume?"),
+            ("What is the latency of Frankfurt?", "What's the latency of Frankfurt, please?"),
+            ("Show the pods in staging.", "Can you show me the pods in staging?"),
+            ("Какой лимит у тарифа Старт?", "Подскажи, какой лимит у тарифа «Старт»?"),
+            ("Как в Kubernetes перезапустить под?", "Как перезапустить под в Kubernetes?"),
+            ("Where is the status page?", "Where can I find the status page?"),
+        ]
+        for (cached, asked) in same {
+            #expect(QuestionDetails.difference(cached, asked) == nil, "\(cached) | \(asked)")
+        }
     }
 
     // MARK: Through the gateway
