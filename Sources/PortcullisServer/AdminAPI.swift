@@ -390,8 +390,8 @@ struct AdminAPI: Sendable {
         for name in ["from", "to"] {
             if let day = query[Substring(name)], !Self.isDay(day) { throw GatewayError.invalidParameter(name, "\(name) must be a day, YYYY-MM-DD") }
         }
-        if let mechanism = query["mechanism"], !["exact", "dedup"].contains(mechanism) {
-            throw GatewayError.invalidParameter("mechanism", "mechanism is exact or dedup")
+        if let mechanism = query["mechanism"], !["exact", "semantic", "dedup"].contains(mechanism) {
+            throw GatewayError.invalidParameter("mechanism", "mechanism is exact, semantic or dedup")
         }
         await savings?.flush()   // this replica's pending savings first
         return try await list(request, context) { limit, offset in

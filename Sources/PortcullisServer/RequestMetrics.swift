@@ -87,7 +87,7 @@ public final class RequestMetrics: Sendable {
         family("deduplicated_requests", unit: "total", "Requests that joined an identical upstream call already in flight instead of making their own, by model group.")
     }
     static var cacheErrorsTotalFamily: MetricNameDescriptor {
-        family("cache_errors", unit: "total", "Cache entries dropped as corrupt and shared-cache (Redis) reads or writes that failed or timed out, by reason.")
+        family("cache_errors", unit: "total", "Cache entries dropped as corrupt, shared-cache (Redis) reads or writes that failed or timed out, and semantic-cache embeddings that failed, timed out or found the embedder saturated, by reason.")
     }
 
     struct RequestKey: Hashable {

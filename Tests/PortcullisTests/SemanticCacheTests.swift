@@ -191,6 +191,9 @@ struct SemanticCacheTests {
                 let metrics = try await gateway.request(.GET, "/metrics").body
                 #expect(metrics.contains(#"portcullis_cache_lookups_total{model="m",outcome="semantic_hit"} 2"#))
                 #expect(metrics.contains(#"portcullis_cache_saved_tokens_total{model="m",mechanism="semantic",type="output"}"#))
+                let report = try await gateway.call(.GET, "/admin/savings?mechanism=semantic&group_by=mechanism", key: "test-master-key")
+                let rows = report.json?.objectValue?["data"]?.arrayValue?.compactMap(\.objectValue) ?? []
+                #expect(rows.count == 1 && rows.first?["requests"]?.integerValue == 2, "\(report.body)")
             }
         }
     }
