@@ -213,16 +213,6 @@ public final class SemanticCache: Sendable {
         }
     }
 
-    /// Forgets every question whose answer's key `isGone` says is gone (erasure).
-    public func forget(where isGone: (CacheKey) -> Bool) {
-        state.withLock { state in
-            for (name, var entry) in state.partitions {
-                for (node, key) in entry.keys.enumerated() where isGone(key) { entry.forgotten.insert(Int32(node)) }
-                state.partitions[name] = entry
-            }
-        }
-    }
-
     /// Past `limit` questions: whole partitions least recently used first, then, when one
     /// partition alone is too large, it is rebuilt from its newer half.
     private static func evict(_ state: inout State, keeping partition: String, limit: Int) {

@@ -112,9 +112,10 @@ struct CacheStage: Sendable {
                     semantic: probe, lookup: caches && !directive.skipLookup, store: caches && !directive.skipStore, deduplicates: deduplicates)
     }
 
-    /// The text of the request's last turn when it is the user's (what the semantic cache embeds), else nil.
+    /// The text of the request's last turn when it is the user's plain text (what the semantic
+    /// cache embeds), else nil: a turn of parts (an image, a file) is never compared by its text alone.
     static func question(of request: ChatRequest) -> String? {
-        guard let last = request.messages.last, last.role == .user, let text = last.content?.text else { return nil }
+        guard let last = request.messages.last, last.role == .user, case .text(let text)? = last.content else { return nil }
         return text.isEmpty ? nil : text
     }
 

@@ -176,17 +176,22 @@ struct SemanticCacheTests {
                     {"model":"m","messages":[{"role":"system","content":"Answer in French."},{"role":"user","content":"How can I restart nginx?"}]}
                     """#)
                 #expect(system.headers["x-portcullis-cache"] == "miss")
+                // A turn of parts (text beside an image) is never matched by its text alone.
+                let parts = try await gateway.call(.POST, "/v1/chat/completions", key: key, body: #"""
+                    {"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"How can I restart nginx?"},{"type":"image_url","image_url":{"url":"https://example.com/a.png"}}]}]}
+                    """#)
+                #expect(parts.headers["x-portcullis-cache"] == "miss", "\(parts.status) \(parts.body)")
                 // Another temperature: another partition.
                 let warmer = try await gateway.chat(key: key, model: "m", text: "How can I restart nginx?", extra: #","temperature":1.2"#)
                 #expect(warmer.headers["x-portcullis-cache"] == "miss")
-                #expect(try await CacheTests.upstreamCalls(mock) == 5)
+                #expect(try await CacheTests.upstreamCalls(mock) == 6)
 
                 // A streamed paraphrase is replayed as a stream.
                 let streamed = try await gateway.call(.POST, "/v1/chat/completions", key: key,
                                                       body: #"{"model":"m","stream":true,"messages":[{"role":"user","content":"How could I restart nginx?"}]}"#)
                 #expect(streamed.headers["x-portcullis-cache"] == "semantic-hit", "\(streamed.headers["x-portcullis-cache-similarity"] ?? "-")")
                 #expect(streamed.sseData.last == "[DONE]")
-                #expect(try await CacheTests.upstreamCalls(mock) == 5)
+                #expect(try await CacheTests.upstreamCalls(mock) == 6)
 
                 let metrics = try await gateway.request(.GET, "/metrics").body
                 #expect(metrics.contains(#"portcullis_cache_lookups_total{model="m",outcome="semantic_hit"} 2"#))
