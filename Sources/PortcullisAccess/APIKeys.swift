@@ -281,6 +281,16 @@ public struct APIKeyStore: Sendable {
         return !rows.isEmpty
     }
 
+    /// The key's owner erased (a data subject's erasure): the key is revoked and keeps no name,
+    /// user or metadata; its id stays, as audit records name it. True when the key existed.
+    @discardableResult
+    public func forgetOwner(keyID: String, now: Date = Date()) async throws -> Bool {
+        let rows = try await store.query("""
+            UPDATE portcullis_api_keys SET revoked_at = COALESCE(revoked_at, $2), name = NULL, user_id = NULL, metadata = '{}' WHERE key_id = $1 RETURNING key_id
+            """, [.text(keyID), .integer(Int64(now.timeIntervalSince1970))])
+        return !rows.isEmpty
+    }
+
     /// Revokes, at once, the active keys minted by `keyID` (and those minted by them, in turn)
     /// that are revoked with their issuer; returns their ids.
     public func revokeMinted(by keyID: String, now: Date = Date()) async throws -> [String] {

@@ -32,6 +32,9 @@ public struct AccessSystem: Sendable {
     public let services: [any Service]
     /// The Redis client of the shared state (nil: none configured), for other libraries' shared tiers.
     public let redis: RedisClient?
+    /// Told, on every replica, of each data subject erased (its data key's reference), so that
+    /// no copy of the key outlives the erasure anywhere.
+    public let erasures: SubjectErasures
 
     /// Opens storage, applies migrations (this library's and `migrations`) and wires the parts together.
     /// - Parameter fetcher: how OIDC discovery documents and JWKS are fetched, given an issuer's CA file.
@@ -136,12 +139,14 @@ public struct AccessSystem: Sendable {
         let ipPolicy = IPPolicyEngine(allow: policy.allow, deny: policy.deny, adminAllow: policy.adminAllow, trustedProxies: policy.trustedProxies)
         ipPolicy.update(initialRules)
         services.append(recorder)
+        let erasures = SubjectErasures()
         let controlListener = ControlListener(bus: bus, cache: cache,
                                         onMessage: { message in
                                             switch message {
                                             case .keyRevoked: break
                                             case .directoryChanged: directoryCache.invalidate()
                                             case .ipRulesChanged: ipPolicy.markStale()
+                                            case .subjectErased(let ref): erasures.notify(ref)
                                             }
                                         },
                                         onLost: {
@@ -161,7 +166,7 @@ public struct AccessSystem: Sendable {
                             rotationGrace: auth.rotationGraceSeconds,
                             revokeMintedKeysWithIssuer: auth.revokeMintedKeysWithIssuer, controlListener: controlListener,
                             services: services,
-                            redis: redis)
+                            redis: redis, erasures: erasures)
     }
 
     /// The database, Redis and control bus as readiness and metrics report them.
@@ -195,4 +200,17 @@ public struct DependencyState: Sendable {
     }
 
     public var isHealthy: Bool { databaseReachable && !sharedStateDegraded && controlBusListening }
+}
+
+/// Who must forget a data subject's key when it is erased (the audit library's data keys).
+public final class SubjectErasures: Sendable {
+    private let listeners = Mutex<[@Sendable (String) -> Void]>([])
+
+    public init() {}
+
+    public func add(_ listener: @escaping @Sendable (String) -> Void) { listeners.withLock { $0.append(listener) } }
+
+    func notify(_ ref: String) {
+        for listener in listeners.withLock({ $0 }) { listener(ref) }
+    }
 }

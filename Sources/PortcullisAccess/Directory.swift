@@ -373,6 +373,22 @@ public struct Directory: Sendable {
         }
     }
 
+    /// A data subject's usage rows keep their counts but no longer name it: its user id
+    /// becomes `pseudonym`, its key ids `pseudonym/key1`, `pseudonym/key2`, …. Returns how many rows changed.
+    public func relabelUsage(userID: String?, keyIDs: [String], as pseudonym: String) async throws -> Int {
+        var changed = 0
+        if let userID {
+            changed += try await store.query("UPDATE portcullis_usage_daily SET user_id = $2 WHERE user_id = $1 RETURNING day",
+                                             [.text(userID), .text(pseudonym)]).count
+        }
+        // One pseudonym per key: the rows of two keys stay two rows (the day, key, user, team and model are the row's key).
+        for (index, keyID) in keyIDs.enumerated() {
+            changed += try await store.query("UPDATE portcullis_usage_daily SET key_id = $2 WHERE key_id = $1 RETURNING day",
+                                             [.text(keyID), .text("\(pseudonym)/key\(index + 1)")]).count
+        }
+        return changed
+    }
+
     /// Usage summed by the chosen dimensions (`day`, `key_id`, `user_id`, `team_id`, `model`),
     /// filtered by any of them and a day range.
     public func usage(groupBy: [String], filters: [String: String], fromDay: String?, toDay: String?, limit: Int, offset: Int) async throws -> [JSONValue] {

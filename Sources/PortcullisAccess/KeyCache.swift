@@ -70,6 +70,8 @@ public enum ControlMessage: Sendable, Equatable {
     case ipRulesChanged
     /// Users, teams or budgets changed: drop cached copies.
     case directoryChanged
+    /// A data subject was erased: drop every copy of its data key (by its reference).
+    case subjectErased(String)
 
     /// The wire form.
     public var text: String {
@@ -77,6 +79,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .keyRevoked(let id): return "revoke:\(id)"
         case .ipRulesChanged: return "ip-rules"
         case .directoryChanged: return "directory"
+        case .subjectErased(let ref): return "erased:\(ref)"
         }
     }
 
@@ -87,6 +90,8 @@ public enum ControlMessage: Sendable, Equatable {
             self = .ipRulesChanged
         } else if text == "directory" {
             self = .directoryChanged
+        } else if text.hasPrefix("erased:") {
+            self = .subjectErased(String(text.dropFirst("erased:".count)))
         } else {
             return nil
         }

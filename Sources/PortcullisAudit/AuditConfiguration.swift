@@ -33,6 +33,21 @@ public struct AuditConfiguration: Sendable, Equatable {
     public var sinks: [AuditSinkConfiguration] = []
     /// Real-time alert rules and where alerts go (none: no alerts).
     public var alerts = AlertConfiguration()
+    /// Whether prompts and answers are stored with their audit records (encrypted under the
+    /// subject's data key). Default `none`.
+    public var payloads = PayloadMode.none
+    /// What a guard policy chooses instead (`guardrails.policies[].payloads`), by policy name.
+    public var payloadsByPolicy: [String: PayloadMode] = [:]
+    /// Where the key-encryption key lives (top-level `kms` section).
+    public var kms = KMSConfiguration()
+
+    /// The payload mode for a request under guard policy `policy`.
+    public func payloadMode(policy: String?) -> PayloadMode {
+        policy.flatMap { payloadsByPolicy[$0] } ?? payloads
+    }
+
+    /// Whether any request can have its payload stored.
+    public var storesPayloads: Bool { payloads != .none || payloadsByPolicy.values.contains { $0 != .none } }
 
     /// An S3-compatible bucket and the credentials to write to it.
     public struct S3Bucket: Sendable, Equatable {
@@ -83,5 +98,49 @@ extension AuditConfiguration {
         }
         if setup.directory == nil, let sqlitePath, !isMemory { setup.directory = sqlitePath + ".checkpoints" }
         return setup
+    }
+}
+
+/// The `kms` section: the key-encryption key that wraps every data key.
+public struct KMSConfiguration: Sendable, Equatable {
+    public enum Provider: Sendable, Equatable {
+        /// A key file (mode 0600). Default path: `<database>.kek` beside a SQLite file.
+        case local(keyFile: String?)
+        /// AWS KMS (or a compatible endpoint): a symmetric key by id, ARN or alias.
+        case aws(AWS)
+    }
+
+    public struct AWS: Sendable, Equatable {
+        public var keyID: String
+        public var region = "us-east-1"
+        /// Default `https://kms.<region>.amazonaws.com`.
+        public var endpoint: String?
+        public var accessKeyID: String
+        public var secretAccessKey: String
+        public var sessionToken: String?
+
+        public init(keyID: String, accessKeyID: String, secretAccessKey: String) {
+            self.keyID = keyID
+            self.accessKeyID = accessKeyID
+            self.secretAccessKey = secretAccessKey
+        }
+
+        public var url: String { endpoint ?? "https://kms.\(region).amazonaws.com" }
+    }
+
+    public var provider = Provider.local(keyFile: nil)
+    /// Whether a request whose payload needs a data key the key service cannot give is
+    /// refused (`503 kms_unavailable`) rather than served without storing its payload. Default false.
+    public var failClosed = false
+    /// Days the key-encryption key stays current before it is rotated (and every data key
+    /// re-wrapped). Default 90; 0 rotates only on demand (`portcullis kms rotate`).
+    public var rotationDays = 90
+
+    public init() {}
+
+    /// The local key file for a store at `sqlitePath` (nil for PostgreSQL or memory).
+    public func localKeyFile(sqlitePath: String?) -> String? {
+        guard case .local(let file) = provider else { return nil }
+        return file ?? sqlitePath.map { $0 + ".kek" }
     }
 }

@@ -19,7 +19,7 @@ public struct AuditLogs: Sendable {
 
     /// Their tables, applied with the rest of the store's migrations.
     public static let migrations = AdminActionLog.migrations + GuardEventLog.migrations + AuditTable.migrations + CheckpointService.migrations
-        + AuditSinkExporter.migrations
+        + AuditSinkExporter.migrations + SubjectKeys.migrations
 
     /// - Parameters:
     ///   - configuration: the `audit` section; an unset `fail_closed` fails closed on PostgreSQL.
@@ -27,7 +27,7 @@ public struct AuditLogs: Sendable {
     ///   - sinkTransport: how the configured sinks are sent to; nil exports to none.
     public init(store: any SQLStore, flushInterval: Double, configuration: AuditConfiguration = AuditConfiguration(),
                 signing: (key: AuditSigningKey, publishers: [any CheckpointPublisher])? = nil, sinkTransport: (any AuditSinkTransport)? = nil,
-                syslogTransport: (any AuditSyslogTransport)? = nil, logger: Logger) {
+                syslogTransport: (any AuditSyslogTransport)? = nil, subjectKeys: SubjectKeys? = nil, logger: Logger) {
         guardEvents = GuardEventLog(store: store, interval: flushInterval, logger: logger)
         adminActions = AdminActionLog(store: store)
         let chain = configuration.chain ?? ProcessInfo.processInfo.hostName
@@ -49,6 +49,9 @@ public struct AuditLogs: Sendable {
         }
         reader = AuditReader(store: store)
         recordsRequests = configuration.enabled
+        payloads = subjectKeys.map { AuditPayloads(store: store, keys: $0, logger: logger) }
+        payloadSettings = configuration
+        signingKey = signing?.key
         self.logger = logger
     }
 
@@ -77,12 +80,44 @@ public struct AuditLogs: Sendable {
         }
     }
 
+    /// The key that signs checkpoints and erasure receipts (nil: none configured).
+    public let signingKey: AuditSigningKey?
+
+    /// Prompts and answers kept encrypted with their records (nil: no key service is set up).
+    public let payloads: AuditPayloads?
+    private let payloadSettings: AuditConfiguration
+
+    /// Stage 14, before the upstream: when the request's policy stores payloads, the subject's
+    /// data key is fetched now and `request()` (the request as it will be kept) captured. A key
+    /// service that cannot give the key refuses the request when `kms.fail_closed`
+    /// (`503 kms_unavailable`, nothing sent); otherwise the request goes on and its payload is
+    /// not stored (its outcome record says `payload: not_stored`).
+    public func preparePayload(_ request: RequestAudit, policy: String?, capture: (PayloadMode) -> JSONValue) async throws {
+        guard recordsRequests, let payloads else { return }
+        let mode = payloadSettings.payloadMode(policy: policy)
+        guard mode != .none, let subject = request.subject else { return }
+        do {
+            let key = try await payloads.keys.key(for: subject)
+            request.capture(PayloadCapture(mode: mode, subjectKey: key), request: capture(mode))
+        } catch {
+            logger.error("payload key unavailable", metadata: ["error": "\(error)", "fail_closed": "\(payloadSettings.kms.failClosed)"])
+            request.payloadNotStored()
+            guard payloadSettings.kms.failClosed else { return }
+            throw GatewayError(status: 503, kind: .overloaded, code: .keyServiceUnavailable,
+                               message: "The gateway cannot get the key that encrypts this request's stored payload right now; nothing was sent. Try again shortly.",
+                               headers: ["Retry-After": "5"])
+        }
+    }
+
     /// Stage 14, after the response: the request's outcome. A request that never reached the
     /// upstream has this as its only record, committed before the client sees the answer
     /// (its id is the one in `x-portcullis-audit-id`); otherwise it follows without waiting.
     public func recordOutcome(_ request: RequestAudit, status: Int) async {
         guard recordsRequests else { return }
         let record = request.outcome(status: status)
+        if let payloads, let (capture, payload) = request.payloadToStore() {
+            payloads.submit(auditID: request.auditID, requestID: request.requestID, capture: capture, payload: payload)
+        }
         if request.intentRecorded {
             writer.submit(record)
             return
@@ -99,7 +134,10 @@ public struct AuditLogs: Sendable {
 
     /// What must run as services, started after the store (stopped before it); the
     /// checkpoints stop last, so that their final one covers what the writer flushed.
-    public var services: [any Service] { (checkpoints.map { [$0] } ?? []) + exporters + (alerts.map { [$0] } ?? []) + [guardEvents, writer] }
+    public var services: [any Service] {
+        let rotation: [any Service] = payloads.map { [KeyRotationService(keys: $0.keys, rotationDays: payloadSettings.kms.rotationDays, logger: logger)] } ?? []
+        return (checkpoints.map { [$0] } ?? []) + exporters + (alerts.map { [$0] } ?? []) + (payloads.map { [$0] } ?? []) + rotation + [guardEvents, writer]
+    }
 
     /// The alert rules over this replica's chain (nil without destinations).
     public let alerts: AlertService?

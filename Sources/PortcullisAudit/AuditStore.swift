@@ -440,6 +440,35 @@ public struct AuditReader: Sendable {
         }
     }
 
+    /// The records of a data subject, oldest first, at most `limit`: those whose actor is one
+    /// of `keyIDs`, and, for a user, those that name `userID` as the actor's user. (A scan of
+    /// the table: exports are rare, and the request path keeps no index for them.)
+    public func subjectRecords(keyIDs: [String], userID: String?, limit: Int) async throws -> (records: [JSONValue], truncated: Bool) {
+        var conditions: [String] = []
+        var binds: [SQLValue] = []
+        if !keyIDs.isEmpty {
+            conditions.append("actor_key_id IN (" + keyIDs.indices.map { "$\($0 + 1)" }.joined(separator: ", ") + ")")
+            binds += keyIDs.map(SQLValue.text)
+        }
+        if let userID {
+            let quoted = JSONWriter.string(.string(userID))
+            let escaped = quoted.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+            binds.append(.text("%\"user_id\":" + escaped + "%"))
+            conditions.append("record LIKE $\(binds.count) ESCAPE '\\'")
+        }
+        guard !conditions.isEmpty else { return ([], false) }
+        binds.append(.integer(Int64(limit + 1)))
+        let rows = try await store.query("SELECT * FROM audit_logs WHERE \(conditions.joined(separator: " OR ")) ORDER BY timestamp, chain, seq LIMIT $\(binds.count)", binds)
+        let records = rows.prefix(limit).map(Self.object).filter { record in
+            // The LIKE reads the whole record: keep only those whose actor is the subject.
+            guard let userID, let details = record.objectValue?["details"]?.objectValue else { return true }
+            let actor = details["actor"]?.objectValue
+            return keyIDs.contains(actor?["key_id"]?.stringValue ?? "") || actor?["user_id"]?.stringValue == userID
+                || keyIDs.contains(record.objectValue?["actor_key_id"]?.stringValue ?? "")
+        }
+        return (Array(records), rows.count > limit)
+    }
+
     /// One record by its id, or nil.
     public func record(id: String) async throws -> JSONValue? {
         try await store.query("SELECT * FROM audit_logs WHERE id = $1", [.text(id)]).first.map(Self.object)

@@ -51,6 +51,12 @@ public final class RequestAudit: GuardEventSink, Sendable {
         var cache: String?
         /// A semantic hit's similarity.
         var cacheSimilarity: Float?
+        /// Where and how the request's payload is stored, and its two halves as captured.
+        var payload: PayloadCapture?
+        var payloadRequest: JSONValue?
+        var payloadAnswer: JSONValue?
+        /// The policy stores payloads but this one's key could not be had.
+        var payloadNotStored = false
     }
 
     public let auditID: String
@@ -121,6 +127,42 @@ public final class RequestAudit: GuardEventSink, Sendable {
         facts.withLock {
             $0.cache = outcome
             $0.cacheSimilarity = similarity
+        }
+    }
+
+    /// The data subject the request's payload belongs to: `user:<id>` for a caller that is a
+    /// user, else `key:<id>` (nil before authentication, and for anonymous callers).
+    public var subject: String? {
+        facts.withLock { facts in
+            guard let actor = facts.actor else { return nil }
+            return actor.userID.map { "user:" + $0 } ?? actor.keyID.map { "key:" + $0 }
+        }
+    }
+
+    /// The payload is stored (stage 14, before the upstream): `request` as it will be kept.
+    public func capture(_ capture: PayloadCapture, request: JSONValue) {
+        facts.withLock {
+            $0.payload = capture
+            $0.payloadRequest = request
+        }
+    }
+
+    /// The payload should have been stored but its key could not be had.
+    public func payloadNotStored() { facts.withLock { $0.payloadNotStored = true } }
+
+    /// The answer as the client got it (for a stream, assembled once it completed).
+    public func capture(answer: JSONValue) { facts.withLock { $0.payloadAnswer = answer } }
+
+    /// How the payload is kept (nil: it is not).
+    public var payloadMode: PayloadMode? { facts.withLock { $0.payload?.mode } }
+
+    /// What is stored once the request is over: its capture and `{request, answer}` (nil: nothing).
+    func payloadToStore() -> (PayloadCapture, JSONValue)? {
+        facts.withLock { facts in
+            guard let capture = facts.payload, let request = facts.payloadRequest else { return nil }
+            var payload: JSONObject = ["request": request]
+            if let answer = facts.payloadAnswer { payload["answer"] = answer }
+            return (capture, .object(payload))
         }
     }
 
@@ -202,6 +244,8 @@ public final class RequestAudit: GuardEventSink, Sendable {
         details.append(newKey: "method", .string(method))
         if let model = facts.model { details.append(newKey: "model", .string(AuditRecord.bounded(model))) }
         details.append(newKey: "path", .string(AuditRecord.bounded(path)))
+        if ending != nil, let payload = facts.payload { details.append(newKey: "payload", .string(payload.mode.rawValue)) }
+        if ending != nil, facts.payloadNotStored { details.append(newKey: "payload", "not_stored") }
         if failed, let key = facts.presentedKeyID { details.append(newKey: "presented_key_id", .string(AuditRecord.bounded(key))) }
         if ending != nil, let prompt = facts.promptTokens { details.append(newKey: "prompt_tokens", .integer(Int64(prompt))) }
         if let provider = facts.provider { details.append(newKey: "provider", .string(provider)) }

@@ -5,7 +5,7 @@ import PortcullisAudit
 extension ConfigurationLoader {
     static func decodeAudit(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
         guard audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit", "origin", "signing_key_file", "checkpoints",
-                                                "sinks", "alerts"]) else { return }
+                                                "sinks", "alerts", "payloads"]) else { return }
         decodeCheckpoints(audit, into: &settings)
         settings.enabled = audit.bool("enabled") ?? settings.enabled
         settings.failClosed = audit.bool("fail_closed") ?? settings.failClosed
@@ -17,6 +17,59 @@ extension ConfigurationLoader {
             }
         }
         settings.backlogLimit = audit.integer("backlog_limit", in: 1...10_000_000) ?? settings.backlogLimit
+        if let mode = decodePayloadMode(audit) { settings.payloads = mode }
+    }
+
+    /// `payloads: none | redacted | full` of `reader`.
+    static func decodePayloadMode(_ reader: NodeReader) -> PayloadMode? {
+        guard let text = reader.string("payloads") else { return nil }
+        guard let mode = PayloadMode(rawValue: text) else {
+            reader.issue("payloads", "must be one of none, redacted, full; got '\(text)'")
+            return nil
+        }
+        return mode
+    }
+
+    /// The payload choices of guard policies and the top-level `kms` section.
+    static func decodeDataProtection(_ root: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        decodePayloadOverrides(root, into: &settings)
+        if let kms = root.child("kms") { decodeKMS(kms, into: &settings.kms) }
+    }
+
+    /// `guardrails.policies[].payloads`: what a policy stores of its requests.
+    static func decodePayloadOverrides(_ root: NodeReader, into settings: inout GatewayConfiguration.Audit) {
+        guard let policies = root.child("guardrails")?.child("policies"), policies.isSequence else { return }
+        for policy in policies.elements() {
+            guard let name = policy.string("name"), let mode = decodePayloadMode(policy) else { continue }
+            settings.payloadsByPolicy[name] = mode
+        }
+    }
+
+    /// The `kms` section: `{ provider: local, key_file }` or `{ provider: aws, key_id, region,
+    /// endpoint, access_key_id, secret_access_key, session_token }`, with `fail_closed` and `rotation_days`.
+    static func decodeKMS(_ kms: NodeReader, into settings: inout KMSConfiguration) {
+        guard kms.expectMapping(allowedKeys: ["provider", "key_file", "key_id", "region", "endpoint", "access_key_id", "secret_access_key",
+                                              "session_token", "fail_closed", "rotation_days"]) else { return }
+        settings.failClosed = kms.bool("fail_closed") ?? settings.failClosed
+        settings.rotationDays = kms.integer("rotation_days", in: 0...3650) ?? settings.rotationDays
+        switch kms.string("provider") ?? "local" {
+        case "local":
+            settings.provider = .local(keyFile: kms.string("key_file"))
+        case "aws":
+            guard let keyID = kms.requiredString("key_id"), let access = kms.requiredString("access_key_id"),
+                  let secret = kms.requiredString("secret_access_key") else { return }
+            var aws = KMSConfiguration.AWS(keyID: keyID, accessKeyID: access, secretAccessKey: secret)
+            aws.region = kms.string("region") ?? aws.region
+            if let endpoint = kms.string("endpoint") {
+                if endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://") { aws.endpoint = endpoint } else {
+                    kms.issue("endpoint", "must be an http:// or https:// URL")
+                }
+            }
+            aws.sessionToken = kms.string("session_token")
+            settings.provider = .aws(aws)
+        case let other:
+            kms.issue("provider", "must be local or aws; got '\(other)'")
+        }
     }
 
     static func decodeSinks(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {

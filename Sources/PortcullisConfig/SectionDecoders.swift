@@ -12,7 +12,7 @@ import Yams
 extension ConfigurationLoader {
     static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
         guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level", "log_format",
-                                               "guardrails", "audit", "tracing", "cache"]) else { return }
+                                               "guardrails", "audit", "tracing", "cache", "kms"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds",
                                                                                    "timeouts", "max_connections"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
@@ -75,6 +75,7 @@ extension ConfigurationLoader {
         if let tracing = root.child("tracing") { decodeTracing(tracing, into: &configuration.tracing) }
         if let cache = root.child("cache") { decodeCache(cache, into: &configuration.cache) }
         decodeCacheOverrides(root, into: &configuration.cache)
+        decodeDataProtection(root, into: &configuration.audit)
         if let level = root.string("log_level") {
             if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
                 configuration.logLevel = level
@@ -321,7 +322,8 @@ extension ConfigurationLoader {
         policy.name = name
         guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
                                                  "max_messages", "max_message_characters", "pii", "output", "output_pii",
-                                                 "stream_hold_back", "canary", "system_prompt", "spotlight", "format_retry", "cache"]) else { return policy }
+                                                 "stream_hold_back", "canary", "system_prompt", "spotlight", "format_retry", "cache",
+                                                 "payloads"]) else { return policy }
         if let pii = reader.string("pii") {
             if let action = PersonalDataAction(rawValue: pii) { policy.pii = action } else {
                 reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")

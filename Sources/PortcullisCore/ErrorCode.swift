@@ -77,6 +77,11 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case storageUnavailable = "storage_unavailable"
     /// 503: The audit log cannot record the request and `audit.fail_closed` is on: nothing was sent upstream.
     case auditUnavailable = "audit_unavailable"
+    /// 503: The request's payload must be stored encrypted, its data key cannot be had from the
+    /// key service, and `kms.fail_closed` is on: nothing was sent upstream.
+    case keyServiceUnavailable = "kms_unavailable"
+    /// 500: A stored payload does not decrypt under its key (corrupted, or another key); the message names its audit record.
+    case payloadUnreadable = "payload_unreadable"
     /// 504: A time limit passed; the message names the phase.
     case upstreamTimeout = "upstream_timeout"
 }

@@ -366,3 +366,35 @@ public enum PIIDetector {
         return remainder % 10 == Int(digits.last!)
     }
 }
+
+extension PIIDetector {
+    /// `text` with every identifier found in it replaced by `[<kind>]` (`[email]`, `[ru_inn]`, …).
+    public static func redacted(_ text: String) -> String {
+        let matches = find(in: text)
+        guard !matches.isEmpty else { return text }
+        let bytes = Array(text.utf8)
+        var result: [UInt8] = []
+        result.reserveCapacity(bytes.count)
+        var position = 0
+        for match in matches.sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) where match.range.lowerBound >= position {
+            result += bytes[position..<match.range.lowerBound]
+            result += Array("[\(match.kind.rawValue)]".utf8)
+            position = min(match.range.upperBound, bytes.count)
+        }
+        result += bytes[position...]
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    /// `value` with every string in it (at any depth) `redacted`.
+    public static func redactingStrings(in value: JSONValue) -> JSONValue {
+        switch value {
+        case .string(let text): return .string(redacted(text))
+        case .array(let elements): return .array(elements.map(redactingStrings(in:)))
+        case .object(let object):
+            var copy = JSONObject()
+            for (key, member) in object { copy[key] = redactingStrings(in: member) }
+            return .object(copy)
+        default: return value
+        }
+    }
+}

@@ -79,7 +79,8 @@ public final class UpstreamHTTPClient: Sendable {
         head.headers.replaceOrAdd(name: "x-request-id", value: context.requestID)
         if let traceparent = UpstreamTrace.traceparent ?? context.traceparent { head.headers.replaceOrAdd(name: "traceparent", value: traceparent) }
         if let body {
-            head.headers.replaceOrAdd(name: "content-type", value: "application/json")
+            // JSON unless the caller names its own type (AWS's JSON protocols ask for application/x-amz-json-1.1).
+            if !head.headers.contains(name: "content-type") { head.headers.add(name: "content-type", value: "application/json") }
             head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
         } else if method == .POST || method == .PUT {
             head.headers.replaceOrAdd(name: "content-length", value: "0")

@@ -64,6 +64,42 @@ extension Gateway {
     }
 }
 
+extension Gateway {
+    /// The key-encryption key of `kms`: the local key file (beside a SQLite database by default,
+    /// made on first start; of the process for an in-memory one) or AWS KMS. Nil on PostgreSQL
+    /// with neither configured — then no payload can be stored, which the configuration is refused for.
+    public static func keyEncryptionService(_ configuration: GatewayConfiguration, http: UpstreamHTTPClient,
+                                     logger: Logger) throws -> (any KeyEncryptionService)? {
+        let kms = configuration.audit.kms
+        switch kms.provider {
+        case .aws(let aws):
+            let target = DeploymentTarget(name: "kms", provider: .openaiCompatible, upstreamModel: "", apiBase: aws.url,
+                                          timeouts: UpstreamTimeouts(connect: 3, firstByte: 5, total: 10, streamIdle: 5))
+            let signer = SigV4(accessKeyID: aws.accessKeyID, secretAccessKey: aws.secretAccessKey, sessionToken: aws.sessionToken,
+                               region: aws.region, service: "kms")
+            return AWSKeyService(keyID: aws.keyID, transport: UpstreamJSONTransport(target: target, http: http, signer: signer, logger: logger))
+        case .local:
+            var sqlitePath: String?
+            if case .sqlite(let path) = StorageLocation(configuration.storage.database) {
+                if path == ":memory:" { return LocalKeyFile() }
+                sqlitePath = path
+            }
+            guard let file = kms.localKeyFile(sqlitePath: sqlitePath) else {
+                guard !configuration.audit.storesPayloads else {
+                    throw ConfigurationError(source: "configuration", issues: [.init(
+                        path: "kms", message: "audit.payloads stores payloads encrypted: with PostgreSQL set kms.key_file (one file shared by every replica) or kms.provider: aws")])
+                }
+                return nil
+            }
+            do {
+                return try LocalKeyFile(path: file, create: true)
+            } catch {
+                throw ConfigurationError(source: "configuration", issues: [.init(path: "kms.key_file", message: "\(error)")])
+            }
+        }
+    }
+}
+
 /// Publishes checkpoints to an S3 bucket, each object locked (compliance mode) for the retention.
 struct S3CheckpointPublisher: CheckpointPublisher {
     let client: S3Client

@@ -309,6 +309,15 @@ final class StreamCollector: Sendable {
         self.completed = completed
     }
 
+    /// One collector that hands the answer to both (nil when neither is wanted).
+    static func joining(_ first: StreamCollector?, _ second: StreamCollector?) -> StreamCollector? {
+        guard let first, let second else { return first ?? second }
+        return StreamCollector { completion in
+            await first.completed(completion)
+            await second.completed(completion)
+        }
+    }
+
     func add(_ chunk: ChatChunk) { assembler.withLock { $0.add(chunk) } }
 
     /// The stream reached its end normally.

@@ -87,6 +87,7 @@ public struct Gateway: Sendable {
         // Everything that can refuse the configuration comes before the access system, which must be shut down once started.
         let prepared = try factory.prepare(configuration)
         let signing = try Self.checkpointSigning(configuration, http: client, logger: logger)
+        let keyService = try Self.keyEncryptionService(configuration, http: client, logger: logger)
         let semanticMetrics = requestMetrics
         let semantic = try configuration.cache.semantic.map { settings in
             try Self.semanticCache(settings, observe: { semanticMetrics.recordCacheError(reason: "semantic_" + $0.rawValue) })
@@ -98,7 +99,9 @@ public struct Gateway: Sendable {
         let audit = AuditLogs(store: access.store, flushInterval: configuration.storage.flushIntervalSeconds,
                               configuration: governed ? configuration.audit : Self.unaudited(configuration.audit),
                               signing: signing, sinkTransport: UpstreamSinkTransport(http: client, logger: logger),
-                              syslogTransport: SyslogSenders(), logger: logger)
+                              syslogTransport: SyslogSenders(), subjectKeys: keyService.map { SubjectKeys(store: access.store, service: $0) },
+                              logger: logger)
+        if let keys = audit.payloads?.keys { access.erasures.add { ref in keys.forget(ref: ref) } }
         audit.recordLifecycle(configuration: Self.lifecycleDetails(configuration, governed: governed))
         self.audit = audit
         let governance = governed ? Governance(admission: access.admission, recorder: access.recorder,
@@ -200,6 +203,13 @@ public struct Gateway: Sendable {
             AuthenticationMiddleware(authenticator: authenticator)
         }
         AdminAPI(access: access, audit: audit, savings: cache.savings).register(on: admin)
+        // The data subject's own: export and erasure of what the gateway holds about the caller.
+        let user = router.group("user")
+        user.addMiddleware {
+            IPPolicyMiddleware(policy: ipPolicy, adminRoutes: false)
+            AuthenticationMiddleware(authenticator: authenticator)
+        }
+        DataSubjectAPI(access: access, audit: audit, signingKey: audit.signingKey).register(user: user, admin: admin)
         return router
     }
 

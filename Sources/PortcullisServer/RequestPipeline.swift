@@ -89,7 +89,8 @@ public struct RequestPipeline: Sendable {
             transform.apply(&exchange)                                                                              // 7. transform
             let plan = cache.plan(exchange)                                                                         // 8. cache
             if let plan, let hit = await cache.lookup(plan, exchange: exchange) { return try await cache.respond(hit, exchange: exchange) }
-            try await audit.beforeUpstream(exchange.audit)                                                          // 14. audit: durable first
+            try await audit.preparePayload(exchange)                                                                // 14. audit: the payload's key
+            try await audit.beforeUpstream(exchange.audit)                                                          //     and the record, durable first
             if exchange.request.stream {
                 let (routed, joined) = try await cache.stream(plan) { [route, exchange] in try await route.streamChat(exchange) }   // 10–11. route, provider (8. or join the identical stream)
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
@@ -99,7 +100,8 @@ public struct RequestPipeline: Sendable {
                     if !cache.settings.chargeHits { meter = nil }
                 }
                 var response = StreamResponses.chat(routed, exchange: exchange, meter: meter, outputGuard: taps.guard, restorer: taps.restorer,
-                                                    collector: cache.collector(for: plan, routed: routed, joined: joined))   // 8. cache it once complete
+                                                    collector: StreamCollector.joining(cache.collector(for: plan, routed: routed, joined: joined),  // 8. cache it once complete
+                                                                                       AuditStage.answerCollector(exchange)))                  // 14. and keep its payload
                 CacheStage.mark(&response, plan: plan, joined: joined, exchange: exchange)
                 return response
             }
@@ -117,6 +119,7 @@ public struct RequestPipeline: Sendable {
                 await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                           // 13. settle
                 if let plan, blocked == nil { await cache.store(routed, plan: plan) }                               // 8. cache what the client gets
             }
+            AuditStage.capture(answer: routed.value, exchange: exchange)                                            // 14. the payload's answer
             var response = Self.respond(routed, exchange: exchange, blocked: blocked)                               // respond
             CacheStage.mark(&response, plan: plan, joined: joined, exchange: exchange)
             return response

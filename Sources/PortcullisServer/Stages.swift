@@ -368,6 +368,32 @@ struct AuditStage: Sendable {
         guard let audit, let trail else { return }
         try await audit.recordIntent(trail)
     }
+
+    /// When the caller's policy stores payloads: the subject's data key now (a key service
+    /// that is down refuses the request here when failing closed), and the request as kept —
+    /// as the client sent it (`full`), or as the provider will get it with personal data
+    /// redacted (`redacted`).
+    func preparePayload(_ exchange: ChatExchange) async throws {
+        guard let audit, let trail = exchange.audit else { return }
+        try await audit.preparePayload(trail, policy: exchange.policy?.name) { mode in
+            mode == .redacted
+                ? PIIDetector.redactingStrings(in: OpenAIWire.encodeChatRequest(exchange.request, upstreamModel: exchange.request.model))
+                : OpenAIWire.encodeChatRequest(exchange.asked, upstreamModel: exchange.asked.model)
+        }
+    }
+
+    /// The answer as the client got it, kept with the payload (redacted as its mode says).
+    static func capture(answer: ChatCompletion, exchange: ChatExchange) {
+        guard let trail = exchange.audit, let mode = trail.payloadMode else { return }
+        let encoded = OpenAIWire.encodeChatCompletion(answer)
+        trail.capture(answer: mode == .redacted ? PIIDetector.redactingStrings(in: encoded) : encoded)
+    }
+
+    /// Assembles a streamed answer for the payload (nil when no payload is kept).
+    static func answerCollector(_ exchange: ChatExchange) -> StreamCollector? {
+        guard exchange.audit?.payloadMode != nil else { return nil }
+        return StreamCollector { completion in capture(answer: completion, exchange: exchange) }
+    }
 }
 
 extension Routed where Value == ChatCompletion {

@@ -1,0 +1,285 @@
+import Crypto
+import Foundation
+import PortcullisCore
+import PortcullisStorage
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// One data key per data subject (envelope encryption): AES-256 keys, each stored wrapped by
+/// the key-encryption key, that encrypt what the gateway keeps of that subject. Erasing a
+/// subject destroys its key (crypto-shredding): what was encrypted under it can no longer be read.
+///
+/// A subject is named `user:<id>` or `key:<id>`; the table never holds the name, only its
+/// HMAC under a secret of the gateway's own (itself wrapped by the key-encryption key), and a
+/// random reference (`subject_ref`) that stored payloads carry instead of the subject.
+public final class SubjectKeys: Sendable {
+    public static let migrations: [Migration] = [
+        Migration(version: 310, name: "data protection keys and payloads") { dialect in
+            let blob = dialect == .postgres ? "BYTEA" : "BLOB"
+            return [
+                """
+                CREATE TABLE portcullis_subject_keys (
+                    subject_digest TEXT PRIMARY KEY, subject_ref TEXT NOT NULL UNIQUE, kek_version TEXT, wrapped \(blob),
+                    created_at BIGINT NOT NULL, rewrapped_at BIGINT, erased_at BIGINT
+                )
+                """,
+                "CREATE TABLE portcullis_protection_secrets (name TEXT PRIMARY KEY, kek_version TEXT NOT NULL, wrapped \(blob) NOT NULL, created_at BIGINT NOT NULL)",
+                """
+                CREATE TABLE audit_payloads (
+                    audit_id TEXT PRIMARY KEY, request_id TEXT, subject_ref TEXT NOT NULL, created_at BIGINT NOT NULL, mode TEXT NOT NULL,
+                    ciphertext \(blob) NOT NULL
+                )
+                """,
+                "CREATE INDEX audit_payloads_subject ON audit_payloads (subject_ref, created_at)",
+                "CREATE INDEX audit_payloads_created ON audit_payloads (created_at)",
+            ]
+        },
+    ]
+
+    /// A subject's key as the encrypting side needs it.
+    public struct SubjectKey: Sendable {
+        /// The pseudonymous reference stored beside what the key encrypts.
+        public let ref: String
+        public let key: SymmetricKey
+    }
+
+    /// What an erasure did.
+    public struct Erasure: Sendable, Equatable {
+        public let ref: String
+        /// Unix microseconds.
+        public let erasedAt: Int64
+        /// Whether it had been erased before (erasure is idempotent).
+        public let alreadyErased: Bool
+    }
+
+    public let service: any KeyEncryptionService
+    private let store: any SQLStore
+    private let digestKey = Mutex<SymmetricKey?>(nil)
+    /// Unwrapped keys by digest and by reference, each with when it was unwrapped: kept at most
+    /// `cacheSeconds`, so a key another replica destroyed is gone here within that time too.
+    private let cache = Mutex<(byDigest: [String: (SubjectKey, ContinuousClock.Instant)], byRef: [String: (SymmetricKey, ContinuousClock.Instant)])>(([:], [:]))
+    let cacheSeconds: Double
+    static let cacheLimit = 10_000
+
+    public init(store: any SQLStore, service: any KeyEncryptionService, cacheSeconds: Double = 30) {
+        self.store = store
+        self.service = service
+        self.cacheSeconds = cacheSeconds
+    }
+
+    /// Loads (or makes, on first start) the secret subject names are digested with.
+    public func prepare() async throws {
+        if digestKey.withLock({ $0 != nil }) { return }
+        let name = "subject_digest"
+        if let row = try await store.query("SELECT kek_version, wrapped FROM portcullis_protection_secrets WHERE name = $1", [.text(name)]).first {
+            let wrapped = WrappedKey(version: row["kek_version"].text ?? "", ciphertext: row["wrapped"].blob ?? [])
+            let bytes = try await service.unwrap(wrapped, context: "secret:" + name)
+            digestKey.withLock { $0 = SymmetricKey(data: bytes) }
+            return
+        }
+        let secret = SymmetricKey(size: .bits256)
+        let wrapped = try await service.wrap(secret.bytes, context: "secret:" + name)
+        try await store.execute("""
+            INSERT INTO portcullis_protection_secrets (name, kek_version, wrapped, created_at) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (name) DO NOTHING
+            """, [.text(name), .text(wrapped.version), .blob(wrapped.ciphertext), .integer(Self.now())])
+        // Another replica may have made it first: the stored one is the one.
+        try await prepare()
+    }
+
+    /// The subject's name as the table keys it: HMAC-SHA256 under the gateway's secret, hex.
+    public func digest(_ subject: String) async throws -> String {
+        if digestKey.withLock({ $0 == nil }) { try await prepare() }
+        guard let key = digestKey.withLock({ $0 }) else { throw DataProtectionError.keyServiceUnavailable("the data-protection secret is not loaded") }
+        let digits = Array("0123456789abcdef".utf8)
+        var hex: [UInt8] = []
+        for byte in HMAC<SHA256>.authenticationCode(for: Array(subject.utf8), using: key) {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: hex, as: UTF8.self)
+    }
+
+    /// The subject's data key, made (and stored wrapped) when it has none or was erased before.
+    public func key(for subject: String) async throws -> SubjectKey {
+        let digest = try await digest(subject)
+        if let cached = cached(digest: digest) { return cached }
+        for _ in 0..<3 {
+            let row = try await store.query("SELECT subject_ref, kek_version, wrapped FROM portcullis_subject_keys WHERE subject_digest = $1",
+                                            [.text(digest)]).first
+            if let row, let ref = row["subject_ref"].text, let bytes = row["wrapped"].blob {
+                let key = SymmetricKey(data: try await service.unwrap(WrappedKey(version: row["kek_version"].text ?? "", ciphertext: bytes),
+                                                                      context: "subject:" + ref))
+                return remember(SubjectKey(ref: ref, key: key), digest: digest)
+            }
+            // None yet, or destroyed by an erasure: a new key under a new reference. Two replicas
+            // racing both write conditionally and read back the one that won.
+            let ref = FastRandom.hex(bytes: 16)
+            let key = SymmetricKey(size: .bits256)
+            let wrapped = try await service.wrap(key.bytes, context: "subject:" + ref)
+            let binds: [SQLValue] = [.text(digest), .text(ref), .text(wrapped.version), .blob(wrapped.ciphertext), .integer(Self.now())]
+            if row == nil {
+                try await store.execute("""
+                    INSERT INTO portcullis_subject_keys (subject_digest, subject_ref, kek_version, wrapped, created_at) VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT (subject_digest) DO NOTHING
+                    """, binds)
+            } else {
+                try await store.execute("""
+                    UPDATE portcullis_subject_keys SET subject_ref = $2, kek_version = $3, wrapped = $4, created_at = $5, rewrapped_at = NULL, erased_at = NULL
+                    WHERE subject_digest = $1 AND wrapped IS NULL
+                    """, binds)
+            }
+        }
+        throw DataProtectionError.keyServiceUnavailable("the data key of a subject could not be stored")
+    }
+
+    /// The key stored under `ref`; `.erased` once its subject was erased.
+    public func key(ref: String) async throws -> SymmetricKey {
+        if let cached = cache.withLock({ $0.byRef[ref] }), ContinuousClock.now - cached.1 < .seconds(cacheSeconds) { return cached.0 }
+        guard let row = try await store.query("SELECT kek_version, wrapped FROM portcullis_subject_keys WHERE subject_ref = $1", [.text(ref)]).first,
+              let bytes = row["wrapped"].blob else {
+            throw DataProtectionError.erased("subject \(ref)")
+        }
+        let key = SymmetricKey(data: try await service.unwrap(WrappedKey(version: row["kek_version"].text ?? "", ciphertext: bytes), context: "subject:" + ref))
+        cache.withLock { cache in
+            if cache.byRef.count >= Self.cacheLimit { cache.byRef.removeAll() }
+            cache.byRef[ref] = (key, .now)
+        }
+        return key
+    }
+
+    /// The subject's reference and whether its key still exists (nil: the subject never had a key).
+    public func lookup(subject: String) async throws -> (ref: String, erasedAt: Int64?)? {
+        let digest = try await digest(subject)
+        guard let row = try await store.query("SELECT subject_ref, erased_at FROM portcullis_subject_keys WHERE subject_digest = $1", [.text(digest)]).first,
+              let ref = row["subject_ref"].text else { return nil }
+        return (ref, row["erased_at"].integer)
+    }
+
+    /// Destroys the subject's key in the database and in this process (nil: it never had one).
+    /// Other replicas drop their copy within `cacheSeconds`, or at once through `forget(ref:)`.
+    public func erase(subject: String, now: Int64 = SubjectKeys.now()) async throws -> Erasure? {
+        let digest = try await digest(subject)
+        guard let row = try await store.query("SELECT subject_ref, wrapped, erased_at FROM portcullis_subject_keys WHERE subject_digest = $1",
+                                              [.text(digest)]).first, let ref = row["subject_ref"].text else { return nil }
+        forget(ref: ref)
+        cache.withLock { _ = $0.byDigest.removeValue(forKey: digest) }
+        if row["wrapped"].blob == nil, let erasedAt = row["erased_at"].integer {
+            return Erasure(ref: ref, erasedAt: erasedAt, alreadyErased: true)
+        }
+        try await store.execute("UPDATE portcullis_subject_keys SET wrapped = NULL, kek_version = NULL, erased_at = $2 WHERE subject_digest = $1",
+                                [.text(digest), .integer(now)])
+        return Erasure(ref: ref, erasedAt: now, alreadyErased: false)
+    }
+
+    /// Drops the unwrapped key of `ref` from this process (another replica erased its subject).
+    public func forget(ref: String) {
+        cache.withLock { cache in
+            cache.byRef.removeValue(forKey: ref)
+            cache.byDigest = cache.byDigest.filter { $0.value.0.ref != ref }
+        }
+    }
+
+    /// Re-wraps every stored data key and secret that is not under the current version (after
+    /// a rotation), without touching what they encrypt; returns how many it re-wrapped.
+    public func rewrap() async throws -> Int {
+        let current = try await service.current()
+        var count = 0
+        for (table, column, prefix) in [("portcullis_protection_secrets", "name", "secret:"), ("portcullis_subject_keys", "subject_ref", "subject:")] {
+            let rows = try await store.query("SELECT \(column) AS owner, kek_version, wrapped FROM \(table) WHERE wrapped IS NOT NULL AND kek_version <> $1",
+                                             [.text(current.id)])
+            for row in rows {
+                guard let owner = row["owner"].text, let old = row["kek_version"].text, let bytes = row["wrapped"].blob else { continue }
+                let key = try await service.unwrap(WrappedKey(version: old, ciphertext: bytes), context: prefix + owner)
+                let wrapped = try await service.wrap(key, context: prefix + owner)
+                let stamp = table == "portcullis_subject_keys" ? ", rewrapped_at = $5" : ""
+                var binds: [SQLValue] = [.text(owner), .text(old), .text(wrapped.version), .blob(wrapped.ciphertext)]
+                if !stamp.isEmpty { binds.append(.integer(Self.now())) }
+                try await store.execute("UPDATE \(table) SET kek_version = $3, wrapped = $4\(stamp) WHERE \(column) = $1 AND kek_version = $2", binds)
+                count += 1
+            }
+        }
+        return count
+    }
+
+    /// How many data keys each key-encryption key version wraps (destroyed keys not counted).
+    public func keysByVersion() async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try await store.query("SELECT kek_version, COUNT(*) AS keys FROM portcullis_subject_keys WHERE wrapped IS NOT NULL GROUP BY kek_version", []) {
+            counts[row["kek_version"].text ?? "", default: 0] += Int(row["keys"].integer ?? 0)
+        }
+        return counts
+    }
+
+    private func cached(digest: String) -> SubjectKey? {
+        cache.withLock { cache in
+            guard let entry = cache.byDigest[digest], ContinuousClock.now - entry.1 < .seconds(cacheSeconds) else { return nil }
+            return entry.0
+        }
+    }
+
+    private func remember(_ key: SubjectKey, digest: String) -> SubjectKey {
+        cache.withLock { cache in
+            if cache.byDigest.count >= Self.cacheLimit { cache.byDigest.removeAll() }
+            cache.byDigest[digest] = (key, .now)
+        }
+        return key
+    }
+
+    /// Unix microseconds.
+    public static func now() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
+}
+
+extension SymmetricKey {
+    var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+}
+
+extension SubjectKeys {
+    /// A new key-encryption key version, then every data key re-wrapped under it (the
+    /// payloads they encrypt are not touched). Returns the new version and how many keys moved.
+    public func rotate() async throws -> (version: KeyVersion, rewrapped: Int) {
+        let version = try await service.rotate()
+        return (version, try await rewrap())
+    }
+}
+
+/// Rotates the key-encryption key when its current version is older than the policy
+/// (`kms.rotation_days`), checked hourly, and re-wraps data keys left under older versions
+/// (a rotation another process made).
+public struct KeyRotationService: Service {
+    let keys: SubjectKeys
+    let rotationDays: Int
+    let logger: Logger
+
+    public init(keys: SubjectKeys, rotationDays: Int, logger: Logger) {
+        self.keys = keys
+        self.rotationDays = rotationDays
+        self.logger = logger
+    }
+
+    /// One check: rotates when due; returns whether it rotated.
+    @discardableResult
+    public func check(now: Date = Date()) async throws -> Bool {
+        if let file = keys.service as? LocalKeyFile { try file.reload() }
+        let current = try await keys.service.current()
+        if rotationDays > 0, Double(current.createdAt) + Double(rotationDays) * 86_400 <= now.timeIntervalSince1970 {
+            let (version, moved) = try await keys.rotate()
+            logger.notice("key-encryption key rotated", metadata: ["version": "\(version.id)", "data_keys_rewrapped": "\(moved)"])
+            return true
+        }
+        let moved = try await keys.rewrap()
+        if moved > 0 { logger.notice("data keys re-wrapped under the current key-encryption key", metadata: ["data_keys": "\(moved)"]) }
+        return false
+    }
+
+    public func run() async throws {
+        await Periodic.run(every: .seconds(3600)) {
+            do {
+                try await check()
+            } catch {
+                logger.error("key rotation check failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+import Crypto
+import Foundation
+import Logging
+import PortcullisAudit
+import PortcullisCore
+import PortcullisProviders
+import PortcullisStorage
+import Testing
+
+/// Envelope encryption of what the gateway stores about a data subject: a key-encryption key
+/// (a local file, or AWS KMS on a local moto server) wrapping one data key per subject;
+/// payloads stored only encrypted; the subject's export; erasure by crypto-shredding.
+@Suite("Data protection: encryption at rest, export, erasure", .serialized)
+struct DataProtectionTests {
+    static let master = "test-master-key"
+
+    static func scratchFolder() throws -> String {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-dp-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        return folder
+    }
+
+    static func mode(of path: String) throws -> Int {
+        try (FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue ?? -1
+    }
+
+    @Test("a local key file is made once with mode 0600; a rotation adds a version and the older one still unwraps; a wrong context or a flipped byte is an error naming it")
+    func localKeyFile() async throws {
+        let folder = try Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/kek"
+        let file = try LocalKeyFile(path: path, create: true)
+        #expect(try Self.mode(of: path) == 0o600)
+        let dataKey = Array(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
+        let wrapped = try await file.wrap(dataKey, context: "subject:abc")
+        #expect(wrapped.version == "1" && wrapped.ciphertext != dataKey)
+        #expect(try await file.unwrap(wrapped, context: "subject:abc") == dataKey)
+        await #expect(throws: DataProtectionError.undecryptable("the data key of subject:other")) {
+            try await file.unwrap(wrapped, context: "subject:other")
+        }
+        var flipped = wrapped
+        flipped.ciphertext[20] ^= 0x01
+        await #expect(throws: DataProtectionError.undecryptable("the data key of subject:abc")) {
+            try await file.unwrap(flipped, context: "subject:abc")
+        }
+        let second = try await file.rotate()
+        #expect(second.id == "2")
+        #expect(try Self.mode(of: path) == 0o600)
+        #expect(try await file.wrap(dataKey, context: "subject:abc").version == "2")
+        // Read again from disk: both versions are there, and the first still unwraps what it wrapped.
+        let reread = try LocalKeyFile(path: path, create: false)
+        #expect(try await reread.current() == second)
+        #expect(try await reread.unwrap(wrapped, context: "subject:abc") == dataKey)
+        #expect(throws: DataProtectionError.self) { try LocalKeyFile(path: folder + "/missing", create: false) }
+        try "1 123 not-base64\n".write(toFile: folder + "/bad", atomically: true, encoding: .utf8)
+        #expect(throws: DataProtectionError.keyFile("\(folder)/bad line 1 is not '<version> <unix seconds> <base64 32-byte key>'")) {
+            try LocalKeyFile(path: folder + "/bad", create: false)
+        }
+    }
+
+    /// A JSON transport to moto's KMS, signed as the gateway signs it.
+    static func kmsTransport(_ endpoint: String) -> UpstreamJSONTransport {
+        let target = DeploymentTarget(name: "kms", provider: .openaiCompatible, upstreamModel: "", apiBase: endpoint,
+                                      timeouts: UpstreamTimeouts(connect: 2, firstByte: 5, total: 10, streamIdle: 5))
+        return UpstreamJSONTransport(target: target, http: UpstreamHTTPClient(),
+                                     signer: SigV4(accessKeyID: "testing", secretAccessKey: "testing", sessionToken: nil, region: "us-east-1", service: "kms"),
+                                     logger: testLogger)
+    }
+
+    /// A new symmetric key on moto's KMS; its id.
+    static func createKMSKey(_ endpoint: String) async throws -> String {
+        let created = try await kmsTransport(endpoint).post(path: "/", headers: [("content-type", "application/x-amz-json-1.1"),
+                                                                                  ("x-amz-target", "TrentService.CreateKey")],
+                                                            body: ["Description": "portcullis test"], requestID: "create-key")
+        return try #require(created.objectValue?["KeyMetadata"]?.objectValue?["KeyId"]?.stringValue, "CreateKey answered \(created)")
+    }
+
+    @Test("AWS KMS (moto): data keys wrap under the key with the context bound, a rotation is a new version and older wraps still open; an unreachable KMS is named")
+    func awsKeyService() async throws {
+        try await withMotoServer { endpoint in
+            let keyID = try await Self.createKMSKey(endpoint)
+            let service = AWSKeyService(keyID: keyID, transport: Self.kmsTransport(endpoint))
+            #expect(try await service.current().id == "1")
+            let dataKey = Array(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
+            let wrapped = try await service.wrap(dataKey, context: "subject:k1")
+            #expect(wrapped.version == "1" && !wrapped.ciphertext.isEmpty)
+            #expect(try await service.unwrap(wrapped, context: "subject:k1") == dataKey)
+            await #expect(throws: DataProtectionError.self) { try await service.unwrap(wrapped, context: "subject:other") }
+            let rotated = try await service.rotate()
+            #expect(rotated.id == "2" && rotated.createdAt > 0)
+            #expect(try await service.unwrap(wrapped, context: "subject:k1") == dataKey, "a key wrapped before the rotation still unwraps")
+            #expect(try await service.wrap(dataKey, context: "subject:k1").version == "2")
+        }
+        let dead = AWSKeyService(keyID: "alias/none", transport: Self.kmsTransport("http://127.0.0.1:\(try freeLoopbackPort())"))
+        do {
+            _ = try await dead.wrap([1, 2, 3], context: "x")
+            Issue.record("an unreachable KMS wrapped a key")
+        } catch let failure as DataProtectionError {
+            guard case .keyServiceUnavailable(let reason) = failure else { Issue.record("\(failure)"); return }
+            #expect(reason.contains("AWS KMS"))
+        }
+    }
+
+    @Test("subject keys: one per subject across two stores, a payload sealed under it decrypts, a rotation re-wraps every key and the payload still opens; erasure destroys it", arguments: Engine.allCases)
+    func subjectKeys(engine: Engine) async throws {
+        let folder = try Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try await withStores(engine, count: 2) { stores in
+            try await MigrationRunner.migrate(stores[0], AuditLogs.migrations)
+            let file = try LocalKeyFile(path: folder + "/kek", create: true)
+            let first = SubjectKeys(store: stores[0], service: file), second = SubjectKeys(store: stores[1], service: file)
+            // Two replicas asking at once get the one key.
+            async let a = first.key(for: "user:alice")
+            async let b = second.key(for: "user:alice")
+            let (keyA, keyB) = try await (a, b)
+            #expect(keyA.ref == keyB.ref && keyA.key == keyB.key)
+            #expect(try await first.key(for: "user:bob").ref != keyA.ref)
+            // The table names no subject.
+            let rows = try await stores[0].query("SELECT * FROM portcullis_subject_keys", [])
+            #expect(rows.count == 2)
+            for row in rows { #expect(!row.values.contains { $0.text?.contains("alice") == true || $0.text?.contains("bob") == true }) }
+
+            let payloads = AuditPayloads(store: stores[0], keys: first, logger: testLogger)
+            payloads.submit(auditID: "a1", requestID: "r1", capture: PayloadCapture(mode: .full, subjectKey: keyA), payload: ["request": "secret words"])
+            #expect(await payloads.flush() == 1)
+            #expect(try await payloads.payloads(ref: keyA.ref, limit: 10).map(\.payload) == [["request": "secret words"]])
+
+            // Rotation, due after 90 days: every key moves to version 2, the payload is untouched and opens.
+            let rotation = KeyRotationService(keys: second, rotationDays: 90, logger: testLogger)
+            #expect(try await rotation.check() == false, "a new key is not due")
+            #expect(try await rotation.check(now: Date().addingTimeInterval(91 * 86_400)))
+            #expect(try await first.keysByVersion() == ["2": 2])
+            // Another replica's view, keeping no key in memory (the bus's erasure message and its 30 s limit are the gateway's).
+            let fresh = SubjectKeys(store: stores[1], service: try LocalKeyFile(path: folder + "/kek", create: false), cacheSeconds: 0)
+            let reader = AuditPayloads(store: stores[1], keys: fresh, logger: testLogger)
+            #expect(try await reader.payloads(ref: keyA.ref, limit: 10).count == 1)
+
+            // A ciphertext changed in the table is an error naming the record, never garbage.
+            let sealed = try #require(try await stores[0].query("SELECT ciphertext FROM audit_payloads WHERE audit_id = 'a1'", []).first?["ciphertext"].blob)
+            var damaged = sealed
+            damaged[damaged.count - 3] ^= 0x40
+            try await stores[0].execute("INSERT INTO audit_payloads (audit_id, request_id, subject_ref, created_at, mode, ciphertext) VALUES ('a2', 'r2', $1, $2, 'full', $3)",
+                                        [.text(keyA.ref), .integer(SubjectKeys.now()), .blob(damaged)])
+            await #expect(throws: DataProtectionError.undecryptable("the payload of audit record a2")) { try await reader.payloads(ref: keyA.ref, limit: 10) }
+
+            // Erasure: the key is destroyed for every store; again is idempotent; a new key afterwards is a new reference.
+            let erased = try #require(try await first.erase(subject: "user:alice"))
+            #expect(erased.ref == keyA.ref && !erased.alreadyErased)
+            #expect(try await first.erase(subject: "user:alice")?.alreadyErased == true)
+            #expect(try await first.erase(subject: "user:nobody") == nil)
+            await #expect(throws: DataProtectionError.erased("subject \(keyA.ref)")) { try await fresh.key(ref: keyA.ref) }
+            await #expect(throws: DataProtectionError.self) { try await reader.payloads(ref: keyA.ref, limit: 10) }
+            #expect(try await first.key(for: "user:alice").ref != keyA.ref)
+        }
+    }
+
+    /// Every file under `folder` that holds `marker`'s bytes.
+    static func files(under folder: String, containing marker: String) throws -> [String] {
+        let needle = Data(marker.utf8)
+        var found: [String] = []
+        let enumerator = FileManager.default.enumerator(atPath: folder)
+        while let relative = enumerator?.nextObject() as? String {
+            let path = folder + "/" + relative
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+                  let data = FileManager.default.contents(atPath: path) else { continue }
+            if data.range(of: needle) != nil { found.append(relative) }
+        }
+        return found
+    }
+
+    static func yaml(database: String, kms: String, payloads: String = "full") -> String {
+        """
+        auth: { master_key: \(master) }
+        storage: { database: "\(database)", flush_interval_seconds: 0.2 }
+        routing: { health_check: { interval_seconds: 0 } }
+        audit: { payloads: \(payloads) }
+        \(kms)
+        models:
+          - name: demo
+            deployments: [ { provider: demo, model: demo } ]
+        """
+    }
+
+    @Test("payloads: full — a unique marker in a prompt is in the subject's export, decrypted, and nowhere in plaintext in the database files (WAL included)",
+          arguments: Engine.allCases)
+    func payloadsEncryptedAtRest(engine: Engine) async throws {
+        let folder = try Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let marker = "MARKER" + FastRandom.hex(bytes: 12)
+        let user = "alice-" + FastRandom.hex(bytes: 4)
+        let yaml = Self.yaml(database: folder + "/gateway.sqlite", kms: "kms: { key_file: \(folder)/kek }")
+        try await withGateway(engine: engine, yaml: yaml) { gateway in
+            let alice = try await gateway.createKey(#""name":"alice's app","role":"user","user_id":"\#(user)""#)
+            let whole = try await gateway.chat(key: alice.key, text: "whole " + marker)
+            #expect(whole.status == 200)
+            let streamed = try await gateway.chat(key: alice.key, text: "streamed " + marker, extra: #","stream":true"#)
+            #expect(streamed.status == 200 && streamed.body.contains("[DONE]"))
+            _ = try await gateway.call(.POST, "/admin/usage/flush", key: Self.master)
+            #expect(try await eventually(seconds: 10) {
+                let answer = try await gateway.call(.GET, "/user/data/export", key: alice.key)
+                return answer.status == 200 && answer.json?.objectValue?["payloads"]?.arrayValue?.count == 2
+            })
+            let document = try #require(try await gateway.call(.GET, "/user/data/export", key: alice.key).json?.objectValue)
+            #expect(document["subject"]?.stringValue == "user:" + user)
+            let payloads = document["payloads"]?.arrayValue?.compactMap { $0.objectValue?["payload"]?.objectValue } ?? []
+            let texts = payloads.map { JSONWriter.string(.object($0)) }
+            #expect(texts.contains { $0.contains("whole " + marker) } && texts.contains { $0.contains("streamed " + marker) })
+            // The answer as the client got it (the demo model repeats the prompt), whole and streamed.
+            #expect(payloads.allSatisfy { $0["answer"] != nil }, "\(texts)")
+            #expect(texts.filter { $0.contains("You said") }.count == 2, "\(texts)")
+            // The key without its secret, the usage, and the audit records of the subject.
+            let keys = document["keys"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(keys.map { $0["key_id"]?.stringValue } == [alice.id] && keys.allSatisfy { $0["key"] == nil && $0["secret_hash"] == nil })
+            #expect((document["usage"]?.arrayValue?.first?.objectValue?["requests"]?.integerValue ?? 0) >= 1, "\(document["usage"] ?? .null)")
+            let records = document["audit_records"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(records.contains { $0["action"]?.stringValue == "request.complete" && $0["details"]?.objectValue?["payload"]?.stringValue == "full" })
+
+            // Nowhere in plaintext: the database files with their WAL, the key file, the audit checkpoints.
+            switch engine {
+            case .sqlite:
+                #expect(FileManager.default.fileExists(atPath: folder + "/gateway.sqlite-wal"), "the WAL is searched too")
+                #expect(try Self.files(under: folder, containing: marker) == [])
+                #expect(try !Self.files(under: folder, containing: alice.id).isEmpty, "the search finds what is stored in plaintext")
+            case .postgres:
+                let admin = try PostgresStore(url: try testPostgresURL(), logger: testLogger)
+                let directory = try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await admin.run() }
+                    defer { group.cancelAll() }
+                    try await admin.execute("CHECKPOINT")
+                    return try await admin.query("SHOW data_directory", []).first?["data_directory"].text
+                }
+                let data = try #require(directory)
+                #expect(FileManager.default.fileExists(atPath: data + "/pg_wal"))
+                #expect(try Self.files(under: data, containing: marker) == [])
+                // The marker's own search works: the plaintext of this test's request ids is there.
+                #expect(try !Self.files(under: data, containing: alice.id).isEmpty)
+            }
+        }
+    }
+
+    @Test("payloads: redacted keeps the request and answer with personal data replaced; a policy can choose it while the default stores none")
+    func redactedPayloads() async throws {
+        let folder = try Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let yaml = Self.yaml(database: folder + "/gateway.sqlite", kms: "", payloads: "none") + """
+
+            guardrails:
+              policies:
+                - { name: careful, teams: [care], payloads: redacted }
+            """
+        try await withGateway(yaml: yaml) { gateway in
+            _ = try await gateway.call(.POST, "/admin/teams", key: Self.master, body: #"{"team_id":"care"}"#)
+            let careful = try await gateway.createKey(#""role":"user","user_id":"carol","team_id":"care""#)
+            let plain = try await gateway.createKey(#""role":"user","user_id":"dave""#)
+            #expect(try await gateway.chat(key: careful.key, text: "mail me at carol.smith@example.com today").status == 200)
+            #expect(try await gateway.chat(key: plain.key, text: "mail me at dave.jones@example.com today").status == 200)
+            #expect(try await eventually(seconds: 10) {
+                try await gateway.call(.GET, "/user/data/export", key: careful.key).json?.objectValue?["payloads"]?.arrayValue?.count == 1
+            })
+            let payloads = try await gateway.call(.GET, "/user/data/export", key: careful.key).json?.objectValue?["payloads"]?.arrayValue ?? []
+            let text = JSONWriter.string(.array(payloads))
+            #expect(!text.contains("carol.smith@example.com") && text.contains("[email]") && text.contains("mail me at"), "\(text)")
+            #expect(payloads.first?.objectValue?["mode"]?.stringValue == "redacted")
+            let other = try await gateway.call(.GET, "/user/data/export", key: plain.key)
+            #expect(other.status == 200 && other.json?.objectValue?["payloads"]?.arrayValue?.isEmpty == true, "the default stores none: \(other.body)")
+            #expect(!Self.fileText(folder).contains("dave.jones@example.com"))
+        }
+    }
+
+    static func fileText(_ folder: String) -> String {
+        (FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] ?? []).compactMap { FileManager.default.contents(atPath: folder + "/" + $0) }
+            .map { String(decoding: $0, as: UTF8.self) }.joined()
+    }
+
+    @Test("erasure: the subject's data key destroyed (its payloads unreadable), its key revoked and forgotten, its user removed, a signed receipt and an audit record; idempotent; the chain still verifies; an unknown subject is a 404",
+          arguments: Engine.allCases)
+    func erasure(engine: Engine) async throws {
+        let folder = try Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let user = "erin-" + FastRandom.hex(bytes: 4)
+        let yaml = Self.yaml(database: folder + "/gateway.sqlite", kms: "kms: { key_file: \(folder)/kek }")
+        try await withGateway(engine: engine, yaml: yaml) { gateway in
+            #expect(try await gateway.call(.POST, "/admin/users", key: Self.master, body: #"{"user_id":"\#(user)","email":"erin@example.com"}"#).status < 300)
+            let erin = try await gateway.createKey(#""name":"erin's laptop","role":"user","user_id":"\#(user)""#)
+            #expect(try await gateway.chat(key: erin.key, text: "remember my secret plan").status == 200)
+            #expect(try await eventually(seconds: 10) {
+                try await gateway.call(.GET, "/admin/subjects/user:\(user)/export", key: Self.master).json?.objectValue?["payloads"]?.arrayValue?.count == 1
+            })
+            let before = try await gateway.call(.GET, "/admin/subjects/user:\(user)/export", key: Self.master).json?.objectValue
+            #expect(before?["user"]?.objectValue?["email"]?.stringValue == "erin@example.com")
+
+            let erased = try await gateway.call(.POST, "/user/data/delete", key: erin.key)
+            #expect(erased.status == 200, "\(erased.body)")
+            let receipt = erased.json?.objectValue
+            #expect(receipt?["payloads_shredded"]?.integerValue == 1 && receipt?["keys_forgotten"]?.integerValue == 1 && receipt?["user_deleted"]?.boolValue == true)
+            #expect(receipt?["already_erased"]?.boolValue == false)
+            if engine == .sqlite {
+                // The receipt is signed by the audit key, which `portcullis audit public-key` prints.
+                let key = try #require(AuditVerifierKey(receipt?["public_key"]?.stringValue ?? ""))
+                let body = try #require(key.verifiedBody(of: receipt?["receipt"]?.stringValue ?? ""), "the receipt's signature verifies")
+                #expect(body.contains("subject: user:\(user)") && body.contains("payloads_shredded: 1"))
+                var forged = receipt?["receipt"]?.stringValue ?? ""
+                forged = forged.replacingOccurrences(of: "payloads_shredded: 1", with: "payloads_shredded: 0")
+                #expect(key.verifiedBody(of: forged) == nil)
+            }
+            // The key no longer works; what remains readable names nothing recoverable of the subject.
+            #expect(try await gateway.chat(key: erin.key).status == 401)
+            let after = try await gateway.call(.GET, "/admin/subjects/user:\(user)/export", key: Self.master)
+            #expect(after.status == 200, "\(after.body)")
+            let document = after.json?.objectValue
+            #expect(document?["payloads"]?.arrayValue?.isEmpty == true && document?["keys"]?.arrayValue?.isEmpty == true)
+            #expect(document?["user"] == .null && document?["usage"]?.arrayValue?.isEmpty == true && document?["erased_at"]?.integerValue != nil)
+            let key = try await gateway.call(.GET, "/admin/keys/\(erin.id)", key: Self.master).json?.objectValue
+            #expect(key?["name"] == .null && key?["user_id"] == .null && key?["revoked_at"]?.integerValue != nil, "\(key ?? [:])")
+
+            // Idempotent, with its own record; unknown subjects are 404s; the audit chain verifies.
+            let again = try await gateway.call(.POST, "/admin/subjects/user:\(user)/delete", key: Self.master)
+            #expect(again.status == 200 && again.json?.objectValue?["already_erased"]?.boolValue == true, "\(again.body)")
+            #expect(try await gateway.call(.POST, "/admin/subjects/user:nobody-\(user)/delete", key: Self.master).status == 404)
+            #expect(try await gateway.call(.GET, "/admin/subjects/key:nothing/export", key: Self.master).status == 404)
+            #expect(try await gateway.call(.GET, "/admin/subjects/someone/export", key: Self.master).status == 400)
+            let records = try await gateway.call(.GET, "/admin/audit?category=privacy", key: Self.master).json?.objectValue?["data"]?.arrayValue ?? []
+            #expect(records.count == 2 && records.allSatisfy { $0.objectValue?["action"]?.stringValue == "subject.erase" })
+            #expect(!JSONWriter.string(.array(records)).contains(user),
+                    "the erasure's own record names the pseudonym, not the subject")
+            if engine == .sqlite {
+                let store = try await SQLiteStore.open(path: folder + "/gateway.sqlite", logger: testLogger)
+                let report = try await AuditVerifier.verify(store)
+                let rows = try await store.query("SELECT COUNT(*) AS rows FROM audit_payloads", []).first?["rows"].integer
+                await store.close()
+                #expect(report.isIntact, "\(report)")
+                #expect(rows == 1, "the shredded payload's ciphertext is still there, unreadable")
+            }
+        }
+    }
+
+    @Test("a key service that cannot be reached: failing closed the request is a 503 kms_unavailable and nothing is sent; failing open it is served without its payload, and the record says so")
+    func unreachableKeyService() async throws {
+        let dead = try freeLoopbackPort()
+        for failClosed in [true, false] {
+            let kms = "kms: { provider: aws, key_id: alias/x, endpoint: \"http://127.0.0.1:\(dead)\", access_key_id: a, secret_access_key: b, fail_closed: \(failClosed) }"
+            try await withMockUpstream { mock, port in
+                let yaml = """
+                    auth: { master_key: \(Self.master) }
+                    routing: { retries: 0, health_check: { interval_seconds: 0 } }
+                    audit: { payloads: full }
+                    \(kms)
+                    models:
+                    \(openAIModel("m", port: port))
+                    """
+                try await withGateway(yaml: yaml) { gateway in
+                    let frank = try await gateway.createKey(#""role":"user","user_id":"frank""#)
+                    let answer = try await gateway.chat(key: frank.key, model: "m")
+                    if failClosed {
+                        #expect(answer.status == 503 && answer.body.contains(#""code":"kms_unavailable""#), "\(answer.body)")
+                        #expect(try await mockRequests(port: port).isEmpty, "nothing reached the upstream")
+                    } else {
+                        #expect(answer.status == 200, "\(answer.body)")
+                        let requestID = answer.headers["x-request-id"] ?? ""
+                        #expect(try await eventually(seconds: 5) {
+                            let listed = try await gateway.call(.GET, "/admin/audit?request_id=\(requestID)", key: Self.master).json?.objectValue?["data"]?.arrayValue ?? []
+                            return listed.contains { $0.objectValue?["details"]?.objectValue?["payload"]?.stringValue == "not_stored" }
+                        })
+                        // The export of what needs no key still works; the key service's state is named where a payload would be read.
+                        #expect(try await gateway.call(.GET, "/user/data/export", key: frank.key).status == 503)
+                    }
+                    _ = mock
+                }
+            }
+        }
+    }
+}
