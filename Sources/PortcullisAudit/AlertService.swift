@@ -57,11 +57,11 @@ public final class AlertService: Service, Sendable {
     private let state: Mutex<(evaluator: AlertEvaluator, throttle: AlertThrottle)>
 
     public init(configuration: AlertConfiguration, chain: String, store: any SQLStore, writer: AuditWriter,
-                transport: any AuditSinkTransport, logger: Logger) {
+                transport: any AuditSinkTransport, keys: SubjectKeys? = nil, logger: Logger) {
         self.configuration = configuration
         self.chain = chain
         self.store = store
-        self.reader = AuditReader(store: store)
+        self.reader = AuditReader(store: store, keys: keys)
         self.writer = writer
         self.transport = transport
         self.logger = logger

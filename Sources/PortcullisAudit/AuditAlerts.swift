@@ -103,6 +103,10 @@ public struct AlertEvaluator: Sendable {
             alert(.complianceViolation, .high, key.map { "key \($0)" } ?? source.map { "address \($0)" } ?? "unknown caller",
                   "personal data or secrets blocked on \(details["path"]?.stringValue ?? "a request")")
         }
+        if details["code"]?.stringValue == ErrorCode.residencyViolation.rawValue {
+            alert(.complianceViolation, .high, key.map { "key \($0)" } ?? source.map { "address \($0)" } ?? "unknown caller",
+                  "no deployment satisfies the caller's residency rules for model \(details["model"]?.stringValue ?? "?"); the request was refused")
+        }
         if category == "audit" && outcome == "records_lost" {
             alert(.complianceViolation, .critical, "audit log", "audit records were lost while the database was unreachable")
         }

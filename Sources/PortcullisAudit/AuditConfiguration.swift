@@ -38,6 +38,8 @@ public struct AuditConfiguration: Sendable, Equatable {
     public var payloads = PayloadMode.none
     /// What a guard policy chooses instead (`guardrails.policies[].payloads`), by policy name.
     public var payloadsByPolicy: [String: PayloadMode] = [:]
+    /// How long payloads, audit records and security logs are kept.
+    public var retention = RetentionConfiguration()
     /// Where the key-encryption key lives (top-level `kms` section).
     public var kms = KMSConfiguration()
 

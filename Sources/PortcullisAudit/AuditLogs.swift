@@ -19,7 +19,7 @@ public struct AuditLogs: Sendable {
 
     /// Their tables, applied with the rest of the store's migrations.
     public static let migrations = AdminActionLog.migrations + GuardEventLog.migrations + AuditTable.migrations + CheckpointService.migrations
-        + AuditSinkExporter.migrations + SubjectKeys.migrations
+        + AuditSinkExporter.migrations + SubjectKeys.migrations + RetentionService.migrations
 
     /// - Parameters:
     ///   - configuration: the `audit` section; an unset `fail_closed` fails closed on PostgreSQL.
@@ -36,22 +36,25 @@ public struct AuditLogs: Sendable {
         self.writer = writer
         exporters = sinkTransport.map { transport in
             configuration.sinks.map {
-                AuditSinkExporter(configuration: $0, chain: chain, store: store, transport: transport, syslog: syslogTransport, logger: logger)
+                AuditSinkExporter(configuration: $0, chain: chain, store: store, transport: transport, syslog: syslogTransport, keys: subjectKeys,
+                                  logger: logger)
             }
         } ?? []
         alerts = sinkTransport.flatMap { transport in
             configuration.alerts.destinations.isEmpty ? nil
-                : AlertService(configuration: configuration.alerts, chain: chain, store: store, writer: writer, transport: transport, logger: logger)
+                : AlertService(configuration: configuration.alerts, chain: chain, store: store, writer: writer, transport: transport,
+                               keys: subjectKeys, logger: logger)
         }
         checkpoints = signing.map {
             CheckpointService(store: store, chain: chain, origin: configuration.origin, key: $0.key, publishers: $0.publishers,
                               everyRecords: Int64(configuration.checkpointEveryRecords), everySeconds: configuration.checkpointEverySeconds, logger: logger)
         }
-        reader = AuditReader(store: store)
+        reader = AuditReader(store: store, keys: subjectKeys)
         recordsRequests = configuration.enabled
         payloads = subjectKeys.map { AuditPayloads(store: store, keys: $0, logger: logger) }
         payloadSettings = configuration
         signingKey = signing?.key
+        retention = RetentionService(store: store, configuration: configuration.retention, writer: writer, logger: logger)
         self.logger = logger
     }
 
@@ -70,6 +73,7 @@ public struct AuditLogs: Sendable {
     /// Failing closed, a record the store refused is the client's `503 audit_unavailable`.
     public func recordIntent(_ request: RequestAudit) async throws {
         guard recordsRequests else { return }
+        await sealPersonalFields(request)
         do {
             try await writer.append(request.intent())
         } catch {
@@ -80,12 +84,28 @@ public struct AuditLogs: Sendable {
         }
     }
 
+    /// Removes what outlived its retention (payloads, security logs, whole audit segments).
+    public let retention: RetentionService
+
     /// The key that signs checkpoints and erasure receipts (nil: none configured).
     public let signingKey: AuditSigningKey?
 
     /// Prompts and answers kept encrypted with their records (nil: no key service is set up).
     public let payloads: AuditPayloads?
     private let payloadSettings: AuditConfiguration
+
+    /// The request's personal fields (its caller's user id and address) are sealed under the
+    /// subject's data key, so that erasing the subject pseudonymises its records. A key that
+    /// cannot be had leaves them as they are (the record says `personal_sealed: false`).
+    private func sealPersonalFields(_ request: RequestAudit) async {
+        guard let keys = payloads?.keys, !request.isSealed, let subject = request.subject else { return }
+        do {
+            request.seal(with: try await keys.key(for: subject))
+        } catch {
+            logger.error("personal fields of an audit record not sealed: no data key", metadata: ["error": "\(error)"])
+            request.sealingFailed()
+        }
+    }
 
     /// Stage 14, before the upstream: when the request's policy stores payloads, the subject's
     /// data key is fetched now and `request()` (the request as it will be kept) captured. A key
@@ -98,6 +118,7 @@ public struct AuditLogs: Sendable {
         guard mode != .none, let subject = request.subject else { return }
         do {
             let key = try await payloads.keys.key(for: subject)
+            request.seal(with: key)
             request.capture(PayloadCapture(mode: mode, subjectKey: key), request: capture(mode))
         } catch {
             logger.error("payload key unavailable", metadata: ["error": "\(error)", "fail_closed": "\(payloadSettings.kms.failClosed)"])
@@ -114,9 +135,10 @@ public struct AuditLogs: Sendable {
     /// (its id is the one in `x-portcullis-audit-id`); otherwise it follows without waiting.
     public func recordOutcome(_ request: RequestAudit, status: Int) async {
         guard recordsRequests else { return }
+        if !request.intentRecorded { await sealPersonalFields(request) }
         let record = request.outcome(status: status)
         if let payloads, let (capture, payload) = request.payloadToStore() {
-            payloads.submit(auditID: request.auditID, requestID: request.requestID, capture: capture, payload: payload)
+            payloads.submit(auditID: request.auditID, requestID: request.requestID, teamID: request.teamID, capture: capture, payload: payload)
         }
         if request.intentRecorded {
             writer.submit(record)
@@ -136,7 +158,7 @@ public struct AuditLogs: Sendable {
     /// checkpoints stop last, so that their final one covers what the writer flushed.
     public var services: [any Service] {
         let rotation: [any Service] = payloads.map { [KeyRotationService(keys: $0.keys, rotationDays: payloadSettings.kms.rotationDays, logger: logger)] } ?? []
-        return (checkpoints.map { [$0] } ?? []) + exporters + (alerts.map { [$0] } ?? []) + (payloads.map { [$0] } ?? []) + rotation + [guardEvents, writer]
+        return (checkpoints.map { [$0] } ?? []) + exporters + (alerts.map { [$0] } ?? []) + (payloads.map { [$0] } ?? []) + rotation + [retention, guardEvents, writer]
     }
 
     /// The alert rules over this replica's chain (nil without destinations).

@@ -68,7 +68,7 @@ public final class AuditPayloads: Service, Sendable {
     static func context(auditID: String, ref: String) -> String { "payload:\(auditID):\(ref)" }
 
     /// Encrypts `payload` and queues it for the next batch.
-    public func submit(auditID: String, requestID: String?, capture: PayloadCapture, payload: JSONValue, at: Int64 = SubjectKeys.now()) {
+    public func submit(auditID: String, requestID: String?, teamID: String? = nil, capture: PayloadCapture, payload: JSONValue, at: Int64 = SubjectKeys.now()) {
         let plaintext = JSONWriter.bytes(payload)
         let sealed: [UInt8]
         do {
@@ -77,8 +77,8 @@ public final class AuditPayloads: Service, Sendable {
             logger.error("payload not stored: it could not be encrypted", metadata: ["audit_id": "\(auditID)"])
             return
         }
-        let row: [SQLValue] = [.text(auditID), requestID.map(SQLValue.text) ?? .null, .text(capture.subjectKey.ref), .integer(at),
-                               .text(capture.mode.rawValue), .blob(sealed)]
+        let row: [SQLValue] = [.text(auditID), requestID.map(SQLValue.text) ?? .null, .text(capture.subjectKey.ref), teamID.map(SQLValue.text) ?? .null,
+                               .integer(at), .text(capture.mode.rawValue), .blob(sealed)]
         let accepted = pending.withLock { pending -> Bool in
             guard !pending.closed, pending.rows.count < Self.pendingLimit else { return false }
             pending.rows.append(row)
@@ -97,7 +97,7 @@ public final class AuditPayloads: Service, Sendable {
         guard !rows.isEmpty else { return 0 }
         do {
             try await store.executeMany("""
-                INSERT INTO audit_payloads (audit_id, request_id, subject_ref, created_at, mode, ciphertext) VALUES ($1, $2, $3, $4, $5, $6)
+                INSERT INTO audit_payloads (audit_id, request_id, subject_ref, team_id, created_at, mode, ciphertext) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (audit_id) DO NOTHING
                 """, rows)
             return rows.count

@@ -73,12 +73,12 @@ public final class AuditSinkExporter: Service, Sendable {
     private let counters = Mutex((delivered: 0, rejected: 0, failures: 0))
 
     public init(configuration: AuditSinkConfiguration, chain: String, store: any SQLStore, transport: any AuditSinkTransport,
-                syslog: (any AuditSyslogTransport)? = nil, idlePause: Duration = .milliseconds(500), logger: Logger) {
+                syslog: (any AuditSyslogTransport)? = nil, idlePause: Duration = .milliseconds(500), keys: SubjectKeys? = nil, logger: Logger) {
         self.syslog = syslog
         self.configuration = configuration
         self.chain = chain
         self.store = store
-        self.reader = AuditReader(store: store)
+        self.reader = AuditReader(store: store, keys: keys)
         self.transport = transport
         self.idlePause = idlePause
         self.logger = logger

@@ -397,19 +397,32 @@ extension AuditFilter {
 /// Reads `audit_logs` for operators: newest first, as the API shows records.
 public struct AuditReader: Sendable {
     let store: any SQLStore
+    /// Opens records' sealed personal fields (nil: they are shown sealed).
+    let keys: SubjectKeys?
 
-    public init(store: any SQLStore) {
+    public init(store: any SQLStore, keys: SubjectKeys? = nil) {
         self.store = store
+        self.keys = keys
     }
 
     /// Records matching `filter`, newest first, as the API shows them.
     public func list(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONValue] {
-        try await page(filter, order: "timestamp DESC, chain, seq DESC", limit: limit, offset: offset).map(Self.object)
+        await shown(try await page(filter, order: "timestamp DESC, chain, seq DESC", limit: limit, offset: offset)).map(JSONValue.object)
     }
 
     /// Records matching `filter`, oldest first, in pages (`export`).
     public func oldestFirst(_ filter: AuditFilter, limit: Int, offset: Int) async throws -> [JSONObject] {
-        try await page(filter, order: "timestamp, chain, seq", limit: limit, offset: offset).compactMap { Self.object($0).objectValue }
+        await shown(try await page(filter, order: "timestamp, chain, seq", limit: limit, offset: offset))
+    }
+
+    /// Rows as the API shows them, with their personal fields opened where their subject's key exists.
+    func shown(_ rows: some Sequence<SQLRow>) async -> [JSONObject] {
+        var records: [JSONObject] = []
+        for row in rows {
+            guard let object = Self.object(row).objectValue else { continue }
+            records.append(await PersonalFields.open(object, keys: keys))
+        }
+        return records
     }
 
     /// One page of the rows `filter` selects, in `order` (a fixed clause, never input).
@@ -433,19 +446,23 @@ public struct AuditReader: Sendable {
 
     /// The records of `chain` after sequence number `after`, in order (a sink's next batch).
     public func chain(_ chain: String, after: Int64, limit: Int) async throws -> [(sequence: Int64, record: JSONObject)] {
-        try await store.query("SELECT * FROM audit_logs WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                              [.text(chain), .integer(after), .integer(Int64(limit))]).compactMap { row in
-            guard let sequence = row["seq"].integer, let object = Self.object(row).objectValue else { return nil }
-            return (sequence, object)
+        await shown(try await store.query("SELECT * FROM audit_logs WHERE chain = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                                          [.text(chain), .integer(after), .integer(Int64(limit))])).compactMap { record in
+            guard let sequence = record["seq"]?.integerValue else { return nil }
+            return (sequence, record)
         }
     }
 
     /// The records of a data subject, oldest first, at most `limit`: those whose actor is one
     /// of `keyIDs`, and, for a user, those that name `userID` as the actor's user. (A scan of
     /// the table: exports are rare, and the request path keeps no index for them.)
-    public func subjectRecords(keyIDs: [String], userID: String?, limit: Int) async throws -> (records: [JSONValue], truncated: Bool) {
+    public func subjectRecords(keyIDs: [String], userID: String?, ref: String? = nil, limit: Int) async throws -> (records: [JSONValue], truncated: Bool) {
         var conditions: [String] = []
         var binds: [SQLValue] = []
+        if let ref {
+            binds.append(.text("%\"\(PersonalFields.referenceMember)\":\"" + ref + "\"%"))
+            conditions.append("record LIKE $\(binds.count)")
+        }
         if !keyIDs.isEmpty {
             conditions.append("actor_key_id IN (" + keyIDs.indices.map { "$\($0 + 1)" }.joined(separator: ", ") + ")")
             binds += keyIDs.map(SQLValue.text)
@@ -459,19 +476,20 @@ public struct AuditReader: Sendable {
         guard !conditions.isEmpty else { return ([], false) }
         binds.append(.integer(Int64(limit + 1)))
         let rows = try await store.query("SELECT * FROM audit_logs WHERE \(conditions.joined(separator: " OR ")) ORDER BY timestamp, chain, seq LIMIT $\(binds.count)", binds)
-        let records = rows.prefix(limit).map(Self.object).filter { record in
+        let records = await shown(rows.prefix(limit)).filter { record in
             // The LIKE reads the whole record: keep only those whose actor is the subject.
-            guard let userID, let details = record.objectValue?["details"]?.objectValue else { return true }
+            guard let userID, let details = record["details"]?.objectValue else { return true }
             let actor = details["actor"]?.objectValue
             return keyIDs.contains(actor?["key_id"]?.stringValue ?? "") || actor?["user_id"]?.stringValue == userID
-                || keyIDs.contains(record.objectValue?["actor_key_id"]?.stringValue ?? "")
+                || keyIDs.contains(record["actor_key_id"]?.stringValue ?? "")
+                || (ref != nil && details[PersonalFields.referenceMember]?.stringValue == ref)
         }
-        return (Array(records), rows.count > limit)
+        return (records.map(JSONValue.object), rows.count > limit)
     }
 
     /// One record by its id, or nil.
     public func record(id: String) async throws -> JSONValue? {
-        try await store.query("SELECT * FROM audit_logs WHERE id = $1", [.text(id)]).first.map(Self.object)
+        await shown(try await store.query("SELECT * FROM audit_logs WHERE id = $1", [.text(id)])).first.map(JSONValue.object)
     }
 
     static func object(_ row: SQLRow) -> JSONValue {

@@ -41,6 +41,8 @@ public enum AuditVerifier {
     public struct Report: Sendable, Equatable {
         /// Records per chain that were read.
         public var records: [String: Int64]
+        /// Per chain whose oldest records retention removed: the checkpoint size it starts after.
+        public var retainedFrom: [String: Int64] = [:]
         /// The first damage found in each damaged chain.
         public var damage: [Finding]
         public var isIntact: Bool { damage.isEmpty }
@@ -64,6 +66,13 @@ public enum AuditVerifier {
             let chain = checkpoint.origin.split(separator: "/").last.map(String.init) ?? checkpoint.origin
             if checkpoint.size > signed[chain]?.size ?? -1 { signed[chain] = checkpoint }
         }
+        // Stored checkpoints: where a chain whose oldest segment retention removed starts again.
+        var stored: [String: [Int64: (head: String, note: String)]] = [:]
+        // (A store of the chain alone, without the checkpoint table, has no anchors.)
+        for row in (try? await store.query("SELECT chain, size, head, note FROM audit_checkpoints", [])) ?? [] {
+            guard let chain = row["chain"].text, let size = row["size"].integer else { continue }
+            stored[chain, default: [:]][size] = (row["head"].text ?? "", row["note"].text ?? "")
+        }
         var hashes: [String: (sequence: Int64, hash: String)] = [:]
         var chain: String?
         var expected: Int64 = 1
@@ -76,6 +85,15 @@ public enum AuditVerifier {
                 expected = 1
                 head = AuditChain.genesis
                 damaged = false
+                // Retention removes whole segments ending at a checkpoint: the chain goes on from its head
+                // (whose signature must verify when a key is given).
+                let first = row["seq"].integer ?? 1
+                if first > 1, let anchor = stored[name]?[first - 1],
+                   key == nil || key!.verifiedBody(of: anchor.note).flatMap(AuditCheckpoint.init(body:))?.head == anchor.head {
+                    expected = first
+                    head = anchor.head
+                    report.retainedFrom[name] = first - 1
+                }
             }
             report.records[name, default: 0] += 1
             guard !damaged else { continue }

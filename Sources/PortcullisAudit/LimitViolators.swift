@@ -63,10 +63,13 @@ extension AuditReader {
             WHERE category = 'request' AND action = 'request.complete' AND outcome = 'refused' AND timestamp >= $1 AND timestamp < $2
             ORDER BY timestamp DESC LIMIT $3
             """, [.integer(from), .integer(to), .integer(Int64(LimitViolators.scanLimit + 1))])
-        let outcomes = rows.prefix(LimitViolators.scanLimit).compactMap { row -> (Int64, JSONObject)? in
+        var outcomes: [(timestamp: Int64, details: JSONObject)] = []
+        for row in rows.prefix(LimitViolators.scanLimit) {
             guard let timestamp = row["timestamp"].integer, let text = row["record"].text,
-                  let details = (try? JSONParser.parse(text))?.objectValue?["details"]?.objectValue else { return nil }
-            return (timestamp, details)
+                  let record = (try? JSONParser.parse(text))?.objectValue else { continue }
+            // A sealed user is opened (or, once erased, is its pseudonym).
+            let shown = record["details"]?.objectValue?[PersonalFields.sealedMember] == nil ? record : await PersonalFields.open(record, keys: keys)
+            if let details = shown["details"]?.objectValue { outcomes.append((timestamp, details)) }
         }
         return LimitViolators(outcomes: outcomes, by: grouping, top: top, truncated: rows.count > LimitViolators.scanLimit)
     }

@@ -57,6 +57,11 @@ public final class RequestAudit: GuardEventSink, Sendable {
         var payloadAnswer: JSONValue?
         /// The policy stores payloads but this one's key could not be had.
         var payloadNotStored = false
+        /// The subject's data key the personal fields are sealed under (nil: written as they are).
+        var sealing: SubjectKeys.SubjectKey?
+        var sealingFailed = false
+        /// The record names neither the caller's user nor its address (the subject's own erasure).
+        var personalWithheld = false
     }
 
     public let auditID: String
@@ -134,10 +139,13 @@ public final class RequestAudit: GuardEventSink, Sendable {
     /// user, else `key:<id>` (nil before authentication, and for anonymous callers).
     public var subject: String? {
         facts.withLock { facts in
-            guard let actor = facts.actor else { return nil }
+            guard let actor = facts.actor, !facts.personalWithheld else { return nil }
             return actor.userID.map { "user:" + $0 } ?? actor.keyID.map { "key:" + $0 }
         }
     }
+
+    /// The caller's team (nil before authentication, or without one).
+    public var teamID: String? { facts.withLock { $0.actor?.teamID } }
 
     /// The payload is stored (stage 14, before the upstream): `request` as it will be kept.
     public func capture(_ capture: PayloadCapture, request: JSONValue) {
@@ -146,6 +154,19 @@ public final class RequestAudit: GuardEventSink, Sendable {
             $0.payloadRequest = request
         }
     }
+
+    /// From now on the record's personal fields (user id, address) are sealed under `key`.
+    public func seal(with key: SubjectKeys.SubjectKey) { facts.withLock { $0.sealing = key } }
+
+    /// The records of this request keep no personal field at all: it erases its own subject,
+    /// whose key must not be made again for the record of its erasure.
+    public func withholdPersonalFields() { facts.withLock { $0.personalWithheld = true } }
+
+    /// The subject's key could not be had: the personal fields are written as they are, and the record says so.
+    public func sealingFailed() { facts.withLock { $0.sealingFailed = true } }
+
+    /// Whether the personal fields are sealed.
+    public var isSealed: Bool { facts.withLock { $0.sealing != nil } }
 
     /// The payload should have been stored but its key could not be had.
     public func payloadNotStored() { facts.withLock { $0.payloadNotStored = true } }
@@ -217,7 +238,9 @@ public final class RequestAudit: GuardEventSink, Sendable {
             object.append(newKey: "mfa", .bool(actor.multiFactor))
             object.append(newKey: "role", .string(actor.role))
             if let team = actor.teamID { object.append(newKey: "team_id", .string(AuditRecord.bounded(team))) }
-            if let user = actor.userID { object.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
+            if let user = actor.userID, !facts.personalWithheld {
+                if facts.sealing != nil { object.append(newKey: "user_sealed", true) } else { object.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
+            }
             details.append(newKey: "actor", .object(object))
         }
         if failed { details.append(newKey: "auth_method", .string(facts.failedMethod ?? "none")) }
@@ -246,13 +269,23 @@ public final class RequestAudit: GuardEventSink, Sendable {
         details.append(newKey: "path", .string(AuditRecord.bounded(path)))
         if ending != nil, let payload = facts.payload { details.append(newKey: "payload", .string(payload.mode.rawValue)) }
         if ending != nil, facts.payloadNotStored { details.append(newKey: "payload", "not_stored") }
+        if facts.sealingFailed && facts.sealing == nil { details.append(newKey: "personal_sealed", false) }
+        if let key = facts.sealing {
+            var personal = JSONObject()
+            if let source = facts.sourceAddress { personal.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
+            if let user = facts.actor?.userID { personal.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
+            if !personal.isEmpty, let sealed = PersonalFields.seal(personal, key: key, requestID: requestID) {
+                details.append(newKey: PersonalFields.sealedMember, .string(sealed))
+            }
+        }
         if failed, let key = facts.presentedKeyID { details.append(newKey: "presented_key_id", .string(AuditRecord.bounded(key))) }
         if ending != nil, let prompt = facts.promptTokens { details.append(newKey: "prompt_tokens", .integer(Int64(prompt))) }
         if let provider = facts.provider { details.append(newKey: "provider", .string(provider)) }
         if failed { details.append(newKey: "reason", .string(AuditRecord.bounded(facts.failure ?? ""))) }
         details.append(newKey: "received_at", .integer(receivedAt))
-        if let source = facts.sourceAddress { details.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
+        if facts.sealing == nil, !facts.personalWithheld, let source = facts.sourceAddress { details.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
         if let ending { details.append(newKey: "status", .integer(Int64(ending.status))) } else { details.append(newKey: "stage", "before upstream") }
+        if let key = facts.sealing { details.append(newKey: PersonalFields.referenceMember, .string(key.ref)) }
         if let traceID { details.append(newKey: "trace_id", .string(traceID)) }
         return details
     }
@@ -268,6 +301,7 @@ public final class RequestAudit: GuardEventSink, Sendable {
             if risks.contains("medium") { return .medium }
             return risks.isEmpty ? .high : .low
         }
+        if code == .residencyViolation { return .high }
         switch status {
         case ..<400: return findings.contains { $0.risk == "critical" || $0.risk == "high" } ? .low : .info
         case 401, 403: return .medium

@@ -27,7 +27,7 @@ public final class SubjectKeys: Sendable {
                 "CREATE TABLE portcullis_protection_secrets (name TEXT PRIMARY KEY, kek_version TEXT NOT NULL, wrapped \(blob) NOT NULL, created_at BIGINT NOT NULL)",
                 """
                 CREATE TABLE audit_payloads (
-                    audit_id TEXT PRIMARY KEY, request_id TEXT, subject_ref TEXT NOT NULL, created_at BIGINT NOT NULL, mode TEXT NOT NULL,
+                    audit_id TEXT PRIMARY KEY, request_id TEXT, subject_ref TEXT NOT NULL, team_id TEXT, created_at BIGINT NOT NULL, mode TEXT NOT NULL,
                     ciphertext \(blob) NOT NULL
                 )
                 """,
@@ -56,13 +56,14 @@ public final class SubjectKeys: Sendable {
     public let service: any KeyEncryptionService
     private let store: any SQLStore
     private let digestKey = Mutex<SymmetricKey?>(nil)
-    /// Unwrapped keys by digest and by reference, each with when it was unwrapped: kept at most
-    /// `cacheSeconds`, so a key another replica destroyed is gone here within that time too.
-    private let cache = Mutex<(byDigest: [String: (SubjectKey, ContinuousClock.Instant)], byRef: [String: (SymmetricKey, ContinuousClock.Instant)])>(([:], [:]))
+    /// Unwrapped keys by subject and by reference, each with when it was unwrapped: kept at most
+    /// `cacheSeconds` (an erasure also drops them at once on every replica, through the control
+    /// bus; the limit bounds a replica that missed the message).
+    private let cache = Mutex<(byName: [String: (SubjectKey, ContinuousClock.Instant)], byRef: [String: (SymmetricKey, ContinuousClock.Instant)])>(([:], [:]))
     let cacheSeconds: Double
     static let cacheLimit = 10_000
 
-    public init(store: any SQLStore, service: any KeyEncryptionService, cacheSeconds: Double = 30) {
+    public init(store: any SQLStore, service: any KeyEncryptionService, cacheSeconds: Double = 300) {
         self.store = store
         self.service = service
         self.cacheSeconds = cacheSeconds
@@ -103,15 +104,30 @@ public final class SubjectKeys: Sendable {
 
     /// The subject's data key, made (and stored wrapped) when it has none or was erased before.
     public func key(for subject: String) async throws -> SubjectKey {
+        if let cached = cached(subject: subject) { return cached }
+        // A key service that just failed is not asked again for a moment: requests keep flowing.
+        if let until = unavailable.withLock({ $0 }), ContinuousClock.now < until.0 { throw DataProtectionError.keyServiceUnavailable(until.1) }
+        do {
+            return try await makeOrRead(subject)
+        } catch DataProtectionError.keyServiceUnavailable(let reason) {
+            unavailable.withLock { $0 = (.now + .seconds(Self.retryAfterFailureSeconds), reason) }
+            throw DataProtectionError.keyServiceUnavailable(reason)
+        }
+    }
+
+    /// Seconds a failed key service is left alone before it is asked again.
+    static let retryAfterFailureSeconds = 5.0
+    private let unavailable = Mutex<(ContinuousClock.Instant, String)?>(nil)
+
+    private func makeOrRead(_ subject: String) async throws -> SubjectKey {
         let digest = try await digest(subject)
-        if let cached = cached(digest: digest) { return cached }
         for _ in 0..<3 {
             let row = try await store.query("SELECT subject_ref, kek_version, wrapped FROM portcullis_subject_keys WHERE subject_digest = $1",
                                             [.text(digest)]).first
             if let row, let ref = row["subject_ref"].text, let bytes = row["wrapped"].blob {
                 let key = SymmetricKey(data: try await service.unwrap(WrappedKey(version: row["kek_version"].text ?? "", ciphertext: bytes),
                                                                       context: "subject:" + ref))
-                return remember(SubjectKey(ref: ref, key: key), digest: digest)
+                return remember(SubjectKey(ref: ref, key: key), subject: subject)
             }
             // None yet, or destroyed by an erasure: a new key under a new reference. Two replicas
             // racing both write conditionally and read back the one that won.
@@ -164,7 +180,7 @@ public final class SubjectKeys: Sendable {
         guard let row = try await store.query("SELECT subject_ref, wrapped, erased_at FROM portcullis_subject_keys WHERE subject_digest = $1",
                                               [.text(digest)]).first, let ref = row["subject_ref"].text else { return nil }
         forget(ref: ref)
-        cache.withLock { _ = $0.byDigest.removeValue(forKey: digest) }
+        cache.withLock { _ = $0.byName.removeValue(forKey: subject) }
         if row["wrapped"].blob == nil, let erasedAt = row["erased_at"].integer {
             return Erasure(ref: ref, erasedAt: erasedAt, alreadyErased: true)
         }
@@ -177,7 +193,7 @@ public final class SubjectKeys: Sendable {
     public func forget(ref: String) {
         cache.withLock { cache in
             cache.byRef.removeValue(forKey: ref)
-            cache.byDigest = cache.byDigest.filter { $0.value.0.ref != ref }
+            cache.byName = cache.byName.filter { $0.value.0.ref != ref }
         }
     }
 
@@ -212,17 +228,19 @@ public final class SubjectKeys: Sendable {
         return counts
     }
 
-    private func cached(digest: String) -> SubjectKey? {
+    private func cached(subject: String) -> SubjectKey? {
         cache.withLock { cache in
-            guard let entry = cache.byDigest[digest], ContinuousClock.now - entry.1 < .seconds(cacheSeconds) else { return nil }
+            guard let entry = cache.byName[subject], ContinuousClock.now - entry.1 < .seconds(cacheSeconds) else { return nil }
             return entry.0
         }
     }
 
-    private func remember(_ key: SubjectKey, digest: String) -> SubjectKey {
+    private func remember(_ key: SubjectKey, subject: String) -> SubjectKey {
         cache.withLock { cache in
-            if cache.byDigest.count >= Self.cacheLimit { cache.byDigest.removeAll() }
-            cache.byDigest[digest] = (key, .now)
+            if cache.byName.count >= Self.cacheLimit { cache.byName.removeAll() }
+            cache.byName[subject] = (key, .now)
+            if cache.byRef.count >= Self.cacheLimit { cache.byRef.removeAll() }
+            cache.byRef[key.ref] = (key.key, .now)
         }
         return key
     }
@@ -281,5 +299,68 @@ public struct KeyRotationService: Service {
                 logger.error("key rotation check failed", metadata: ["error": "\(error)"])
             }
         }
+    }
+}
+
+/// A record's personal fields (the caller's user id and address) sealed under its subject's
+/// data key: the chain hashes the ciphertext, so erasing the subject (destroying the key)
+/// pseudonymises every record of it without changing one byte of the chain.
+public enum PersonalFields {
+    /// The details member holding the sealed fields, and the one naming the subject's reference.
+    public static let sealedMember = "personal"
+    public static let referenceMember = "subject_ref"
+    /// What a reader shows in place of the fields once the subject was erased.
+    public static let erased = "erased"
+
+    static func context(ref: String, requestID: String?) -> String { "personal:\(ref):\(requestID ?? "")" }
+
+    /// `fields` (sorted JSON) sealed under `key`, base64.
+    public static func seal(_ fields: JSONObject, key: SubjectKeys.SubjectKey, requestID: String?) -> String? {
+        var bytes: [UInt8] = []
+        JSONWriter.writeSortingKeys(.object(fields), into: &bytes)
+        guard let sealed = try? Envelope.seal(bytes, key: key.key, context: context(ref: key.ref, requestID: requestID)) else { return nil }
+        return Data(sealed).base64EncodedString()
+    }
+
+    /// `record` (as the API shows it) with its sealed fields opened into its details: the
+    /// actor's `user_id` and `source_address`. Once the subject is erased they are gone, the
+    /// details say `personal: erased` and the actor's user is its pseudonym `erased:<ref>`.
+    public static func open(_ record: JSONObject, keys: SubjectKeys?) async -> JSONObject {
+        guard var details = record["details"]?.objectValue, let sealed = details[sealedMember]?.stringValue,
+              let ref = details[referenceMember]?.stringValue else { return record }
+        var opened: JSONObject?
+        var erasedSubject = false
+        if let keys, let bytes = Data(base64Encoded: sealed) {
+            do {
+                let key = try await keys.key(ref: ref)
+                let plaintext = try Envelope.open(Array(bytes), key: key, context: context(ref: ref, requestID: record["request_id"]?.stringValue),
+                                                  what: "the personal fields of audit record \(record["id"]?.stringValue ?? "")")
+                opened = (try? JSONParser.parse(plaintext))?.objectValue
+            } catch DataProtectionError.erased {
+                erasedSubject = true
+            } catch {}
+        }
+        var result = record
+        if let opened {
+            details[sealedMember] = nil
+            if let address = opened["source_address"] { details["source_address"] = address }
+            if let user = opened["user_id"], var actor = details["actor"]?.objectValue {
+                actor["user_id"] = user
+                details["actor"] = .object(actor)
+            }
+        } else if erasedSubject {
+            details[sealedMember] = .string(erased)
+            if var actor = details["actor"]?.objectValue, actor["user_sealed"] != nil {
+                actor["user_sealed"] = nil
+                actor["user_id"] = .string("erased:" + ref)
+                details["actor"] = .object(actor)
+            }
+        }
+        if opened != nil, var actor = details["actor"]?.objectValue, actor["user_sealed"] != nil {
+            actor["user_sealed"] = nil
+            details["actor"] = .object(actor)
+        }
+        result["details"] = .object(details)
+        return result
     }
 }

@@ -1,11 +1,12 @@
 import Foundation
 import PortcullisAudit
+import PortcullisRouting
 
 /// The `audit` section: request auditing, the checkpoint key and cadence, sinks and alerts.
 extension ConfigurationLoader {
     static func decodeAudit(_ audit: NodeReader, into settings: inout GatewayConfiguration.Audit) {
         guard audit.expectMapping(allowedKeys: ["enabled", "fail_closed", "chain", "backlog_limit", "origin", "signing_key_file", "checkpoints",
-                                                "sinks", "alerts", "payloads"]) else { return }
+                                                "sinks", "alerts", "payloads", "retention"]) else { return }
         decodeCheckpoints(audit, into: &settings)
         settings.enabled = audit.bool("enabled") ?? settings.enabled
         settings.failClosed = audit.bool("fail_closed") ?? settings.failClosed
@@ -18,6 +19,13 @@ extension ConfigurationLoader {
         }
         settings.backlogLimit = audit.integer("backlog_limit", in: 1...10_000_000) ?? settings.backlogLimit
         if let mode = decodePayloadMode(audit) { settings.payloads = mode }
+        if let retention = audit.child("retention"),
+           retention.expectMapping(allowedKeys: ["payloads_days", "audit_days", "security_days", "interval_hours"]) {
+            settings.retention.payloadsDays = retention.integer("payloads_days", in: 1...36_500) ?? settings.retention.payloadsDays
+            settings.retention.auditDays = retention.integer("audit_days", in: 1...36_500) ?? settings.retention.auditDays
+            settings.retention.securityDays = retention.integer("security_days", in: 365...1095) ?? settings.retention.securityDays
+            settings.retention.intervalHours = retention.number("interval_hours", in: 0...720) ?? settings.retention.intervalHours
+        }
     }
 
     /// `payloads: none | redacted | full` of `reader`.
@@ -34,6 +42,30 @@ extension ConfigurationLoader {
     static func decodeDataProtection(_ root: NodeReader, into settings: inout GatewayConfiguration.Audit) {
         decodePayloadOverrides(root, into: &settings)
         if let kms = root.child("kms") { decodeKMS(kms, into: &settings.kms) }
+    }
+
+    /// `residency: [{ name, teams, keys, users, regions, baa }]`: each rule names callers and what
+    /// a deployment must be to serve them.
+    static func decodeResidency(_ reader: NodeReader) -> [ResidencyRule] {
+        guard reader.isSequence else {
+            reader.issue(nil, "must be a list of rules { name, teams, keys, users, regions, baa }")
+            return []
+        }
+        var rules: [ResidencyRule] = []
+        for element in reader.elements() {
+            guard element.expectMapping(allowedKeys: ["name", "teams", "keys", "users", "regions", "baa"]), let name = element.requiredString("name") else { continue }
+            func strings(_ key: String) -> Set<String> { Set(element.child(key)?.elements().compactMap { $0.scalarString() } ?? []) }
+            var rule = ResidencyRule(name: name)
+            rule.teams = strings("teams")
+            rule.keys = strings("keys")
+            rule.users = strings("users")
+            rule.regions = strings("regions")
+            rule.requireBAA = element.bool("baa") ?? false
+            if rule.teams.isEmpty && rule.keys.isEmpty && rule.users.isEmpty { element.issue("teams", "a rule names at least one team, key or user") }
+            if rule.regions.isEmpty && !rule.requireBAA { element.issue("regions", "a rule requires regions, baa: true, or both") }
+            rules.append(rule)
+        }
+        return rules
     }
 
     /// `guardrails.policies[].payloads`: what a policy stores of its requests.

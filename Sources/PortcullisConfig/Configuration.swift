@@ -91,6 +91,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var ipPolicy = IPPolicy()
     public var routing = Routing()
     public var models: [Model] = []
+    /// Where each caller's traffic may be served (`residency`): regions and BAA by team, key or user.
+    public var residency: [ResidencyRule] = []
     public var audit = Audit()
     public var tracing = Tracing()
     /// Exact caching of answers (off by default).

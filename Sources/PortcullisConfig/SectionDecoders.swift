@@ -12,7 +12,7 @@ import Yams
 extension ConfigurationLoader {
     static func decode(_ root: NodeReader, into configuration: inout GatewayConfiguration) {
         guard root.expectMapping(allowedKeys: ["server", "auth", "storage", "limits", "ip_policy", "routing", "models", "log_level", "log_format",
-                                               "guardrails", "audit", "tracing", "cache", "kms"]) else { return }
+                                               "guardrails", "audit", "tracing", "cache", "kms", "residency"]) else { return }
         if let server = root.child("server"), server.expectMapping(allowedKeys: ["host", "port", "max_body_bytes", "tls", "http2", "shutdown_grace_seconds",
                                                                                    "timeouts", "max_connections"]) {
             configuration.server.host = server.string("host") ?? configuration.server.host
@@ -76,6 +76,7 @@ extension ConfigurationLoader {
         if let cache = root.child("cache") { decodeCache(cache, into: &configuration.cache) }
         decodeCacheOverrides(root, into: &configuration.cache)
         decodeDataProtection(root, into: &configuration.audit)
+        if let rules = root.child("residency") { configuration.residency = decodeResidency(rules) }
         if let level = root.string("log_level") {
             if ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
                 configuration.logLevel = level
@@ -468,7 +469,7 @@ extension ConfigurationLoader {
     static func decodeDeployment(_ reader: NodeReader, routing: GatewayConfiguration.Routing) -> GatewayConfiguration.Deployment? {
         guard reader.expectMapping(allowedKeys: ["provider", "model", "api_base", "api_key", "api_version", "weight", "price",
                                                  "headers", "timeouts", "default_max_tokens", "tokens_per_second", "ca_file",
-                                                 "tls_min_version", "client_certificate", "client_key"]) else { return nil }
+                                                 "tls_min_version", "client_certificate", "client_key", "region", "baa"]) else { return nil }
         let name = reader.requiredString("provider") ?? ""
         let provider = ProviderKind(rawValue: name)
         if provider == nil && !name.isEmpty {
@@ -488,6 +489,8 @@ extension ConfigurationLoader {
         deployment.weight = reader.number("weight", in: 0...1_000_000) ?? 1
         deployment.defaultMaxTokens = reader.integer("default_max_tokens", in: 1...10_000_000) ?? 4096
         deployment.tokensPerSecond = reader.number("tokens_per_second", in: 0...1_000_000) ?? 0
+        deployment.region = reader.string("region")
+        deployment.baa = reader.bool("baa") ?? false
         if let price = reader.child("price"), price.expectMapping(allowedKeys: ["input_per_million", "output_per_million"]) {
             deployment.inputPricePerMillion = price.number("input_per_million", in: 0...1_000_000) ?? 0
             deployment.outputPricePerMillion = price.number("output_per_million", in: 0...1_000_000) ?? 0

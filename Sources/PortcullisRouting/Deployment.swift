@@ -34,6 +34,10 @@ public final class Deployment: Sendable {
 
     /// The deployment's secret-free name.
     public var name: String { target.name }
+    /// Where it processes data (nil: not stated, which satisfies no region rule).
+    public var region: String? { settings?.region }
+    /// Whether it is covered by a business associate agreement.
+    public var baa: Bool { settings?.baa ?? false }
 
     /// Wall-clock seconds, the time base of circuit breakers.
     public static func now() -> Double { Date().timeIntervalSince1970 }

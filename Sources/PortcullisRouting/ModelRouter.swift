@@ -57,9 +57,11 @@ public struct ModelRouter: Sendable {
     /// ago is tried anyway, so a gateway started a moment before its upstream, or a health
     /// check that fails while calls would succeed, does not refuse everything. Open circuits
     /// are not overridden: they have their own half-open probe.
-    func choose(in group: ModelGroup, excluding tried: Set<ObjectIdentifier>, random: Double) -> (deployment: Deployment, panic: Bool)? {
+    func choose(in group: ModelGroup, excluding tried: Set<ObjectIdentifier>, random: Double,
+                residency: Residency? = nil) -> (deployment: Deployment, panic: Bool)? {
         let now = Deployment.now()
-        let selectable = group.deployments.filter { $0.isSelectable(now: now) && $0.weight > 0 }
+        let eligible = residency.map { residency in group.deployments.filter(residency.allows) } ?? group.deployments
+        let selectable = eligible.filter { $0.isSelectable(now: now) && $0.weight > 0 }
         let fresh = selectable.filter { !tried.contains(ObjectIdentifier($0)) }
         var pool = fresh.isEmpty ? selectable : fresh
         while !pool.isEmpty {
@@ -77,7 +79,7 @@ public struct ModelRouter: Sendable {
             pool.removeAll { $0 === chosen }
         }
         guard selectable.isEmpty else { return nil }
-        let candidates = group.deployments.filter { !$0.isHealthy && !tried.contains(ObjectIdentifier($0)) && $0.isPanicCandidate(now: now) }
+        let candidates = eligible.filter { !$0.isHealthy && !tried.contains(ObjectIdentifier($0)) && $0.isPanicCandidate(now: now) }
         for deployment in candidates.sorted(by: { $0.lastFailureTime < $1.lastFailureTime }) where deployment.admit(now: now) {
             deployment.panicSelections.add(1, ordering: .relaxed)
             return (deployment, true)
@@ -89,26 +91,22 @@ public struct ModelRouter: Sendable {
     ///
     /// `operation` must finish everything that may still fail over before returning
     /// (for streams: receiving the first event).
-    public func execute<Value>(model: String, logger: Logger,
+    /// With `residency`, only deployments that satisfy it are used, in every group of the
+    /// chain; when none of them does, the request is refused (`403 residency_violation`).
+    public func execute<Value>(model: String, logger: Logger, residency: Residency? = nil,
                                _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
         guard let primary = groups[model] else {
             throw GatewayError.modelNotFound(model, available: modelNames)
         }
-        var chain = [primary]
-        var seen: Set<String> = [primary.name]
-        for name in primary.fallbacks where !seen.contains(name) {
-            if let group = groups[name] {
-                chain.append(group)
-                seen.insert(name)
-            }
-        }
+        let chain = chain(of: primary)
+        if let residency, let refusal = residencyRefusal(model: model, residency: residency) { throw refusal }
         var lastFailure: UpstreamFailure?
         var attempts = 0
         for group in chain {
             var tried = Set<ObjectIdentifier>()
             var attempt = 0
             while attempt <= retryPolicy.retries {
-                guard let (deployment, panic) = choose(in: group, excluding: tried, random: FastRandom.unit()) else { break }
+                guard let (deployment, panic) = choose(in: group, excluding: tried, random: FastRandom.unit(), residency: residency) else { break }
                 tried.insert(ObjectIdentifier(deployment))
                 attempts += 1
                 do {
@@ -127,7 +125,9 @@ public struct ModelRouter: Sendable {
                                                                          "attempt": "\(attempts)"])
                     guard failure.isRetryable else { throw Self.clientError(for: failure) }
                     guard attempt < retryPolicy.retries else { break }
-                    let nextIsSameDeployment = group.deployments.filter { $0.isSelectable() && !tried.contains(ObjectIdentifier($0)) }.isEmpty
+                    let nextIsSameDeployment = group.deployments.filter {
+                        $0.isSelectable() && !tried.contains(ObjectIdentifier($0)) && residency?.allows($0) != false
+                    }.isEmpty
                     let delay = retryPolicy.delay(beforeRetry: attempt, retryAfter: nextIsSameDeployment ? failure.retryAfter : nil,
                                                   random: FastRandom.unit())
                     guard let delay else { break }
@@ -143,6 +143,29 @@ public struct ModelRouter: Sendable {
         throw GatewayError(status: 503, kind: .overloaded, code: .noHealthyDeployment,
                            message: "No healthy deployment is available for model '\(model)'"
                                + (primary.fallbacks.isEmpty ? "" : " or its fallbacks") + ": circuits are open or health checks fail.")
+    }
+
+    /// The group and its fallbacks, in the order they are tried.
+    func chain(of primary: ModelGroup) -> [ModelGroup] {
+        var chain = [primary]
+        var seen: Set<String> = [primary.name]
+        for name in primary.fallbacks where !seen.contains(name) {
+            if let group = groups[name] {
+                chain.append(group)
+                seen.insert(name)
+            }
+        }
+        return chain
+    }
+
+    /// The refusal (`403 residency_violation`) when no deployment of `model` or its fallbacks
+    /// satisfies `residency`; nil when one does (or the model is unknown: that is its own error).
+    public func residencyRefusal(model: String, residency: Residency) -> GatewayError? {
+        guard let primary = groups[model], !chain(of: primary).contains(where: { $0.deployments.contains(where: residency.allows) }) else { return nil }
+        return GatewayError(status: 403, kind: .permission, code: .residencyViolation,
+                            message: "No deployment of model '\(GatewayError.echo(model))'" + (primary.fallbacks.isEmpty ? "" : " or its fallbacks")
+                                + " satisfies the residency policy \(residency.names) ("
+                                + residency.rules.map(\.requirement).joined(separator: "; ") + "); nothing was sent.")
     }
 
     /// The client-facing error for an upstream failure.

@@ -78,6 +78,10 @@ public struct DeploymentConfiguration: Sendable, Equatable {
     /// TLS to an https `api_base`: `tls_min_version` (default 1.3), `ca_file` (internal PKI; default the
     /// system's roots), `client_certificate` and `client_key` (mTLS).
     public var tls = ClientTLSSettings()
+    /// Where the deployment processes data (`ru-central1`, `eu-west-1`, …), for residency rules. Default none.
+    public var region: String?
+    /// Whether the provider signed a business associate agreement (HIPAA) for it. Default false.
+    public var baa = false
 
     public init(provider: ProviderKind, model: String, timeouts: UpstreamTimeoutsConfiguration = UpstreamTimeoutsConfiguration()) {
         self.provider = provider
@@ -122,4 +126,59 @@ extension ModelRouter {
                                  maximumBackoff: routing.maximumBackoffMilliseconds / 1000, maximumRetryAfter: routing.maximumRetryAfterSeconds)
         self.init(groups: groups, retryPolicy: policy)
     }
+}
+
+/// Where a caller's traffic may go (data residency, e.g. Russia's 152-FZ, and HIPAA's BAA): a
+/// rule names callers (teams, keys, users) and what a deployment must be for them — in one of
+/// `regions`, and under a BAA when `requireBAA`. Routing, fallbacks included, only uses
+/// deployments that satisfy every rule that names the caller.
+public struct ResidencyRule: Sendable, Equatable {
+    public var name: String
+    public var teams: Set<String> = []
+    public var keys: Set<String> = []
+    public var users: Set<String> = []
+    /// Empty: any region.
+    public var regions: Set<String> = []
+    public var requireBAA = false
+
+    public init(name: String) {
+        self.name = name
+    }
+
+    /// Whether the rule names this caller.
+    public func applies(teamID: String?, keyID: String?, userID: String?) -> Bool {
+        teamID.map(teams.contains) == true || keyID.map(keys.contains) == true || userID.map(users.contains) == true
+    }
+
+    /// Whether `deployment` may serve callers the rule names.
+    public func allows(_ deployment: Deployment) -> Bool {
+        (regions.isEmpty || deployment.region.map(regions.contains) == true) && (!requireBAA || deployment.baa)
+    }
+
+    /// What a deployment must be, in words.
+    public var requirement: String {
+        var parts: [String] = []
+        if !regions.isEmpty { parts.append("in region " + regions.sorted().joined(separator: " or ")) }
+        if requireBAA { parts.append("under a BAA") }
+        return parts.joined(separator: ", ")
+    }
+}
+
+/// The residency rules that apply to one request (every one must be satisfied).
+public struct Residency: Sendable, Equatable {
+    public var rules: [ResidencyRule]
+
+    public init(rules: [ResidencyRule]) {
+        self.rules = rules
+    }
+
+    /// The rules of `all` that name the caller; nil when none does.
+    public static func of(_ all: [ResidencyRule], teamID: String?, keyID: String?, userID: String?) -> Residency? {
+        let applying = all.filter { $0.applies(teamID: teamID, keyID: keyID, userID: userID) }
+        return applying.isEmpty ? nil : Residency(rules: applying)
+    }
+
+    public func allows(_ deployment: Deployment) -> Bool { rules.allSatisfy { $0.allows(deployment) } }
+
+    public var names: String { rules.map(\.name).joined(separator: ", ") }
 }

@@ -31,6 +31,62 @@ struct DataSubjectAPI: Sendable {
             try context.principal.require(.writeAdministration)
             return try await erase(try Self.parse(context.parameters.require("subject")), context: context)
         }
+        // Retention: the defaults, each team's own with its consent, and a pass on demand.
+        admin.get("retention") { _, context in
+            try context.principal.require(.readAdministration)
+            let defaults = audit.retention.configuration
+            return AdminAPI.json(["payloads_days": .integer(Int64(defaults.payloadsDays)), "audit_days": .integer(Int64(defaults.auditDays)),
+                                  "security_days": .integer(Int64(defaults.securityDays)),
+                                  "teams": .array(try await audit.retention.teamPolicies().map(\.json))])
+        }
+        admin.put("teams/{id}/retention") { request, context in try await setTeamRetention(request, context) }
+        admin.delete("teams/{id}/retention") { _, context in
+            try context.principal.require(.writeAdministration)
+            let team = try context.parameters.require("id")
+            guard try await audit.retention.removeTeamPolicy(team) else {
+                throw GatewayError(status: 404, kind: .notFound, code: .notFound, message: "Team '\(GatewayError.echo(team))' has no retention of its own.")
+            }
+            try await audit.recordAdminAction(actor: context.principal.actor, actorKeyID: context.principal.keyID, action: "retention.team.delete",
+                                              target: team, details: [:], requestID: context.requestID)
+            return AdminAPI.json(["team_id": .string(team), "deleted": true])
+        }
+        admin.post("retention/run") { _, context in
+            try context.principal.require(.writeAdministration)
+            return AdminAPI.json(.object(try await audit.retention.run().json))
+        }
+    }
+
+    /// `PUT /admin/teams/{id}/retention {payloads_days, audit_days, consent: {by, reason}}`: a
+    /// team's own retention, refused without the consent it rests on (who agreed and why); when
+    /// it was given is the time of the call. Recorded as an admin action with the consent.
+    func setTeamRetention(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        try context.principal.require(.writeAdministration)
+        let team = try context.parameters.require("id")
+        guard try await access.directory.team(team) != nil else {
+            throw GatewayError(status: 404, kind: .notFound, code: .notFound, message: "There is no team '\(GatewayError.echo(team))'.")
+        }
+        let body = try await AdminAPI.body(request)
+        func days(_ name: String) throws -> Int? {
+            guard let value = body[name], value != .null else { return nil }
+            guard let number = value.integerValue, (1...36_500).contains(number) else {
+                throw GatewayError.invalidParameter(name, "\(name) must be a whole number of days, 1–36500")
+            }
+            return Int(number)
+        }
+        let payloads = try days("payloads_days"), auditDays = try days("audit_days")
+        guard payloads != nil || auditDays != nil else {
+            throw GatewayError.invalidParameter("payloads_days", "give payloads_days, audit_days or both")
+        }
+        guard let consent = body["consent"]?.objectValue, let by = consent["by"]?.stringValue, !by.isEmpty,
+              let reason = consent["reason"]?.stringValue, !reason.isEmpty else {
+            throw GatewayError.invalidParameter("consent", "a team's own retention needs consent: {\"by\": who agreed, \"reason\": what for}")
+        }
+        let policy = TeamRetention(teamID: team, payloadsDays: payloads, auditDays: auditDays, consentBy: by,
+                                   consentAt: Int64(Date().timeIntervalSince1970), consentReason: reason)
+        try await audit.retention.setTeamPolicy(policy)
+        try await audit.recordAdminAction(actor: context.principal.actor, actorKeyID: context.principal.keyID, action: "retention.team.set",
+                                          target: team, details: policy.json.objectValue ?? [:], requestID: context.requestID)
+        return AdminAPI.json(policy.json)
     }
 
     /// A subject as the routes name it.
@@ -75,7 +131,7 @@ struct DataSubjectAPI: Sendable {
         }
         document["usage"] = .array(try await access.directory.usage(groupBy: ["day", "key_id", "model"], filters: filters, fromDay: nil, toDay: nil,
                                                                     limit: Self.exportLimit, offset: 0))
-        let records = try await audit.reader.subjectRecords(keyIDs: held.keyIDs, userID: held.userID, limit: Self.exportLimit)
+        let records = try await audit.reader.subjectRecords(keyIDs: held.keyIDs, userID: held.userID, ref: held.ref, limit: Self.exportLimit)
         document["audit_records"] = .array(records.records)
         document["audit_records_truncated"] = .bool(records.truncated)
         var payloads: [JSONValue] = []
@@ -101,6 +157,9 @@ struct DataSubjectAPI: Sendable {
     /// revoked without name, user or metadata, its user removed, its usage rows re-labelled with
     /// its pseudonym. The erasure is an audit record, and the caller gets a signed receipt.
     func erase(_ subject: Subject, context: GatewayRequestContext) async throws -> Response {
+        // The record of this request must not name the subject (nor make it a new key).
+        if case .user(let id) = subject, context.principal.userID == id { context.audit?.withholdPersonalFields() }
+        if case .key(let id) = subject, context.principal.keyID == id { context.audit?.withholdPersonalFields() }
         let held = try await holdings(subject)
         guard held.exists else { throw Self.unknown(subject) }
         var erasure: SubjectKeys.Erasure?
@@ -129,10 +188,16 @@ struct DataSubjectAPI: Sendable {
             try? await access.bus.publish(.directoryChanged)
         }
         let relabelled = try await access.directory.relabelUsage(userID: held.userID, keyIDs: held.keyIDs, as: pseudonym)
+        // What the subject's audit records now show: sealed ones are pseudonymised by the key's
+        // destruction; any written while the key service was down still name the subject.
+        let records = try await audit.reader.subjectRecords(keyIDs: held.keyIDs, userID: held.userID, ref: erasure?.ref, limit: Self.exportLimit).records
+        let sealed = records.filter { $0.objectValue?["details"]?.objectValue?[PersonalFields.sealedMember] != nil }.count
+        let unsealed = records.filter { $0.objectValue?["details"]?.objectValue?["personal_sealed"]?.boolValue == false }.count
         let alreadyErased = erasure?.alreadyErased ?? (held.keys.isEmpty && held.user == nil)
         let details: JSONObject = [
             "actor": .string(context.principal.actor), "already_erased": .bool(alreadyErased), "keys_forgotten": .integer(Int64(held.keys.count)),
             "payloads_shredded": .integer(Int64(shredded)), "pseudonym": .string(pseudonym),
+            "records_pseudonymised": .integer(Int64(sealed)), "records_not_pseudonymised": .integer(Int64(unsealed)),
             "usage_rows_relabelled": .integer(Int64(relabelled)), "user_deleted": .bool(userDeleted),
         ]
         let record = AuditRecord(timestamp: now * 1_000_000, severity: .medium, category: "privacy", action: "subject.erase", outcome: "success",
@@ -146,6 +211,8 @@ struct DataSubjectAPI: Sendable {
             pseudonym: \(pseudonym)
             erased_at: \(formatter.string(from: Date(timeIntervalSince1970: Double((erasure?.erasedAt ?? now * 1_000_000) / 1_000_000))))
             payloads_shredded: \(shredded)
+            audit_records_pseudonymised: \(sealed)
+            audit_records_not_pseudonymised: \(unsealed)
             keys_forgotten: \(held.keys.count)
             user_deleted: \(userDeleted)
             audit_record: \(record.id)
@@ -154,6 +221,7 @@ struct DataSubjectAPI: Sendable {
         var answer: JSONObject = ["object": "subject.erasure", "subject": .string(subject.name), "pseudonym": .string(pseudonym),
                                   "already_erased": .bool(alreadyErased), "payloads_shredded": .integer(Int64(shredded)),
                                   "keys_forgotten": .integer(Int64(held.keys.count)), "user_deleted": .bool(userDeleted),
+                                  "records_pseudonymised": .integer(Int64(sealed)), "records_not_pseudonymised": .integer(Int64(unsealed)),
                                   "audit_id": .string(record.id)]
         if let signingKey {
             answer["receipt"] = .string(try signingKey.sign(body))
@@ -173,6 +241,8 @@ struct DataSubjectAPI: Sendable {
         var keys: [APIKeyRecord] = []
         var keyIDs: [String] = []
         var erasedAt: Int64?
+        /// The reference of its data key (its sealed records name it).
+        var ref: String?
         var hasDataKey = false
         var hasRecords = false
         var exists: Bool { user != nil || !keys.isEmpty || hasDataKey || hasRecords }
@@ -193,8 +263,9 @@ struct DataSubjectAPI: Sendable {
         if let store = audit.payloads, let found = try await subjectKey(subject, store.keys) {
             held.hasDataKey = true
             held.erasedAt = found.erasedAt
+            held.ref = found.ref
         }
-        held.hasRecords = !(try await audit.reader.subjectRecords(keyIDs: held.keyIDs, userID: held.userID, limit: 1).records.isEmpty)
+        held.hasRecords = !(try await audit.reader.subjectRecords(keyIDs: held.keyIDs, userID: held.userID, ref: held.ref, limit: 1).records.isEmpty)
         return held
     }
 

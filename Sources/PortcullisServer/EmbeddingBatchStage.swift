@@ -37,18 +37,22 @@ struct EmbeddingBatchStage: Sendable {
         }
     }
 
-    /// The answer for `request`: through a batch when it has one text input, else on its own.
+    /// The answer for `request`: through a batch when it has one text input, else on its own
+    /// (always on its own under residency rules: a batch is one call, to one deployment, for many callers).
     func embed(_ request: EmbeddingRequest, upstream: UpstreamContext, measures: RequestMeasures?,
-               route: RouteStage) async throws -> Routed<JSONValue> {
-        guard let batcher, let text = request.input.stringValue else { return try await Self.single(request, upstream: upstream, measures: measures, route: route) }
+               route: RouteStage, residency: Residency? = nil) async throws -> Routed<JSONValue> {
+        guard let batcher, residency == nil, let text = request.input.stringValue else {
+            return try await Self.single(request, upstream: upstream, measures: measures, route: route, residency: residency)
+        }
         var options: [UInt8] = []
         JSONWriter.writeSortingKeys(.object(request.extra), into: &options)
         return try await batcher.submit(Item(text: text, extra: request.extra, upstream: upstream, measures: measures),
                                         key: Key(model: request.model, options: String(decoding: options, as: UTF8.self)))
     }
 
-    static func single(_ request: EmbeddingRequest, upstream: UpstreamContext, measures: RequestMeasures?, route: RouteStage) async throws -> Routed<JSONValue> {
-        try await route.call(model: request.model, logger: upstream.logger, measures: measures, operation: "embeddings") { deployment in
+    static func single(_ request: EmbeddingRequest, upstream: UpstreamContext, measures: RequestMeasures?, route: RouteStage,
+                       residency: Residency? = nil) async throws -> Routed<JSONValue> {
+        try await route.call(model: request.model, logger: upstream.logger, measures: measures, operation: "embeddings", residency: residency) { deployment in
             try await deployment.adapter.embeddings(request, target: deployment.target, context: upstream)
         }
     }

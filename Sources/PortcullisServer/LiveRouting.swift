@@ -149,7 +149,7 @@ struct PipelineFactory: Sendable {
                             fallback: guardrails.defaultPolicy.settings(tokenizer: prepared.tokenizer), events: audit.guardEvents,
                             remote: prepared.remoteGuards, pseudonymKey: Array((guardrails.pseudonymKey ?? "").utf8)) : nil
         let pipeline = RequestPipeline(router: prepared.router, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
-                                       guarding: guarding, audit: audit, cache: cache.with(settings: configuration.cache),
+                                       guarding: guarding, audit: audit, cache: cache.with(settings: configuration.cache), residency: configuration.residency,
                                        dependencies: dependencies)
         return LiveRouting.Snapshot(configuration: configuration, router: prepared.router, pipeline: pipeline)
     }

@@ -40,7 +40,7 @@ public struct RequestPipeline: Sendable {
     /// The state of the database, Redis and the control bus, for readiness.
     public let dependencies: @Sendable () -> DependencyState
 
-    let authorise = AuthoriseStage()
+    let authorise: AuthoriseStage
     let admission: AdmissionStage
     let guardIn: GuardInStage
     let transform: TransformStage
@@ -57,9 +57,10 @@ public struct RequestPipeline: Sendable {
     ///   - audit: the audit log that records requests; nil records none.
     ///   - cache: the exact cache, its settings and the calls in flight (by default: no exact cache, de-duplication as configured by default).
     public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, guarding: InputGuarding? = nil,
-                audit: AuditLogs? = nil, cache: CacheWiring = CacheWiring(),
+                audit: AuditLogs? = nil, cache: CacheWiring = CacheWiring(), residency: [ResidencyRule] = [],
                 dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
+        authorise = AuthoriseStage(residency: residency, router: router)
         self.maximumBodyBytes = maximumBodyBytes
         self.dependencies = dependencies
         admission = AdmissionStage(governance: governance, router: router)
@@ -81,7 +82,8 @@ public struct RequestPipeline: Sendable {
         let directive = try CacheStage.directive(&asked, cacheControl: cacheControl)                               // 3. decode: the gateway's own cache field
         var exchange = ChatExchange(request: asked, dialect: dialect, context: context)
         exchange.cacheDirective = directive
-        try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit, measures: exchange.measures)            // 4. authorise
+        exchange.residency = try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit,    // 4. authorise
+                                                 measures: exchange.measures)
         exchange.grant = try await admission.admit(model: request.model, principal: exchange.principal,             // 5. admission
                                                    bodySize: bodySize, maxTokens: request.maxTokens)
         do {
@@ -150,7 +152,7 @@ public struct RequestPipeline: Sendable {
         let body = try await decodeBody(request)                                                                    // 3. decode
         var completion = try OpenAIWire.decodeCompletionRequest(body.json)
         let principal = context.principal, caller = principal.guardCaller(reportingTo: context.audit)
-        try authorise.check(model: completion.model, principal: principal, audit: context.audit, measures: context.measures)                    // 4. authorise
+        let residency = try authorise.check(model: completion.model, principal: principal, audit: context.audit, measures: context.measures)    // 4. authorise
         let grant = try await admission.admit(model: completion.model, principal: principal, bodySize: body.size,   // 5. admission
                                               maxTokens: completion.maxTokens)
         do {
@@ -162,7 +164,7 @@ public struct RequestPipeline: Sendable {
             let request = completion, upstream = Self.upstream(context)
             if request.stream {
                 let routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures,
-                                                 operation: "text_completion") { deployment in    // 10–11. route, provider
+                                                 operation: "text_completion", residency: residency) { deployment in    // 10–11. route, provider
                     try await RouteStage.prime(deployment: deployment) {
                         try await deployment.adapter.streamCompletion(request, target: deployment.target, context: upstream)
                     }
@@ -173,7 +175,7 @@ public struct RequestPipeline: Sendable {
                 return response
             }
             var routed = try await route.call(model: request.model, logger: context.logger, measures: context.measures,
-                                               operation: "text_completion") { deployment in        // 10–11. route, provider
+                                               operation: "text_completion", residency: residency) { deployment in        // 10–11. route, provider
                 try await deployment.adapter.completion(request, target: deployment.target, context: upstream)
             }
             routed.value = guardOut.review(completion: routed.value, output: output, model: request.model,         // 12. guard out
@@ -190,12 +192,13 @@ public struct RequestPipeline: Sendable {
     public func embeddings(_ request: Request, context: GatewayRequestContext) async throws -> Response {
         let body = try await decodeBody(request)                                                                    // 3. decode
         let embedding = try OpenAIWire.decodeEmbeddingRequest(body.json)
-        try authorise.check(model: embedding.model, principal: context.principal, audit: context.audit, measures: context.measures)             // 4. authorise
+        let residency = try authorise.check(model: embedding.model, principal: context.principal, audit: context.audit,   // 4. authorise
+                                            measures: context.measures)
         let grant = try await admission.admit(model: embedding.model, principal: context.principal, bodySize: body.size, maxTokens: 0)
         do {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let routed = try await embeddingBatch.embed(embedding, upstream: Self.upstream(context), measures: context.measures,  // 8. batched,
-                                                        route: route)                                                                    // 10–11. route, provider
+                                                        route: route, residency: residency)                                                                    // 10–11. route, provider
             let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {

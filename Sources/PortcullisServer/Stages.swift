@@ -33,6 +33,8 @@ struct ChatExchange: Sendable {
     var output: OutputInspector?
     /// What stage 14 records of the request (nil: not recorded).
     let audit: RequestAudit?
+    /// Stage 4's residency rules for the caller: routing uses only deployments that satisfy them (nil: any).
+    var residency: Residency?
     /// What the request's metrics record (nil: none).
     let measures: RequestMeasures?
 
@@ -61,13 +63,27 @@ struct ChatExchange: Sendable {
 /// Stage 4, authorise: may this credential use the model? (The route's permission ran as
 /// middleware before the body was read.)
 struct AuthoriseStage: Sendable {
-    func check(model: String, principal: Principal, audit: RequestAudit? = nil, measures: RequestMeasures? = nil) throws {
+    /// Where callers' traffic may be served (routing honours what `check` returns).
+    var residency: [ResidencyRule] = []
+    /// The routing table, to refuse here a caller no deployment may serve.
+    var router: ModelRouter?
+
+    /// The model allow-list; returns the residency rules that name the caller (nil: none).
+    @discardableResult
+    func check(model: String, principal: Principal, audit: RequestAudit? = nil, measures: RequestMeasures? = nil) throws -> Residency? {
         audit?.model(model)
         measures?.model(model)
         guard principal.mayUse(model: model) else {
             throw GatewayError(status: 403, kind: .permission, code: .modelNotAllowed,
                                message: "This credential may not use the model '\(GatewayError.echo(model))'.", param: "model")
         }
+        guard !residency.isEmpty, let applying = Residency.of(residency, teamID: principal.teamID, keyID: principal.keyID, userID: principal.userID) else {
+            return nil
+        }
+        if let refusal = router?.residencyRefusal(model: model, residency: applying) {
+            throw refusal
+        }
+        return applying
     }
 }
 
@@ -120,14 +136,14 @@ struct RouteStage: Sendable {
 
     func chat(_ request: ChatRequest, _ exchange: ChatExchange) async throws -> Routed<ChatCompletion> {
         let upstream = exchange.upstream
-        return try await call(model: request.model, logger: exchange.logger, measures: exchange.measures) { deployment in
+        return try await call(model: request.model, logger: exchange.logger, measures: exchange.measures, residency: exchange.residency) { deployment in
             try await deployment.adapter.chat(request, target: deployment.target, context: upstream)
         }
     }
 
     func streamChat(_ exchange: ChatExchange) async throws -> Routed<PrimedStream<ChatChunk>> {
         let request = exchange.request, upstream = exchange.upstream
-        return try await call(model: request.model, logger: exchange.logger, measures: exchange.measures) { deployment in
+        return try await call(model: request.model, logger: exchange.logger, measures: exchange.measures, residency: exchange.residency) { deployment in
             try await Self.prime(deployment: deployment) {
                 try await deployment.adapter.streamChat(request, target: deployment.target, context: upstream)
             }
@@ -138,10 +154,10 @@ struct RouteStage: Sendable {
     /// deployment's metrics, and, when the request is traced, recorded as a client span whose
     /// `traceparent` the attempt sends upstream. `operation` names the GenAI operation of those spans.
     func call<Value: Sendable>(model: String, logger: Logger, measures: RequestMeasures?, operation name: String = "chat",
-                               _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
-        guard let measures else { return try await router.execute(model: model, logger: logger, operation) }
+                               residency: Residency? = nil, _ operation: (Deployment) async throws -> Value) async throws -> Routed<Value> {
+        guard let measures else { return try await router.execute(model: model, logger: logger, residency: residency, operation) }
         let parent = InstrumentationContext.current   // the request's span, when tracing is on
-        let routed = try await router.execute(model: model, logger: logger) { deployment in
+        let routed = try await router.execute(model: model, logger: logger, residency: residency) { deployment in
             let start = ContinuousClock.now
             guard let parent else {
                 do {

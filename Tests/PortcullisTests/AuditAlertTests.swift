@@ -52,6 +52,10 @@ struct AuditAlertTests {
                                "details": ["source_address": "10.1.1.1", "guard_findings": [["category": "pii", "action": "block"]]]]
         let personal = evaluator.observe(pii)
         #expect(personal.map(\.rule) == [.complianceViolation])
+        let residency: JSONObject = ["id": "r1", "timestamp": 6, "severity": "HIGH", "category": "request", "outcome": "refused", "actor_key_id": "k7",
+                                     "details": ["code": "residency_violation", "model": "eu-only", "status": 403]]
+        let refused = evaluator.observe(residency)
+        #expect(refused.map(\.rule) == [.complianceViolation] && refused.first?.subject == "key k7" && refused.first?.summary.contains("eu-only") == true)
         let lost: JSONObject = ["id": "g1", "timestamp": 7, "severity": "CRITICAL", "category": "audit", "action": "audit.gap", "outcome": "records_lost"]
         let gap = evaluator.observe(lost)
         #expect(gap.first?.severity == .critical)

@@ -154,6 +154,167 @@ struct DataProtectionTests {
         }
     }
 
+    @Test("retention: expired payloads (a team's own days, with consent, kept apart), security logs, and the audit chain's oldest segment up to a checkpoint go; verify passes from that checkpoint and still finds damage after it",
+          arguments: Engine.allCases)
+    func retention(engine: Engine) async throws {
+        try await withStores(engine) { stores in
+            let store = stores[0]
+            try await MigrationRunner.migrate(store, AuditLogs.migrations)
+            let writer = AuditWriter(store: store, chain: "keeper", logger: testLogger)
+            let key = AuditSigningKey.ephemeral(name: "portcullis.audit")
+            let checkpoints = CheckpointService(store: store, chain: "keeper", origin: "portcullis.audit", key: key, publishers: [],
+                                                everyRecords: 1000, everySeconds: 3600, logger: testLogger)
+            let now = Date()
+            let sevenYearsAgo = Int64((now.timeIntervalSince1970 - 7 * 365 * 86_400) * 1_000_000)
+            func record(_ index: Int, at: Int64) -> AuditRecord {
+                AuditRecord(timestamp: at + Int64(index), severity: .info, category: "request", action: "request.complete", outcome: "success",
+                            requestID: "r\(index)")
+            }
+            for index in 1...10 { writer.submit(record(index, at: sevenYearsAgo)) }
+            await writer.writePending()
+            #expect(try await checkpoints.checkpoint(force: true)?.size == 10)
+            for index in 11...15 { writer.submit(record(index, at: SubjectKeys.now())) }
+            await writer.writePending()
+            #expect(try await checkpoints.checkpoint(force: true)?.size == 15)
+
+            let retention = RetentionService(store: store, configuration: RetentionConfiguration(), writer: writer, logger: testLogger)
+            try await retention.setTeamPolicy(TeamRetention(teamID: "research", payloadsDays: 3650, auditDays: nil, consentBy: "dpo@example.com",
+                                                            consentAt: Int64(now.timeIntervalSince1970), consentReason: "study of model answers"))
+            let old = SubjectKeys.now() - 40 * 86_400 * 1_000_000, fresh = SubjectKeys.now()
+            for (id, team, at) in [("p-old", nil, old), ("p-new", nil, fresh), ("p-research", "research", old), ("p-other-team", "sales", old)] as [(String, String?, Int64)] {
+                try await store.execute("INSERT INTO audit_payloads (audit_id, subject_ref, team_id, created_at, mode, ciphertext) VALUES ($1, 'ref', $2, $3, 'full', $4)",
+                                        [.text(id), team.map(SQLValue.text) ?? .null, .integer(at), .blob([1, 2, 3])])
+            }
+            let twoYearsAgo = Int64(now.timeIntervalSince1970) - 2 * 365 * 86_400
+            try await store.execute("""
+                INSERT INTO portcullis_guard_events (at, request_id, policy, guard, category, risk, score, action, reason, model)
+                VALUES ($1, 'g1', 'default', 'rules', 'prompt_injection', 'high', 1, 'block', 'r', 'demo'), ($2, 'g2', 'default', 'rules', 'prompt_injection', 'high', 1, 'block', 'r', 'demo')
+                """, [.integer(twoYearsAgo), .integer(Int64(now.timeIntervalSince1970))])
+            try await store.execute("INSERT INTO portcullis_admin_actions (at, actor, action, target, details) VALUES ($1, 'admin', 'key.create', 'k', '{}')",
+                                    [.integer(twoYearsAgo)])
+
+            let outcome = try await retention.run(now: now)
+            #expect(outcome.payloads == 2 && outcome.guardEvents == 1 && outcome.adminActions == 1)
+            #expect(outcome.auditSegments["keeper"]?.records == 10 && outcome.auditSegments["keeper"]?.through == 10)
+            let kept = try await store.query("SELECT audit_id FROM audit_payloads ORDER BY audit_id", []).compactMap { $0["audit_id"].text }
+            #expect(kept == ["p-new", "p-research"])
+            #expect(try await store.query("SELECT MIN(seq) AS seq FROM audit_logs", []).first?["seq"].integer == 11)
+            // The pass is on the record; the chain verifies from the retained checkpoint on, with its signature checked.
+            await writer.writePending()
+            let actions = try await store.query("SELECT action FROM audit_logs WHERE category = 'retention'", []).compactMap { $0["action"].text }
+            #expect(actions == ["retention.prune"])
+            let report = try await AuditVerifier.verify(store, key: key.publicKey)
+            #expect(report.isIntact && report.retainedFrom["keeper"] == 10, "\(report)")
+            // A second pass removes nothing more (the next checkpoint's last record is recent).
+            #expect(try await retention.run(now: now).auditSegments.isEmpty)
+            // Damage after the retained checkpoint is still found; a checkpoint row that does not verify anchors nothing.
+            try await store.transaction { transaction in
+                if transaction.dialect == .postgres { _ = try await transaction.query("SELECT set_config('portcullis.audit_retention', 'on', true) AS set", []) }
+                try await transaction.execute("DELETE FROM audit_logs WHERE chain = 'keeper' AND seq = 12")
+            }
+            #expect(try await AuditVerifier.verify(store, key: key.publicKey).damage.first?.damage == .deleted)
+            let stranger = AuditSigningKey.ephemeral(name: "portcullis.audit")
+            #expect(try await AuditVerifier.verify(store, key: stranger.publicKey).damage.first?.sequence == 11,
+                    "under another key the retained checkpoint is no anchor: the chain's start is missing")
+        }
+    }
+
+    @Test("a team's own retention needs recorded consent (who, why); when it was given is recorded; the defaults and the teams are listed; a pass runs on demand")
+    func teamRetentionThroughTheAPI() async throws {
+        try await withGateway(yaml: Self.yaml(database: ":memory:", kms: "")) { gateway in
+            _ = try await gateway.call(.POST, "/admin/teams", key: Self.master, body: #"{"team_id":"research"}"#)
+            let refused = try await gateway.call(.PUT, "/admin/teams/research/retention", key: Self.master, body: #"{"payloads_days":365}"#)
+            #expect(refused.status == 400 && refused.body.contains(#""param":"consent""#), "\(refused.body)")
+            #expect(try await gateway.call(.PUT, "/admin/teams/research/retention", key: Self.master,
+                                           body: #"{"payloads_days":0,"consent":{"by":"x","reason":"y"}}"#).status == 400)
+            #expect(try await gateway.call(.PUT, "/admin/teams/nobody/retention", key: Self.master,
+                                           body: #"{"payloads_days":60,"consent":{"by":"x","reason":"y"}}"#).status == 404)
+            let set = try await gateway.call(.PUT, "/admin/teams/research/retention", key: Self.master,
+                                             body: #"{"payloads_days":365,"consent":{"by":"dpo@example.com","reason":"answer quality study"}}"#)
+            #expect(set.status == 200, "\(set.body)")
+            #expect(set.json?.objectValue?["consent"]?.objectValue?["at"]?.integerValue ?? 0 > 0)
+            let listed = try await gateway.call(.GET, "/admin/retention", key: Self.master).json?.objectValue
+            #expect(listed?["payloads_days"]?.integerValue == 30 && listed?["audit_days"]?.integerValue == 2190 && listed?["security_days"]?.integerValue == 365)
+            let teams = listed?["teams"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            #expect(teams.count == 1 && teams.first?["payloads_days"]?.integerValue == 365
+                    && teams.first?["consent"]?.objectValue?["by"]?.stringValue == "dpo@example.com")
+            let actions = try await gateway.call(.GET, "/admin/audit?category=admin", key: Self.master).json?.objectValue?["data"]?.arrayValue ?? []
+            #expect(actions.contains { $0.objectValue?["action"]?.stringValue == "retention.team.set"
+                && $0.objectValue?["details"]?.objectValue?["consent"]?.objectValue?["reason"]?.stringValue == "answer quality study" })
+            let ran = try await gateway.call(.POST, "/admin/retention/run", key: Self.master)
+            #expect(ran.status == 200 && ran.json?.objectValue?["payloads"]?.integerValue == 0, "\(ran.body)")
+            #expect(try await gateway.call(.DELETE, "/admin/teams/research/retention", key: Self.master).status == 200)
+            #expect(try await gateway.call(.DELETE, "/admin/teams/research/retention", key: Self.master).status == 404)
+            let user = try await gateway.createKey(#""role":"user""#)
+            #expect(try await gateway.call(.PUT, "/admin/teams/research/retention", key: user.key,
+                                           body: #"{"payloads_days":60,"consent":{"by":"x","reason":"y"}}"#).status == 403)
+        }
+    }
+
+    @Test("residency: a team bound to a region is served only there, fallbacks included; a model with no such deployment is a 403 residency_violation, audited HIGH; a BAA rule; others route freely")
+    func residency() async throws {
+        try await withMockUpstream { euMock, euPort in
+            try await withMockUpstream { ruMock, ruPort in
+                let yaml = """
+                    auth: { master_key: \(Self.master) }
+                    routing: { retries: 1, health_check: { interval_seconds: 0 } }
+                    residency:
+                      - { name: ru-152fz, teams: [ru], regions: [ru-central1] }
+                      - { name: phi, users: [nurse], baa: true }
+                    models:
+                      - name: mixed
+                        deployments:
+                          - { provider: openai_compatible, model: m, api_base: "http://127.0.0.1:\(euPort)/v1", api_key: sk-eu, region: eu-west-1, baa: true, weight: 100 }
+                          - { provider: openai_compatible, model: m, api_base: "http://127.0.0.1:\(ruPort)/v1", api_key: sk-ru, region: ru-central1, weight: 1 }
+                      - name: eu-only
+                        deployments:
+                          - { provider: openai_compatible, model: m, api_base: "http://127.0.0.1:\(euPort)/v1", api_key: sk-eu, region: eu-west-1 }
+                      - name: eu-then-mixed
+                        deployments:
+                          - { provider: openai_compatible, model: m, api_base: "http://127.0.0.1:\(euPort)/v1", api_key: sk-eu, region: eu-west-1 }
+                        fallbacks: [mixed]
+                    """
+                try await withGateway(yaml: yaml) { gateway in
+                    _ = try await gateway.call(.POST, "/admin/teams", key: Self.master, body: #"{"team_id":"ru"}"#)
+                    let russian = try await gateway.createKey(#""role":"user","team_id":"ru""#)
+                    let nurse = try await gateway.createKey(#""role":"user","user_id":"nurse""#)
+                    let anyone = try await gateway.createKey(#""role":"user""#)
+                    for _ in 0..<8 {
+                        let served = try await gateway.chat(key: russian.key, model: "mixed")
+                        #expect(served.status == 200 && served.headers["x-portcullis-deployment"]?.contains("[1]") == true, "\(served.headers)")
+                    }
+                    #expect(try await mockRequests(port: euPort).isEmpty, "nothing of the ru team went to eu-west-1")
+                    // Fallbacks too: the first group has no ru deployment, its fallback has.
+                    let fallback = try await gateway.chat(key: russian.key, model: "eu-then-mixed")
+                    #expect(fallback.status == 200 && fallback.headers["x-portcullis-model-group"] == "mixed", "\(fallback.body)")
+                    #expect(try await mockRequests(port: euPort).isEmpty)
+                    // No compliant deployment at all: refused, nothing sent, recorded HIGH.
+                    let refused = try await gateway.chat(key: russian.key, model: "eu-only")
+                    #expect(refused.status == 403 && refused.body.contains(#""code":"residency_violation""#) && refused.body.contains("ru-central1"), "\(refused.body)")
+                    #expect(try await mockRequests(port: euPort).isEmpty)
+                    let requestID = refused.headers["x-request-id"] ?? ""
+                    let records = try await gateway.call(.GET, "/admin/audit?request_id=\(requestID)", key: Self.master).json?.objectValue?["data"]?.arrayValue ?? []
+                    #expect(records.first?.objectValue?["severity"]?.stringValue == "HIGH"
+                            && records.first?.objectValue?["details"]?.objectValue?["code"]?.stringValue == "residency_violation", "\(records)")
+                    // The compliant deployment failing does not send the request elsewhere.
+                    try await configureMock(port: ruPort, #"{"fail_next": 5, "error_status": 500}"#)
+                    let failed = try await gateway.chat(key: russian.key, model: "mixed")
+                    #expect(failed.status >= 500, "\(failed.status) \(failed.body)")
+                    #expect(try await mockRequests(port: euPort).isEmpty, "a failing ru deployment is not replaced by eu-west-1")
+                    try await configureMock(port: ruPort, #"{"reset": true}"#)
+                    // BAA: the nurse only reaches the deployment under a BAA.
+                    let phi = try await gateway.chat(key: nurse.key, model: "mixed")
+                    #expect(phi.status == 200 && phi.headers["x-portcullis-deployment"]?.contains("[0]") == true)
+                    // Callers no rule names route as before (the heavy eu weight takes them there).
+                    var free = 0
+                    for _ in 0..<5 where try await gateway.chat(key: anyone.key, model: "mixed").headers["x-portcullis-deployment"]?.contains("[0]") == true { free += 1 }
+                    #expect(free >= 3)
+                    _ = (euMock, ruMock)
+                }
+            }
+        }
+    }
+
     /// Every file under `folder` that holds `marker`'s bytes.
     static func files(under folder: String, containing marker: String) throws -> [String] {
         let needle = Data(marker.utf8)
@@ -289,12 +450,25 @@ struct DataProtectionTests {
             })
             let before = try await gateway.call(.GET, "/admin/subjects/user:\(user)/export", key: Self.master).json?.objectValue
             #expect(before?["user"]?.objectValue?["email"]?.stringValue == "erin@example.com")
+            // Her records name her and her address to operators, but the chain holds them sealed under her key.
+            let shown = before?["audit_records"]?.arrayValue?.compactMap { $0.objectValue?["details"]?.objectValue }
+                .filter { $0["actor"]?.objectValue?["key_id"]?.stringValue == erin.id } ?? []
+            #expect(shown.count == 2 && shown.allSatisfy {
+                $0["actor"]?.objectValue?["user_id"]?.stringValue == user && $0["source_address"]?.stringValue == "127.0.0.1" && $0["personal"] == nil
+            }, "\(shown)")
+            if engine == .sqlite {
+                let store = try await SQLiteStore.open(path: folder + "/gateway.sqlite", logger: testLogger)
+                let raw = try await store.query("SELECT record FROM audit_logs WHERE actor_key_id = $1", [.text(erin.id)]).compactMap { $0["record"].text }
+                await store.close()
+                #expect(raw.count == 2 && raw.allSatisfy { !$0.contains(user) && !$0.contains("127.0.0.1") && $0.contains(#""personal":""#) }, "\(raw)")
+            }
 
             let erased = try await gateway.call(.POST, "/user/data/delete", key: erin.key)
             #expect(erased.status == 200, "\(erased.body)")
             let receipt = erased.json?.objectValue
             #expect(receipt?["payloads_shredded"]?.integerValue == 1 && receipt?["keys_forgotten"]?.integerValue == 1 && receipt?["user_deleted"]?.boolValue == true)
             #expect(receipt?["already_erased"]?.boolValue == false)
+            #expect(receipt?["records_pseudonymised"]?.integerValue == 2 && receipt?["records_not_pseudonymised"]?.integerValue == 0, "\(erased.body)")
             if engine == .sqlite {
                 // The receipt is signed by the audit key, which `portcullis audit public-key` prints.
                 let key = try #require(AuditVerifierKey(receipt?["public_key"]?.stringValue ?? ""))
@@ -311,6 +485,15 @@ struct DataProtectionTests {
             let document = after.json?.objectValue
             #expect(document?["payloads"]?.arrayValue?.isEmpty == true && document?["keys"]?.arrayValue?.isEmpty == true)
             #expect(document?["user"] == .null && document?["usage"]?.arrayValue?.isEmpty == true && document?["erased_at"]?.integerValue != nil)
+            // Her records are still there (the chain is whole) but name only her pseudonym now.
+            let pseudonymised = document?["audit_records"]?.arrayValue?.compactMap { $0.objectValue?["details"]?.objectValue } ?? []
+            #expect(pseudonymised.filter { $0["personal"]?.stringValue == "erased" }.count == 2, "\(after.body)")
+            var held = document ?? [:]
+            held["subject"] = nil   // the name the request itself gave
+            let text = JSONWriter.string(.object(held))
+            #expect(!text.contains(user) && !text.contains("127.0.0.1") && !text.contains("erin@example.com"), "\(text)")
+            let listed = try await gateway.call(.GET, "/admin/audit?actor=\(erin.id)", key: Self.master)
+            #expect(!listed.body.contains(user) && listed.body.contains("erased:"), "\(listed.body)")
             let key = try await gateway.call(.GET, "/admin/keys/\(erin.id)", key: Self.master).json?.objectValue
             #expect(key?["name"] == .null && key?["user_id"] == .null && key?["revoked_at"]?.integerValue != nil, "\(key ?? [:])")
 

@@ -122,12 +122,13 @@ struct GatewayClient: Sendable {
 }
 
 enum HTTPMethodName: Sendable {
-    case GET, POST, DELETE
+    case GET, POST, PUT, DELETE
 
     var nio: NIOHTTP1.HTTPMethod {
         switch self {
         case .GET: return .GET
         case .POST: return .POST
+        case .PUT: return .PUT
         case .DELETE: return .DELETE
         }
     }
