@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PortcullisConfig
 import PortcullisCore
+import PortcullisTLS
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
@@ -131,4 +132,40 @@ private final class FileContents: Sendable {
 extension ConfigurationReloader: CustomStringConvertible {
     /// The service group logs its services by description: the path only, never the configuration's secrets.
     public var description: String { "ConfigurationReloader(\(path))" }
+}
+
+/// Reads the listener's certificate and key again when their files change (checked every
+/// `interval` seconds) or on SIGHUP, so a rotated certificate needs no restart and drops no connection.
+struct CertificateWatcher: Service {
+    let certificate: ServingCertificate
+    var interval: Double = 5
+    let logger: Logger
+
+    func check(force: Bool) {
+        do {
+            if try certificate.reload(force: force) {
+                logger.notice("serving certificate reloaded", metadata: ["certificate": "\(certificate.certificatePath)"])
+            }
+        } catch {
+            logger.error("serving certificate not reloaded: the previous one stays in service", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) { check(force: true) }
+                }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: Deadline.seconds(interval))
+                        if Task.isCancelled { break }
+                        check(force: false)
+                    }
+                }
+                await group.waitForAll()
+            }
+        }
+    }
 }

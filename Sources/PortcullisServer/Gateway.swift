@@ -57,8 +57,10 @@ public struct Gateway: Sendable {
     public let connections: ConnectionGovernor
     /// The listener's TLS handshakes, full and resumed.
     public let handshakes = TLSHandshakeCounts()
-    /// Every certificate the gateway serves, trusts or presents, with its expiry.
+    /// Every certificate the gateway serves, trusts or presents, with its expiry (as read at start).
     public let certificates: [CertificateLifetime]
+    /// The listener's certificate and key, read again when their files change (nil without TLS).
+    public let servingCertificate: ServingCertificate?
     /// Requests, upstream attempts, tokens and security decisions, in the registry `/metrics` serves.
     public let requestMetrics: RequestMetrics
     /// Limits, budgets and usage accounting (nil for the benchmark's reference), kept across reloads.
@@ -125,6 +127,7 @@ public struct Gateway: Sendable {
         self.healthChecker = HealthChecker(deployments: { live.current.router.allDeployments }, interval: configuration.routing.healthCheckIntervalSeconds,
                                            probeTimeout: configuration.routing.healthCheckTimeoutSeconds, logger: logger)
         self.certificates = Certificates.lifetimes(of: Self.certificateFiles(configuration))
+        self.servingCertificate = try configuration.server.tls.map { try ServingCertificate(certificatePath: $0.certificatePath, privateKeyPath: $0.privateKeyPath) }
         Self.warnAboutWeakTLS(configuration, logger: logger)
     }
 
@@ -223,7 +226,9 @@ public struct Gateway: Sendable {
                 GovernedChildChannel(base: HTTP1Channel(responder: responder, configuration: http1), governor: governor, handshakes: nil)
             }
         }
-        let tlsConfiguration = try tls.configuration()
+        // Each handshake serves the pair the certificate watcher last read (renewals without a restart).
+        let base = try tls.configuration()
+        let tlsConfiguration = servingCertificate.map { $0.serving(base) } ?? base
         let handshakes = self.handshakes
         if configuration.server.http2 {
             // HTTP/2 closes a connection with no open stream after the keep-alive idle time; its
@@ -249,6 +254,7 @@ public struct Gateway: Sendable {
         // After the access services, so it stops before them: what it drains still reaches Redis and the recorder.
         if let settlements = governance?.settlements { services.append(settlements) }
         services.append(healthChecker)
+        if let servingCertificate { services.append(CertificateWatcher(certificate: servingCertificate, logger: logger)) }
         return Application(
             router: makeRouter(),
             server: try makeServerBuilder(),

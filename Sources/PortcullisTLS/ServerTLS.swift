@@ -1,4 +1,7 @@
+import Foundation
+import NIOCore
 import NIOSSL
+import Synchronization
 
 /// The listener's TLS: TLS 1.3 only, with the serving certificate, optional or required client
 /// certificates, and the HSTS header every response over it carries.
@@ -85,5 +88,71 @@ public struct StrictTransportSecurity: Sendable, Equatable {
     /// The header's value, e.g. `max-age=31536000; includeSubDomains`.
     public var headerValue: String {
         "max-age=\(maxAge)" + (includeSubdomains ? "; includeSubDomains" : "") + (preload ? "; preload" : "")
+    }
+}
+
+/// The listener's certificate and key as last read from their files. Every TLS handshake takes
+/// the current pair (through NIOSSL's per-hello callback), so a renewed certificate — a 90-day
+/// rotation, cert-manager writing a new secret — serves new connections at once while open
+/// connections keep the session they negotiated. A pair that does not load (a half-written
+/// file) keeps the previous one in service and says why.
+public final class ServingCertificate: Sendable {
+    public let certificatePath: String
+    public let privateKeyPath: String
+    private struct Loaded {
+        var chain: [NIOSSLCertificateSource]
+        var key: NIOSSLPrivateKeySource
+        var stamp: [Date?]
+        var loadedAt: Date
+    }
+    private let loaded: Mutex<Loaded>
+
+    public init(certificatePath: String, privateKeyPath: String) throws {
+        self.certificatePath = certificatePath
+        self.privateKeyPath = privateKeyPath
+        loaded = Mutex(try Self.load(certificatePath, privateKeyPath))
+    }
+
+    private static func modified(_ path: String) -> Date? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+    }
+
+    private static func load(_ certificatePath: String, _ privateKeyPath: String) throws -> Loaded {
+        let stamp = [modified(certificatePath), modified(privateKeyPath)]
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: privateKeyPath, format: .pem)
+            guard !chain.isEmpty else { throw TLSSettingsError("no certificate in '\(certificatePath)'") }
+            return Loaded(chain: chain, key: .privateKey(key), stamp: stamp, loadedAt: Date())
+        } catch {
+            throw TLSSettingsError("cannot read the serving certificate '\(certificatePath)' or its key '\(privateKeyPath)'")
+        }
+    }
+
+    /// Reads the files again when they changed (or always with `force`); true when a new pair
+    /// is in service. Throws when the files changed but do not load (the old pair stays).
+    @discardableResult
+    public func reload(force: Bool = false) throws -> Bool {
+        let stamp = [Self.modified(certificatePath), Self.modified(privateKeyPath)]
+        guard force || loaded.withLock({ $0.stamp != stamp }) else { return false }
+        let fresh = try Self.load(certificatePath, privateKeyPath)
+        loaded.withLock { $0 = fresh }
+        return true
+    }
+
+    /// When the pair in service was read.
+    public var loadedAt: Date { loaded.withLock { $0.loadedAt } }
+
+    /// `configuration` serving the current pair on every handshake.
+    public func serving(_ configuration: TLSConfiguration) -> TLSConfiguration {
+        var tls = configuration
+        tls.sslContextCallback = { [self] _, promise in
+            let current = loaded.withLock { $0 }
+            var override = NIOSSLContextConfigurationOverride()
+            override.certificateChain = current.chain
+            override.privateKey = current.key
+            promise.succeed(override)
+        }
+        return tls
     }
 }

@@ -315,8 +315,17 @@ struct DataProtectionTests {
         }
     }
 
-    /// Every file under `folder` that holds `marker`'s bytes.
-    static func files(under folder: String, containing marker: String) throws -> [String] {
+    /// Every file under `folder` that holds `marker`'s bytes, read on a thread of its own (a
+    /// database's files are large: reading them on the cooperative pool would starve the suites beside this one).
+    static func files(under folder: String, containing marker: String) async throws -> [String] {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try scan(folder, for: marker) })
+            }
+        }
+    }
+
+    static func scan(_ folder: String, for marker: String) throws -> [String] {
         let needle = Data(marker.utf8)
         var found: [String] = []
         let enumerator = FileManager.default.enumerator(atPath: folder)
@@ -381,8 +390,8 @@ struct DataProtectionTests {
             switch engine {
             case .sqlite:
                 #expect(FileManager.default.fileExists(atPath: folder + "/gateway.sqlite-wal"), "the WAL is searched too")
-                #expect(try Self.files(under: folder, containing: marker) == [])
-                #expect(try !Self.files(under: folder, containing: alice.id).isEmpty, "the search finds what is stored in plaintext")
+                #expect(try await Self.files(under: folder, containing: marker) == [])
+                #expect(try await !Self.files(under: folder, containing: alice.id).isEmpty, "the search finds what is stored in plaintext")
             case .postgres:
                 let admin = try PostgresStore(url: try testPostgresURL(), logger: testLogger)
                 let directory = try await withThrowingTaskGroup(of: Void.self) { group in
@@ -393,9 +402,9 @@ struct DataProtectionTests {
                 }
                 let data = try #require(directory)
                 #expect(FileManager.default.fileExists(atPath: data + "/pg_wal"))
-                #expect(try Self.files(under: data, containing: marker) == [])
+                #expect(try await Self.files(under: data, containing: marker) == [])
                 // The marker's own search works: the plaintext of this test's request ids is there.
-                #expect(try !Self.files(under: data, containing: alice.id).isEmpty)
+                #expect(try await !Self.files(under: data, containing: alice.id).isEmpty)
             }
         }
     }

@@ -68,6 +68,49 @@ struct TLSTests {
         }
     }
 
+    @Test("a renewed certificate written over the files serves new connections within seconds, without a restart, while an open connection keeps working")
+    func certificateRotation() async throws {
+        let first = try Self.makeCertificate(), second = try Self.makeCertificate()
+        defer {
+            try? FileManager.default.removeItem(at: first.directory)
+            try? FileManager.default.removeItem(at: second.directory)
+        }
+        // The gateway reads a copy; the first pair stays beside it for the clients that trust it.
+        let served = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-served-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: served, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: served) }
+        let certificate = served.appendingPathComponent("cert.pem").path, key = served.appendingPathComponent("key.pem").path
+        try FileManager.default.copyItem(atPath: first.certificate, toPath: certificate)
+        try FileManager.default.copyItem(atPath: first.key, toPath: key)
+        var configuration = GatewayConfiguration(demo: true)
+        configuration.server.tls = .init(certificatePath: certificate, privateKeyPath: key)
+        configuration.server.http2 = false
+        try await withGateway(configuration: configuration) { gateway in
+            let url = "https://127.0.0.1:\(gateway.port)/health/live"
+            let open = try Self.client(trusting: first.certificate)
+            #expect(try await open.execute(HTTPClientRequest(url: url), timeout: .seconds(5)).status == .ok)
+            // Renewal: the new pair replaces the files (as cert-manager or certbot write them).
+            try Data(contentsOf: URL(fileURLWithPath: second.key)).write(to: URL(fileURLWithPath: key), options: .atomic)
+            try Data(contentsOf: URL(fileURLWithPath: second.certificate)).write(to: URL(fileURLWithPath: certificate), options: .atomic)
+            let renewed = try Self.client(trusting: second.certificate)
+            #expect(try await eventually(seconds: 15) {
+                (try? await renewed.execute(HTTPClientRequest(url: url), timeout: .seconds(5)))?.status == .ok
+            }, "a client that trusts only the new certificate connects")
+            // The connection opened under the old certificate was not dropped.
+            #expect(try await open.execute(HTTPClientRequest(url: url), timeout: .seconds(5)).status == .ok)
+            let stale = try Self.client(trusting: first.certificate)
+            await #expect(throws: (any Error).self, "a new handshake no longer presents the old certificate") {
+                _ = try await stale.execute(HTTPClientRequest(url: url), timeout: .seconds(5))
+            }
+            // A half-written file does not take the listener down: the renewed pair stays in service.
+            try "-----BEGIN CERTIFICATE-----\nnot a certificate".write(toFile: certificate, atomically: true, encoding: .utf8)
+            try await Task.sleep(for: .seconds(6))
+            let again = try Self.client(trusting: second.certificate)
+            #expect(try await again.execute(HTTPClientRequest(url: url), timeout: .seconds(5)).status == .ok)
+            for client in [open, renewed, stale, again] { try await client.shutdown() }
+        }
+    }
+
     @Test("reaches an https upstream trusted through ca_file, keeps the connection alive, and refuses one it cannot verify")
     func httpsUpstream() async throws {
         let files = try Self.makeCertificate()
