@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import PortcullisCore
@@ -44,6 +45,10 @@ public struct AuditSinkConfiguration: Sendable, Equatable {
     public var batchSize = 200
     /// Syslog over TLS: the PEM certificates to trust instead of the system's roots.
     public var caFile: String?
+    /// When set, identifiers (key ids, user ids, team ids, addresses) leave for this sink only
+    /// as `ps_` + HMAC-SHA256 under this key (its first 16 bytes, hex): stable per sink, so a
+    /// SIEM still correlates, but not reversible without the key.
+    public var pseudonymKey: String?
 
     public init(name: String, kind: Kind, url: String, token: String? = nil, format: AuditFormat? = nil) {
         self.name = name
@@ -121,7 +126,8 @@ public final class AuditSinkExporter: Service, Sendable {
         let after = try await cursor()
         let batch = try await reader.chain(chain, after: after, limit: configuration.batchSize)
         guard let last = batch.last?.sequence else { return 0 }
-        switch await deliver(batch.map(\.record)) {
+        let pseudonyms = configuration.pseudonymKey.map { Pseudonymizer(key: $0) }
+        switch await deliver(batch.map { pseudonyms?.apply(to: $0.record) ?? $0.record }) {
         case .retry(let reason):
             counters.withLock { $0.failures += 1 }
             logger.warning("audit sink unavailable; will retry", metadata: ["sink": "\(configuration.name)", "reason": "\(reason)"])
@@ -319,5 +325,41 @@ public enum AuditSyslog {
             out.append(character)
         }
         return out
+    }
+}
+
+/// Replaces a record's identifiers with keyed pseudonyms (data minimisation per sink): the
+/// actor's key, user and team ids, the refused key id, the source address and `actor_key_id`.
+public struct Pseudonymizer: Sendable {
+    let key: SymmetricKey
+
+    public init(key: String) {
+        self.key = SymmetricKey(data: Array(key.utf8))
+    }
+
+    public func pseudonym(_ value: String) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = Array("ps_".utf8)
+        for byte in HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: key).prefix(16) {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public func apply(to record: JSONObject) -> JSONObject {
+        var record = record
+        func replace(_ value: JSONValue?) -> JSONValue? { value?.stringValue.map { .string(pseudonym($0)) } ?? value }
+        if record["actor_key_id"]?.stringValue != nil { record["actor_key_id"] = replace(record["actor_key_id"]) }
+        guard var details = record["details"]?.objectValue else { return record }
+        for member in ["source_address", "presented_key_id"] where details[member]?.stringValue != nil { details[member] = replace(details[member]) }
+        if var actor = details["actor"]?.objectValue {
+            for member in ["key_id", "user_id", "team_id"] where actor[member]?.stringValue != nil { actor[member] = replace(actor[member]) }
+            details["actor"] = .object(actor)
+        } else if details["actor"]?.stringValue != nil {
+            details["actor"] = replace(details["actor"])   // an admin action's actor
+        }
+        record["details"] = .object(details)
+        return record
     }
 }

@@ -108,7 +108,7 @@ extension ConfigurationLoader {
         guard let sinks = audit.child("sinks") else { return }
         var names: Set<String> = []
         for sink in sinks.elements() {
-            guard sink.expectMapping(allowedKeys: ["name", "type", "url", "token", "index", "format", "batch_size", "ca_file"]) else { continue }
+            guard sink.expectMapping(allowedKeys: ["name", "type", "url", "token", "index", "format", "batch_size", "ca_file", "pseudonym_key"]) else { continue }
             let kinds = AuditSinkConfiguration.Kind.allCases.map(\.rawValue)
             guard let name = sink.requiredString("name"), let type = sink.requiredString("type"), let url = sink.requiredString("url") else { continue }
             guard let kind = AuditSinkConfiguration.Kind(rawValue: type) else {
@@ -133,6 +133,9 @@ extension ConfigurationLoader {
             var configuration = AuditSinkConfiguration(name: name, kind: kind, url: url, token: sink.string("token"), format: format)
             configuration.index = sink.string("index") ?? configuration.index
             configuration.batchSize = sink.integer("batch_size", in: 1...10_000) ?? configuration.batchSize
+            if let key = sink.string("pseudonym_key") {
+                if key.utf8.count < 16 { sink.issue("pseudonym_key", "must be at least 16 characters (a secret: use ${ENV})") } else { configuration.pseudonymKey = key }
+            }
             if let caFile = sink.string("ca_file") {
                 if FileManager.default.isReadableFile(atPath: caFile) { configuration.caFile = caFile } else { sink.issue("ca_file", "cannot read '\(caFile)'") }
             }

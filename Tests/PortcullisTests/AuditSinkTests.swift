@@ -21,6 +21,7 @@ final class SIEMReceiver: Sendable {
 
     func setUp(_ up: Bool) { state.withLock { $0.up = up } }
     var webhookIDs: [String] { state.withLock { $0.webhook.compactMap { $0["id"]?.stringValue } } }
+    var webhookRecords: [JSONObject] { state.withLock { $0.webhook } }
     var splunkIDs: [String] { state.withLock { $0.splunk.compactMap { $0["event"]?.objectValue?["id"]?.stringValue } } }
     var elasticDocuments: [String: JSONObject] { state.withLock { $0.elastic } }
     var splunkToken: String? { state.withLock { $0.splunkToken } }
@@ -81,6 +82,40 @@ final class SIEMReceiver: Sendable {
 
 @Suite("Audit sinks: continuous export, at least once, through an outage", .serialized)
 struct AuditSinkTests {
+    @Test("a sink with a pseudonym key gets keyed pseudonyms for key, user and team ids and addresses, the same one each time; an operator reading the log sees them as they are")
+    func pseudonymisedSink() async throws {
+        let receiver = SIEMReceiver()
+        receiver.setUp(true)
+        let app = Application(router: receiver.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await app.test(.live) { siem in
+            let yaml = """
+                auth: { master_key: sink-master }
+                audit:
+                  sinks:
+                    - { name: hook, type: webhook, url: "http://127.0.0.1:\(siem.port!)/hook", pseudonym_key: "a-sink-secret-0123456789" }
+                models:
+                  - name: demo
+                    deployments: [ { provider: demo } ]
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                _ = try await gateway.call(.POST, "/admin/teams", key: "sink-master", body: #"{"team_id":"blue-team"}"#)
+                let zoe = try await gateway.createKey(#""role":"user","user_id":"zoe-the-user","team_id":"blue-team""#, as: "sink-master")
+                #expect(try await gateway.chat(key: zoe.key).status == 200)
+                #expect(try await eventually(seconds: 10) {
+                    receiver.webhookRecords.filter { $0["action"]?.stringValue?.hasPrefix("request.") == true && $0["actor_key_id"] != .null }.count >= 2
+                })
+                let sent = receiver.webhookRecords.filter { $0["action"]?.stringValue?.hasPrefix("request.") == true && $0["actor_key_id"] != .null }
+                let text = JSONWriter.string(.array(sent.map(JSONValue.object)))
+                #expect(!text.contains("zoe-the-user") && !text.contains(zoe.id) && !text.contains("blue-team") && !text.contains("127.0.0.1"), "\(text)")
+                let pseudonyms = Set(sent.compactMap { $0["actor_key_id"]?.stringValue })
+                #expect(pseudonyms.count == 1 && pseudonyms.first?.hasPrefix("ps_") == true, "one key, one pseudonym: \(pseudonyms)")
+                #expect(Set(sent.compactMap { $0["details"]?.objectValue?["actor"]?.objectValue?["user_id"]?.stringValue }).count == 1)
+                let listed = try await gateway.call(.GET, "/admin/audit?actor=\(zoe.id)", key: "sink-master")
+                #expect(listed.body.contains("zoe-the-user"), "the log itself keeps the identifiers for its operators")
+            }
+        }
+    }
+
     @Test("a SIEM outage slows no request; when it answers again the backlog arrives at the webhook, Splunk HEC and Elasticsearch; a refused record holds back no other")
     func outageAndRecovery() async throws {
         let receiver = SIEMReceiver()
