@@ -1,7 +1,10 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisConfig
 import PortcullisCore
 
 /// The data subject's rights (GDPR articles 15 and 17): `GET /user/data/export` and
@@ -12,6 +15,8 @@ struct DataSubjectAPI: Sendable {
     let audit: AuditLogs
     /// Signs erasure receipts (the audit checkpoint key; nil: receipts go unsigned, and say so).
     let signingKey: AuditSigningKey?
+    /// The configuration in force when the router was made, for the compliance report.
+    let configuration: GatewayConfiguration
 
     /// Most audit records and payloads one export returns.
     static let exportLimit = 10_000
@@ -49,6 +54,17 @@ struct DataSubjectAPI: Sendable {
             try await audit.recordAdminAction(actor: context.principal.actor, actorKeyID: context.principal.keyID, action: "retention.team.delete",
                                               target: team, details: [:], requestID: context.requestID)
             return AdminAPI.json(["team_id": .string(team), "deleted": true])
+        }
+        admin.get("compliance/report") { request, context in
+            try context.principal.require(.readAdministration)
+            let report = try await ComplianceReport.build(configuration: configuration, store: access.store, keys: audit.payloads?.keys,
+                                                          verifierKey: signingKey?.publicKey)
+            let wantsHTML = request.uri.queryParameters["format"] == "html"
+                || (request.uri.queryParameters["format"] == nil && request.headers[.accept]?.contains("text/html") == true)
+            guard wantsHTML else { return AdminAPI.json(report.json) }
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: report.html)))
         }
         admin.post("retention/run") { _, context in
             try context.principal.require(.writeAdministration)

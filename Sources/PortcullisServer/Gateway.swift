@@ -212,7 +212,7 @@ public struct Gateway: Sendable {
             IPPolicyMiddleware(policy: ipPolicy, adminRoutes: false)
             AuthenticationMiddleware(authenticator: authenticator)
         }
-        DataSubjectAPI(access: access, audit: audit, signingKey: audit.signingKey).register(user: user, admin: admin)
+        DataSubjectAPI(access: access, audit: audit, signingKey: audit.signingKey, configuration: configuration).register(user: user, admin: admin)
         return router
     }
 

@@ -48,7 +48,7 @@ struct Portcullis: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "portcullis",
         abstract: "An enterprise LLM gateway: one OpenAI- and Anthropic-compatible endpoint in front of every provider.",
-        subcommands: [Serve.self, Config.self, KeysCommand.self, IPCommand.self, GuardCommand.self, AuditCommand.self, KMSCommand.self, CacheCommand.self, MockUpstreamCommand.self],
+        subcommands: [Serve.self, Config.self, KeysCommand.self, IPCommand.self, GuardCommand.self, AuditCommand.self, KMSCommand.self, ComplianceCommand.self, CacheCommand.self, MockUpstreamCommand.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -317,6 +317,56 @@ struct DataProtectionTests {
         }
     }
 
+    @Test("the compliance report: one row per control with its setting, measured evidence and result, as JSON and as an HTML page")
+    func complianceReport() async throws {
+        let folder = try Self.scratchFolder()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let yaml = """
+            auth: { master_key: \(Self.master) }
+            storage: { database: "\(folder)/gateway.sqlite" }
+            routing: { health_check: { interval_seconds: 0 } }
+            audit:
+              payloads: redacted
+              checkpoints: { every_records: 1, every_seconds: 0.2 }
+              alerts: { destinations: [ { type: webhook, url: "http://127.0.0.1:9/alerts" } ] }
+            residency:
+              - { name: phi, teams: [care], baa: true }
+            models:
+              - name: demo
+                deployments: [ { provider: demo, model: demo } ]
+              - name: remote
+                deployments: [ { provider: openai_compatible, model: m, api_base: "http://llm.example.internal/v1", api_key: sk-x } ]
+            """
+        try await withGateway(yaml: yaml) { gateway in
+            let key = try await gateway.createKey(#""role":"user","user_id":"rita""#)
+            #expect(try await gateway.chat(key: key.key).status == 200)
+            #expect(try await gateway.call(.POST, "/user/data/delete", key: key.key).status == 200)
+            try await Task.sleep(for: .milliseconds(700))   // a checkpoint is signed
+            let answer = try await gateway.call(.GET, "/admin/compliance/report", key: Self.master)
+            #expect(answer.status == 200, "\(answer.body)")
+            let controls = answer.json?.objectValue?["controls"]?.arrayValue?.compactMap(\.objectValue) ?? []
+            func row(_ name: String) -> JSONObject? { controls.first { $0["control"]?.stringValue == name } }
+            func evidence(_ name: String) -> String { JSONWriter.string(row(name)?["evidence"] ?? .null) }
+            #expect(controls.count == 10, "\(controls.map { $0["control"] ?? .null })")
+            #expect(row("Encryption at rest")?["result"]?.stringValue == "pass", "\(evidence("Encryption at rest"))")
+            #expect(evidence("Encryption at rest").contains("local, version 1"))
+            #expect(row("Encryption in transit")?["result"]?.stringValue == "fail")
+            #expect(evidence("Encryption in transit").contains("plain HTTP") && evidence("Encryption in transit").contains("llm.example.internal"))
+            #expect(row("Audit logging")?["result"]?.stringValue == "pass", "\(evidence("Audit logging"))")
+            #expect(evidence("Audit logging").contains("verification now: intact"))
+            #expect(row("Access controls")?["result"]?.stringValue == "pass" && evidence("Access controls").contains("never rotated: 0"))
+            #expect(evidence("Right to erasure").contains("erasures recorded: 1"))
+            #expect(row("BAA and residency")?["result"]?.stringValue == "fail" && evidence("BAA and residency").contains("0 deployments satisfy it"))
+            #expect(row("Incident response")?["result"]?.stringValue == "pass")
+            #expect(answer.json?.objectValue?["passed"]?.boolValue == false)
+            let page = try await gateway.call(.GET, "/admin/compliance/report?format=html", key: Self.master)
+            #expect(page.status == 200 && page.headers["content-type"]?.hasPrefix("text/html") == true)
+            #expect(page.body.contains("<table>") && page.body.contains("Encryption at rest") && page.body.contains(#"class="fail""#))
+            let user = try await gateway.createKey(#""role":"user""#)
+            #expect(try await gateway.call(.GET, "/admin/compliance/report", key: user.key).status == 403)
+        }
+    }
+
     /// Every log event at or above its level, as text with its metadata.
     final class CapturedLog: Sendable {
         let lines = Mutex<[String]>([])
