@@ -103,17 +103,48 @@ public final class SubjectKeys: Sendable {
     }
 
     /// The subject's data key, made (and stored wrapped) when it has none or was erased before.
+    ///
+    /// Requests that miss the cache for one subject at once share one read (or creation): the
+    /// first fetches, the others wait for its answer, so a busy subject whose key expired from
+    /// the cache costs the database and the key service one call, not one per request.
     public func key(for subject: String) async throws -> SubjectKey {
-        if let cached = cached(subject: subject) { return cached }
-        // A key service that just failed is not asked again for a moment: requests keep flowing.
-        if let until = unavailable.withLock({ $0 }), ContinuousClock.now < until.0 { throw DataProtectionError.keyServiceUnavailable(until.1) }
-        do {
-            return try await makeOrRead(subject)
-        } catch DataProtectionError.keyServiceUnavailable(let reason) {
-            unavailable.withLock { $0 = (.now + .seconds(Self.retryAfterFailureSeconds), reason) }
-            throw DataProtectionError.keyServiceUnavailable(reason)
+        while true {
+            if let cached = cached(subject: subject) { return cached }
+            // A key service that just failed is not asked again for a moment: requests keep flowing.
+            if let until = unavailable.withLock({ $0 }), ContinuousClock.now < until.0 { throw DataProtectionError.keyServiceUnavailable(until.1) }
+            let leads = inFlight.withLock { fetching -> Bool in
+                guard fetching[subject] == nil else { return false }
+                fetching[subject] = []
+                return true
+            }
+            if leads {
+                let result: Result<SubjectKey?, any Error>
+                do {
+                    result = .success(try await makeOrRead(subject))
+                } catch DataProtectionError.keyServiceUnavailable(let reason) {
+                    unavailable.withLock { $0 = (.now + .seconds(Self.retryAfterFailureSeconds), reason) }
+                    result = .failure(DataProtectionError.keyServiceUnavailable(reason))
+                } catch {
+                    result = .failure(error)
+                }
+                for waiter in inFlight.withLock({ $0.removeValue(forKey: subject) ?? [] }) { waiter.resume(with: result) }
+                guard let key = try result.get() else { continue }
+                return key
+            }
+            let joined: SubjectKey? = try await withCheckedThrowingContinuation { continuation in
+                let waiting = inFlight.withLock { fetching -> Bool in
+                    guard fetching[subject] != nil else { return false }
+                    fetching[subject]!.append(continuation)
+                    return true
+                }
+                if !waiting { continuation.resume(returning: nil) }   // the fetch ended meanwhile: look again
+            }
+            if let joined { return joined }
         }
     }
+
+    /// Fetches under way, by subject, with who waits for each.
+    private let inFlight = Mutex<[String: [CheckedContinuation<SubjectKey?, any Error>]]>([:])
 
     /// Seconds a failed key service is left alone before it is asked again.
     static let retryAfterFailureSeconds = 5.0

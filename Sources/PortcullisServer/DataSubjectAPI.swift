@@ -203,6 +203,7 @@ struct DataSubjectAPI: Sendable {
             userDeleted = try await access.directory.deleteUser(user.userID)
             try? await access.bus.publish(.directoryChanged)
         }
+        await access.recorder.flush()   // usage still in memory would be written under the subject's name after the relabelling
         let relabelled = try await access.directory.relabelUsage(userID: held.userID, keyIDs: held.keyIDs, as: pseudonym)
         // What the subject's audit records now show: sealed ones are pseudonymised by the key's
         // destruction; any written while the key service was down still name the subject.
