@@ -280,6 +280,7 @@ struct AuditKillTests {
                 """)
             let client = gateway.client
             let killed = Flag()
+            let answers = Tally()
             // Clients that keep asking until the gateway is gone (a slow answer before the kill is not the end).
             let answered = try await withThrowingTaskGroup(of: Int.self) { group in
                 for _ in 0..<32 {
@@ -288,11 +289,18 @@ struct AuditKillTests {
                         while true {
                             let result = try? await client.request(.POST, "/v1/chat/completions", body: Self.body,
                                                                    headers: ["authorization": "Bearer kill-master"], timeout: 10)
-                            if result?.status == 200 { served += 1 } else if killed.isSet { return served }
+                            if result?.status == 200 {
+                                served += 1
+                                answers.add()
+                            } else if killed.isSet { return served }
                         }
                     }
                 }
-                try await Task.sleep(nanoseconds: 1_500_000_000)
+                // Killed once the load is real (a busy machine takes longer to get there), within 30 s.
+                let loading = ContinuousClock.now
+                while answers.count <= 60, ContinuousClock.now - loading < .seconds(30) {
+                    try await Task.sleep(nanoseconds: 50_000_000)
+                }
                 killed.set()
                 gateway.stop()   // SIGKILL, mid-flight
                 var total = 0
@@ -313,6 +321,12 @@ struct AuditKillTests {
 }
 
 /// A flag set once, read from many tasks.
+final class Tally: Sendable {
+    private let value = Atomic<Int>(0)
+    var count: Int { value.load(ordering: .relaxed) }
+    func add() { value.add(1, ordering: .relaxed) }
+}
+
 final class Flag: Sendable {
     private let value = Atomic<Bool>(false)
     var isSet: Bool { value.load(ordering: .acquiring) }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import PortcullisConfig
+import PortcullisAccess
 import PortcullisAudit
 import PortcullisCore
 import PortcullisProviders
@@ -477,7 +478,11 @@ struct DataProtectionTests {
         let user = "alice-" + FastRandom.hex(bytes: 4)
         let yaml = Self.yaml(database: folder + "/gateway.sqlite", kms: "kms: { key_file: \(folder)/kek }")
         let started = Date()
-        try await withGateway(engine: engine, yaml: yaml) { gateway in
+        // On PostgreSQL the test holds its database's name, so that only its files and the WAL are read.
+        var configuration = try ConfigurationLoader.parse(yaml: yaml, environment: [:], source: "test")
+        configuration.server.port = 0
+        let base = configuration
+        @Sendable func exercise(_ gateway: GatewayClient, database: String?) async throws {
             let alice = try await gateway.createKey(#""name":"alice's app","role":"user","user_id":"\#(user)""#)
             let whole = try await gateway.chat(key: alice.key, text: "whole " + marker)
             #expect(whole.status == 200)
@@ -511,18 +516,35 @@ struct DataProtectionTests {
                 #expect(try await !Self.files(under: folder, containing: alice.id).isEmpty, "the search finds what is stored in plaintext")
             case .postgres:
                 let admin = try PostgresStore(url: try testPostgresURL(), logger: testLogger)
-                let directory = try await withThrowingTaskGroup(of: Void.self) { group in
+                let (directory, oid) = try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await admin.run() }
                     defer { group.cancelAll() }
                     // No CHECKPOINT: every committed change is in the WAL already, and forcing one on the shared
                     // server stalls the suites beside this one. Heap pages written later carry no bytes the WAL did not.
-                    return try await admin.query("SHOW data_directory", []).first?["data_directory"].text
+                    let directory = try await admin.query("SHOW data_directory", []).first?["data_directory"].text
+                    let oid = try await admin.query("SELECT CAST(oid AS BIGINT) AS oid FROM pg_database WHERE datname = $1", [.text(database ?? "")]).first?["oid"].integer
+                    return (directory, oid)
                 }
-                let data = try #require(directory)
-                #expect(FileManager.default.fileExists(atPath: data + "/pg_wal"))
-                #expect(try await Self.files(under: data, containing: marker, since: started) == [])
-                // The search works: this test's key id, stored in plaintext, is found in the files written since it began.
-                #expect(try await !Self.files(under: data, containing: alice.id, since: started).isEmpty)
+                let data = try #require(directory), databaseOID = try #require(oid)
+                for folder in ["\(data)/base/\(databaseOID)", "\(data)/pg_wal"] {
+                    #expect(FileManager.default.fileExists(atPath: folder), "\(folder)")
+                    #expect(try await Self.files(under: folder, containing: marker, since: started) == [], "\(folder)")
+                }
+                // The search works: this test's key id, stored in plaintext, is in the files written since it began.
+                #expect(try await !Self.files(under: data + "/pg_wal", containing: alice.id, since: started).isEmpty)
+            }
+        }
+        switch engine {
+        case .sqlite:
+            try await withGateway(configuration: base) { try await exercise($0, database: nil) }
+        case .postgres:
+            try await withScratchPostgresDatabase { url in
+                var configuration = base
+                configuration.storage.database = url
+                configuration.auth.keyPepper = "access-tests-pepper-0123456789abcdef"
+                try await withGateway(configuration: configuration) { gateway in
+                    try await exercise(gateway, database: String(url.split(separator: "/").last ?? ""))
+                }
             }
         }
     }
