@@ -270,13 +270,8 @@ public final class RequestAudit: GuardEventSink, Sendable {
         if ending != nil, let payload = facts.payload { details.append(newKey: "payload", .string(payload.mode.rawValue)) }
         if ending != nil, facts.payloadNotStored { details.append(newKey: "payload", "not_stored") }
         if facts.sealingFailed && facts.sealing == nil { details.append(newKey: "personal_sealed", false) }
-        if let key = facts.sealing {
-            var personal = JSONObject()
-            if let source = facts.sourceAddress { personal.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
-            if let user = facts.actor?.userID { personal.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
-            if !personal.isEmpty, let sealed = PersonalFields.seal(personal, key: key, requestID: requestID) {
-                details.append(newKey: PersonalFields.sealedMember, .string(sealed))
-            }
+        if let key = facts.sealing, let sealed = sealedPersonalFields(facts, key: key) {
+            details.append(newKey: PersonalFields.sealedMember, .string(sealed))
         }
         if failed, let key = facts.presentedKeyID { details.append(newKey: "presented_key_id", .string(AuditRecord.bounded(key))) }
         if ending != nil, let prompt = facts.promptTokens { details.append(newKey: "prompt_tokens", .integer(Int64(prompt))) }
@@ -289,6 +284,22 @@ public final class RequestAudit: GuardEventSink, Sendable {
         if let traceID { details.append(newKey: "trace_id", .string(traceID)) }
         return details
     }
+
+    /// The caller's user id and address sealed under `key`, once per request: its records share
+    /// the ciphertext (the same fields, the same context), so the outcome costs no second seal.
+    private func sealedPersonalFields(_ facts: Facts, key: SubjectKeys.SubjectKey) -> String? {
+        var personal = JSONObject()
+        if let source = facts.sourceAddress { personal.append(newKey: "source_address", .string(AuditRecord.bounded(source))) }
+        if let user = facts.actor?.userID { personal.append(newKey: "user_id", .string(AuditRecord.bounded(user))) }
+        guard !personal.isEmpty else { return nil }
+        return sealed.withLock { sealed in
+            if let known = sealed, known.fields == personal, known.ref == key.ref { return known.text }
+            guard let text = PersonalFields.seal(personal, key: key, requestID: requestID) else { return nil }
+            sealed = (personal, key.ref, text)
+            return text
+        }
+    }
+    private let sealed = Mutex<(fields: JSONObject, ref: String, text: String)?>(nil)
 
     /// How much an operator should care: a guard block by its highest blocking risk, refused
     /// credentials and addresses MEDIUM, other refusals LOW, gateway or upstream failures MEDIUM
