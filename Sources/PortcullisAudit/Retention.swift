@@ -59,17 +59,12 @@ public struct RetentionService: Service {
     ]
 
     /// What one run removed.
-    public struct Outcome: Sendable, Equatable {
+    public struct Outcome: Sendable {
         public var payloads = 0
         public var guardEvents = 0
         public var adminActions = 0
         /// Per chain: the records removed and the checkpoint size the chain now starts after.
         public var auditSegments: [String: (records: Int, through: Int64)] = [:]
-
-        public static func == (lhs: Outcome, rhs: Outcome) -> Bool {
-            lhs.payloads == rhs.payloads && lhs.guardEvents == rhs.guardEvents && lhs.adminActions == rhs.adminActions
-                && lhs.auditSegments.mapValues { [Int64($0.records), $0.through] } == rhs.auditSegments.mapValues { [Int64($0.records), $0.through] }
-        }
 
         public var json: JSONObject {
             var segments = JSONObject()

@@ -103,7 +103,6 @@ public final class ServingCertificate: Sendable {
         var chain: [NIOSSLCertificateSource]
         var key: NIOSSLPrivateKeySource
         var stamp: [Date?]
-        var loadedAt: Date
     }
     private let loaded: Mutex<Loaded>
 
@@ -123,7 +122,7 @@ public final class ServingCertificate: Sendable {
             let chain = try NIOSSLCertificate.fromPEMFile(certificatePath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: privateKeyPath, format: .pem)
             guard !chain.isEmpty else { throw TLSSettingsError("no certificate in '\(certificatePath)'") }
-            return Loaded(chain: chain, key: .privateKey(key), stamp: stamp, loadedAt: Date())
+            return Loaded(chain: chain, key: .privateKey(key), stamp: stamp)
         } catch {
             throw TLSSettingsError("cannot read the serving certificate '\(certificatePath)' or its key '\(privateKeyPath)'")
         }
@@ -139,9 +138,6 @@ public final class ServingCertificate: Sendable {
         loaded.withLock { $0 = fresh }
         return true
     }
-
-    /// When the pair in service was read.
-    public var loadedAt: Date { loaded.withLock { $0.loadedAt } }
 
     /// `configuration` serving the current pair on every handshake.
     public func serving(_ configuration: TLSConfiguration) -> TLSConfiguration {
