@@ -173,9 +173,11 @@ let package = Package(
             name: "PortcullisEmbedderAVX512",
             swiftSettings: strictSettings + wideEmbedderSettings
         ),
+        // C, because Swift cannot name AVX512_BF16's VDPBF16PS: two functions, each compiled for that extension alone.
+        .target(name: "PortcullisEmbedderBF16", cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]),
         .target(
             name: "PortcullisEmbedder",
-            dependencies: ["PortcullisCore", "PortcullisEmbedderAVX512"],
+            dependencies: ["PortcullisCore", "PortcullisEmbedderAVX512", "PortcullisEmbedderBF16"],
             swiftSettings: strictSettings + embedderSettings
         ),
         .target(

@@ -33,4 +33,13 @@ public enum CPUFeatures {
         return false
         #endif
     }()
+
+    /// Whether the embedder's bfloat16 kernel may run here (AVX512_BF16: Zen 4, Cooper Lake, Sapphire Rapids and later).
+    public static let hasAVX512BF16: Bool = {
+        #if arch(x86_64)
+        return flags.contains("avx512f") && flags.contains("avx512_bf16")
+        #else
+        return false
+        #endif
+    }()
 }

@@ -66,6 +66,31 @@ enum Kernels {
         return packed
     }
 
+    /// `weights` (`inputs × outputs`, input-major) rounded to bfloat16 and packed for
+    /// `portcullis_bf16_linear`: panels of 32 outputs, each `inputs / 2` words of 32 lanes, lane
+    /// o of word k holding W[2k][o] in its low half and W[2k+1][o] in its high half.
+    static func packPairs(_ weights: [Float], inputs: Int, outputs: Int) -> [UInt32] {
+        precondition(outputs % 32 == 0 && inputs % 2 == 0 && weights.count == inputs * outputs)
+        let pairs = inputs / 2
+        var packed = [UInt32](repeating: 0, count: weights.count / 2)
+        for block in 0..<(outputs / 32) {
+            for pair in 0..<pairs {
+                for lane in 0..<32 {
+                    let output = block * 32 + lane
+                    packed[(block * pairs + pair) * 32 + lane] = bfloat16(weights[2 * pair * outputs + output])
+                        | bfloat16(weights[(2 * pair + 1) * outputs + output]) << 16
+                }
+            }
+        }
+        return packed
+    }
+
+    /// The bfloat16 nearest to a finite `value` (ties to even), in the low 16 bits.
+    static func bfloat16(_ value: Float) -> UInt32 {
+        let bits = value.bitPattern
+        return (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16
+    }
+
     /// The dot product of two `count`-long vectors (`count` a multiple of 8).
     @inline(__always)
     static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {

@@ -9,10 +9,10 @@ struct CacheCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cache", abstract: "Measure the semantic cache offline.",
                                                     subcommands: [Evaluate.self, Benchmark.self])
 
-    static func encoder(_ directory: String) throws -> SentenceEncoder {
+    static func encoder(_ directory: String, kernel: SentenceEncoder.Kernel = .fastest) throws -> SentenceEncoder {
         if let missing = CPUFeatures.missingForEmbedder { throw ValidationError("this CPU lacks \(missing), which the built-in embedder needs") }
         do {
-            return try SentenceEncoder(directory: URL(fileURLWithPath: directory))
+            return try SentenceEncoder(directory: URL(fileURLWithPath: directory), kernel: kernel)
         } catch {
             throw ValidationError("\(error)")
         }
@@ -32,6 +32,7 @@ struct CacheCommand: AsyncParsableCommand {
         @Option(help: "The built-in embedder's model directory.") var modelDirectory = "models/all-MiniLM-L6-v2"
         @Option(help: "Thresholds to report, comma-separated.") var thresholds = "0.80,0.85,0.90,0.92,0.94,0.95,0.96,0.97,0.98"
         @Flag(help: "List every pair with its similarity.") var verbose = false
+        @Option(help: "The embedder's kernel: avx2, avx512, bfloat16 (default: the fastest this CPU runs, as the gateway does).") var kernel: String?
 
         func run() async throws {
             guard let contents = FileManager.default.contents(atPath: dataset).map({ String(decoding: $0, as: UTF8.self) }) else {
@@ -41,7 +42,15 @@ struct CacheCommand: AsyncParsableCommand {
             do { pairs = try SemanticEvaluation.pairs(jsonLines: contents) } catch { throw ValidationError("\(dataset): \(error)") }
             let levels = thresholds.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
             guard !levels.isEmpty else { throw ValidationError("--thresholds: no number in '\(thresholds)'") }
-            let encoder = try CacheCommand.encoder(modelDirectory)
+            let chosen: SentenceEncoder.Kernel
+            if let kernel {
+                guard let named = SentenceEncoder.Kernel(rawValue: kernel) else { throw ValidationError("--kernel: one of avx2, avx512, bfloat16") }
+                chosen = named
+            } else {
+                chosen = .fastest
+            }
+            let encoder = try CacheCommand.encoder(modelDirectory, kernel: chosen)
+            print("embedder kernel: \(chosen.rawValue)")
             var latencies: [Double] = []
             let similarities = pairs.map { pair -> Float in
                 let a = encoder.embed(pair.cached)
@@ -116,20 +125,40 @@ struct CacheCommand: AsyncParsableCommand {
                          entries, build.inSeconds, SemanticEvaluation.quantile(lookups, 0.5), SemanticEvaluation.quantile(lookups, 0.99), queries,
                          SemanticEvaluation.quantile(scans, 0.5), Double(agreed) * 100 / Double(max(1, scans.count)), scans.count))
             guard !modelDirectory.isEmpty else { return }
-            let encoder = try CacheCommand.encoder(modelDirectory)
             let questions = ["What is the capital of France?", "How do I reset my password on the staging cluster?",
                              "Какая столица Франции?", "Как сбросить пароль в тестовом кластере?",
                              "Summarise the attached quarterly report in three bullet points for the board meeting tomorrow morning."]
-            for question in questions { _ = encoder.embed(question) }
-            var timings: [Double] = []
-            for number in 0..<500 {
-                let start = ContinuousClock.now
-                _ = encoder.embed(questions[number % questions.count])
-                timings.append((ContinuousClock.now - start).inSeconds * 1000)
+            // Every kernel this CPU runs, timed in the same run; the fastest is what the gateway uses.
+            var reference: [[Float]]?
+            for kernel in SentenceEncoder.Kernel.allCases.filter(\.isAvailable) {
+                let encoder = try CacheCommand.encoder(modelDirectory, kernel: kernel)
+                let vectors = questions.map { encoder.embed($0) }
+                var timings: [Double] = []
+                for number in 0..<500 {
+                    let start = ContinuousClock.now
+                    _ = encoder.embed(questions[number % questions.count])
+                    timings.append((ContinuousClock.now - start).inSeconds * 1000)
+                }
+                let pieces = questions.map { encoder.tokenizer.encode($0).count }
+                var line = String(format: "embedder (%@%@): %.2f ms p50, %.2f ms p99 per question (%d questions of %d to %d word pieces)", kernel.rawValue,
+                                  kernel == .fastest ? ", the gateway's" : "", SemanticEvaluation.quantile(timings, 0.5), SemanticEvaluation.quantile(timings, 0.99),
+                                  timings.count, pieces.min()!, pieces.max()!)
+                if let reference {
+                    // How far the kernel's cosines between the questions are from the first (float) kernel's.
+                    var worst: Float = 0
+                    for row in questions.indices {
+                        for column in questions.indices {
+                            worst = max(worst, abs(Self.cosine(vectors[row], vectors[column]) - Self.cosine(reference[row], reference[column])))
+                        }
+                    }
+                    line += String(format: "; cosines within %.1e of %@'s", worst, SentenceEncoder.Kernel.avx2.rawValue)
+                } else {
+                    reference = vectors
+                }
+                print(line)
             }
-            print(String(format: "embedder: %.2f ms p50, %.2f ms p99 per question (%d questions of %d to %d word pieces)", SemanticEvaluation.quantile(timings, 0.5),
-                         SemanticEvaluation.quantile(timings, 0.99), timings.count, questions.map { encoder.tokenizer.encode($0).count }.min()!,
-                         questions.map { encoder.tokenizer.encode($0).count }.max()!))
         }
+
+        static func cosine(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
     }
 }
