@@ -147,6 +147,7 @@ public struct AccessSystem: Sendable {
                                             case .directoryChanged: directoryCache.invalidate()
                                             case .ipRulesChanged: ipPolicy.markStale()
                                             case .subjectErased(let ref): erasures.notify(ref)
+                                            case .cacheErased(let tag): erasures.notifyCache(tag)
                                             }
                                         },
                                         onLost: {
@@ -205,12 +206,21 @@ public struct DependencyState: Sendable {
 /// Who must forget a data subject's key when it is erased (the audit library's data keys).
 public final class SubjectErasures: Sendable {
     private let listeners = Mutex<[@Sendable (String) -> Void]>([])
+    private let cacheListeners = Mutex<[@Sendable (String) -> Void]>([])
 
     public init() {}
 
+    /// Told the reference of each erased subject's data key.
     public func add(_ listener: @escaping @Sendable (String) -> Void) { listeners.withLock { $0.append(listener) } }
+
+    /// Told the cache tag of each erased subject (`CacheKey.subjectTag`).
+    public func addCache(_ listener: @escaping @Sendable (String) -> Void) { cacheListeners.withLock { $0.append(listener) } }
 
     func notify(_ ref: String) {
         for listener in listeners.withLock({ $0 }) { listener(ref) }
+    }
+
+    func notifyCache(_ tag: String) {
+        for listener in cacheListeners.withLock({ $0 }) { listener(tag) }
     }
 }

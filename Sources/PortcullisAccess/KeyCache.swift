@@ -72,6 +72,8 @@ public enum ControlMessage: Sendable, Equatable {
     case directoryChanged
     /// A data subject was erased: drop every copy of its data key (by its reference).
     case subjectErased(String)
+    /// A data subject was erased: drop the cache's copies of its entries (by their tag, `CacheKey.subjectTag`).
+    case cacheErased(String)
 
     /// The wire form.
     public var text: String {
@@ -80,6 +82,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .ipRulesChanged: return "ip-rules"
         case .directoryChanged: return "directory"
         case .subjectErased(let ref): return "erased:\(ref)"
+        case .cacheErased(let tag): return "cache-erased:\(tag)"
         }
     }
 
@@ -92,6 +95,8 @@ public enum ControlMessage: Sendable, Equatable {
             self = .directoryChanged
         } else if text.hasPrefix("erased:") {
             self = .subjectErased(String(text.dropFirst("erased:".count)))
+        } else if text.hasPrefix("cache-erased:") {
+            self = .cacheErased(String(text.dropFirst("cache-erased:".count)))
         } else {
             return nil
         }

@@ -16,6 +16,15 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { digest }
 
+    /// The tag a data subject's entries carry (`user:<id>` or `key:<id>`): SHA-256 of the name,
+    /// 32 hexadecimal digits, so that Redis and the replicas' messages never hold the name itself
+    /// and erasure can find the subject's entries from its name alone.
+    public static func subjectTag(_ subject: String) -> String {
+        var hash = SHA256()
+        hash.update(data: Array("portcullis-cache-subject-v1".utf8) + [0] + Array(subject.utf8))
+        return String(hex(hash.finalize()).prefix(32))
+    }
+
     /// The key of `request` (as decoded, before stage 6 changes it) for `tenant`.
     public init(tenant: String, namespace: String, policy: String?, request: ChatRequest) {
         var hash = SHA256()
@@ -24,14 +33,18 @@ public struct CacheKey: Hashable, Sendable, CustomStringConvertible {
             hash.update(data: [0])
         }
         hash.update(data: Self.canonicalBytes(of: request))
+        digest = Self.hex(hash.finalize())
+    }
+
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var text: [UInt8] = []
         text.reserveCapacity(64)
-        for byte in hash.finalize() {
+        for byte in bytes {
             text.append(digits[Int(byte >> 4)])
             text.append(digits[Int(byte & 0x0F)])
         }
-        digest = String(decoding: text, as: UTF8.self)
+        return String(decoding: text, as: UTF8.self)
     }
 
     /// The request as one deterministic JSON text: the OpenAI wire form with object keys sorted,

@@ -14,21 +14,26 @@ public struct CachedAnswer: Sendable, Equatable {
     public var costMicros: Int64
     /// When it stops being served (seconds since 1970); set by `ExactCache.store`.
     public var expiresAt: Double
+    /// The data subject whose request produced it, as `CacheKey.subjectTag` (nil: none known):
+    /// erasing the subject removes the entry.
+    public var subject: String?
 
     public init(completion: ChatCompletion, deployment: String, group: String, storedAt: Double, costMicros: Int64,
-                expiresAt: Double = .infinity) {
+                expiresAt: Double = .infinity, subject: String? = nil) {
         self.completion = completion
         self.deployment = deployment
         self.group = group
         self.storedAt = storedAt
         self.costMicros = costMicros
         self.expiresAt = expiresAt
+        self.subject = subject
     }
 
     /// The stored form (also what the shared cache holds).
     public func encoded() -> [UInt8] {
-        let object: JSONObject = ["v": 1, "deployment": .string(deployment), "group": .string(group), "stored_at": .double(storedAt),
+        var object: JSONObject = ["v": 1, "deployment": .string(deployment), "group": .string(group), "stored_at": .double(storedAt),
                                   "expires_at": .double(expiresAt), "cost_micros": .integer(costMicros), "answer": OpenAIWire.encodeChatCompletion(completion)]
+        if let subject { object["subject"] = .string(subject) }
         return JSONWriter.bytes(.object(object))
     }
 
@@ -40,7 +45,7 @@ public struct CachedAnswer: Sendable, Equatable {
               let answer = object["answer"], let completion = try? OpenAIWire.decodeChatCompletion(answer), !completion.choices.isEmpty
         else { return nil }
         return CachedAnswer(completion: completion, deployment: deployment, group: group, storedAt: storedAt, costMicros: cost,
-                            expiresAt: expiresAt)
+                            expiresAt: expiresAt, subject: object["subject"]?.stringValue)
     }
 
     /// Whether an answer may be kept: every choice finished normally (`stop` or `tool_calls`)
@@ -59,6 +64,10 @@ public protocol SharedCacheStore: Sendable {
     func value(forKey key: String) async throws -> [UInt8]?
     func set(_ bytes: [UInt8], forKey key: String, ttlSeconds: Double) async throws
     func removeValue(forKey key: String) async throws
+    /// Adds `member` to the set under `key`, which lives at least `ttlSeconds` from now.
+    func add(_ member: String, toSet key: String, ttlSeconds: Double) async throws
+    /// The members of the set under `key` (empty when there is none).
+    func members(ofSet key: String) async throws -> [String]
 }
 
 /// The exact cache: an in-process LRU in front of an optional shared tier.
@@ -127,15 +136,45 @@ public final class ExactCache: Sendable {
         guard bytes.count <= maximumEntryBytes else { return false }
         local.set(answer, forKey: key.digest, bytes: bytes.count, expires: answer.expiresAt)
         guard let shared, sharedAvailable(now: now) else { return true }
+        let subject = answer.subject
         do {
-            try await Deadline.run(within: sharedTimeout) { try await shared.set(bytes, forKey: Self.sharedKey(key), ttlSeconds: ttlSeconds) }
+            try await Deadline.run(within: sharedTimeout) {
+                try await shared.set(bytes, forKey: Self.sharedKey(key), ttlSeconds: ttlSeconds)
+                // The subject's index of entries, so that erasure finds them on every replica's behalf.
+                if let subject { try await shared.add(key.digest, toSet: Self.subjectSetKey(subject), ttlSeconds: ttlSeconds) }
+            }
         } catch {
             sharedFailed(now: now)
         }
         return true
     }
 
+    /// Removes the entries a data subject's requests produced (`CacheKey.subjectTag`) from this
+    /// process and from the shared tier; returns how many this process held and
+    /// how many the shared tier held. Throws when the shared tier cannot be reached, so that
+    /// an erasure does not report itself done while copies remain.
+    public func erase(subject: String) async throws -> (local: Int, shared: Int) {
+        let local = eraseLocally(subject: subject)
+        guard let shared else { return (local, 0) }
+        let removed = try await Deadline.run(within: .seconds(30)) { () async throws -> Int in
+            let setKey = Self.subjectSetKey(subject)
+            let digests = try await shared.members(ofSet: setKey)
+            for digest in digests { try await shared.removeValue(forKey: Self.sharedKey(CacheKey(digest: digest))) }
+            try await shared.removeValue(forKey: setKey)
+            return digests.count
+        }
+        return (local, removed)
+    }
+
+    /// Removes this process's entries of a data subject (another replica erased the shared ones); returns how many went.
+    @discardableResult
+    public func eraseLocally(subject: String) -> Int {
+        local.removeAll { _, answer in answer.subject == subject }
+    }
+
     static func sharedKey(_ key: CacheKey) -> String { "portcullis:cache:v1:" + key.digest }
+
+    static func subjectSetKey(_ subject: String) -> String { "portcullis:cache:v1:subject:" + subject }
 
     private func sharedAvailable(now: Double) -> Bool { sharedPausedUntil.withLock { $0 <= now } }
 

@@ -105,10 +105,18 @@ public final class LocalCache<Value: Sendable>: Sendable {
         }
     }
 
-    /// Removes every entry whose key satisfies `predicate` (a data subject's, on erasure).
-    public func removeAll(where predicate: (String) -> Bool) {
+    /// Removes every entry whose key and value satisfy `predicate` (a data subject's, on
+    /// erasure); returns how many went.
+    @discardableResult
+    public func removeAll(where predicate: (String, Value) -> Bool) -> Int {
         state.withLock { state in
-            for (key, slot) in state.index where predicate(key) { state.remove(slot) }
+            var removed = 0
+            for (key, slot) in state.index {
+                guard let value = state.slots[slot].value, predicate(key, value) else { continue }
+                state.remove(slot)
+                removed += 1
+            }
+            return removed
         }
     }
 

@@ -72,8 +72,22 @@ public final class SemanticCache: Sendable {
         var keys: [CacheKey] = []
         /// Each node's question, for the detail check.
         var questions: [String] = []
+        /// Each node's data subject (`CacheKey.subjectTag`), for erasure.
+        var subjects: [String?] = []
         var forgotten = Set<Int32>()
         var lastUsed: UInt64 = 0
+
+        /// A fresh partition of the nodes in `range` that are not forgotten and that `keep` accepts.
+        func rebuilt(keeping range: Range<Int>, _ keep: (Int) -> Bool) -> Partition {
+            var rebuilt = Partition(index: VectorIndex(dimensions: index.dimensions), lastUsed: lastUsed)
+            for node in range where !forgotten.contains(Int32(node)) && keep(node) {
+                rebuilt.index.insert(Array(index.vector(Int32(node))))
+                rebuilt.keys.append(keys[node])
+                rebuilt.questions.append(questions[node])
+                rebuilt.subjects.append(subjects[node])
+            }
+            return rebuilt
+        }
     }
 
     struct State {
@@ -177,8 +191,9 @@ public final class SemanticCache: Sendable {
         }
     }
 
-    /// Remembers that the answer under `key` answers `question` (embedded as `vector`) in `partition`.
-    public func remember(_ vector: [Float], question: String, partition: String, key: CacheKey) {
+    /// Remembers that the answer under `key` answers `question` (embedded as `vector`) in
+    /// `partition`, asked by the data subject `subject` (`CacheKey.subjectTag`).
+    public func remember(_ vector: [Float], question: String, partition: String, key: CacheKey, subject: String? = nil) {
         guard !vector.isEmpty else { return }
         state.withLock { state in
             state.clock += 1
@@ -192,10 +207,12 @@ public final class SemanticCache: Sendable {
             if let nearest = entry.index.search(vector, limit: 1).first, nearest.similarity > 0.9999, !entry.forgotten.contains(nearest.node),
                entry.questions[Int(nearest.node)] == question {
                 entry.keys[Int(nearest.node)] = key
+                entry.subjects[Int(nearest.node)] = subject
             } else {
                 entry.index.insert(vector)
                 entry.keys.append(key)
                 entry.questions.append(question)
+                entry.subjects.append(subject)
                 state.entries += 1
             }
             entry.lastUsed = state.clock
@@ -224,15 +241,26 @@ public final class SemanticCache: Sendable {
                 continue
             }
             guard let entry = state.partitions[partition] else { return }
-            let keep = entry.keys.count / 2
-            var rebuilt = Partition(index: VectorIndex(dimensions: entry.index.dimensions), lastUsed: entry.lastUsed)
-            for node in (entry.keys.count - keep)..<entry.keys.count where !entry.forgotten.contains(Int32(node)) {
-                rebuilt.index.insert(Array(entry.index.vector(Int32(node))))
-                rebuilt.keys.append(entry.keys[node])
-                rebuilt.questions.append(entry.questions[node])
-            }
+            let rebuilt = entry.rebuilt(keeping: (entry.keys.count - entry.keys.count / 2)..<entry.keys.count) { _ in true }
             state.entries -= entry.keys.count - rebuilt.keys.count
             state.partitions[partition] = rebuilt
+        }
+    }
+
+    /// Forgets every question the data subject `subject` (`CacheKey.subjectTag`) asked: their
+    /// partitions are rebuilt without them, so neither the text nor the vector stays in memory.
+    /// Returns how many went.
+    @discardableResult
+    public func erase(subject: String) -> Int {
+        state.withLock { state in
+            var removed = 0
+            for (name, entry) in state.partitions where entry.subjects.contains(subject) {
+                let rebuilt = entry.rebuilt(keeping: 0..<entry.keys.count) { entry.subjects[$0] != subject }
+                removed += entry.keys.count - rebuilt.keys.count
+                state.entries -= entry.keys.count - rebuilt.keys.count
+                state.partitions[name] = rebuilt.keys.isEmpty ? nil : rebuilt
+            }
+            return removed
         }
     }
 }

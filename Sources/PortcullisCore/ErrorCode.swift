@@ -80,6 +80,8 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     /// 503: The request's payload must be stored encrypted, its data key cannot be had from the
     /// key service, and `kms.fail_closed` is on: nothing was sent upstream.
     case keyServiceUnavailable = "kms_unavailable"
+    /// 503: A data subject's erasure could not remove its entries from the shared cache (Redis unreachable); nothing else was erased yet.
+    case cacheUnavailable = "cache_unavailable"
     /// 403: No deployment of the model (or its fallbacks) satisfies the residency or BAA rules that apply to the caller; nothing was sent.
     case residencyViolation = "residency_violation"
     /// 500: A stored payload does not decrypt under its key (corrupted, or another key); the message names its audit record.

@@ -47,6 +47,8 @@ struct CacheStage: Sendable {
         let store: Bool
         /// Whether an identical request in flight may share its upstream call.
         let deduplicates: Bool
+        /// The data subject whose request it is (`CacheKey.subjectTag` of `user:<id>`, else `key:<id>`), carried by what it stores.
+        let subject: String?
 
         /// The header's value when the answer does not come from the cache (nil: no cache applies).
         var missOutcome: String? { exact || semantic != nil ? (lookup ? "miss" : "bypass") : nil }
@@ -109,7 +111,8 @@ struct CacheStage: Sendable {
         }
         let caches = exact || probe != nil
         return Plan(key: key, ttlSeconds: min(directive.ttlSeconds ?? applied.ttlSeconds, settings.maximumTTLSeconds), exact: exact,
-                    semantic: probe, lookup: caches && !directive.skipLookup, store: caches && !directive.skipStore, deduplicates: deduplicates)
+                    semantic: probe, lookup: caches && !directive.skipLookup, store: caches && !directive.skipStore, deduplicates: deduplicates,
+                    subject: (principal.userID.map { "user:" + $0 } ?? principal.keyID.map { "key:" + $0 }).map(CacheKey.subjectTag))
     }
 
     /// The text of the request's last turn when it is the user's plain text (what the semantic
@@ -194,13 +197,14 @@ struct CacheStage: Sendable {
         guard plan.store, let cache, CachedAnswer.isCacheable(routed.value) else { return }
         let cost = routed.value.usage.map { Int64((routed.deployment.price.cost(of: $0) * 1_000_000).rounded()) } ?? 0
         await cache.store(CachedAnswer(completion: routed.value, deployment: routed.deployment.name, group: routed.group,
-                                       storedAt: Date().timeIntervalSince1970, costMicros: cost), for: plan.key, ttlSeconds: plan.ttlSeconds)
+                                       storedAt: Date().timeIntervalSince1970, costMicros: cost, subject: plan.subject), for: plan.key,
+                          ttlSeconds: plan.ttlSeconds)
         guard let probe = plan.semantic, let semantic = wiring.semantic else { return }
         var vector = probe.vector.withLock { $0 }
         if vector == nil, semantic.embedder != nil { vector = await semantic.embed(probe.question) }
         if let vector {
-            semantic.remember(vector, question: probe.question, partition: probe.partition, key: plan.key)
-            wiring.sharing?.publish(vector, question: probe.question, partition: probe.partition, key: plan.key)
+            semantic.remember(vector, question: probe.question, partition: probe.partition, key: plan.key, subject: plan.subject)
+            wiring.sharing?.publish(vector, question: probe.question, partition: probe.partition, key: plan.key, subject: plan.subject)
         }
     }
 
@@ -296,6 +300,24 @@ public struct CacheWiring: Sendable {
     /// The same store and calls in flight under new settings (a reload).
     func with(settings: CacheConfiguration) -> CacheWiring {
         CacheWiring(exact: exact, semantic: semantic, sharing: sharing, settings: settings, calls: calls, streams: streams, savings: savings)
+    }
+
+    /// Removes what the caches hold of the data subject `subject` (`user:<id>` or `key:<id>`):
+    /// answers its requests produced, here and in Redis, and the questions it asked, here and in
+    /// the shared stream. The other replicas drop their copies on the `cacheErased` message the
+    /// caller publishes. Returns the entries removed; throws when Redis cannot be reached.
+    func erase(subject: String) async throws -> Int {
+        let tag = CacheKey.subjectTag(subject)
+        var removed = eraseLocally(tag: tag)
+        if let exact { removed += try await exact.erase(subject: tag).shared }
+        if let sharing { removed += try await sharing.erase(subject: tag) }
+        return removed
+    }
+
+    /// This replica's copies of a subject's entries (by `CacheKey.subjectTag`), on another replica's erasure.
+    @discardableResult
+    func eraseLocally(tag: String) -> Int {
+        (exact?.eraseLocally(subject: tag) ?? 0) + (semantic?.erase(subject: tag) ?? 0)
     }
 }
 

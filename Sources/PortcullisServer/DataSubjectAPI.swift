@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import PortcullisAccess
 import PortcullisAudit
+import PortcullisCache
 import PortcullisConfig
 import PortcullisCore
 
@@ -13,6 +14,8 @@ import PortcullisCore
 struct DataSubjectAPI: Sendable {
     let access: AccessSystem
     let audit: AuditLogs
+    /// The answer caches, whose entries of an erased subject go too.
+    let cache: CacheWiring
     /// Signs erasure receipts (the audit checkpoint key; nil: receipts go unsigned, and say so).
     let signingKey: AuditSigningKey?
     /// The configuration in force when the router was made, for the compliance report.
@@ -178,6 +181,16 @@ struct DataSubjectAPI: Sendable {
         if case .key(let id) = subject, context.principal.keyID == id { context.audit?.withholdPersonalFields() }
         let held = try await holdings(subject)
         guard held.exists else { throw Self.unknown(subject) }
+        // First the cached copies of its answers and questions: when Redis cannot be reached, nothing else is done yet.
+        let cacheRemoved: Int
+        do {
+            cacheRemoved = try await cache.erase(subject: subject.name)
+        } catch {
+            throw GatewayError(status: 503, kind: .overloaded, code: .cacheUnavailable,
+                               message: "The shared cache cannot be reached to remove this subject's entries (\(error)); nothing was erased. Try again shortly.",
+                               headers: ["Retry-After": "5"])
+        }
+        try? await access.bus.publish(.cacheErased(CacheKey.subjectTag(subject.name)))   // every replica drops its copies
         var erasure: SubjectKeys.Erasure?
         var shredded = 0
         if let store = audit.payloads {
@@ -213,6 +226,7 @@ struct DataSubjectAPI: Sendable {
         let alreadyErased = erasure?.alreadyErased ?? (held.keys.isEmpty && held.user == nil)
         let details: JSONObject = [
             "actor": .string(context.principal.actor), "already_erased": .bool(alreadyErased), "keys_forgotten": .integer(Int64(held.keys.count)),
+            "cache_entries_removed": .integer(Int64(cacheRemoved)),
             "payloads_shredded": .integer(Int64(shredded)), "pseudonym": .string(pseudonym),
             "records_pseudonymised": .integer(Int64(sealed)), "records_not_pseudonymised": .integer(Int64(unsealed)),
             "usage_rows_relabelled": .integer(Int64(relabelled)), "user_deleted": .bool(userDeleted),
@@ -228,6 +242,7 @@ struct DataSubjectAPI: Sendable {
             pseudonym: \(pseudonym)
             erased_at: \(formatter.string(from: Date(timeIntervalSince1970: Double((erasure?.erasedAt ?? now * 1_000_000) / 1_000_000))))
             payloads_shredded: \(shredded)
+            cache_entries_removed: \(cacheRemoved)
             audit_records_pseudonymised: \(sealed)
             audit_records_not_pseudonymised: \(unsealed)
             keys_forgotten: \(held.keys.count)
@@ -237,6 +252,7 @@ struct DataSubjectAPI: Sendable {
             """
         var answer: JSONObject = ["object": "subject.erasure", "subject": .string(subject.name), "pseudonym": .string(pseudonym),
                                   "already_erased": .bool(alreadyErased), "payloads_shredded": .integer(Int64(shredded)),
+                                  "cache_entries_removed": .integer(Int64(cacheRemoved)),
                                   "keys_forgotten": .integer(Int64(held.keys.count)), "user_deleted": .bool(userDeleted),
                                   "records_pseudonymised": .integer(Int64(sealed)), "records_not_pseudonymised": .integer(Int64(unsealed)),
                                   "audit_id": .string(record.id)]

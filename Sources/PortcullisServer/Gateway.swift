@@ -117,6 +117,7 @@ public struct Gateway: Sendable {
         let sharing = semantic.flatMap { semantic in access.redis.map { SemanticSharing(client: $0, cache: semantic, logger: logger) } }
         let cache = CacheWiring(exact: exact, semantic: semantic, sharing: sharing, settings: configuration.cache, savings: savings)
         self.cache = cache
+        access.erasures.addCache { tag in cache.eraseLocally(tag: tag) }
         let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit, cache: cache,
                                                 dependencies: { [access] in access.dependencyState }))
         self.live = live
@@ -212,7 +213,8 @@ public struct Gateway: Sendable {
             IPPolicyMiddleware(policy: ipPolicy, adminRoutes: false)
             AuthenticationMiddleware(authenticator: authenticator)
         }
-        DataSubjectAPI(access: access, audit: audit, signingKey: audit.signingKey, configuration: configuration).register(user: user, admin: admin)
+        DataSubjectAPI(access: access, audit: audit, cache: cache, signingKey: audit.signingKey, configuration: configuration)
+            .register(user: user, admin: admin)
         return router
     }
 

@@ -95,9 +95,14 @@ struct CacheTests {
         #expect(cache.value(forKey: "e", now: 5) == nil, "expired at its time")
         cache.set(1, forKey: "huge", bytes: 10_000, expires: 1000)
         #expect(cache.value(forKey: "huge", now: 1) == nil, "an entry larger than the whole bound is not kept")
-        cache.removeAll { $0 == "a" || $0 == "c" }
-        #expect(cache.value(forKey: "a", now: 1) == nil)
+        cache.removeAll { key, _ in key == "a" || key == "c" }
         #expect(cache.value(forKey: "d", now: 1) == 3)
+        // By key or by value (a data subject's entries, on erasure), counting what went.
+        let small = LocalCache<Int>(maximumBytes: 10_000)
+        for (index, key) in ["a", "b", "c", "d"].enumerated() { small.set(index, forKey: key, bytes: 10, expires: 1000) }
+        #expect(small.removeAll { key, value in key == "a" || value == 2 } == 2)
+        #expect(small.value(forKey: "a", now: 1) == nil && small.value(forKey: "c", now: 1) == nil)
+        #expect(small.value(forKey: "b", now: 1) == 1 && small.value(forKey: "d", now: 1) == 3)
     }
 
     static func completion(_ text: String, finish: FinishReason? = .stop) -> ChatCompletion {
@@ -443,6 +448,13 @@ struct CacheTests {
                 #expect(hit.status == 200 && hit.headers["x-portcullis-cache"] == "hit")
                 let text = try await gateway.request(.GET, "/metrics").body
                 #expect(text.contains(#"portcullis_cache_errors_total{reason="redis"}"#))
+                // An erasure cannot leave the subject's shared entries behind: it is refused, and nothing else is erased yet.
+                #expect(try await gateway.call(.POST, "/admin/users", key: "test-master-key", body: #"{"user_id":"dora"}"#).status < 300)
+                let refused = try await gateway.call(.POST, "/admin/subjects/user:dora/delete", key: "test-master-key")
+                #expect(refused.status == 503 && refused.json?.objectValue?["error"]?.objectValue?["code"]?.stringValue == "cache_unavailable",
+                        "\(refused.status) \(refused.body)")
+                #expect(try await gateway.call(.GET, "/admin/subjects/user:dora/export", key: "test-master-key").json?.objectValue?["user"] != .null,
+                        "the user is still there")
             }
         }
     }

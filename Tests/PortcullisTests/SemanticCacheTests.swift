@@ -4,6 +4,7 @@ import PortcullisAccess
 import PortcullisConfig
 import PortcullisCore
 import PortcullisMockUpstream
+import PortcullisRedis
 import Synchronization
 import Testing
 
@@ -256,6 +257,82 @@ struct SemanticCacheTests {
                     #expect(shared.json?.objectValue?["choices"] == asked.json?.objectValue?["choices"], "the first replica's answer, from Redis")
                 }
             }
+        }
+    }
+
+    @Test("erasing a data subject removes its cached answers and questions: from both replicas' memory, from Redis and from the shared stream; its team's other entries stay")
+    func erasure() async throws {
+        let namespace = UUID().uuidString, team = "t-erase-" + FastRandom.hex(bytes: 4)
+        let ann = "ann-" + FastRandom.hex(bytes: 4), bob = "bob-" + FastRandom.hex(bytes: 4)
+        try await withMockUpstream { _, mock in
+            let redisURL = "\(try testRedisURL())/7"
+            let storage = #"storage: { database: "sqlite::memory:", redis: "\#(redisURL)" }"#
+            let cache = "cache: { exact: true, redis_timeout_seconds: 2, semantic: { model_directory: \"\(Self.modelDirectory)\" } }"
+            let yaml = Self.yaml(mock: mock, cache: cache).replacingOccurrences(of: #"storage: { database: "sqlite::memory:" }"#, with: storage)
+            let body = #","cache":{"namespace":"\#(namespace)"}"#
+            let redis = RedisClient(configuration: try RedisConfiguration(url: redisURL))
+            let outcome = await Result(catching: { try await withGateway(yaml: yaml) { first in
+                try await withGateway(yaml: yaml) { second in
+                    // The two replicas share the database only through Redis here, so each knows the users it is told of.
+                    for gateway in [first, second] {
+                        for user in [ann, bob] {
+                            #expect(try await gateway.call(.POST, "/admin/users", key: "test-master-key", body: #"{"user_id":"\#(user)","team_id":"\#(team)"}"#).status < 300)
+                        }
+                    }
+                    let annKey = try await first.createKey(#""role":"user","user_id":"\#(ann)","team_id":"\#(team)""#).key
+                    let bobOnFirst = try await first.createKey(#""role":"user","user_id":"\#(bob)","team_id":"\#(team)""#).key
+                    let annOnSecond = try await second.createKey(#""role":"user","user_id":"\#(ann)","team_id":"\#(team)""#).key
+                    let bobOnSecond = try await second.createKey(#""role":"user","user_id":"\#(bob)","team_id":"\#(team)""#).key
+                    let q1 = "Which port does the staging database listen on?", q2 = "How many replicas does the billing service run?"
+                    let q3 = "How do I rotate the signing key of the audit log?", paraphrase = "How can I rotate the signing key of the audit log?"
+                    let q4 = "Who approves production firewall changes?"
+                    func ask(_ gateway: GatewayClient, _ key: String, _ text: String) async throws -> String? {
+                        let answer = try await gateway.chat(key: key, model: "m", text: text, extra: body)
+                        #expect(answer.status == 200, "\(answer.body)")
+                        return answer.headers["x-portcullis-cache"]
+                    }
+                    // Ann's questions, each held by both replicas (one stored it, the other filled its memory from Redis on Bob's hit).
+                    #expect(try await ask(first, annKey, q1) == "miss")
+                    #expect(try await ask(second, bobOnSecond, q1) == "hit")
+                    #expect(try await ask(second, annOnSecond, q4) == "miss")
+                    #expect(try await ask(first, bobOnFirst, q4) == "hit")
+                    #expect(try await ask(first, annKey, q3) == "miss")
+                    #expect(try await ask(second, bobOnSecond, q2) == "miss")   // Bob's own
+                    try await Task.sleep(for: .seconds(2))   // the replicas exchange questions every 250 ms
+                    #expect(try await ask(second, bobOnSecond, paraphrase) == "semantic-hit", "the second replica learnt Ann's question")
+                    #expect(try await CacheTests.upstreamCalls(mock) == 4)
+                    let annTag = CacheKey.subjectTag("user:" + ann), bobTag = CacheKey.subjectTag("user:" + bob)
+                    let annsShared = try await Self.streamEntries(redis, subjects: [annTag, bobTag]).filter { $0.subject == annTag }.map(\.question)
+                    #expect(annsShared.sorted() == [q1, q3, q4].sorted(), "the stream holds Ann's questions under her tag: \(annsShared)")
+
+                    let erased = try await first.call(.POST, "/admin/subjects/user:\(ann)/delete", key: "test-master-key")
+                    #expect(erased.status == 200, "\(erased.body)")
+                    // Here: three answers and three questions in memory; in Redis: three answers and three questions in the stream.
+                    #expect((erased.json?.objectValue?["cache_entries_removed"]?.integerValue ?? 0) >= 9, "\(erased.body)")
+                    try await Task.sleep(for: .seconds(1))   // the other replica hears of it through Redis
+                    #expect(try await ask(second, bobOnSecond, paraphrase) == "miss", "the second replica forgot Ann's question")
+                    #expect(try await ask(first, bobOnFirst, q1) == "miss", "gone from this replica and from Redis")
+                    #expect(try await ask(second, bobOnSecond, q4) == "miss", "gone from the other replica's memory too")
+                    #expect(try await ask(second, bobOnSecond, q2) == "hit", "Bob's own entry stays")
+                    #expect(try await CacheTests.upstreamCalls(mock) == 7)
+                    let members = try await redis.command(["SMEMBERS", .string("portcullis:cache:v1:subject:" + annTag)])
+                    #expect(members.array?.isEmpty ?? true, "\(members)")
+                    let remaining = try await Self.streamEntries(redis, subjects: [annTag, bobTag])
+                    #expect(!remaining.contains { $0.subject == annTag || $0.question == q3 || $0.question == q4 }, "\(remaining)")
+                    #expect(remaining.contains { $0.subject == bobTag && $0.question == q2 })
+                }
+            } })
+            await redis.shutdown()
+            try outcome.get()
+        }
+    }
+
+    /// The shared stream's entries of the given subjects' questions (earlier runs' are there too, under other users' tags).
+    static func streamEntries(_ redis: RedisClient, subjects: Set<String>) async throws -> [(question: String, subject: String?)] {
+        let reply = try await redis.command(["XRANGE", .string(SemanticSharing.streamKey), "-", "+"])
+        return SemanticSharing.items(of: reply).compactMap { item in
+            guard let question = item.fields["question"]?.string, let subject = item.subject, subjects.contains(subject) else { return nil }
+            return (question, subject)
         }
     }
 
