@@ -195,15 +195,24 @@ enum Kernels {
         return p * unsafeBitCast(exponent, to: Vector.self)
     }
 
-    /// Softmax of one row in place.
+    /// Softmax of one row in place, eight values at a time (`exponential`; the row's largest
+    /// value is subtracted first, so every argument is at most 0).
     static func softmax(_ values: UnsafeMutablePointer<Float>, count: Int) {
         var largest = -Float.infinity
         for index in 0..<count { largest = max(largest, values[index]) }
         var total: Float = 0
-        for index in 0..<count {
+        var index = 0
+        while index + 8 <= count {
+            let value = exponential(UnsafeRawPointer(values + index).loadUnaligned(as: Vector.self) - largest)
+            UnsafeMutableRawPointer(values + index).storeBytes(of: value, as: Vector.self)
+            total += value.sum()
+            index += 8
+        }
+        while index < count {
             let value = Foundation.exp(values[index] - largest)
             values[index] = value
             total += value
+            index += 1
         }
         let inverse = 1 / total
         for index in 0..<count { values[index] *= inverse }

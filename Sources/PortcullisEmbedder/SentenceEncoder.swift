@@ -2,6 +2,7 @@ import Foundation
 import PortcullisCore
 import PortcullisEmbedderAVX512
 import PortcullisEmbedderBF16
+import Synchronization
 
 /// all-MiniLM-L6-v2 in process on the CPU: BERT's six-layer, 384-wide encoder over the
 /// question's word pieces, mean-pooled and scaled to unit length, so that the dot product of
@@ -84,6 +85,7 @@ public final class SentenceEncoder: Sendable {
     let embeddingNormScale: [Float]
     let embeddingNormShift: [Float]
     let layers: [Layer]
+    private let scratches = Mutex<[Scratch]>([])
 
     /// Loads the model from `directory`; throws `EmbedderError` naming what is missing or malformed.
     /// - Parameter kernel: the matrix product to run on (default: the fastest this CPU has; one it lacks is refused).
@@ -147,58 +149,33 @@ public final class SentenceEncoder: Sendable {
     public func embed(tokens: [Int32]) -> [Float] {
         let count = min(max(tokens.count, 1), Self.positions)
         let width = Self.width
-        var hidden = [Float](repeating: 0, count: count * width)
+        let scratch = takeScratch(rows: count)
+        defer { returnScratch(scratch) }
+        let h = scratch.hidden, projected = scratch.projected, context = scratch.context, attended = scratch.attended, inner = scratch.inner
         for (row, token) in tokens.prefix(count).enumerated() {
             let id = token >= 0 && Int(token) < vocabularySize ? Int(token) : Int(tokenizer.unknown)
             for column in 0..<width {
-                hidden[row * width + column] = words[id * width + column] + positions[row * width + column] + segment[column]
+                h[row * width + column] = words[id * width + column] + positions[row * width + column] + segment[column]
             }
         }
-        var projected = [Float](repeating: 0, count: count * 3 * width)
-        var context = [Float](repeating: 0, count: count * width)
-        var attended = [Float](repeating: 0, count: count * width)
-        var inner = [Float](repeating: 0, count: count * Self.innerWidth)
-        var scores = [Float](repeating: 0, count: count)
-        // The bfloat16 kernel's copy of a product's input (the widest is the inner layer's).
-        let rounded = kernel == .bfloat16 ? UnsafeMutablePointer<UInt32>.allocate(capacity: count * Self.innerWidth / 2) : nil
-        defer { rounded?.deallocate() }
-        let product = Product(kernel: kernel, rounded: rounded)
-        hidden.withUnsafeMutableBufferPointer { hidden in
-            let h = hidden.baseAddress!
-            embeddingNormScale.withUnsafeBufferPointer { scale in
-                embeddingNormShift.withUnsafeBufferPointer { shift in
-                    Kernels.addAndNormalize(h, residual: nil, rows: count, width: width, scale: scale.baseAddress!, shift: shift.baseAddress!)
-                }
+        let product = Product(kernel: kernel, rounded: scratch.rounded)
+        embeddingNormScale.withUnsafeBufferPointer { scale in
+            embeddingNormShift.withUnsafeBufferPointer { shift in
+                Kernels.addAndNormalize(h, residual: nil, rows: count, width: width, scale: scale.baseAddress!, shift: shift.baseAddress!)
             }
-            for layer in layers {
-                projected.withUnsafeMutableBufferPointer { projected in
-                    context.withUnsafeMutableBufferPointer { context in
-                        scores.withUnsafeMutableBufferPointer { scores in
-                            Self.attend(h, layer: layer, rows: count, projected: projected.baseAddress!, context: context.baseAddress!, scores: scores.baseAddress!,
-                                        product: product)
-                        }
-                        attended.withUnsafeMutableBufferPointer { attended in
-                            product(context.baseAddress!, rows: count, inputs: width, weights: layer.projection, bias: layer.projectionBias,
-                                    outputs: width, into: attended.baseAddress!)
-                            Self.normalize(h, adding: attended.baseAddress!, rows: count, scale: layer.attentionNormScale, shift: layer.attentionNormShift)
-                        }
-                    }
-                }
-                inner.withUnsafeMutableBufferPointer { inner in
-                    product(h, rows: count, inputs: width, weights: layer.expand, bias: layer.expandBias, outputs: Self.innerWidth, into: inner.baseAddress!)
-                    Kernels.gelu(inner.baseAddress!, count: count * Self.innerWidth)
-                    attended.withUnsafeMutableBufferPointer { attended in
-                        product(inner.baseAddress!, rows: count, inputs: Self.innerWidth, weights: layer.contract, bias: layer.contractBias,
-                                outputs: width, into: attended.baseAddress!)
-                        Self.normalize(h, adding: attended.baseAddress!, rows: count, scale: layer.outputNormScale, shift: layer.outputNormShift)
-                    }
-                }
-            }
+        }
+        for layer in layers {
+            Self.attend(h, layer: layer, rows: count, projected: projected, context: context, scores: scratch.scores, product: product)
+            product(context, rows: count, inputs: width, weights: layer.projection, bias: layer.projectionBias, outputs: width, into: attended)
+            Self.normalize(h, adding: attended, rows: count, scale: layer.attentionNormScale, shift: layer.attentionNormShift)
+            product(h, rows: count, inputs: width, weights: layer.expand, bias: layer.expandBias, outputs: Self.innerWidth, into: inner, gelu: true)
+            product(inner, rows: count, inputs: Self.innerWidth, weights: layer.contract, bias: layer.contractBias, outputs: width, into: attended)
+            Self.normalize(h, adding: attended, rows: count, scale: layer.outputNormScale, shift: layer.outputNormShift)
         }
         // Mean over the tokens, then unit length.
         var pooled = [Float](repeating: 0, count: width)
         for row in 0..<count {
-            for column in 0..<width { pooled[column] += hidden[row * width + column] }
+            for column in 0..<width { pooled[column] += h[row * width + column] }
         }
         var norm: Float = 0
         for column in 0..<width {
@@ -207,6 +184,52 @@ public final class SentenceEncoder: Sendable {
         }
         let inverse = norm > 0 ? 1 / norm.squareRoot() : 0
         return pooled.map { $0 * inverse }
+    }
+
+    /// One embedding's working buffers, reused by later embeddings (no allocation, page fault or
+    /// zero-filling per question): every buffer is written before it is read.
+    // @unchecked: a scratch is used by one embedding at a time; it changes hands only through the
+    // pool's lock (`scratches`), which is what makes handing it to another thread safe.
+    final class Scratch: @unchecked Sendable {
+        let rows: Int
+        let memory: UnsafeMutableRawPointer
+        let hidden, projected, context, attended, inner, scores: UnsafeMutablePointer<Float>
+        /// The bfloat16 kernel's copy of a product's input (the widest is the inner layer's).
+        let rounded: UnsafeMutablePointer<UInt32>
+
+        init(rows: Int) {
+            self.rows = rows
+            let counts = [rows * width, rows * 3 * width, rows * width, rows * width, rows * innerWidth, rows, rows * innerWidth / 2]
+            // Each buffer starts on a 64-byte line.
+            let sizes = counts.map { ($0 * 4 + 63) / 64 * 64 }
+            let block = UnsafeMutableRawPointer.allocate(byteCount: sizes.reduce(0, +), alignment: 64)
+            memory = block
+            var offsets: [Int] = [], offset = 0
+            for size in sizes {
+                offsets.append(offset)
+                offset += size
+            }
+            let floats = zip(offsets, counts).map { (block + $0).bindMemory(to: Float.self, capacity: $1) }
+            (hidden, projected, context, attended, inner, scores) = (floats[0], floats[1], floats[2], floats[3], floats[4], floats[5])
+            rounded = (block + offsets[6]).bindMemory(to: UInt32.self, capacity: counts[6])
+        }
+
+        deinit { memory.deallocate() }
+    }
+
+    /// Scratch for `rows` rows: a kept one large enough, else a new one (rounded up to 64 rows).
+    private func takeScratch(rows: Int) -> Scratch {
+        scratches.withLock { kept in
+            if let index = kept.firstIndex(where: { $0.rows >= rows }) { return kept.remove(at: index) }
+            return nil
+        } ?? Scratch(rows: (rows + 63) / 64 * 64)
+    }
+
+    /// Keeps `scratch` for the next embedding (a few at most: one per thread that embeds at once).
+    private func returnScratch(_ scratch: Scratch) {
+        scratches.withLock { kept in
+            if kept.count < 4 { kept.append(scratch) }
+        }
     }
 
     /// Self-attention of one layer: the query, key and value projections of every row, then
@@ -247,30 +270,34 @@ public final class SentenceEncoder: Sendable {
         let kernel: Kernel
         let rounded: UnsafeMutablePointer<UInt32>?
 
+        /// `output = input · weights + bias`, through GELU when `gelu`.
         func callAsFunction(_ input: UnsafePointer<Float>, rows: Int, inputs: Int, weights: Weights, bias: [Float], outputs: Int,
-                            into output: UnsafeMutablePointer<Float>) {
+                            into output: UnsafeMutablePointer<Float>, gelu: Bool = false) {
             bias.withUnsafeBufferPointer { bias in
                 switch kernel {
                 case .avx2:
                     weights.floats.withUnsafeBufferPointer {
                         Kernels.linear(input, rows: rows, inputs: inputs, weights: $0.baseAddress!, bias: bias.baseAddress!, outputs: outputs, into: output)
                     }
+                    if gelu { Kernels.gelu(output, count: rows * outputs) }
                 case .avx512:
                     weights.floats.withUnsafeBufferPointer {
                         wideLinear(input, rows: rows, inputs: inputs, weights: $0.baseAddress!, bias: bias.baseAddress!, outputs: outputs, into: output)
                     }
+                    if gelu { Kernels.gelu(output, count: rows * outputs) }
                 case .bfloat16:
                     guard let rounded else { preconditionFailure("the bfloat16 kernel needs its scratch buffer") }
                     portcullis_bf16_convert(input, rows * inputs, rounded)
                     weights.pairs.withUnsafeBufferPointer {
-                        portcullis_bf16_linear(rounded, Int32(rows), Int32(inputs), $0.baseAddress!, bias.baseAddress!, Int32(outputs), output)
+                        portcullis_bf16_linear(rounded, Int32(rows), Int32(inputs), $0.baseAddress!, bias.baseAddress!, Int32(outputs), output,
+                                               gelu ? PORTCULLIS_BF16_GELU : 0)
                     }
                 }
             }
         }
     }
 
-    private static func normalize(_ hidden: UnsafeMutablePointer<Float>, adding residual: UnsafePointer<Float>, rows: Int, scale: [Float], shift: [Float]) {
+    private static func normalize(_ hidden: UnsafeMutablePointer<Float>, adding residual: UnsafeMutablePointer<Float>, rows: Int, scale: [Float], shift: [Float]) {
         scale.withUnsafeBufferPointer { scale in
             shift.withUnsafeBufferPointer { shift in
                 Kernels.addAndNormalize(hidden, residual: residual, rows: rows, width: width, scale: scale.baseAddress!, shift: shift.baseAddress!)

@@ -140,9 +140,12 @@ struct CacheCommand: AsyncParsableCommand {
                     timings.append((ContinuousClock.now - start).inSeconds * 1000)
                 }
                 let pieces = questions.map { encoder.tokenizer.encode($0).count }
-                var line = String(format: "embedder (%@%@): %.2f ms p50, %.2f ms p99 per question (%d questions of %d to %d word pieces)", kernel.rawValue,
-                                  kernel == .fastest ? ", the gateway's" : "", SemanticEvaluation.quantile(timings, 0.5), SemanticEvaluation.quantile(timings, 0.99),
-                                  timings.count, pieces.min()!, pieces.max()!)
+                let longest = pieces.indices.max { pieces[$0] < pieces[$1] }!
+                let longestTimings = timings.indices.filter { $0 % questions.count == longest }.map { timings[$0] }
+                var line = String(format: "embedder (%@%@): %.2f ms p50, %.2f ms p99 per question (%d questions of %d to %d word pieces; the longest: %.2f ms p50, %.2f ms p99)",
+                                  kernel.rawValue, kernel == .fastest ? ", the gateway's" : "", SemanticEvaluation.quantile(timings, 0.5),
+                                  SemanticEvaluation.quantile(timings, 0.99), timings.count, pieces.min()!, pieces.max()!,
+                                  SemanticEvaluation.quantile(longestTimings, 0.5), SemanticEvaluation.quantile(longestTimings, 0.99))
                 if let reference {
                     // How far the kernel's cosines between the questions are from the first (float) kernel's.
                     var worst: Float = 0

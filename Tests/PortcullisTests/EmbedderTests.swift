@@ -1,6 +1,7 @@
 import Foundation
 import PortcullisCore
 @testable import PortcullisEmbedder
+import Synchronization
 import Testing
 
 /// The built-in embedder against a second implementation: `scripts/embedder-reference.py`
@@ -77,6 +78,24 @@ struct EmbedderTests {
         let france = vectors[0], paraphrase = vectors[1], germany = vectors[2]
         let dot = { (a: [Float], b: [Float]) in zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
         #expect(dot(france, paraphrase) > dot(france, germany))
+    }
+
+    @Test("embeddings made at once on several threads, of texts short and long, are the ones made one at a time (working buffers are reused, never shared)")
+    func concurrent() throws {
+        let encoder = try Self.encoder.get()
+        let texts = Self.reference.cases.map(\.text)
+        let alone = texts.map { encoder.embed($0) }
+        let together = Mutex<[Int: [Float]]>([:])
+        DispatchQueue.concurrentPerform(iterations: texts.count * 4) { number in
+            let index = (number * 7) % texts.count
+            let vector = encoder.embed(texts[index])
+            together.withLock { found in
+                if let earlier = found[index], earlier != vector { found[-1] = [] } else { found[index] = vector }
+            }
+        }
+        let found = together.withLock { $0 }
+        #expect(found[-1] == nil, "two threads' embeddings of one text differed")
+        for (index, vector) in alone.enumerated() { #expect(found[index] == vector, "\(texts[index].prefix(40))") }
     }
 
     @Test("a missing or damaged model is a clear error, not a crash")

@@ -20,8 +20,12 @@ void portcullis_bf16_convert(const float *source, size_t count, uint32_t *target
 /// (as `portcullis_bf16_convert` wrote them), with float sums. The weights are panels of 32
 /// outputs, each panel `inputs / 2` words of 32 lanes, lane o of word k holding
 /// W[2k][o] (low half) and W[2k+1][o] (high half). `outputs` must be a multiple of 32 and
-/// `inputs` a multiple of 2.
+/// `inputs` a multiple of 2. With `activation` PORTCULLIS_BF16_GELU, each sum passes through
+/// GELU before it is stored (0: stored as it is).
 void portcullis_bf16_linear(const uint32_t *input, int rows, int inputs, const uint32_t *weights, const float *bias, int outputs,
-                            float *output);
+                            float *output, int activation);
+
+/// `portcullis_bf16_linear`'s activation: GELU (erf form).
+#define PORTCULLIS_BF16_GELU 1
 
 #endif
