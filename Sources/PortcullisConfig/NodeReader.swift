@@ -152,6 +152,11 @@ struct NodeReader {
         return output
     }
 
+    /// The scalars of the sequence under `key` (nil when absent).
+    func stringList(_ key: String) -> [String]? {
+        child(key).map { $0.elements().compactMap { $0.scalarString() } }
+    }
+
     func string(_ key: String) -> String? {
         child(key)?.scalarString()
     }

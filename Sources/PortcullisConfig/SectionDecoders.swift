@@ -224,15 +224,16 @@ extension ConfigurationLoader {
     }
 
     /// Input guards that exist, for validating policies.
-    static let inputGuardNames: Set<String> = ["validation", "injection_rules", "injection_classifier", "pii", "moderation", "llm_judge",
+    static let inputGuardNames: Set<String> = ["validation", "images", "injection_rules", "injection_classifier", "pii", "moderation", "llm_judge",
                                                 "openai_moderation", "azure_content_safety", "bedrock_guardrail"]
     /// Output guards that exist.
     static let outputGuardNames: Set<String> = ["pii", "system_prompt_leak", "moderation", "format"]
 
     static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
         guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key", "llm_judge", "openai_moderation",
-                                                 "azure_content_safety", "bedrock_guardrail", "tokenizer"]) else { return }
+                                                 "azure_content_safety", "bedrock_guardrail", "tokenizer", "images"]) else { return }
         guardrails.tokenizer = reader.string("tokenizer")
+        if let images = reader.child("images") { decodeImageLimits(images, into: &guardrails.images) }
         guardrails.llmJudge = reader.child("llm_judge").map { decodeRemoteGuard($0, needsModel: true) }
         guardrails.openAIModeration = reader.child("openai_moderation").map { decodeRemoteGuard($0, needsModel: false) }
         guardrails.azureContentSafety = reader.child("azure_content_safety").map { child in
@@ -283,6 +284,23 @@ extension ConfigurationLoader {
         }
     }
 
+    static func decodeImageLimits(_ reader: NodeReader, into limits: inout ImageLimits) {
+        guard reader.expectMapping(allowedKeys: ["max_bytes", "max_pixels", "max_side", "formats", "allowed_hosts"]) else { return }
+        limits.maximumBytes = reader.integer("max_bytes", in: 1...1_073_741_824) ?? limits.maximumBytes
+        limits.maximumPixels = reader.integer("max_pixels", in: 1...1_000_000_000) ?? limits.maximumPixels
+        limits.maximumSide = reader.integer("max_side", in: 1...1_000_000) ?? limits.maximumSide
+        if let formats = reader.stringList("formats") {
+            var chosen: Set<ImageFormat> = []
+            for name in formats {
+                if let format = ImageFormat(rawValue: name) { chosen.insert(format) } else {
+                    reader.issue("formats", "unknown image format '\(name)' (png, jpeg, gif, webp)")
+                }
+            }
+            limits.formats = chosen
+        }
+        if let hosts = reader.stringList("allowed_hosts") { limits.allowedHosts = hosts }
+    }
+
     static func decodeRemoteGuard(_ reader: NodeReader, needsModel: Bool) -> GatewayConfiguration.Guardrails.Remote {
         var remote = GatewayConfiguration.Guardrails.Remote()
         guard reader.expectMapping(allowedKeys: ["model", "api_base", "api_key", "timeout_ms", "on_error", "when", "api_version", "severity",
@@ -330,7 +348,7 @@ extension ConfigurationLoader {
                 reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")
             }
         }
-        func strings(_ key: String) -> [String]? { reader.child(key).map { $0.elements().compactMap { $0.scalarString() } } }
+        let strings = reader.stringList
         policy.models = strings("models") ?? []
         policy.teams = strings("teams") ?? []
         policy.keys = strings("keys") ?? []

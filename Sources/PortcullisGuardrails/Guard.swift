@@ -13,6 +13,8 @@ public enum GuardCategory: String, Sendable, CaseIterable, Comparable {
     case moderation
     case systemPromptLeak = "system_prompt_leak"
     case format
+    /// An image part that fails the local checks (type, dimensions, host) or an image moderation.
+    case image
 
     public static func < (lhs: GuardCategory, rhs: GuardCategory) -> Bool { lhs.rawValue < rhs.rawValue }
 }
@@ -119,6 +121,8 @@ public struct GuardSegment: Sendable, Equatable {
 /// view prepared once (NFKC, invisible characters removed, look-alikes folded).
 public struct GuardInput: Sendable {
     public var segments: [GuardSegment]
+    /// The request's image parts, in order (inline ones as `data:` URLs).
+    public var images: [GuardImage] = []
     /// `segments[i]`'s normalised view (empty for trusted segments, which the detectors skip).
     public var normalized: [NormalizedText]
 
@@ -137,6 +141,7 @@ public struct GuardInput: Sendable {
     /// `prediction`, …) except those that only steer the API (`metadata`, `store`, …).
     public init(request: ChatRequest) {
         var segments: [GuardSegment] = []
+        var images: [GuardImage] = []
         for (index, message) in request.messages.enumerated() {
             switch message.content {
             case .text(let text)?: segments.append(GuardSegment(role: message.role, messageIndex: index, text: text, isWholeContent: true))
@@ -146,7 +151,9 @@ public struct GuardInput: Sendable {
                 for part in parts {
                     switch part {
                     case .text: break
-                    case .image(let url, _): if !url.hasPrefix("data:") { passedThrough.append(Self.readable(url: url)) }
+                    case .image(let url, _):
+                        images.append(GuardImage(messageIndex: index, position: images.count, url: url))
+                        if !url.hasPrefix("data:") { passedThrough.append(Self.readable(url: url)) }
                     case .other(let object): Self.collectStrings(.object(object), into: &passedThrough)
                     }
                 }
@@ -173,6 +180,7 @@ public struct GuardInput: Sendable {
         Self.collectStrings(.object(request.anthropicExtra), into: &declared)
         if !declared.isEmpty { segments.append(GuardSegment(role: .user, messageIndex: nil, text: declared.joined(separator: "\n"))) }
         self.init(segments: segments)
+        self.images = images
     }
 
     /// Fields whose strings steer the API and never reach the model as text.

@@ -20,7 +20,7 @@ public struct GuardPolicy: Sendable {
     public var spotlight: Spotlighting?
 
     /// The input guards of a policy that names none.
-    public static let defaultInputGuards = ["validation", "injection_rules", "injection_classifier"]
+    public static let defaultInputGuards = ["validation", "images", "injection_rules", "injection_classifier"]
 
     public static let defaultActions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
 
@@ -118,14 +118,14 @@ public struct GuardCascade: Sendable {
 }
 
 extension GuardCascade {
-    /// The built-in local guards: validation, the injection rules, the injection classifier
-    /// (the shipped model), PII and moderation; a policy runs those it lists.
+    /// The built-in local guards: validation, the image checks, the injection rules, the
+    /// injection classifier (the shipped model), PII and moderation; a policy runs those it lists.
     /// - Parameter injection: pass one instance to every policy's cascade: its rule trie is built once.
-    public static func builtIn(validation: ValidationGuard = ValidationGuard(), injection: InjectionGuard = InjectionGuard(),
-                               moderation: ModerationGuard = ModerationGuard(),
+    public static func builtIn(validation: ValidationGuard = ValidationGuard(), images: ImageGuard = ImageGuard(),
+                               injection: InjectionGuard = InjectionGuard(), moderation: ModerationGuard = ModerationGuard(),
                                classifier: ClassifierGuard? = try? ClassifierGuard.shipped.get(),
                                external: [any InputGuard] = []) -> GuardCascade {
-        var guards: [any InputGuard] = [validation, injection, PIIGuard(), moderation]
+        var guards: [any InputGuard] = [validation, images, injection, PIIGuard(), moderation]
         if let classifier { guards.append(classifier) }
         guards += external
         return GuardCascade(guards: guards)

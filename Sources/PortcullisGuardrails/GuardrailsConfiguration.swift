@@ -10,8 +10,8 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
         public var teams: [String] = []
         public var roles: [String] = []
         public var keys: [String] = []
-        /// Input guards by name. Default validation, injection_rules and injection_classifier.
-        public var input: [String] = ["validation", "injection_rules", "injection_classifier"]
+        /// Input guards by name. Default validation, images, injection_rules and injection_classifier.
+        public var input: [String] = GuardPolicy.defaultInputGuards
         /// Action per risk level (block, redact, flag). Default block critical and high, flag the rest.
         public var actions: [RiskLevel: GuardAction] = [.critical: .block, .high: .block, .medium: .flag, .low: .flag]
         /// Input token limit (estimated). Default 4096.
@@ -83,6 +83,9 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
 
         public init() {}
     }
+
+    /// What the `images` guard allows.
+    public var images = ImageLimits()
 
     /// A BPE vocabulary in tiktoken's format (e.g. cl100k_base.tiktoken): input tokens are
     /// counted with it instead of estimated.

@@ -52,15 +52,17 @@ public struct InputGuarding: Sendable {
     ///   - policies: tried in order; the first that matches a request applies, else `fallback`.
     ///   - remote: the costly tiers (LLM judge, external services), shared by every policy that lists them.
     ///   - pseudonymKey: key of the keyed-hash pseudonyms (`pii: hash`).
+    ///   - images: the local image checks' limits (`guardrails.images`).
     public init(policies: [PolicySettings], fallback: PolicySettings, events: any GuardEventSink, remote: [any InputGuard] = [],
-                pseudonymKey: [UInt8]) {
+                images: ImageLimits = ImageLimits(), pseudonymKey: [UInt8]) {
         self.pseudonymKey = SymmetricKey(data: pseudonymKey)
         let injection = InjectionGuard()
         let moderation = ModerationGuard()
         self.moderation = moderation
+        let imageGuard = ImageGuard(limits: images)
         func entry(_ settings: PolicySettings) -> Entry {
-            Entry(policy: settings.policy, cascade: .builtIn(validation: settings.validation, injection: injection, moderation: moderation,
-                                                             external: remote))
+            Entry(policy: settings.policy, cascade: .builtIn(validation: settings.validation, images: imageGuard, injection: injection,
+                                                             moderation: moderation, external: remote))
         }
         self.policies = policies.map(entry)
         self.fallback = entry(fallback)

@@ -26,7 +26,7 @@ public struct RemoteGuard: InputGuard {
     }
 
     public func inspect(_ input: GuardInput) async -> [GuardFinding] {
-        guard input.segments.contains(where: { !$0.isTrusted }) else { return [] }
+        guard input.segments.contains(where: { !$0.isTrusted }) || !input.images.isEmpty else { return [] }
         let ask = self.ask, timeout = self.timeout
         do {
             return try await Deadline.run(within: timeout) { try await ask(input) }.map { finding in

@@ -69,6 +69,7 @@ public final class MockUpstream: Sendable {
         router.post("/v1/moderations") { request, context in try await self.handle(request, context, service: .openAIModeration) }
         router.post("/contentsafety/text:shieldPrompt") { request, context in try await self.handle(request, context, service: .azureShield) }
         router.post("/contentsafety/text:analyze") { request, context in try await self.handle(request, context, service: .azureAnalyze) }
+        router.post("/contentsafety/image:analyze") { request, context in try await self.handle(request, context, service: .azureImage) }
         router.post("/guardrail/{id}/version/{version}/apply") { request, context in
             try await self.handle(request, context, service: .bedrockGuardrail)
         }
@@ -134,7 +135,20 @@ public final class MockUpstream: Sendable {
 
     /// The guard services the mock imitates (they answer from the request alone, not from a script).
     enum Service {
-        case openAIModeration, azureShield, azureAnalyze, bedrockGuardrail
+        case openAIModeration, azureShield, azureAnalyze, azureImage, bedrockGuardrail
+    }
+
+    /// What the mock's image moderation "sees" in an image: its bytes read as text (so a test
+    /// image with a lexicon word in a metadata chunk counts as violent, and any other does not).
+    static func imageText(base64: String) -> String {
+        let data = Data(base64Encoded: base64, options: .ignoreUnknownCharacters) ?? Data()
+        return String(decoding: data, as: UTF8.self).lowercased()
+    }
+
+    /// The text of an image URL: a data URL's bytes, else nothing.
+    static func imageText(url: String) -> String {
+        guard url.hasPrefix("data:"), let comma = url.firstIndex(of: ",") else { return "" }
+        return imageText(base64: String(url[url.index(after: comma)...]))
     }
 
     /// Phrases the mock's Prompt Shields and Bedrock prompt-attack filter treat as attacks.
@@ -165,7 +179,10 @@ public final class MockUpstream: Sendable {
         guard let authorization, authorization.hasPrefix("AWS4-HMAC-SHA256 Credential="), authorization.contains("Signature=") else {
             return json(["message": "Missing Authentication Token"], status: .forbidden)
         }
-        let texts = (object["content"]?.arrayValue ?? []).compactMap { $0.objectValue?["text"]?.objectValue?["text"]?.stringValue.map { $0.lowercased() } }
+        let texts = (object["content"]?.arrayValue ?? []).compactMap { block -> String? in
+            if let image = block.objectValue?["image"]?.objectValue?["source"]?.objectValue?["bytes"]?.stringValue { return imageText(base64: image) }
+            return block.objectValue?["text"]?.objectValue?["text"]?.stringValue.map { $0.lowercased() }
+        }
         var filters: [JSONValue] = []
         if texts.contains(where: { text in attackPhrases.contains { text.contains($0) } }) {
             filters.append(["type": "PROMPT_ATTACK", "confidence": "HIGH", "action": "BLOCKED"])
@@ -185,10 +202,16 @@ public final class MockUpstream: Sendable {
         ("massacre", "violence", 0.97), ("vermin", "hate", 0.91), ("worthless idiot", "harassment", 0.86), ("cut myself", "self-harm", 0.95),
     ]
 
-    /// `POST /v1/moderations` in OpenAI's shape: one result per input, with every category of
+    /// `POST /v1/moderations` in OpenAI's shape: one result per input (a list of multi-modal parts is one), with every category of
     /// the schema present (false and a low score unless the lexicon finds it).
     private static func moderation(_ object: JSONObject) -> Response {
-        let inputs = object["input"]?.arrayValue?.compactMap(\.stringValue) ?? object["input"]?.stringValue.map { [$0] } ?? []
+        var inputs = object["input"]?.arrayValue?.compactMap(\.stringValue) ?? object["input"]?.stringValue.map { [$0] } ?? []
+        // A list of multi-modal parts is one input: its texts and images together.
+        if let parts = object["input"]?.arrayValue?.compactMap(\.objectValue), !parts.isEmpty {
+            inputs = [parts.map { part in
+                part["text"]?.stringValue ?? part["image_url"]?.objectValue?["url"]?.stringValue.map(imageText(url:)) ?? ""
+            }.joined(separator: "\n")]
+        }
         let categories = ["harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent", "self-harm",
                           "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence", "violence/graphic"]
         let results: [JSONValue] = inputs.map { text in
@@ -237,6 +260,7 @@ public final class MockUpstream: Sendable {
             case .openAIModeration: return Self.moderation(object)
             case .azureShield: return Self.azureShield(object)
             case .azureAnalyze: return Self.azureAnalyze(object)
+            case .azureImage: return Self.azureAnalyze(["text": .string(Self.imageText(base64: object["image"]?.objectValue?["content"]?.stringValue ?? ""))])
             case .bedrockGuardrail: return Self.bedrockGuardrail(object, authorization: record.authorization)
             }
         }

@@ -147,7 +147,7 @@ struct PipelineFactory: Sendable {
         let guarding = guardrails.enabled && governance != nil
             ? InputGuarding(policies: guardrails.policies.map { $0.settings(tokenizer: prepared.tokenizer) },
                             fallback: guardrails.defaultPolicy.settings(tokenizer: prepared.tokenizer), events: audit.guardEvents,
-                            remote: prepared.remoteGuards, pseudonymKey: Array((guardrails.pseudonymKey ?? "").utf8)) : nil
+                            remote: prepared.remoteGuards, images: guardrails.images, pseudonymKey: Array((guardrails.pseudonymKey ?? "").utf8)) : nil
         let pipeline = RequestPipeline(router: prepared.router, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                        guarding: guarding, audit: audit, cache: cache.with(settings: configuration.cache), residency: configuration.residency,
                                        dependencies: dependencies)
