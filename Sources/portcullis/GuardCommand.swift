@@ -6,7 +6,7 @@ import PortcullisGuardrails
 /// `portcullis guard …`: work with the guardrails offline.
 struct GuardCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "guard", abstract: "Work with the guardrails offline.",
-                                                    subcommands: [Evaluate.self, Benchmark.self])
+                                                    subcommands: [Evaluate.self, Benchmark.self, RedTeamCommand.self])
 
     struct Evaluate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
