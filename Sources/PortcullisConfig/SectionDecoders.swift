@@ -231,7 +231,8 @@ extension ConfigurationLoader {
 
     static func decodeGuardrails(_ reader: NodeReader, into guardrails: inout GatewayConfiguration.Guardrails) {
         guard reader.expectMapping(allowedKeys: ["enabled", "policies", "default", "pseudonym_key", "llm_judge", "openai_moderation",
-                                                 "azure_content_safety", "bedrock_guardrail", "tokenizer", "images"]) else { return }
+                                                 "azure_content_safety", "bedrock_guardrail", "tokenizer", "images", "anomaly"]) else { return }
+        if let anomaly = reader.child("anomaly") { decodeAnomaly(anomaly, into: &guardrails.anomaly) }
         guardrails.tokenizer = reader.string("tokenizer")
         if let images = reader.child("images") { decodeImageLimits(images, into: &guardrails.images) }
         guardrails.llmJudge = reader.child("llm_judge").map { decodeRemoteGuard($0, needsModel: true) }
@@ -282,6 +283,28 @@ extension ConfigurationLoader {
         if hashing && (guardrails.pseudonymKey?.utf8.count ?? 0) < 32 {
             reader.issue("pseudonym_key", "a policy hashes personal data (pii: hash): set a pseudonym_key of 32 or more bytes")
         }
+    }
+
+    static func decodeAnomaly(_ reader: NodeReader, into settings: inout AnomalySettings) {
+        guard reader.expectMapping(allowedKeys: ["enabled", "factor", "min_requests", "min_tokens", "min_refusals", "min_guard_hits", "action",
+                                                 "cooldown_seconds"]) else { return }
+        settings.enabled = reader.bool("enabled") ?? settings.enabled
+        settings.factor = reader.number("factor", in: 1.5...1000) ?? settings.factor
+        for (key, measure) in [("min_requests", AnomalyDetector.Measure.requests), ("min_tokens", .tokens), ("min_refusals", .refusals),
+                               ("min_guard_hits", .guardHits)] {
+            if let minimum = reader.number(key, in: 1...1_000_000_000) { settings.minimums[measure] = minimum }
+        }
+        if let action = decodeAnomalyAction(reader, "action") { settings.action = action }
+        settings.cooldownSeconds = reader.number("cooldown_seconds", in: 1...86_400) ?? settings.cooldownSeconds
+    }
+
+    static func decodeAnomalyAction(_ reader: NodeReader, _ key: String) -> AnomalyAction? {
+        guard let name = reader.string(key) else { return nil }
+        guard let action = AnomalyAction(rawValue: name) else {
+            reader.issue(key, "must be flag, throttle or block; got '\(name)'")
+            return nil
+        }
+        return action
     }
 
     static func decodeImageLimits(_ reader: NodeReader, into limits: inout ImageLimits) {
@@ -342,7 +365,8 @@ extension ConfigurationLoader {
         guard reader.expectMapping(allowedKeys: ["name", "models", "teams", "roles", "keys", "input", "actions", "max_input_tokens",
                                                  "max_messages", "max_message_characters", "pii", "output", "output_pii",
                                                  "stream_hold_back", "canary", "system_prompt", "spotlight", "format_retry", "cache",
-                                                 "payloads"]) else { return policy }
+                                                 "payloads", "anomaly"]) else { return policy }
+        if let action = decodeAnomalyAction(reader, "anomaly") { policy.anomaly = action }
         if let pii = reader.string("pii") {
             if let action = PersonalDataAction(rawValue: pii) { policy.pii = action } else {
                 reader.issue("pii", "must be mask, remove, hash, tokenize, block or flag; got '\(pii)'")

@@ -82,6 +82,10 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case keyServiceUnavailable = "kms_unavailable"
     /// 503: A data subject's erasure could not remove its entries from the shared cache (Redis unreachable); nothing else was erased yet.
     case cacheUnavailable = "cache_unavailable"
+    /// 429: The key's or team's traffic deviated sharply from its baseline and the policy throttles it for the cool-down (`Retry-After`).
+    case anomalyThrottled = "anomaly_throttled"
+    /// 403: The key's or team's traffic deviated sharply from its baseline and the policy blocks it for the cool-down (`Retry-After`).
+    case anomalyBlocked = "anomaly_blocked"
     /// 403: No deployment of the model (or its fallbacks) satisfies the residency or BAA rules that apply to the caller; nothing was sent.
     case residencyViolation = "residency_violation"
     /// 500: A stored payload does not decrypt under its key (corrupted, or another key); the message names its audit record.

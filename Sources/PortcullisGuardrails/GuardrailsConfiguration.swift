@@ -43,6 +43,9 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
         /// Whether `<document>…</document>` spans in user messages are isolated. Default true.
         public var spotlightDocuments: Bool = true
 
+        /// What a sharp deviation of a key's or team's traffic does under this policy (nil: `guardrails.anomaly.action`).
+        public var anomaly: AnomalyAction?
+
         public init(name: String) { self.name = name }
     }
 
@@ -83,6 +86,9 @@ public struct GuardrailsConfiguration: Sendable, Equatable {
 
         public init() {}
     }
+
+    /// Anomaly detection: thresholds and the default action.
+    public var anomaly = AnomalySettings()
 
     /// What the `images` guard allows.
     public var images = ImageLimits()

@@ -31,6 +31,13 @@ public struct InputGuarding: Sendable {
 
     private let policies: [Entry]
     private let fallback: Entry
+
+    private func entry(for request: ChatRequest, caller: GuardCaller) -> Entry {
+        policies.first { $0.policy.matches(model: request.model, team: caller.teamID, role: caller.role, key: caller.keyID) } ?? fallback
+    }
+
+    /// The policy that applies to `request` from `caller` (the first that matches, else the default).
+    public func policy(for request: ChatRequest, caller: GuardCaller) -> GuardPolicy { entry(for: request, caller: caller).policy }
     /// Shared by every policy's input cascade and output inspector.
     private let moderation: ModerationGuard
     public let events: any GuardEventSink
@@ -91,8 +98,7 @@ public struct InputGuarding: Sendable {
     /// blocked, and returns the request with personal data redacted where the policy says so
     /// (then `transform` prepares it for the upstream).
     public func check(_ request: ChatRequest, caller: GuardCaller, requestID: String) async throws -> Guarded {
-        let entry = policies.first { $0.policy.matches(model: request.model, team: caller.teamID, role: caller.role, key: caller.keyID) }
-            ?? fallback
+        let entry = self.entry(for: request, caller: caller)
         let input = GuardInput(request: request)
         var outcome = await entry.cascade.run(input, policy: entry.policy)
         guard !outcome.findings.isEmpty else { return Guarded(request: request, policy: entry.policy) }

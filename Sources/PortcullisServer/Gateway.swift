@@ -67,6 +67,8 @@ public struct Gateway: Sendable {
     let governance: Governance?
     /// The exact cache's entries (in process, and in Redis when configured) and the calls in flight, kept across reloads.
     let cache: CacheWiring
+    /// The anomaly detector's baselines and restraints, which outlive a reload (its thresholds are read at start-up).
+    let anomalies: AnomalyWiring
     /// Builds the reloadable part.
     let factory: PipelineFactory
 
@@ -118,7 +120,10 @@ public struct Gateway: Sendable {
         let cache = CacheWiring(exact: exact, semantic: semantic, sharing: sharing, settings: configuration.cache, savings: savings)
         self.cache = cache
         access.erasures.addCache { tag in cache.eraseLocally(tag: tag) }
+        let anomalies = AnomalyWiring(settings: configuration.guardrails.anomaly)
+        self.anomalies = anomalies
         let live = LiveRouting(factory.assemble(prepared, configuration: configuration, governance: governance, audit: audit, cache: cache,
+                                                anomalies: anomalies,
                                                 dependencies: { [access] in access.dependencyState }))
         self.live = live
         let server = configuration.server

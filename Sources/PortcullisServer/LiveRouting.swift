@@ -142,6 +142,7 @@ struct PipelineFactory: Sendable {
 
     /// The request pipeline over a prepared configuration.
     func assemble(_ prepared: Prepared, configuration: GatewayConfiguration, governance: Governance?, audit: AuditLogs, cache: CacheWiring,
+                  anomalies: AnomalyWiring,
                   dependencies: @escaping @Sendable () -> DependencyState) -> LiveRouting.Snapshot {
         let guardrails = configuration.guardrails
         let guarding = guardrails.enabled && governance != nil
@@ -150,6 +151,9 @@ struct PipelineFactory: Sendable {
                             remote: prepared.remoteGuards, images: guardrails.images, pseudonymKey: Array((guardrails.pseudonymKey ?? "").utf8)) : nil
         let pipeline = RequestPipeline(router: prepared.router, maximumBodyBytes: configuration.server.maxBodyBytes, governance: governance,
                                        guarding: guarding, audit: audit, cache: cache.with(settings: configuration.cache), residency: configuration.residency,
+                                       anomalies: guarding == nil || !guardrails.anomaly.enabled ? nil : anomalies,
+                                       anomalyActions: Dictionary(([guardrails.defaultPolicy] + guardrails.policies).compactMap { policy in
+                                           policy.anomaly.map { (policy.name, $0) } }, uniquingKeysWith: { first, _ in first }),
                                        dependencies: dependencies)
         return LiveRouting.Snapshot(configuration: configuration, router: prepared.router, pipeline: pipeline)
     }
@@ -185,7 +189,7 @@ extension Gateway {
             effective.routing = configuration.routing
             effective.routing.healthCheckIntervalSeconds = interval   // the health checker runs on its start-up settings
             effective.routing.healthCheckTimeoutSeconds = timeout
-            let snapshot = factory.assemble(prepared, configuration: effective, governance: governance, audit: audit, cache: cache,
+            let snapshot = factory.assemble(prepared, configuration: effective, governance: governance, audit: audit, cache: cache, anomalies: anomalies,
                                             dependencies: { [access] in access.dependencyState })
             requestMetrics.addModels(configuration.models.map(\.name))
             live.replace(with: snapshot)

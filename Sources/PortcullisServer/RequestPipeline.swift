@@ -50,16 +50,20 @@ public struct RequestPipeline: Sendable {
     let guardOut: GuardOutStage
     let settle = SettleStage()
     let audit: AuditStage
+    let anomaly: AnomalyStage
 
     /// - Parameters:
     ///   - governance: limits, budgets and usage accounting; nil serves without them (benchmark reference).
     ///   - guarding: input and output guardrails; nil runs none.
     ///   - audit: the audit log that records requests; nil records none.
     ///   - cache: the exact cache, its settings and the calls in flight (by default: no exact cache, de-duplication as configured by default).
+    ///   - anomalies: the anomaly detector and its restraints (nil: no anomaly detection); `anomalyActions` each policy's own action.
     public init(router: ModelRouter, maximumBodyBytes: Int, governance: Governance? = nil, guarding: InputGuarding? = nil,
                 audit: AuditLogs? = nil, cache: CacheWiring = CacheWiring(), residency: [ResidencyRule] = [],
+                anomalies: AnomalyWiring? = nil, anomalyActions: [String: AnomalyAction] = [:],
                 dependencies: @escaping @Sendable () -> DependencyState = { DependencyState() }) {
         self.router = router
+        anomaly = AnomalyStage(wiring: anomalies, events: audit?.guardEvents, policyActions: anomalyActions)
         authorise = AuthoriseStage(residency: residency, router: router)
         self.maximumBodyBytes = maximumBodyBytes
         self.dependencies = dependencies
@@ -84,8 +88,15 @@ public struct RequestPipeline: Sendable {
         exchange.cacheDirective = directive
         exchange.residency = try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit,    // 4. authorise
                                                  measures: exchange.measures)
-        exchange.grant = try await admission.admit(model: request.model, principal: exchange.principal,             // 5. admission
-                                                   bodySize: bodySize, maxTokens: request.maxTokens)
+        let principal = exchange.principal, requestID = context.requestID
+        try anomaly.admit(principal, model: request.model, requestID: requestID)                                    // 5. admission: anomalies first,
+        do {
+            exchange.grant = try await admission.admit(model: request.model, principal: principal,                  //    then limits and budget
+                                                       bodySize: bodySize, maxTokens: request.maxTokens)
+        } catch {
+            anomaly.outcome(of: error, principal, policy: nil, model: request.model, requestID: requestID)
+            throw error
+        }
         do {
             try await guardIn.inspect(&exchange)                                                                    // 6. guard in
             transform.apply(&exchange)                                                                              // 7. transform
@@ -119,6 +130,7 @@ public struct RequestPipeline: Sendable {
                 }
             } else {
                 await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                           // 13. settle
+                anomaly.tokens(routed.value.usage, principal, policy: exchange.policy?.name, model: request.model, requestID: requestID)
                 if let plan, blocked == nil { await cache.store(routed, plan: plan) }                               // 8. cache what the client gets
             }
             AuditStage.capture(answer: routed.value, exchange: exchange)                                            // 14. the payload's answer
@@ -127,6 +139,7 @@ public struct RequestPipeline: Sendable {
             return response
         } catch {
             await exchange.grant?.release()
+            anomaly.outcome(of: error, principal, policy: exchange.policy?.name, model: request.model, requestID: requestID)
             throw error
         }
     }

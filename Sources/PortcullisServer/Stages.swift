@@ -108,6 +108,8 @@ struct GuardInStage: Sendable {
 
     func inspect(_ exchange: inout ChatExchange) async throws {
         guard let guarding else { return }
+        // Known before the check, so that a refusal is judged (anomalies) under the policy that applied.
+        exchange.policy = guarding.policy(for: exchange.request, caller: exchange.guardCaller)
         let guarded = try await guarding.check(exchange.request, caller: exchange.guardCaller, requestID: exchange.requestID)
         exchange.request = guarded.request
         exchange.policy = guarded.policy
