@@ -37,8 +37,9 @@ func withStores<T: Sendable>(_ engine: Engine, count: Int = 1, _ body: @Sendable
         for store in stores { await store.close() }
         return try outcome.get()
     case .postgres:
+        // 15 s per operation: in the fresh-clone run every suite starts at once on two cores and the shared server can take more than 5 s to answer a 300-row insert.
         return try await withScratchPostgresDatabase { databaseURL in
-            let stores = try (0..<count).map { _ in try PostgresStore(url: databaseURL, logger: testLogger) }
+            let stores = try (0..<count).map { _ in try PostgresStore(url: databaseURL, operationTimeout: 15, logger: testLogger) }
             return try await withThrowingTaskGroup(of: Void.self) { storeTasks in
                 for store in stores { storeTasks.addTask { try await store.run() } }
                 defer { storeTasks.cancelAll() }
