@@ -86,21 +86,45 @@ for region in primary secondary dr; do
   "$SCRATCH/k8s-venv/bin/python" deploy/kubernetes/check-rendered.py "$region" "$SCRATCH/$region.yaml"
 done
 
+# Runs one `swift test` step with a time limit. A step still running at its limit has every thread
+# of the test processes printed (gdb, installed then if missing) before it is stopped, so that a
+# stall says where it stood instead of only that it happened; the step then fails with status 124.
+bounded() {
+  local limit="$1"; shift
+  "$@" &
+  local step=$! waited=0
+  while kill -0 "$step" 2>/dev/null && (( waited < limit )); do sleep 1; waited=$((waited + 1)); done
+  if kill -0 "$step" 2>/dev/null; then
+    log "stalled: '$*' still runs after ${limit}s; its processes and their threads follow"
+    ps -eo pid,ppid,etimes,stat,args --forest >&2 || true
+    command -v gdb >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends gdb >/dev/null 2>&1 || true
+    for pid in $(pgrep -f 'portcullisPackageTests.xctest' || true); do
+      log "threads of process $pid"
+      timeout 120 gdb -p "$pid" -batch -ex 'set pagination off' -ex 'thread apply all bt 30' 2>&1 | grep -E '^(Thread|#)' >&2 || true
+    done
+    pkill -KILL -f 'portcullisPackageTests.xctest' 2>/dev/null || true
+    kill -KILL "$step" 2>/dev/null || true
+    wait "$step" 2>/dev/null || true
+    return 124
+  fi
+  wait "$step"
+}
+
 log "building (debug, tests included)"
 swift build --build-tests
 log "running the Swift suite"
 # The fault tests stop and start servers under running gateways; they run on their own, after
 # the rest (run alongside it, a rare stall was seen that was not explained). A stall fails the
-# run after 15 minutes instead of holding CI.
+# run at the step's limit instead of holding CI, and prints where every thread stood.
 # The suites that start processes of their own (gateway binaries, a Prometheus, an OTLP receiver,
 # PostgreSQL clusters and a streaming standby, a gateway killed under load) run after it too: alongside the rest on two cores
 # they starved its timing-sensitive tests (the LLM judge's deadline, alert windows, a 5 s query).
 PROCESS_SUITES="ReloadTests|TracingTests|PostgresFailoverTests|AuditTrailTests"
-timeout 900 swift test --skip-build --skip FaultTests --skip "$PROCESS_SUITES"
+bounded 900 swift test --skip-build --skip FaultTests --skip "$PROCESS_SUITES"
 log "running the suites that start processes of their own ($PROCESS_SUITES)"
-timeout 600 swift test --skip-build --filter "$PROCESS_SUITES"
+bounded 600 swift test --skip-build --filter "$PROCESS_SUITES"
 log "running the fault tests (PostgreSQL and Redis stopped and restarted)"
-timeout 600 swift test --skip-build --filter FaultTests
+bounded 300 swift test --skip-build --filter FaultTests
 
 # The official OpenAI and Anthropic Python SDKs, unmodified, against the real binary.
 log "running the SDK compatibility and executable suite"

@@ -4,7 +4,7 @@ import PortcullisCore
 import Synchronization
 import Testing
 
-@Suite("Faults: the database and Redis stopped and restarted under running gateways", .serialized)
+@Suite("Faults: the database and Redis stopped and restarted under running gateways", .serialized, .timeLimit(.minutes(3)))
 struct FaultTests {
     static let master = "fault-master-key"
 

@@ -127,28 +127,10 @@ final class ScratchPostgres: Sendable {
         try Self.run(asPostgres(["\(binaries)/pg_ctl", "-D", "\(folder)/data", "-m", "immediate", "-w", "stop"]))
     }
 
-    /// Runs a command to its end, output discarded, with no descriptor of this process but
-    /// 0–2 (posix_spawn and waitpid: Foundation's Process can miss the exit of a command that
-    /// leaves a daemon behind).
+    /// Runs a command to its end (`spawnQuietly`, then waitpid).
     static func run(_ arguments: [String]) throws {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        // Nothing else of this process may leak into the command (pg_ctl leaves a daemon behind):
-        // an inherited socket or pipe end would outlive its owner here and stall whoever waits for its end.
-        typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        let addCloseFrom = try #require(dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np"),
-                                        "glibc 2.34 or later is needed (posix_spawn_file_actions_addclosefrom_np)")
-        _ = unsafeBitCast(addCloseFrom, to: AddCloseFrom.self)(&actions, 3)
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid = pid_t()
-        let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
-        guard spawned == 0 else { throw TestFailure("cannot run \(arguments[0]): error \(spawned)") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let pid = try spawnQuietly(arguments)
+        let status = awaitExit(pid)
         guard status == 0 else { throw TestFailure("\(arguments.joined(separator: " ")) exited with status \(status)") }
     }
 
@@ -158,10 +140,12 @@ final class ScratchPostgres: Sendable {
     }
 }
 
-/// A redis-server of a test's own on a free loopback port, to stop and start at will.
+/// A redis-server of a test's own on a free loopback port, to stop and start at will. Started
+/// with posix_spawn and reaped with waitpid, not Foundation's Process, whose `waitUntilExit` was
+/// suspected in a fault-test stall in CI (nothing of the test process was printed before its limit).
 final class ScratchRedis: Sendable {
     let port: Int
-    private let process = Mutex<Process?>(nil)
+    private let pid = Mutex<pid_t?>(nil)
 
     init() throws {
         port = try freeLoopbackPort()
@@ -169,18 +153,47 @@ final class ScratchRedis: Sendable {
     }
 
     func start() throws {
-        let started = try startRedisServer(port: port)
-        process.withLock { $0 = started }
+        let started = try spawnQuietly(["/usr/bin/redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        pid.withLock { $0 = started }
     }
 
     /// Kills the server at once (SIGKILL: no goodbye to its clients).
     func stop() {
-        guard let running = process.withLock({ process in defer { process = nil }; return process }) else { return }
-        kill(running.processIdentifier, SIGKILL)
-        running.waitUntilExit()
+        guard let running = pid.withLock({ pid in defer { pid = nil }; return pid }) else { return }
+        kill(running, SIGKILL)
+        _ = awaitExit(running)
     }
 
     deinit { stop() }
+}
+
+/// Starts a command with its output discarded and no descriptor of this process but 0–2
+/// (posix_spawn: an inherited socket or pipe end would outlive its owner in a daemon the command
+/// leaves behind, such as pg_ctl's server, and stall whoever waits for its end).
+func spawnQuietly(_ arguments: [String]) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    let addCloseFrom = try #require(dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np"),
+                                    "glibc 2.34 or later is needed (posix_spawn_file_actions_addclosefrom_np)")
+    _ = unsafeBitCast(addCloseFrom, to: AddCloseFrom.self)(&actions, 3)
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    var pid = pid_t()
+    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+    guard spawned == 0 else { throw TestFailure("cannot run \(arguments[0]): error \(spawned)") }
+    return pid
+}
+
+/// Waits for a spawned process's end; its wait status.
+@discardableResult
+func awaitExit(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    return status
 }
 
 /// A `portcullis serve` process built from this package, killed (SIGKILL) when dropped.
