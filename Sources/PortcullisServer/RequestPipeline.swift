@@ -88,13 +88,13 @@ public struct RequestPipeline: Sendable {
         exchange.cacheDirective = directive
         exchange.residency = try authorise.check(model: request.model, principal: exchange.principal, audit: exchange.audit,    // 4. authorise
                                                  measures: exchange.measures)
-        let principal = exchange.principal, requestID = context.requestID
-        try anomaly.admit(principal, model: request.model, requestID: requestID)                                    // 5. admission: anomalies first,
+        let principal = exchange.principal, observed = AnomalyStage.Observed(request.model, context: context)
+        try anomaly.admit(observed)                                                                                 // 5. admission: anomalies first,
         do {
             exchange.grant = try await admission.admit(model: request.model, principal: principal,                  //    then limits and budget
                                                        bodySize: bodySize, maxTokens: request.maxTokens)
         } catch {
-            anomaly.outcome(of: error, principal, policy: nil, model: request.model, requestID: requestID)
+            anomaly.outcome(of: error, observed)
             throw error
         }
         do {
@@ -107,7 +107,8 @@ public struct RequestPipeline: Sendable {
             if exchange.request.stream {
                 let (routed, joined) = try await cache.stream(plan) { [route, exchange] in try await route.streamChat(exchange) }   // 10–11. route, provider (8. or join the identical stream)
                 let taps = guardOut.streamTaps(exchange)                                                            // 12. guard out, as chunks pass
-                var meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                 // 13. settle when it ends
+                var meter = settle.meter(for: routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures,                 // 13. settle when it ends
+                                         tokens: anomaly.tokenObserver(observed, policy: exchange.policy?.name))
                 if joined {                                                                                         // charged through the meter, if at all
                     await cache.joined(exchange, usage: nil, deployment: routed.deployment) {}
                     if !cache.settings.chargeHits { meter = nil }
@@ -130,7 +131,7 @@ public struct RequestPipeline: Sendable {
                 }
             } else {
                 await settle.settle(routed, grant: exchange.grant, audit: exchange.audit, measures: exchange.measures)                           // 13. settle
-                anomaly.tokens(routed.value.usage, principal, policy: exchange.policy?.name, model: request.model, requestID: requestID)
+                anomaly.tokens(routed.value.usage, observed, policy: exchange.policy?.name)
                 if let plan, blocked == nil { await cache.store(routed, plan: plan) }                               // 8. cache what the client gets
             }
             AuditStage.capture(answer: routed.value, exchange: exchange)                                            // 14. the payload's answer
@@ -139,7 +140,7 @@ public struct RequestPipeline: Sendable {
             return response
         } catch {
             await exchange.grant?.release()
-            anomaly.outcome(of: error, principal, policy: exchange.policy?.name, model: request.model, requestID: requestID)
+            anomaly.outcome(of: error, observed, policy: exchange.policy?.name)
             throw error
         }
     }
@@ -166,8 +167,16 @@ public struct RequestPipeline: Sendable {
         var completion = try OpenAIWire.decodeCompletionRequest(body.json)
         let principal = context.principal, caller = principal.guardCaller(reportingTo: context.audit)
         let residency = try authorise.check(model: completion.model, principal: principal, audit: context.audit, measures: context.measures)    // 4. authorise
-        let grant = try await admission.admit(model: completion.model, principal: principal, bodySize: body.size,   // 5. admission
+        let observed = AnomalyStage.Observed(completion.model, context: context)
+        try anomaly.admit(observed)                                                                                 // 5. admission: anomalies first,
+        let grant: Grant?
+        do {
+            grant = try await admission.admit(model: completion.model, principal: principal, bodySize: body.size,  //    then limits and budget
                                               maxTokens: completion.maxTokens)
+        } catch {
+            anomaly.outcome(of: error, observed)
+            throw error
+        }
         do {
             var output: OutputInspector?
             if let guarding = guardIn.guarding {                                                                    // 6–7. guard in, transform
@@ -182,8 +191,8 @@ public struct RequestPipeline: Sendable {
                         try await deployment.adapter.streamCompletion(request, target: deployment.target, context: upstream)
                     }
                 }
-                var response = StreamResponses.completion(routed, includeUsage: request.includeUsage,
-                                                          meter: settle.meter(for: routed, grant: grant, audit: context.audit, measures: context.measures), logger: context.logger)
+                let meter = settle.meter(for: routed, grant: grant, audit: context.audit, measures: context.measures, tokens: anomaly.tokenObserver(observed))
+                var response = StreamResponses.completion(routed, includeUsage: request.includeUsage, meter: meter, logger: context.logger)
                 Self.addLimitHeaders(grant, to: &response.headers)
                 return response
             }
@@ -194,9 +203,11 @@ public struct RequestPipeline: Sendable {
             routed.value = guardOut.review(completion: routed.value, output: output, model: request.model,         // 12. guard out
                                            caller: caller, requestID: context.requestID)
             let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle
+            anomaly.tokens(usage, observed)
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {
             await grant?.release()
+            anomaly.outcome(of: error, observed)
             throw error
         }
     }
@@ -207,15 +218,25 @@ public struct RequestPipeline: Sendable {
         let embedding = try OpenAIWire.decodeEmbeddingRequest(body.json)
         let residency = try authorise.check(model: embedding.model, principal: context.principal, audit: context.audit,   // 4. authorise
                                             measures: context.measures)
-        let grant = try await admission.admit(model: embedding.model, principal: context.principal, bodySize: body.size, maxTokens: 0)
+        let observed = AnomalyStage.Observed(embedding.model, context: context)
+        try anomaly.admit(observed)                                                                                 // 5. admission: anomalies first,
+        let grant: Grant?
+        do {
+            grant = try await admission.admit(model: embedding.model, principal: context.principal, bodySize: body.size, maxTokens: 0)
+        } catch {
+            anomaly.outcome(of: error, observed)
+            throw error
+        }
         do {
             try await audit.beforeUpstream(context.audit)                                                           // 14. audit: durable first
             let routed = try await embeddingBatch.embed(embedding, upstream: Self.upstream(context), measures: context.measures,  // 8. batched,
                                                         route: route, residency: residency)                                                                    // 10–11. route, provider
             let usage = await settle.settle(json: routed, grant: grant, audit: context.audit, measures: context.measures)                       // 13. settle
+            anomaly.tokens(usage, observed)
             return Self.jsonResponse(routed.value, routed: routed, usage: usage, grant: grant)
         } catch {
             await grant?.release()
+            anomaly.outcome(of: error, observed)
             throw error
         }
     }

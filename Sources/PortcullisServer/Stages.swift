@@ -345,13 +345,17 @@ struct SettleStage: Sendable {
         return usage
     }
 
-    func meter<Value>(for routed: Routed<Value>, grant: Grant?, audit: RequestAudit?, measures: RequestMeasures?) -> StreamMeter? {
+    /// The meter that settles a stream when it ends; `tokens` is told the tokens it was charged
+    /// (the anomaly detection's token measure).
+    func meter<Value>(for routed: Routed<Value>, grant: Grant?, audit: RequestAudit?, measures: RequestMeasures?,
+                      tokens: (@Sendable (Int64) -> Void)? = nil) -> StreamMeter? {
         audit?.served(deployment: routed.deployment.name, provider: routed.deployment.target.provider.rawValue)
         let deployment = routed.deployment
         return grant.map {
             StreamMeter(grant: $0, price: deployment.price) { settlement in
                 Self.report(settlement, to: audit)
                 Self.report(settlement, cached: 0, of: deployment, to: measures)
+                tokens?(settlement.promptTokens + settlement.completionTokens)
             }
         }
     }

@@ -111,4 +111,54 @@ struct AnomalyTests {
             }
         }
     }
+
+    @Test("through the gateway: a streamed chat's, a completion's and an embedding's tokens are measured; the anomaly is on the request's audit record")
+    func tokensOfEveryRoute() async throws {
+        try await withMockUpstream { _, port in
+            // Only tokens can deviate here: 200 tokens in a new key's first minute do.
+            let yaml = """
+                auth: { master_key: test-master-key }
+                models:
+                \(openAIModel("m", port: port))
+                guardrails:
+                  anomaly: { min_tokens: 200, min_requests: 100000, min_guard_hits: 100000, min_refusals: 100000, action: flag }
+                """
+            try await withGateway(yaml: yaml) { gateway in
+                let long = String(repeating: "Please summarise the quarterly report for the northern region. ", count: 20)
+                let streamed = try await gateway.createKey(#""role":"user","team_id":"t-\#(UUID().uuidString)""#).key
+                let stream = try await gateway.call(.POST, "/v1/chat/completions", key: streamed,
+                                                    body: #"{"model":"m","stream":true,"messages":[{"role":"user","content":"\#(long)"}]}"#)
+                #expect(stream.status == 200 && stream.body.contains("data: [DONE]"), "flag only records: \(stream.body.prefix(300))")
+                let completing = try await gateway.createKey(#""role":"user","team_id":"t-\#(UUID().uuidString)""#).key
+                let completion = try await gateway.call(.POST, "/v1/completions", key: completing, body: #"{"model":"m","prompt":"\#(long)"}"#)
+                #expect(completion.status == 200, "\(completion.body)")
+                let embedding = try await gateway.createKey(#""role":"user","team_id":"t-\#(UUID().uuidString)""#).key
+                let embedded = try await gateway.call(.POST, "/v1/embeddings", key: embedding, body: #"{"model":"m","input":"\#(long)"}"#)
+                #expect(embedded.status == 200, "\(embedded.body)")
+                // A short chat of a fourth key stays under the minimum: no event for it.
+                let quiet = try await gateway.createKey(#""role":"user","team_id":"t-\#(UUID().uuidString)""#).key
+                let small = try await gateway.chat(key: quiet, model: "m", text: "hi")
+                #expect(small.status == 200)
+
+                let flaggedIDs = [stream, completion, embedded].map { $0.headers["x-request-id"] ?? "" }
+                #expect(try await eventually(seconds: 10) {
+                    let events = try await gateway.call(.GET, "/admin/guard-events?limit=200", key: "test-master-key").json?.objectValue?["data"]?.arrayValue ?? []
+                    let anomalies = events.compactMap(\.objectValue).filter { $0["guard"]?.stringValue == "anomaly" }
+                    let requests = Set(anomalies.compactMap { $0["request_id"]?.stringValue })
+                    return Set(flaggedIDs).isSubset(of: requests) && !requests.contains(small.headers["x-request-id"] ?? "-")
+                        && anomalies.allSatisfy { ($0["reason"]?.stringValue ?? "").contains("tokens") && $0["action"]?.stringValue == "flag" }
+                }, "every route's tokens are measured")
+                // The request's own audit record names the finding (guard and category, never the text).
+                for requestID in flaggedIDs {
+                    #expect(try await eventually(seconds: 10) {
+                        let records = try await gateway.call(.GET, "/admin/audit?request_id=\(requestID)", key: "test-master-key").json?.objectValue?["data"]?.arrayValue ?? []
+                        return records.contains { record in
+                            let findings = record.objectValue?["details"]?.objectValue?["guard_findings"]?.arrayValue ?? []
+                            return findings.contains { $0.objectValue?["guard"]?.stringValue == "anomaly" && $0.objectValue?["category"]?.stringValue == "anomaly" }
+                        }
+                    }, "the audit record of \(requestID) names the anomaly")
+                }
+            }
+        }
+    }
 }
