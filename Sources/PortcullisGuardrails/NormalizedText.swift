@@ -10,11 +10,16 @@ import Glibc
 ///    controls are removed and counted;
 /// 2. NFKC normalisation (full-width letters, ligatures, circled and styled letters become plain);
 /// 3. lower case;
-/// 4. words that mix Latin with Cyrillic or Greek letters have the look-alikes folded to
-///    Latin ("іgnоre" with Cyrillic і and о reads "ignore"); words in one script are left alone,
-///    so Russian stays Russian;
-/// 5. digits and `@`/`$` inside words are read as the letters they imitate ("1gn0re" → "ignore");
-/// 6. letters spelled out one by one ("i g n o r e", "i.g.n.o.r.e") are joined;
+/// 4. words that mix Latin with Cyrillic or Greek letters have the look-alikes folded to one
+///    script: to Latin ("іgnоre" with Cyrillic і and о reads "ignore"), or to Cyrillic when the
+///    word holds a Cyrillic letter no Latin one imitates, or when the word could be either and
+///    the text is mostly Cyrillic ("oтвeчaй" with Latin o, e, a reads "отвечай"); words in one
+///    script are left alone, so Russian stays Russian;
+/// 5. digits and `@`/`$` inside words are read as the letters they imitate, Latin ones in Latin
+///    words ("1gn0re" → "ignore") and Cyrillic ones in Cyrillic words ("пр0мпт" → "промпт",
+///    "б3з" → "без", "3абудь" → "забудь");
+/// 6. letters spelled out one by one ("i g n o r e", "i.g.n.o.r.e", "с-и-с-т-е-м-а") are
+///    joined, and a separator other than the run's usual one ends a word;
 /// 7. base64 and hex runs that decode to text are decoded, so the guards can read them too.
 public struct NormalizedText: Sendable, Equatable {
     /// Lower-cased, NFKC-normalised text without invisible characters (punctuation kept).
@@ -102,11 +107,18 @@ public struct NormalizedText: Sendable, Equatable {
         /// Whether four or more one-letter words came in a row ("i g n o r e"): only then is
         /// there anything to join.
         var hasSpelledOutRun = false
+        /// Letters of the whole text by script: a word that could be read in either script is
+        /// read in the text's.
+        private var latinLetters = 0
+        private var cyrillicLetters = 0
+        /// Words mixing scripts, folded at the end, when the text's script is known.
+        private var mixedWords: [(index: Int, range: Range<Int>)] = []
         private var singleLetterRun = 0
         // The word being read.
         private var wordStart = -1
         private var latin = false
         private var greekOrCyrillic = false
+        private var cyrillic = false
         private var hasLetter = false
         private var hasLeet = false
 
@@ -140,6 +152,7 @@ public struct NormalizedText: Sendable, Equatable {
         /// Ends the last word and points folded words past `lowered`.
         mutating func finish() {
             finishWord()
+            if !mixedWords.isEmpty { foldMixedWords() }
             if !folds.isEmpty { resolveFolds() }
         }
 
@@ -152,6 +165,7 @@ public struct NormalizedText: Sendable, Equatable {
                 if wordStart < 0 { wordStart = lowered.count }
                 hasLetter = true
                 latin = true
+                latinLetters += 1
             case 0x30...0x39, 0x40, 0x24:
                 if wordStart < 0 { wordStart = lowered.count }
                 hasLeet = true
@@ -194,8 +208,14 @@ public struct NormalizedText: Sendable, Equatable {
                 if isLetter {
                     hasLetter = true
                     switch value {
-                    case 0x61...0x7A, 0xDF...0x24F: latin = true
-                    case 0x370...0x52F: greekOrCyrillic = true
+                    case 0x61...0x7A, 0xDF...0x24F:
+                        latin = true
+                        latinLetters += 1
+                    case 0x400...0x52F:
+                        greekOrCyrillic = true
+                        cyrillic = true
+                        cyrillicLetters += 1
+                    case 0x370...0x3FF: greekOrCyrillic = true
                     default: break
                     }
                 } else if value != 0x27 {
@@ -232,6 +252,7 @@ public struct NormalizedText: Sendable, Equatable {
                 wordStart = -1
                 latin = false
                 greekOrCyrillic = false
+                cyrillic = false
                 hasLetter = false
                 hasLeet = false
             }
@@ -245,25 +266,16 @@ public struct NormalizedText: Sendable, Equatable {
             guard low < high else { return }
             if latin && greekOrCyrillic {
                 mixedScriptWords += 1
-                var folded = String.UnicodeScalarView()
-                for scalar in String(decoding: lowered[low..<high], as: UTF8.self).unicodeScalars {
-                    folded.append(NormalizedText.confusables[scalar.value] ?? scalar)
-                }
-                appendFold(Array(String(folded).utf8))
+                mixedWords.append((words.count, low..<high))
+                words.append(low..<high)   // replaced by its fold in `finish`
             } else if hasLetter && hasLeet {
-                var folded = Array(lowered[low..<high])
-                for index in folded.indices {
-                    switch folded[index] {
-                    case 0x30: folded[index] = 0x6F   // 0 → o
-                    case 0x31: folded[index] = 0x69   // 1 → i
-                    case 0x33: folded[index] = 0x65   // 3 → e
-                    case 0x34, 0x40: folded[index] = 0x61   // 4, @ → a
-                    case 0x35, 0x24: folded[index] = 0x73   // 5, $ → s
-                    case 0x37: folded[index] = 0x74   // 7 → t
-                    default: break
-                    }
+                if cyrillic {
+                    appendFold(NormalizedText.utf8(NormalizedText.cyrillicDigitsFolded(NormalizedText.scalars(lowered[low..<high]))))
+                } else {
+                    var folded = Array(lowered[low..<high])
+                    NormalizedText.foldLatinDigits(&folded)
+                    appendFold(folded)
                 }
-                appendFold(folded)
             } else {
                 words.append(low..<high)
                 if high - low == 1 || (high - low == 2 && lowered[low] & 0xE0 == 0xC0) {
@@ -278,9 +290,41 @@ public struct NormalizedText: Sendable, Equatable {
         /// A folded word: its bytes go to `folds`, its span is marked (negative) until the end,
         /// when `lowered`'s length is known.
         mutating func appendFold(_ bytes: [UInt8]) {
+            words.append(foldSpan(bytes))
+        }
+
+        private mutating func foldSpan(_ bytes: [UInt8]) -> Range<Int> {
             let start = folds.count
             folds.append(contentsOf: bytes)
-            words.append(-(start + 1)..<(-(start + 1) + bytes.count))
+            return -(start + 1)..<(-(start + 1) + bytes.count)
+        }
+
+        /// Folds each word that mixes scripts to one of them: to Cyrillic when it holds a
+        /// Cyrillic letter that no Latin letter imitates and no Latin letter that no Cyrillic one
+        /// imitates, or, when its letters could be either, when the text is mostly Cyrillic;
+        /// else to Latin. Digits are then read in the chosen script.
+        private mutating func foldMixedWords() {
+            for (index, range) in mixedWords {
+                let scalars = NormalizedText.scalars(lowered[range])
+                var onlyCyrillic = false, onlyLatin = false, anyCyrillic = false
+                for value in scalars {
+                    if value >= 0x400 && value <= 0x52F {
+                        anyCyrillic = true
+                        if NormalizedText.confusables[value] == nil { onlyCyrillic = true }
+                    } else if (value >= 0x61 && value <= 0x7A) || (value >= 0xDF && value <= 0x24F) {
+                        if NormalizedText.latinToCyrillic[value] == nil { onlyLatin = true }
+                    }
+                }
+                let toCyrillic = anyCyrillic && (onlyCyrillic != onlyLatin ? onlyCyrillic : cyrillicLetters > latinLetters)
+                if toCyrillic {
+                    let folded = scalars.map { NormalizedText.latinToCyrillic[$0] ?? $0 }
+                    words[index] = foldSpan(NormalizedText.utf8(NormalizedText.cyrillicDigitsFolded(folded)))
+                } else {
+                    var folded = NormalizedText.utf8(scalars.map { NormalizedText.confusables[$0]?.value ?? $0 })
+                    NormalizedText.foldLatinDigits(&folded)
+                    words[index] = foldSpan(folded)
+                }
+            }
         }
 
         /// Makes the folded spans point past `lowered` in `wordBytes`.
@@ -345,6 +389,72 @@ public struct NormalizedText: Sendable, Equatable {
         0x3C7: "x", 0x3B2: "b", 0x3B7: "n",
     ]
 
+    /// Latin letters that look like Cyrillic ones (lower case: the capitals' look-alikes too,
+    /// "B" → "в", "H" → "н").
+    static let latinToCyrillic: [UInt32: UInt32] = [
+        0x61: 0x430, 0x62: 0x432, 0x63: 0x441, 0x65: 0x435, 0x68: 0x43D, 0x69: 0x438, 0x6B: 0x43A, 0x6D: 0x43C, 0x6E: 0x43F,
+        0x6F: 0x43E, 0x70: 0x440, 0x72: 0x433, 0x74: 0x442, 0x75: 0x438, 0x78: 0x445, 0x79: 0x443, 0xEB: 0x451,
+    ]
+
+    /// Digits and `@`/`$` in a Latin word as the letters they imitate ("1gn0re" → "ignore").
+    static func foldLatinDigits(_ bytes: inout [UInt8]) {
+        for index in bytes.indices {
+            switch bytes[index] {
+            case 0x30: bytes[index] = 0x6F   // 0 → o
+            case 0x31: bytes[index] = 0x69   // 1 → i
+            case 0x33: bytes[index] = 0x65   // 3 → e
+            case 0x34, 0x40: bytes[index] = 0x61   // 4, @ → a
+            case 0x35, 0x24: bytes[index] = 0x73   // 5, $ → s
+            case 0x37: bytes[index] = 0x74   // 7 → t
+            default: break
+            }
+        }
+    }
+
+    /// Digits and `@` in a Cyrillic word as the letters they imitate: 0 → о, 6 → б, 9 → я,
+    /// 1 → и, @ → а; 4 → ч first in a word ("4то"), else а ("пр4вил4"); 3 → з first in a word or
+    /// beside a vowel ("3абудь", "ра3решено"), е last or between consonants ("вс3", "сист3ма").
+    static func cyrillicDigitsFolded(_ scalars: [UInt32]) -> [UInt32] {
+        func isConsonant(_ value: UInt32) -> Bool {
+            guard (value >= 0x430 && value <= 0x44F) || value == 0x451 else { return false }
+            switch value {
+            case 0x430, 0x435, 0x451, 0x438, 0x43E, 0x443, 0x44B, 0x44D, 0x44E, 0x44F: return false
+            default: return true
+            }
+        }
+        var out = scalars
+        for index in out.indices {
+            switch out[index] {
+            case 0x30: out[index] = 0x43E
+            case 0x36: out[index] = 0x431
+            case 0x39: out[index] = 0x44F
+            case 0x31: out[index] = 0x438
+            case 0x40: out[index] = 0x430
+            case 0x34: out[index] = index == 0 ? 0x447 : 0x430
+            case 0x33:
+                if index == 0 {
+                    out[index] = 0x437
+                } else if index == out.count - 1 || (isConsonant(out[index - 1]) && isConsonant(out[index + 1])) {
+                    out[index] = 0x435
+                } else {
+                    out[index] = 0x437
+                }
+            default: break
+            }
+        }
+        return out
+    }
+
+    static func scalars(_ bytes: ArraySlice<UInt8>) -> [UInt32] {
+        String(decoding: bytes, as: UTF8.self).unicodeScalars.map(\.value)
+    }
+
+    static func utf8(_ scalars: [UInt32]) -> [UInt8] {
+        var view = String.UnicodeScalarView()
+        for value in scalars { if let scalar = Unicode.Scalar(value) { view.append(scalar) } }
+        return Array(String(view).utf8)
+    }
+
     /// Joins runs of four or more one-letter words ("i g n o r e" → "ignore").
     private static func joinSpelledOut(_ scan: inout Scan) {
         let bytes = scan.wordBytes
@@ -367,12 +477,25 @@ public struct NormalizedText: Sendable, Equatable {
         let loweredCount = scan.lowered.count
         func flush(_ scan: inout Scan) {
             if run.count >= 4 {
-                // A wider gap between two letters ("i g n o r e   a l l") is a word boundary:
-                // each spelled-out word becomes a word of its own.
+                // A gap between two letters unlike the run's usual one ("i g n o r e   a l l",
+                // "с-и-с-т-е-м-н-ы-й п-р-о-м-п-т") is a word boundary: each spelled-out word
+                // becomes a word of its own.
+                func gap(_ position: Int) -> ArraySlice<UInt8> {
+                    guard run[position].upperBound <= loweredCount, run[position - 1].upperBound <= loweredCount,
+                          run[position - 1].upperBound <= run[position].lowerBound else { return [] }
+                    return bytes[run[position - 1].upperBound..<run[position].lowerBound]
+                }
+                var counts: [ArraySlice<UInt8>: Int] = [:]
+                for position in 1..<run.count { counts[gap(position), default: 0] += 1 }
+                // The commonest gap; of two as common, the shorter, then the lower bytes (a fixed choice).
+                let usual = counts.max { left, right in
+                    if left.value != right.value { return left.value < right.value }
+                    if left.key.count != right.key.count { return left.key.count > right.key.count }
+                    return right.key.lexicographicallyPrecedes(left.key)
+                }?.key ?? []
                 var letters: [UInt8] = []
                 for (position, range) in run.enumerated() {
-                    if position > 0, !letters.isEmpty, range.upperBound <= loweredCount, run[position - 1].upperBound <= loweredCount,
-                       range.lowerBound - run[position - 1].upperBound >= 2 {
+                    if position > 0, !letters.isEmpty, !usual.isEmpty, gap(position) != usual, !gap(position).isEmpty {
                         scan.appendFold(letters)
                         result.append(scan.words.removeLast())
                         letters.removeAll(keepingCapacity: true)
