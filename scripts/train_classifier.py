@@ -36,6 +36,7 @@ CONFUSABLES = {0x430: "a", 0x435: "e", 0x43E: "o", 0x440: "p", 0x441: "c", 0x443
                0x3C7: "x", 0x3B2: "b", 0x3B7: "n"}
 LATIN_TO_CYRILLIC = {"a": "а", "b": "в", "c": "с", "e": "е", "h": "н", "i": "и", "k": "к", "m": "м", "n": "п", "o": "о", "p": "р",
                      "r": "г", "t": "т", "u": "и", "x": "х", "y": "у", "ë": "ё"}
+LATIN_LOWERCASE_LOOKALIKES = set("acеopxyiё".replace("е", "e").replace("ё", "ë"))
 VOWELS = set("аеёиоуыэюя")
 
 def is_word_char(ch):
@@ -79,20 +80,32 @@ def words(text):
     in the word's script. (Not reproduced here: the joining of spelled-out letters, rare in the
     training text.)"""
     lowered = unicodedata.normalize("NFKC", text).lower()
-    latin_letters = sum(1 for ch in lowered if is_latin(ch))
-    cyrillic_letters = sum(1 for ch in lowered if is_cyrillic(ch))
+    def mixed(word):
+        return any(is_latin(ch) for ch in word) and any(is_cyrillic(ch) or is_greek(ch) for ch in word)
+    # letters of the one-script words, by script (NormalizedText counts the raw word, before
+    # the edge symbols are cut, which holds the same letters)
+    single = [w for w in re_words(lowered) if not mixed(w)]
+    latin_letters = sum(1 for w in single for ch in w if is_latin(ch))
+    cyrillic_letters = sum(1 for w in single for ch in w if is_cyrillic(ch))
+    # each mixed word's own verdict: True Cyrillic, False Latin, None undecided
+    def own(word):
+        if not any(is_cyrillic(ch) for ch in word):
+            return False
+        only_cyrillic = any(is_cyrillic(ch) and ord(ch) not in CONFUSABLES for ch in word)
+        only_latin = any(is_latin(ch) and ch not in LATIN_LOWERCASE_LOOKALIKES for ch in word)
+        return only_cyrillic if only_cyrillic != only_latin else None
+    stripped = [raw.strip("@$'") for raw in re_words(lowered)]
+    verdicts = [own(w) for w in stripped if w and mixed(w)]
+    votes = sum(1 if v else -1 for v in verdicts if v is not None)
+    text_is_cyrillic = cyrillic_letters > latin_letters if cyrillic_letters != latin_letters else votes > 0
     out = []
-    for raw in re_words(lowered):
-        word = raw.strip("@$'")
+    for word in stripped:
         if not word:
             continue
-        latin = any(is_latin(ch) for ch in word)
         cyrillic = any(is_cyrillic(ch) for ch in word)
-        if latin and (cyrillic or any(is_greek(ch) for ch in word)):
-            only_cyrillic = any(is_cyrillic(ch) and ord(ch) not in CONFUSABLES for ch in word)
-            only_latin = any(is_latin(ch) and ch not in LATIN_TO_CYRILLIC for ch in word)
-            to_cyrillic = cyrillic and (only_cyrillic if only_cyrillic != only_latin else cyrillic_letters > latin_letters)
-            if to_cyrillic:
+        if mixed(word):
+            verdict = own(word)
+            if verdict if verdict is not None else (cyrillic and text_is_cyrillic):
                 word = cyrillic_digits("".join(LATIN_TO_CYRILLIC.get(ch, ch) for ch in word))
             else:
                 word = "".join(CONFUSABLES.get(ord(ch), ch) for ch in word).translate(LEET)

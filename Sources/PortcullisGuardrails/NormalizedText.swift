@@ -107,10 +107,12 @@ public struct NormalizedText: Sendable, Equatable {
         /// Whether four or more one-letter words came in a row ("i g n o r e"): only then is
         /// there anything to join.
         var hasSpelledOutRun = false
-        /// Letters of the whole text by script: a word that could be read in either script is
-        /// read in the text's.
+        /// Letters of the text's one-script words by script: a word mixing scripts that could be
+        /// read in either is read in the script of the words around it.
         private var latinLetters = 0
         private var cyrillicLetters = 0
+        private var wordLatinLetters = 0
+        private var wordCyrillicLetters = 0
         /// Words mixing scripts, folded at the end, when the text's script is known.
         private var mixedWords: [(index: Int, range: Range<Int>)] = []
         private var singleLetterRun = 0
@@ -165,7 +167,7 @@ public struct NormalizedText: Sendable, Equatable {
                 if wordStart < 0 { wordStart = lowered.count }
                 hasLetter = true
                 latin = true
-                latinLetters += 1
+                wordLatinLetters += 1
             case 0x30...0x39, 0x40, 0x24:
                 if wordStart < 0 { wordStart = lowered.count }
                 hasLeet = true
@@ -210,11 +212,11 @@ public struct NormalizedText: Sendable, Equatable {
                     switch value {
                     case 0x61...0x7A, 0xDF...0x24F:
                         latin = true
-                        latinLetters += 1
+                        wordLatinLetters += 1
                     case 0x400...0x52F:
                         greekOrCyrillic = true
                         cyrillic = true
-                        cyrillicLetters += 1
+                        wordCyrillicLetters += 1
                     case 0x370...0x3FF: greekOrCyrillic = true
                     default: break
                     }
@@ -255,6 +257,8 @@ public struct NormalizedText: Sendable, Equatable {
                 cyrillic = false
                 hasLetter = false
                 hasLeet = false
+                wordLatinLetters = 0
+                wordCyrillicLetters = 0
             }
             guard wordStart >= 0 else { return }
             // `@`, `$` and `'` at the edges are not part of the word ("$5", "me@", "'quoted'").
@@ -264,6 +268,10 @@ public struct NormalizedText: Sendable, Equatable {
             while low < high && isEdgeSymbol(lowered[low]) { low += 1 }
             while high > low && isEdgeSymbol(lowered[high - 1]) { high -= 1 }
             guard low < high else { return }
+            if !(latin && greekOrCyrillic) {
+                latinLetters += wordLatinLetters
+                cyrillicLetters += wordCyrillicLetters
+            }
             if latin && greekOrCyrillic {
                 mixedScriptWords += 1
                 mixedWords.append((words.count, low..<high))
@@ -299,33 +307,35 @@ public struct NormalizedText: Sendable, Equatable {
             return -(start + 1)..<(-(start + 1) + bytes.count)
         }
 
-        /// Folds each word that mixes scripts to one of them: to Cyrillic when it holds a
-        /// Cyrillic letter that no Latin letter imitates and no Latin letter that no Cyrillic one
-        /// imitates, or, when its letters could be either, when the text is mostly Cyrillic;
-        /// else to Latin. Digits are then read in the chosen script.
+        /// Folds each word that mixes scripts to one of them. A word's own letters decide when
+        /// they can: a Cyrillic letter no Latin one imitates says Cyrillic, a Latin letter no
+        /// lower-case Cyrillic one imitates ("h", "n", "r": only capitals or italics do) says
+        /// Latin. A word with both or neither goes with the text: the script of its one-script
+        /// words, or, when it has none, of the mixed words that decided; else Latin. Digits are
+        /// then read in the chosen script.
         private mutating func foldMixedWords() {
-            for (index, range) in mixedWords {
+            var own: [Bool?] = []
+            own.reserveCapacity(mixedWords.count)
+            var scalarsOfWords: [[UInt32]] = []
+            scalarsOfWords.reserveCapacity(mixedWords.count)
+            var votes = 0
+            for (_, range) in mixedWords {
                 let scalars = NormalizedText.scalars(lowered[range])
-                var onlyCyrillic = false, onlyLatin = false, anyCyrillic = false
-                for value in scalars {
-                    if value >= 0x400 && value <= 0x52F {
-                        anyCyrillic = true
-                        if NormalizedText.confusables[value] == nil { onlyCyrillic = true }
-                    } else if (value >= 0x61 && value <= 0x7A) || (value >= 0xDF && value <= 0x24F) {
-                        if NormalizedText.latinToCyrillic[value] == nil { onlyLatin = true }
-                    }
-                }
-                let toCyrillic = anyCyrillic && (onlyCyrillic != onlyLatin ? onlyCyrillic : cyrillicLetters > latinLetters)
-                if toCyrillic {
-                    let folded = scalars.map { NormalizedText.latinToCyrillic[$0] ?? $0 }
-                    words[index] = foldSpan(NormalizedText.utf8(NormalizedText.cyrillicDigitsFolded(folded)))
-                } else {
-                    var folded = NormalizedText.utf8(scalars.map { NormalizedText.confusables[$0]?.value ?? $0 })
-                    NormalizedText.foldLatinDigits(&folded)
-                    words[index] = foldSpan(folded)
-                }
+                let decided = NormalizedText.ownScriptIsCyrillic(scalars)
+                if let decided { votes += decided ? 1 : -1 }
+                own.append(decided)
+                scalarsOfWords.append(scalars)
+            }
+            let textIsCyrillic = cyrillicLetters != latinLetters ? cyrillicLetters > latinLetters : votes > 0
+            for (position, (index, _)) in mixedWords.enumerated() {
+                let scalars = scalarsOfWords[position]
+                let anyCyrillic = scalars.contains { $0 >= 0x400 && $0 <= 0x52F }
+                words[index] = foldSpan(NormalizedText.folded(scalars, toCyrillic: own[position] ?? (anyCyrillic && textIsCyrillic)))
             }
         }
+
+        /// Whether the text's one-script words are mostly Cyrillic.
+        var oneScriptWordsAreCyrillic: Bool { cyrillicLetters > latinLetters }
 
         /// Makes the folded spans point past `lowered` in `wordBytes`.
         mutating func resolveFolds() {
@@ -396,6 +406,38 @@ public struct NormalizedText: Sendable, Equatable {
         0x6F: 0x43E, 0x70: 0x440, 0x72: 0x433, 0x74: 0x442, 0x75: 0x438, 0x78: 0x445, 0x79: 0x443, 0xEB: 0x451,
     ]
 
+    /// What a word's own letters say of its script: nil when they do not decide (both kinds
+    /// of telling letter, or neither), true for Cyrillic, false for Latin (and for a word with
+    /// no Cyrillic letter).
+    static func ownScriptIsCyrillic(_ scalars: [UInt32]) -> Bool? {
+        var onlyCyrillic = false, onlyLatin = false, anyCyrillic = false
+        for value in scalars {
+            if value >= 0x400 && value <= 0x52F {
+                anyCyrillic = true
+                if confusables[value] == nil { onlyCyrillic = true }
+            } else if (value >= 0x61 && value <= 0x7A) || (value >= 0xDF && value <= 0x24F) {
+                if !latinLowercaseLookalikes.contains(value) { onlyLatin = true }
+            }
+        }
+        guard anyCyrillic else { return false }
+        return onlyCyrillic != onlyLatin ? onlyCyrillic : nil
+    }
+
+    /// A word's look-alikes folded to one script, then its digits read in it.
+    static func folded(_ scalars: [UInt32], toCyrillic: Bool) -> [UInt8] {
+        if toCyrillic {
+            return utf8(cyrillicDigitsFolded(scalars.map { latinToCyrillic[$0] ?? $0 }))
+        }
+        var bytes = utf8(scalars.map { confusables[$0]?.value ?? $0 })
+        foldLatinDigits(&bytes)
+        return bytes
+    }
+
+    /// The Latin letters a lower-case Cyrillic letter imitates (а с е о р х у і ё): in a word
+    /// mixing scripts, any other Latin letter ("h", "n", "r", which only capitals or italics
+    /// imitate) says the word is Latin.
+    static let latinLowercaseLookalikes: Set<UInt32> = [0x61, 0x63, 0x65, 0x6F, 0x70, 0x78, 0x79, 0x69, 0xEB]
+
     /// Digits and `@`/`$` in a Latin word as the letters they imitate ("1gn0re" → "ignore").
     static func foldLatinDigits(_ bytes: inout [UInt8]) {
         for index in bytes.indices {
@@ -458,10 +500,13 @@ public struct NormalizedText: Sendable, Equatable {
     /// Joins runs of four or more one-letter words ("i g n o r e" → "ignore").
     private static func joinSpelledOut(_ scan: inout Scan) {
         let bytes = scan.wordBytes
+        // Digits count as letters here ("r 3 v 3 a l"); a spelled-out word is joined only when
+        // it has more letters than digits ("А = 5, Б = 7" stays as it is).
         func isSingleLetter(_ range: Range<Int>) -> Bool {
             switch range.count {
             case 1:
-                return isLetter(UInt32(bytes[range.lowerBound]))
+                let byte = bytes[range.lowerBound]
+                return isLetter(UInt32(byte)) || (byte >= 0x30 && byte <= 0x39)
             case 2:
                 let lead = bytes[range.lowerBound]
                 guard lead & 0xE0 == 0xC0 else { return false }
@@ -493,18 +538,36 @@ public struct NormalizedText: Sendable, Equatable {
                     if left.key.count != right.key.count { return left.key.count > right.key.count }
                     return right.key.lexicographicallyPrecedes(left.key)
                 }?.key ?? []
-                var letters: [UInt8] = []
-                for (position, range) in run.enumerated() {
-                    if position > 0, !letters.isEmpty, !usual.isEmpty, gap(position) != usual, !gap(position).isEmpty {
-                        scan.appendFold(letters)
-                        result.append(scan.words.removeLast())
-                        letters.removeAll(keepingCapacity: true)
+                var segment: [Range<Int>] = []
+                func join(_ scan: inout Scan) {
+                    defer { segment.removeAll(keepingCapacity: true) }
+                    let digits = segment.count { $0.count == 1 && bytes[$0.lowerBound] >= 0x30 && bytes[$0.lowerBound] <= 0x39 }
+                    guard segment.count >= 2, segment.count - digits > digits else {
+                        result.append(contentsOf: segment)
+                        return
                     }
-                    letters.append(contentsOf: bytes[range])
+                    var letters: [UInt8] = []
+                    for range in segment { letters.append(contentsOf: bytes[range]) }
+                    let scalars = NormalizedText.scalars(letters[...])
+                    let latin = scalars.contains { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0xDF && $0 <= 0x24F) }
+                    let cyrillic = scalars.contains { $0 >= 0x400 && $0 <= 0x52F }
+                    let greek = scalars.contains { $0 >= 0x370 && $0 <= 0x3FF }
+                    if latin && (cyrillic || greek) {
+                        scan.appendFold(NormalizedText.folded(scalars, toCyrillic: NormalizedText.ownScriptIsCyrillic(scalars)
+                                                                  ?? (cyrillic && scan.oneScriptWordsAreCyrillic)))
+                    } else if digits > 0 {
+                        scan.appendFold(NormalizedText.folded(scalars, toCyrillic: cyrillic))
+                    } else {
+                        scan.appendFold(letters)
+                    }
+                    result.append(scan.words.removeLast())
+                    joined = true
                 }
-                scan.appendFold(letters)
-                result.append(scan.words.removeLast())
-                joined = true
+                for (position, range) in run.enumerated() {
+                    if position > 0, !segment.isEmpty, !usual.isEmpty, gap(position) != usual, !gap(position).isEmpty { join(&scan) }
+                    segment.append(range)
+                }
+                join(&scan)
             } else {
                 result.append(contentsOf: run)
             }
